@@ -1,0 +1,37 @@
+# One-command set-up: `make demo` and `make test` create .venv if missing and install everything first.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+# CPU machines get the CPU build of torch (constraints/cpu.txt); a machine with nvidia-smi gets a CUDA build
+# and the `gpu` extra (vLLM). Override with `make GPU=0 ...` or `make GPU=1 ...`.
+GPU     ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+TORCH_INDEX ?=
+EXTRAS  := $(if $(filter 1,$(GPU)),test$(comma)gpu,test)
+comma   := ,
+PIP_ARGS := $(if $(filter 1,$(GPU)),,-c constraints/cpu.txt) $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: setup demo test test-fast bench clean
+
+$(STAMP): pyproject.toml constraints/cpu.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install $(PIP_ARGS) -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python pipelines/demo.py --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not ray and not slow" tests
+
+clean:
+	rm -rf runs .pytest_cache
