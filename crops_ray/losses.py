@@ -132,9 +132,7 @@ def _positive_entries(labels: torch.Tensor):
 
 def _exclusive_logcumsumexp(x: torch.Tensor) -> torch.Tensor:
     """``out[:, v] = logsumexp(x[:, :v])`` (``-inf`` for ``v = 0``) over a small ``[B, L]`` tensor."""
-    shifted = torch.full_like(x, -math.inf)
-    shifted[:, 1:] = torch.logcumsumexp(x, dim=1)[:, :-1]
-    return shifted
+    return F.pad(torch.logcumsumexp(x, dim=1)[:, :-1], (1, 0), value=-math.inf)
 
 
 def _shifted_exp(scores: torch.Tensor, index: torch.Tensor, inv_t: float, num_levels: int):
@@ -148,7 +146,7 @@ def _shifted_exp(scores: torch.Tensor, index: torch.Tensor, inv_t: float, num_le
     dtype = _compute_dtype(scores.dtype)
     row_max = scores.amax(dim=1, keepdim=True).to(dtype).mul_(inv_t)
     e = torch.add(-row_max, scores, alpha=inv_t).exp_()  # one fused pass: exp(s/t - max/t)
-    if bool(e.amin() >= math.exp(-_ROW_SHIFT_MAX_RANGE[dtype])):
+    if float(e.amin()) >= math.exp(-_ROW_SHIFT_MAX_RANGE[dtype]):
         return row_max.expand(-1, num_levels), e
     x = torch.mul(scores.to(dtype), inv_t, out=e)  # reuse the buffer
     shift = torch.full((x.shape[0], num_levels), -math.inf, dtype=dtype, device=x.device)
@@ -186,9 +184,9 @@ class _HInfoNCE(torch.autograd.Function):
         d = lse_below.reshape(-1).index_select(0, cell).sub_(x)  # -inf where nothing is below
         terms = F.softplus(d, threshold=_SOFTPLUS_THRESHOLD[dtype])
 
-        above = torch.ones(num_levels, num_levels, dtype=torch.bool, device=e.device).triu_(1)
-        keep = above & torch.isfinite(lse_level).unsqueeze(2)  # only non-empty levels u are gathered
-        ratio = torch.where(keep, (shift.unsqueeze(2) - lse_below.unsqueeze(1)).exp(), 0.0)
+        # ratio[b, u, v] = exp(shift[u] - lse_below[v]) for v > u, else 0.  Rows u of empty levels may
+        # hold inf/nan (-inf - -inf); they are never gathered, since no entry has such a level.
+        ratio = (shift.unsqueeze(2) - lse_below.unsqueeze(1)).exp_().triu_(diagonal=1)
         ctx.save_for_backward(index, e, positions, cell, torch.sigmoid(d), ratio)
 
         if reduction == "none":

@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--shards", type=int, help="override the number of user shards (output files)")
     p.add_argument("--ray", action=argparse.BooleanOptionalAction, default=None, help="generate shards as Ray tasks (default: only for --scale large)")
     args = p.parse_args(argv)
-    overrides = {**SCALES[args.scale], "seed": args.seed, "users": args.users, "shards": args.shards}
+    cli = {"seed": args.seed, "users": args.users, "shards": args.shards}
+    overrides = {**SCALES[args.scale], **{k: v for k, v in cli.items() if v is not None}}
     cfg = load_config(WorldConfig, args.config, overrides)
     use_ray = args.ray if args.ray is not None else args.scale == "large"
     print(f"generating the {args.scale} world (seed {cfg.seed}, {cfg.users:,} users, {cfg.shards} shards{', on Ray' if use_ray else ''}) -> {args.out}")

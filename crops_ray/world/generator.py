@@ -75,7 +75,7 @@ class WorldConfig:
     ambiguous_query_share: float = 0.45  # of a sense-interest session, the share that types the bare word
     sense_query_share: float = 0.15
     # the logging search engine
-    exposure_bias: float = 4.0  # added to the dominant sense of an ambiguous query (log-popularity units)
+    exposure_bias: float = 3.0  # added to the dominant sense of an ambiguous query (log-popularity units)
     grade_weight: float = 2.5  # weight of relevance grade in the engine's score
     engine_noise: float = 0.7
     noise_candidates: int = 30  # irrelevant candidates per query the engine may surface
@@ -84,7 +84,7 @@ class WorldConfig:
     pre_ranking_pool: int = 40
     n_filtered: int = 6
     # user behaviour
-    click_relevant: float = 0.45
+    click_relevant: float = 0.35
     click_same_subtopic_boost: float = 1.6
     click_noise: float = 0.02
     position_decay: float = 0.15
@@ -151,7 +151,7 @@ def _video_text(rng: np.random.Generator, entry, sub: int, is_sense: bool, alias
     phrase = entry.subtopics[sub]
     if is_sense and rng.random() < alias_rate:
         pattern = re.compile(rf"\b{re.escape(entry.word)}s?\b", re.IGNORECASE)
-        if pattern.search(phrase):
+        if pattern.match(phrase):
             phrase = pattern.sub(entry.aliases[rng.integers(len(entry.aliases))], phrase, count=1)
     title = V.TITLE_FORMATS[rng.integers(len(V.TITLE_FORMATS))].format(s=phrase)
     title = title[0].upper() + title[1:]
@@ -337,8 +337,7 @@ def generate_shard(cat: Catalog, cfg: WorldConfig, shard: int, user_range: tuple
                 ti = _choose_interest(rng, interests, cfg)
                 qi, sub = _query_for(cat, cfg, rng, ti)
                 clicked = request(uid, qi, ts, ti, sub, period)
-                r = rng.random()
-                if not len(clicked) and r < cfg.reformulate_rate:
+                if not len(clicked) and rng.random() < cfg.reformulate_rate:
                     q2 = cat.sense_query.get(ti) if cat.queries[qi]["kind"] == "ambiguous" and rng.random() < 0.3 else None
                     if q2 is None:
                         q2 = cat.topic_queries[ti][sub]
@@ -350,12 +349,14 @@ def generate_shard(cat: Catalog, cfg: WorldConfig, shard: int, user_range: tuple
                     stats["reformulations"] += period == 0
                     if period == 1:
                         qr.extend((cat.queries[qi]["query"], cat.video_ids[v]) for v in clicked2)
-                elif r < cfg.reformulate_rate + cfg.topic_switch_rate:
+                    continue
+                r = rng.random()
+                if r < cfg.topic_switch_rate:
                     other = int(interests[(list(interests).index(ti) + 1) % len(interests)])
                     q2, sub2 = _query_for(cat, cfg, rng, other, specific=True)
                     request(uid, q2, ts + int(rng.integers(*cfg.reformulation_delay_s)), other, sub2, period)
                     stats["topic_switches"] += period == 0
-                elif r < cfg.reformulate_rate + cfg.topic_switch_rate + cfg.late_followup_rate:
+                elif r < cfg.topic_switch_rate + cfg.late_followup_rate:
                     q2, sub2 = _query_for(cat, cfg, rng, ti, specific=True)
                     request(uid, q2, ts + int(rng.integers(*cfg.late_followup_delay_s)), ti, sub2, period)
                     stats["late_followups"] += period == 0
