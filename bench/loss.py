@@ -2,8 +2,9 @@
 
 Layout (DPR in-batch with K candidates per query): the score matrix is ``[B, B*K]``; row ``i``'s own
 candidates are columns ``i*K .. i*K+K-1``.  ``h_infonce`` gets those K columns at levels drawn from 1..5
-and level 0 elsewhere; ``cross_entropy`` gets ``target = i*K``.  Both losses are timed interleaved (the machine may
-be shared), each timing the median of several repeats after a warm-up, bounded in wall time per shape.  Prints one markdown table.
+and level 0 elsewhere; ``cross_entropy`` gets ``target = i*K``.  Scores are cosine-like, in [-1, 1].
+Both losses are timed interleaved (the machine may be shared): the median of several repeats after a
+warm-up, bounded in wall time per shape; small shapes get more repeats.  Prints one markdown table.
 
     .venv/bin/python bench/loss.py [--repeats 20] [--threads 2] [--budget-s 12]
 """
@@ -26,6 +27,8 @@ DEFAULT_REPEATS = 20
 DEFAULT_THREADS = 2
 DEFAULT_BUDGET_S = 12.0  # per (device, B, K): stop repeating once this much wall time is spent
 WARMUP = 2
+SMALL_SHAPE_ELEMS = 2**20  # score matrices smaller than this get SMALL_SHAPE_REPEAT_FACTOR x repeats
+SMALL_SHAPE_REPEAT_FACTOR = 10
 MIN_REPEATS = 3
 SEED = 0
 
@@ -83,12 +86,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch CPU threads")
     parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S, help="wall-time cap per timing")
     args = parser.parse_args()
+    if args.repeats < 1 or args.threads < 1 or args.budget_s <= 0:
+        parser.error("--repeats and --threads must be >= 1 and --budget-s > 0")
     torch.set_num_threads(args.threads)
 
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     t = DEFAULT_TEMPERATURE
-    print(f"repeats<={args.repeats} (median, >= {MIN_REPEATS}, <= {args.budget_s:g}s per timing), "
-          f"warm-up {WARMUP}, threads {args.threads}, torch {torch.__version__}\n")
+    print(f"--repeats {args.repeats} (x{SMALL_SHAPE_REPEAT_FACTOR} below {SMALL_SHAPE_ELEMS} scores; "
+          f"median, >= {MIN_REPEATS}, <= {args.budget_s:g} s per shape), warm-up {WARMUP}, "
+          f"threads {args.threads}, torch {torch.__version__}\n")
     print("| device | B | K | cross_entropy ms | h_infonce ms | ratio h/ce |")
     print("|---|---:|---:|---:|---:|---:|")
     for device in devices:
@@ -96,9 +102,11 @@ def main() -> None:
             for k in CANDIDATES_PER_QUERY:
                 gen = torch.Generator().manual_seed(SEED)
                 scores, labels, target = make_inputs(batch, k, device, gen)
+                small = scores.numel() < SMALL_SHAPE_ELEMS
+                repeats = args.repeats * (SMALL_SHAPE_REPEAT_FACTOR if small else 1)
                 ce, hi = time_pair(
                     [lambda: F.cross_entropy(scores / t, target), lambda: h_infonce(scores, labels, t)],
-                    scores, device, args.repeats, args.budget_s)
+                    scores, device, repeats, args.budget_s)
                 print(f"| {device.type} | {batch} | {k} | {ce:.3f} | {hi:.3f} | {hi / ce:.2f} |", flush=True)
 
 

@@ -50,6 +50,19 @@ CT_SCHEMA = pa.schema([("query", pa.string()), ("video_id", pa.string())])
 QR_SCHEMA = pa.schema([("query", pa.string()), ("video_id", pa.string())])
 EVAL_SCHEMAS = {"qrels": QRELS_SCHEMA, "ct": CT_SCHEMA, "qr": QR_SCHEMA}
 
+# Labelled training samples (the data engine's output, HLA levels): one row per (query, candidate).
+SAMPLE_SOURCES = ("clicked", "exposed", "ranked", "filtered", "reformulation", "recommendation", "llm")
+SAMPLES_SCHEMA = pa.schema(
+    [
+        ("query", pa.string()),
+        ("video_id", pa.string()),  # a fresh id for synthetic (LLM) documents
+        ("text", pa.string()),
+        ("level", pa.int8()),  # HLA level 0-5
+        ("source", pa.string()),  # one of SAMPLE_SOURCES
+        ("score", pa.float32()),  # the discriminator's calibrated theta where computed, else null
+    ]
+)
+
 QUARANTINE_REASON = "reason"
 
 

@@ -70,39 +70,19 @@ def test_layout_and_schemas(tiny_world):
     assert ts.max() < 1_767_225_600 + cfg.train_days * 86_400 + 3_600
 
 
-def _frames(out):
-    truth = pq.read_table(out / "eval" / "video_truth.parquet").to_pandas()
-    search = pq.read_table(out / "search_log").to_pandas().merge(truth, on="video_id")
-    rec = pq.read_table(out / "rec_log").to_pandas().merge(truth, on="video_id")
-    return truth, search, rec
-
-
 def test_filter_bubble_minority_senses_hidden_from_search_but_found_elsewhere(tmp_path):
+    from crops_ray.world.bubble import bubble_table
+
     out = tmp_path / "w"
     generate_world(str(out), world_config("tiny", seed=3, users=400), progress=lambda *_: None)
-    truth, search, rec = _frames(out)
-    words = {w.word for w in vocabulary.WORDS}
-    bare = search[search["query"].isin(words) & (search["word"] == search["query"])]
-    shown = bare[bare["stage"].isin(["clicked", "exposed"])]
-    minority_shown = (~shown["dominant"]).mean()
-    assert minority_shown < 0.02, f"minority senses exposed too often: {minority_shown:.3f}"
-
-    # Reformulation clicks: a later request of the same user within 90 s, credited to the bare word.
-    requests = search[["request_id", "user_id", "query", "ts"]].drop_duplicates("request_id").sort_values(["user_id", "ts"])
-    nxt = requests.groupby("user_id").shift(-1)
-    pairs = requests.assign(next_request=nxt["request_id"], next_query=nxt["query"], gap=nxt["ts"] - requests["ts"])
-    reform = pairs[pairs["query"].isin(words) & (pairs["gap"] <= WINDOW_S) & (pairs["next_query"] != pairs["query"])]
-    clicks = search[search["stage"] == "clicked"][["request_id", "video_id", "word", "dominant"]]
-    after = reform.merge(clicks, left_on="next_request", right_on="request_id")
-    after = after[after["word"] == after["query"]]
-    assert len(after) > 0 and (~after["dominant"]).mean() > 0.5, "reformulation clicks should reveal minority senses"
-
-    # Rec feed of the users who typed a bare word holds minority-sense videos of that word.
-    searchers = bare[["user_id", "query"]].drop_duplicates()
-    feed = rec.merge(searchers, on="user_id")
-    feed = feed[feed["word"] == feed["query"]]
-    never_shown = set(feed[~feed["dominant"]]["video_id"]) - set(shown["video_id"])
-    assert len(never_shown) >= 10, "rec feeds should carry minority-sense videos search never showed"
+    table = bubble_table(str(out), window_s=WINDOW_S)
+    assert set(table["word"]) == {w.word for w in vocabulary.WORDS}
+    weighted = lambda col: float((table[col].fillna(0) * table["requests"]).sum() / table["requests"].sum())  # noqa: E731
+    assert weighted("minority_in_search_results") < 0.02, table
+    # What users clicked after reformulating, and their rec feeds, reveal the hidden senses.
+    assert weighted("minority_in_reformulation_clicks") > 0.5, table
+    assert weighted("minority_in_rec_feed") > 0.25, table
+    assert (table["minority_in_rec_feed"] > table["minority_in_search_results"] + 0.1).mean() > 0.8, table
 
 
 def test_ground_truth_is_consistent(tiny_world):
