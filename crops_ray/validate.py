@@ -303,7 +303,7 @@ def _count_folder(folder: str) -> tuple[int, dict[str, int]]:
     return rows, dict(sorted(reasons.items()))
 
 
-def validate_logs(logs: str, out: str, cfg: ValidationConfig | None = None) -> dict[str, TableSummary]:
+def validate_logs(logs: str, out: str, cfg: ValidationConfig | None = None, progress=print) -> dict[str, TableSummary]:
     """Validate ``logs`` (the contract's layout) into ``out``; returns the per-table summary.
 
     ``out`` is written atomically on a local filesystem: a run interrupted half-way leaves the previous output.
@@ -320,8 +320,10 @@ def validate_logs(logs: str, out: str, cfg: ValidationConfig | None = None) -> d
     os.makedirs(staging)
     summaries = {t: TableSummary(rows_in=S.count_rows(files[t])) for t in S.TABLES}
     started = time.time()
+    progress(f"validating videos: {summaries['videos'].rows_in:,} rows in {len(files['videos'])} file(s)")
     video_ids = _validate_videos(files["videos"], staging, cfg, summaries["videos"])
     for table in ("search_log", "rec_log"):
+        progress(f"validating {table}: {summaries[table].rows_in:,} rows in {len(files[table])} file(s)")
         _validate_events(table, files[table], staging, cfg, video_ids)
     for table, s in summaries.items():
         s.kept, _ = _count_folder(f"{staging}/{table}")

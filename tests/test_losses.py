@@ -46,7 +46,9 @@ def _labels(pattern: str, batch: int, width: int, gen: torch.Generator) -> torch
 
 
 PATTERNS = ["zeros", "one_positive", "ties", "all_levels", "top_levels", "empty_rows"]
-SHAPES = [(1, 1), (1, 7), (2, 40), (3, 5), (5, 17), (8, 2), (9, 33)]
+EDGE_SHAPES = [(1, 1), (1, 7), (2, 40), (9, 1), (9, 40)]
+RANDOM_SHAPES_PER_TEST = 3  # drawn from B in 1..9, N in 1..40 with the test's seeded generator
+MAX_B, MAX_N = 9, 40
 
 
 def _value_and_grad(fn, scores, labels, **kwargs):
@@ -71,7 +73,9 @@ def shift_path(request, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_matches_reference_value_and_grad(pattern, dtype, shift_path):
     gen = torch.Generator().manual_seed(PATTERNS.index(pattern))
-    for batch, width in SHAPES:
+    drawn = torch.stack([torch.randint(1, MAX_B + 1, (RANDOM_SHAPES_PER_TEST,), generator=gen),
+                         torch.randint(1, MAX_N + 1, (RANDOM_SHAPES_PER_TEST,), generator=gen)], 1)
+    for batch, width in EDGE_SHAPES + [tuple(map(int, shape)) for shape in drawn]:
         scores = torch.randn(batch, width, generator=gen, dtype=torch.float64).to(dtype) * 0.5
         labels = _labels(pattern, batch, width, gen)
         for temperature in (DEFAULT_TEMPERATURE, 1.0):
@@ -105,6 +109,13 @@ def test_none_reduction_weighted_grad_matches_reference():
         (fn(s, labels, reduction="none") * weights).sum().backward()
         grads.append(s.grad)
     torch.testing.assert_close(grads[0], grads[1], **TOL[torch.float64])
+
+
+def test_gradcheck_none_reduction():
+    gen = torch.Generator().manual_seed(12)
+    scores = torch.randn(3, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    labels = _labels("all_levels", 3, 8, gen)
+    assert torch.autograd.gradcheck(lambda s: h_infonce(s, labels, 0.5, reduction="none"), (scores,))
 
 
 @pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64])
