@@ -35,3 +35,199 @@ class LevelConfig:
 
     def level(self, source: str) -> int:
         return self.levels[source]
+
+
+# ------------------------------------------------------------------------------------------ training groups
+"""Training groups: what the trainer reads.
+
+A training example is one query with a small group of its labelled candidates. Group building (``build_groups``)
+works per query, so its output for a query does not depend on the other queries (each query's random draws are
+seeded from ``(seed, query)``), and writes parquet with :data:`GROUPS_SCHEMA`, one row per example:
+
+- ``query`` string;
+- ``texts`` list<string>, ``video_ids`` list<string>, ``levels`` list<int8>, ``sources`` list<string>: the
+  group's candidates, aligned; the first is the *anchor*, a candidate at the highest level the query has, the
+  others follow by level, best first.
+
+Level 0 is never stored: a query's negatives are the other examples' candidates in the same (global) batch.
+How a query's candidates become examples (:class:`GroupConfig`): each candidate at the query's highest level
+anchors one example (cycling through them when the query has more candidates than ``ceil(n / group_size)``
+examples would cover), up to ``max_examples_per_query``; the anchor's companions are drawn without replacement,
+each with weight ``level_preference ** level``, so the higher levels are kept and the lower ones still appear.
+The rows are shuffled (seeded) so a batch mixes queries.
+
+``sources`` keeps where each candidate came from, which is what the DPR baseline needs: training with
+``loss="infonce"`` keeps only the search-log candidates (sources in :data:`crops_ray.schema.STAGES`), labels the
+``clicked`` ones positive and the other logged ones (exposed, ranked, filtered) hard negatives at level 0
+(see :func:`crops_ray.train.candidate_labels`).
+"""
+
+import hashlib  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from crops_ray.schema import SAMPLES_SCHEMA, STAGES, filesystem_and_path  # noqa: E402
+
+GROUPS_SCHEMA = pa.schema(
+    [
+        ("query", pa.string()),
+        ("texts", pa.list_(pa.string())),
+        ("video_ids", pa.list_(pa.string())),
+        ("levels", pa.list_(pa.int8())),
+        ("sources", pa.list_(pa.string())),
+    ]
+)
+
+
+@dataclass
+class GroupConfig:
+    group_size: int = 8  # candidates per example: the anchor plus up to group_size - 1 companions
+    max_examples_per_query: int = 4
+    level_preference: float = 2.0  # companion sampling weight = level_preference ** level (1.0: uniform)
+    seed: int = 0
+    rows_per_shard: int = 100_000  # examples per output parquet file
+
+    def __post_init__(self) -> None:
+        if self.group_size < 1:
+            raise ValueError(f"GroupConfig.group_size must be >= 1, got {self.group_size}")
+        if self.max_examples_per_query < 1:
+            raise ValueError(f"GroupConfig.max_examples_per_query must be >= 1, got {self.max_examples_per_query}")
+        if not self.level_preference > 0:
+            raise ValueError(f"GroupConfig.level_preference must be > 0, got {self.level_preference}")
+        if self.rows_per_shard < 1:
+            raise ValueError(f"GroupConfig.rows_per_shard must be >= 1, got {self.rows_per_shard}")
+
+
+def _stable_hash(text: str) -> int:
+    """A 63-bit hash of ``text`` that is the same in every process (Python's ``hash`` is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") >> 1
+
+
+def log_samples(search_log: pa.Table, videos: pa.Table, levels: LevelConfig | None = None) -> pa.Table:
+    """Samples (:data:`SAMPLES_SCHEMA`) from a validated search log: source = the stage a candidate reached.
+
+    A (query, video) pair logged in several requests keeps its highest level (clicked once, exposed elsewhere:
+    clicked). Rows whose video is not in ``videos`` are dropped (validated logs have none). ``score`` is null.
+    """
+    levels = levels or LevelConfig()
+    for name, table, columns in (("search_log", search_log, ("query", "video_id", "stage")), ("videos", videos, ("video_id", "text"))):
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise ValueError(f"log_samples: {name} lacks column(s) {missing}; it has {table.column_names}")
+    log = search_log.select(["query", "video_id", "stage"]).to_pandas()
+    unknown = sorted(set(log["stage"].dropna()) - set(STAGES))
+    if unknown:
+        raise ValueError(f"log_samples: unknown stages {unknown}; validate the logs first (contract stages: {list(STAGES)})")
+    log = log.dropna()
+    log["level"] = log["stage"].map(levels.levels).astype("int8")
+    log["rank"] = log["stage"].map({s: i for i, s in enumerate(STAGES)})  # ties between equal levels: funnel order
+    log = log.sort_values(["query", "video_id", "level", "rank"], ascending=[True, True, False, True], kind="stable")
+    log = log.drop_duplicates(["query", "video_id"], keep="first")
+    text = videos.select(["video_id", "text"]).to_pandas().drop_duplicates("video_id").set_index("video_id")["text"]
+    log["text"] = log["video_id"].map(text)
+    log = log.dropna(subset=["text"])
+    log = log.sort_values(["query", "level", "video_id"], ascending=[True, False, True], kind="stable")
+    return pa.table(
+        {
+            "query": pa.array(log["query"].tolist(), pa.string()),
+            "video_id": pa.array(log["video_id"].tolist(), pa.string()),
+            "text": pa.array(log["text"].tolist(), pa.string()),
+            "level": pa.array(log["level"].to_numpy(), pa.int8()),
+            "source": pa.array(log["stage"].tolist(), pa.string()),
+            "score": pa.nulls(len(log), pa.float32()),
+        },
+        schema=SAMPLES_SCHEMA,
+    )
+
+
+def _query_examples(levels: np.ndarray, cfg: GroupConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    """Candidate index arrays, one per example, for one query's candidates with ``levels``."""
+    n = len(levels)
+    top = np.flatnonzero(levels == levels.max())
+    rng.shuffle(top)
+    n_examples = min(cfg.max_examples_per_query, max(len(top), math.ceil(n / cfg.group_size)))
+    weights = np.power(float(cfg.level_preference), levels.astype(np.float64))
+    examples = []
+    for e in range(n_examples):
+        anchor = top[e % len(top)]
+        rest = np.delete(np.arange(n), anchor)
+        k = min(cfg.group_size - 1, len(rest))
+        # Weighted sampling without replacement (Efraimidis-Spirakis): the k largest u ** (1 / w).
+        keys = np.log(rng.random(len(rest))) / weights[rest]
+        chosen = rest[np.argsort(-keys, kind="stable")[:k]]
+        chosen = chosen[np.argsort(-levels[chosen], kind="stable")]
+        examples.append(np.concatenate([[anchor], chosen]).astype(np.int64))
+    return examples
+
+
+def build_groups(samples: pa.Table, cfg: GroupConfig | None = None) -> pa.Table:
+    """Training examples (:data:`GROUPS_SCHEMA`) from samples (:data:`SAMPLES_SCHEMA`); see the section docstring.
+
+    Samples at level 0 and samples without text are skipped; a (query, video) pair given by several sources
+    keeps its highest level (ties: the first source in :data:`SAMPLE_SOURCES` order, i.e. the cross-perspective
+    one). Deterministic for a given ``cfg.seed``.
+    """
+    cfg = cfg or GroupConfig()
+    missing = [c for c in ("query", "video_id", "text", "level", "source") if c not in samples.column_names]
+    if missing:
+        raise ValueError(f"build_groups: samples lack column(s) {missing}; expected the samples schema {SAMPLES_SCHEMA.names}")
+    df = samples.select(["query", "video_id", "text", "level", "source"]).to_pandas()
+    df = df.dropna(subset=["query", "video_id", "text", "level"])
+    df = df[df["level"] > IN_BATCH_LEVEL]
+    df["rank"] = df["source"].map({s: i for i, s in enumerate(SAMPLE_SOURCES)}).fillna(len(SAMPLE_SOURCES))
+    df = df.sort_values(["query", "level", "rank", "video_id"], ascending=[True, False, True, True], kind="stable")
+    df = df.drop_duplicates(["query", "video_id"], keep="first")
+
+    queries = df["query"].to_numpy(object)
+    levels = df["level"].to_numpy(np.int64)
+    texts, vids, sources = (df[c].to_numpy(object) for c in ("text", "video_id", "source"))
+    starts = np.flatnonzero(np.r_[True, queries[1:] != queries[:-1]]) if len(df) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(df)]
+    rows: dict[str, list] = {name: [] for name in GROUPS_SCHEMA.names}
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        query = queries[start]
+        rng = np.random.default_rng([cfg.seed, _stable_hash(query)])
+        for idx in _query_examples(levels[start:end], cfg, rng):
+            idx = idx + start
+            rows["query"].append(query)
+            rows["texts"].append(texts[idx].tolist())
+            rows["video_ids"].append(vids[idx].tolist())
+            rows["levels"].append(levels[idx].tolist())
+            rows["sources"].append(sources[idx].tolist())
+    table = pa.table(rows, schema=GROUPS_SCHEMA)
+    order = np.random.default_rng(cfg.seed).permutation(table.num_rows)
+    return table.take(pa.array(order, pa.int64()))
+
+
+def write_groups(groups: pa.Table, out: str, rows_per_shard: int = GroupConfig.rows_per_shard) -> list[str]:
+    """Write ``groups`` as ``out/part-NNNNN.parquet`` shards (a local ``out`` is replaced atomically); return the paths."""
+    if groups.num_rows == 0:
+        raise ValueError("write_groups: no training examples to write (were the samples empty?)")
+    groups = groups.cast(GROUPS_SCHEMA)
+    fs, base = filesystem_and_path(out.rstrip("/"))
+    local = "://" not in out
+    target = base + ".tmp" if local else base
+    if local:
+        shutil.rmtree(target, ignore_errors=True)
+    fs.create_dir(target, recursive=True)
+    names = []
+    for i, start in enumerate(range(0, groups.num_rows, rows_per_shard)):
+        name = f"part-{i:05d}.parquet"
+        pq.write_table(groups.slice(start, rows_per_shard), f"{target}/{name}", filesystem=fs)
+        names.append(name)
+    if local:
+        shutil.rmtree(base, ignore_errors=True)
+        os.replace(target, base)
+    prefix = out.split("://", 1)[0] + "://" if not local else ""
+    return [f"{prefix}{base}/{n}" for n in names]
+
+
+def read_parquet_table(path: str) -> pa.Table:
+    """A parquet file or folder of parquet files (local or a URI pyarrow reads) as one table."""
+    fs, p = filesystem_and_path(path.rstrip("/"))
+    return pq.read_table(p, filesystem=fs)

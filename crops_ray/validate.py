@@ -13,17 +13,14 @@ Reasons, checked in this order (a row gets the first that applies):
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
 from crops_ray import schema as S
+from crops_ray import storage
 from crops_ray.config import load_config
 
 RAW_COLUMN = "raw"
@@ -212,7 +209,7 @@ class _ShardWriter:
 
     def __init__(self, folder: str, rows_per_shard: int):
         self.folder, self.rows_per_shard, self.parts, self.buffer, self.rows = folder, rows_per_shard, 0, [], 0
-        os.makedirs(folder, exist_ok=True)
+        storage.makedirs(folder)
 
     def add(self, t: pa.Table) -> None:
         if t.num_rows:
@@ -223,7 +220,7 @@ class _ShardWriter:
 
     def _flush(self, rows: int) -> None:
         whole = pa.concat_tables(self.buffer, promote_options="permissive")
-        pq.write_table(whole.slice(0, rows), f"{self.folder}/part-{self.parts:05d}.parquet")
+        storage.write_table(whole.slice(0, rows), f"{self.folder}/part-{self.parts:05d}.parquet")
         self.parts += 1
         rest = whole.slice(rows)
         self.buffer, self.rows = ([rest] if rest.num_rows else []), rest.num_rows
@@ -291,22 +288,19 @@ def _validate_events(table: str, files: list[str], out: str, cfg: ValidationConf
 
 def _count_folder(folder: str) -> tuple[int, dict[str, int]]:
     """Rows in a folder of parquet shards, and counts per reason when it is a quarantine folder."""
-    if not os.path.isdir(folder):
-        return 0, {}
-    files = sorted(f"{folder}/{f}" for f in os.listdir(folder) if f.endswith(".parquet"))
+    files = storage.parquet_files(folder)
     rows, reasons = S.count_rows(files), {}
-    if files and rows:
-        t = pq.read_table(files, columns=[S.QUARANTINE_REASON]) if "quarantine" in folder else None
-        if t is not None:
-            for row in t.group_by(S.QUARANTINE_REASON).aggregate([(S.QUARANTINE_REASON, "count")]).to_pylist():
-                reasons[row[S.QUARANTINE_REASON]] = row[f"{S.QUARANTINE_REASON}_count"]
+    if rows and "quarantine" in folder:
+        t = storage.read_table(files, columns=[S.QUARANTINE_REASON])
+        for row in t.group_by(S.QUARANTINE_REASON).aggregate([(S.QUARANTINE_REASON, "count")]).to_pylist():
+            reasons[row[S.QUARANTINE_REASON]] = row[f"{S.QUARANTINE_REASON}_count"]
     return rows, dict(sorted(reasons.items()))
 
 
 def validate_logs(logs: str, out: str, cfg: ValidationConfig | None = None, progress=print) -> dict[str, TableSummary]:
     """Validate ``logs`` (the contract's layout) into ``out``; returns the per-table summary.
 
-    ``out`` is written atomically on a local filesystem: a run interrupted half-way leaves the previous output.
+    ``out`` is a local path or any URI pyarrow writes; on a local disk it is replaced atomically (storage.Output).
     """
     from crops_ray.runtime import init_ray
 
@@ -315,27 +309,21 @@ def validate_logs(logs: str, out: str, cfg: ValidationConfig | None = None, prog
     for table, paths in files.items():  # fail fast, before any row is read
         S.check_file_schemas(paths, table, cfg.columns)
     init_ray()
-    staging = f"{out.rstrip('/')}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
     summaries = {t: TableSummary(rows_in=S.count_rows(files[t])) for t in S.TABLES}
     started = time.time()
-    progress(f"validating videos: {summaries['videos'].rows_in:,} rows in {len(files['videos'])} file(s)")
-    video_ids = _validate_videos(files["videos"], staging, cfg, summaries["videos"])
-    for table in ("search_log", "rec_log"):
-        progress(f"validating {table}: {summaries[table].rows_in:,} rows in {len(files[table])} file(s)")
-        _validate_events(table, files[table], staging, cfg, video_ids)
-    for table, s in summaries.items():
-        s.kept, _ = _count_folder(f"{staging}/{table}")
-        s.quarantined, s.reasons = _count_folder(f"{staging}/quarantine/{table}")
-        if not s.conserved:
-            raise RuntimeError(f"validation lost rows in {table}: in {s.rows_in} != kept {s.kept} + quarantined {s.quarantined}")
-    report = {"logs": logs, "seconds": round(time.time() - started, 2), "tables": {t: asdict(s) for t, s in summaries.items()}}
-    with open(f"{staging}/validation.json", "w") as f:
-        json.dump(report, f, indent=2)
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.replace(staging, out)
+    with storage.Output(out) as staging:
+        progress(f"validating videos: {summaries['videos'].rows_in:,} rows in {len(files['videos'])} file(s)")
+        video_ids = _validate_videos(files["videos"], staging, cfg, summaries["videos"])
+        for table in ("search_log", "rec_log"):
+            progress(f"validating {table}: {summaries[table].rows_in:,} rows in {len(files[table])} file(s)")
+            _validate_events(table, files[table], staging, cfg, video_ids)
+        for table, s in summaries.items():
+            s.kept, _ = _count_folder(f"{staging}/{table}")
+            s.quarantined, s.reasons = _count_folder(f"{staging}/quarantine/{table}")
+            if not s.conserved:
+                raise RuntimeError(f"validation lost rows in {table}: in {s.rows_in} != kept {s.kept} + quarantined {s.quarantined}")
+        report = {"logs": logs, "seconds": round(time.time() - started, 2), "tables": {t: asdict(s) for t, s in summaries.items()}}
+        storage.write_bytes(f"{staging}/validation.json", json.dumps(report, indent=2).encode())
     return summaries
 
 

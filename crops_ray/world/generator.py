@@ -31,17 +31,15 @@ as Ray tasks.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from crops_ray import schema as S
+from crops_ray import storage
 from crops_ray.world import vocabulary as V
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, the start of the training period
@@ -390,48 +388,40 @@ def _interest_weights(cat: Catalog, cfg: WorldConfig) -> np.ndarray:
 
 def _write_shard(cat: Catalog, cfg: WorldConfig, shard: int, user_range: tuple[int, int], out: str) -> dict:
     result = generate_shard(cat, cfg, shard, user_range, _interest_weights(cat, cfg))
-    pq.write_table(pa.table(result.search, schema=S.SEARCH_LOG_SCHEMA), f"{out}/search_log/part-{shard:05d}.parquet")
-    pq.write_table(pa.table(result.rec, schema=S.REC_LOG_SCHEMA), f"{out}/rec_log/part-{shard:05d}.parquet")
+    storage.write_table(pa.table(result.search, schema=S.SEARCH_LOG_SCHEMA), f"{out}/search_log/part-{shard:05d}.parquet")
+    storage.write_table(pa.table(result.rec, schema=S.REC_LOG_SCHEMA), f"{out}/rec_log/part-{shard:05d}.parquet")
     return {"ct": result.ct, "qr": result.qr, "stats": result.stats, "search_rows": len(result.search["request_id"])}
 
 
 def generate_world(out: str, cfg: WorldConfig, use_ray: bool = False, progress=print) -> dict:
-    """Write the world to ``out`` (replaced atomically on a local filesystem); returns its statistics."""
+    """Write the world to ``out`` (a local path or any URI pyarrow writes; see storage.Output); returns its statistics."""
     started = time.time()
-    staging = f"{out.rstrip('/')}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    for sub in ("videos", "search_log", "rec_log", "eval"):
-        os.makedirs(f"{staging}/{sub}")
     cat = build_catalog(cfg)
     progress(f"catalog: {len(cat.video_ids):,} videos, {len(cat.queries):,} queries ({time.time() - started:.1f}s)")
-    pq.write_table(pa.table({"video_id": cat.video_ids, "text": cat.texts}, schema=S.VIDEOS_SCHEMA), f"{staging}/videos/part-00000.parquet")
     bounds = np.linspace(0, cfg.users, cfg.shards + 1).astype(int)
     ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-    if use_ray:
-        import ray
-
-        from crops_ray.runtime import init_ray
-
-        init_ray()
-        cat_ref = ray.put(cat)
-        remote = ray.remote(_write_shard)
-        pending = [remote.remote(cat_ref, cfg, i, r, staging) for i, r in enumerate(ranges)]
+    with storage.Output(out) as staging:
+        storage.write_table(pa.table({"video_id": cat.video_ids, "text": cat.texts}, schema=S.VIDEOS_SCHEMA), f"{staging}/videos/part-00000.parquet")
         results = []
-        for i, ref in enumerate(pending):  # in shard order, so eval/ is the same bytes as in-process
-            results.append(ray.get(ref))
-            progress(f"users shard {i + 1}/{len(ranges)} done")
-    else:
-        results = []
-        for i, r in enumerate(ranges):
-            results.append(_write_shard(cat, cfg, i, r, staging))
-            progress(f"users shard {i + 1}/{len(ranges)} done")
-    _write_truth(cat, results, staging)
-    stats = _world_stats(cat, cfg, results, time.time() - started)
-    with open(f"{staging}/world.json", "w") as f:
-        json.dump({"config": asdict(cfg), "stats": stats}, f, indent=2)
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.replace(staging, out)
+        if use_ray:
+            import ray
+
+            from crops_ray.runtime import init_ray
+
+            init_ray()
+            cat_ref = ray.put(cat)
+            remote = ray.remote(_write_shard)
+            pending = [remote.remote(cat_ref, cfg, i, r, staging) for i, r in enumerate(ranges)]
+            for i, ref in enumerate(pending):  # in shard order, so eval/ is the same bytes as in-process
+                results.append(ray.get(ref))
+                progress(f"users shard {i + 1}/{len(ranges)} done")
+        else:
+            for i, r in enumerate(ranges):
+                results.append(_write_shard(cat, cfg, i, r, staging))
+                progress(f"users shard {i + 1}/{len(ranges)} done")
+        _write_truth(cat, results, staging)
+        stats = _world_stats(cat, cfg, results, time.time() - started)
+        storage.write_bytes(f"{staging}/world.json", json.dumps({"config": asdict(cfg), "stats": stats}, indent=2).encode())
     return stats
 
 
@@ -447,9 +437,9 @@ def _write_truth(cat: Catalog, results: list[dict], out: str) -> None:
         rows["query"] += [q["query"]] * int(keep.sum())
         rows["video_id"] += [cat.video_ids[v] for v in cand[keep]]
         rows["grade"] += grade[keep].tolist()
-    pq.write_table(pa.table(rows, schema=S.QRELS_SCHEMA), f"{out}/eval/qrels.parquet")
-    pq.write_table(_dedup([p for r in results for p in r["ct"]]), f"{out}/eval/ct.parquet")
-    pq.write_table(_dedup([p for r in results for p in r["qr"]]), f"{out}/eval/qr.parquet")
+    storage.write_table(pa.table(rows, schema=S.QRELS_SCHEMA), f"{out}/eval/qrels.parquet")
+    storage.write_table(_dedup([p for r in results for p in r["ct"]]), f"{out}/eval/ct.parquet")
+    storage.write_table(_dedup([p for r in results for p in r["qr"]]), f"{out}/eval/qr.parquet")
     truth = pa.table({
         "video_id": cat.video_ids,
         "topic": [cat.topic_keys[t] for t in cat.topic],
@@ -458,8 +448,8 @@ def _write_truth(cat: Catalog, results: list[dict], out: str) -> None:
         "dominant": [cat.topic_dominant[t] for t in cat.topic],
         "subtopic": cat.subtopic.astype(np.int8),
     })
-    pq.write_table(truth, f"{out}/eval/video_truth.parquet")
-    pq.write_table(pa.Table.from_pylist(cat.queries), f"{out}/eval/queries.parquet")
+    storage.write_table(truth, f"{out}/eval/video_truth.parquet")
+    storage.write_table(pa.Table.from_pylist(cat.queries), f"{out}/eval/queries.parquet")
 
 
 def _world_stats(cat: Catalog, cfg: WorldConfig, results: list[dict], seconds: float) -> dict:

@@ -1,0 +1,205 @@
+"""The dual encoder: query and document towers from ``transformers``, mean pooling, L2-normalised outputs.
+
+    enc = Encoder.from_pretrained("minilm")            # or any local Hugging Face folder, or a trained model
+    q = enc.encode_queries(["jaguar"], batch_size=64)   # float32 [n, dim], unit length
+    d = enc.encode_docs(["Jaguar cubs in the wild"])
+    enc.save("runs/model")
+
+The towers share one transformer (``shared=True``, the default) or hold two copies initialised from the same
+weights. A saved encoder is a Hugging Face folder that ``transformers`` loads alone:
+
+- shared towers: ``FOLDER/{config.json, model.safetensors, tokenizer files, crops_encoder.json}``;
+- separate towers: ``FOLDER/crops_encoder.json`` and ``FOLDER/query/``, ``FOLDER/doc/``, each a complete folder.
+
+``crops_encoder.json`` records pooling, normalisation, ``max_length`` and whether the towers are shared; an
+embedding is the attention-masked mean of the last hidden states, L2-normalised.
+
+A BERT pooler (``pooler.*``) is not used by mean pooling; its parameters are frozen (kept and saved, never
+trained) so distributed data parallel training sees no unused parameters.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from crops_ray.models import model_path
+
+CONFIG_NAME = "crops_encoder.json"
+QUERY_FOLDER, DOC_FOLDER = "query", "doc"
+POOLINGS = ("mean",)
+
+
+@dataclass
+class EncoderConfig:
+    pooling: str = "mean"
+    normalize: bool = True
+    max_length: int = 64  # tokens per text; longer texts are truncated
+    shared: bool = True  # one transformer for both towers
+    init: str = ""  # the folder the weights were first loaded from (information only)
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"EncoderConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.max_length < 2:
+            raise ValueError(f"EncoderConfig.max_length must be >= 2, got {self.max_length}")
+
+
+def _load_transformer(folder: str) -> torch.nn.Module:
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(folder)
+    for name, param in model.named_parameters():
+        if name.startswith("pooler."):
+            param.requires_grad_(False)
+    return model
+
+
+class Encoder(torch.nn.Module):
+    """Query and document towers; ``forward(query_inputs, doc_inputs)`` returns both embeddings (for training)."""
+
+    def __init__(self, query_model: torch.nn.Module, doc_model: torch.nn.Module, tokenizer, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        self.query_model = query_model
+        # With shared towers the doc model IS the query model; registering it once keeps parameters unique.
+        self.doc_model = None if config.shared else doc_model
+        self.tokenizer = tokenizer
+
+    # ------------------------------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, shared: bool | None = None, max_length: int | None = None) -> "Encoder":
+        """Load a saved encoder, or initialise one from any Hugging Face folder or packaged alias ("minilm").
+
+        ``shared`` and ``max_length`` apply when initialising; for a saved encoder they must match or be None
+        (``max_length`` may change: it only affects tokenisation).
+        """
+        from transformers import AutoTokenizer
+
+        folder = model_path(name_or_path)
+        saved = os.path.join(folder, CONFIG_NAME)
+        if os.path.exists(saved):
+            with open(saved) as f:
+                data = json.load(f)
+            known = {f.name for f in fields(EncoderConfig)}
+            config = EncoderConfig(**{k: v for k, v in data.items() if k in known})
+            if shared is not None and shared != config.shared:
+                raise ValueError(f"{folder}: saved with shared={config.shared}; cannot load it with shared={shared}")
+            if max_length is not None:
+                config.max_length = max_length
+            if config.shared:
+                query_model = _load_transformer(folder)
+                doc_model, tok_folder = query_model, folder
+            else:
+                query_model = _load_transformer(os.path.join(folder, QUERY_FOLDER))
+                doc_model = _load_transformer(os.path.join(folder, DOC_FOLDER))
+                tok_folder = os.path.join(folder, QUERY_FOLDER)
+            return cls(query_model, doc_model, AutoTokenizer.from_pretrained(tok_folder), config)
+        if not os.path.exists(os.path.join(folder, "config.json")):
+            raise FileNotFoundError(f"{folder}: not a Hugging Face model folder (no config.json)")
+        config = EncoderConfig(shared=True if shared is None else shared, init=folder)
+        if max_length is not None:
+            config.max_length = max_length
+        query_model = _load_transformer(folder)
+        doc_model = query_model if config.shared else copy.deepcopy(query_model)
+        return cls(query_model, doc_model, AutoTokenizer.from_pretrained(folder), config)
+
+    def save(self, folder: str) -> None:
+        """Write a Hugging Face folder (safetensors + tokenizer) plus ``crops_encoder.json``."""
+        os.makedirs(folder, exist_ok=True)
+        if self.config.shared:
+            targets = [(self.query_model, folder)]
+        else:
+            targets = [(self.query_model, os.path.join(folder, QUERY_FOLDER)), (self.doc_model, os.path.join(folder, DOC_FOLDER))]
+        for model, target in targets:
+            model.save_pretrained(target, safe_serialization=True)
+            self.tokenizer.save_pretrained(target)
+        with open(os.path.join(folder, CONFIG_NAME), "w") as f:
+            json.dump(asdict(self.config), f, indent=2)
+
+    # --------------------------------------------------------------------------------------- embedding
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.query_model.parameters()).device
+
+    @property
+    def dim(self) -> int:
+        return int(self.query_model.config.hidden_size)
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return dict(
+            self.tokenizer(
+                list(texts), padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
+            )
+        )
+
+    def _tower(self, which: str) -> torch.nn.Module:
+        return self.query_model if which == "query" or self.doc_model is None else self.doc_model
+
+    def embed(self, which: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled (and normalised) float32 embeddings of tokenised ``inputs`` through the ``which`` tower."""
+        hidden = self._tower(which)(**inputs).last_hidden_state
+        mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)).float()
+        return F.normalize(pooled, dim=-1) if self.config.normalize else pooled
+
+    def forward(self, query_inputs: dict[str, torch.Tensor], doc_inputs: dict[str, torch.Tensor]):
+        return self.embed("query", query_inputs), self.embed("doc", doc_inputs)
+
+    @torch.no_grad()
+    def _encode(self, which: str, texts: list[str], batch_size: int) -> np.ndarray:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        was_training = self.training
+        self.eval()
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths together: less padding
+        out = np.empty((len(texts), self.dim), np.float32)
+        device = self.device
+        try:
+            for start in range(0, len(texts), batch_size):
+                idx = order[start : start + batch_size]
+                inputs = {k: v.to(device) for k, v in self.tokenize([texts[i] for i in idx]).items()}
+                out[idx] = self.embed(which, inputs).cpu().numpy()
+        finally:
+            self.train(was_training)
+        return out
+
+    def encode_queries(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """float32 ``[len(texts), dim]`` query embeddings (unit length unless ``normalize`` is off)."""
+        return self._encode("query", texts, batch_size)
+
+    def encode_docs(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """float32 ``[len(texts), dim]`` document embeddings (unit length unless ``normalize`` is off)."""
+        return self._encode("doc", texts, batch_size)
+
+
+def shallow_copy(source: str, target: str, num_layers: int) -> str:
+    """Save the first ``num_layers`` transformer layers of a BERT-like model (and its tokenizer) to ``target``.
+
+    Still a real pretrained transformer, only shallower: for smoke runs and tests on small machines.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = model_path(source)
+    model = AutoModel.from_pretrained(folder)
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    if layers is None:
+        raise ValueError(f"{folder}: shallow_copy needs a BERT-like model with encoder.layer")
+    if not 1 <= num_layers <= len(layers):
+        raise ValueError(f"num_layers must be in 1..{len(layers)}, got {num_layers}")
+    model.encoder.layer = layers[:num_layers]
+    model.config.num_hidden_layers = num_layers
+    model.save_pretrained(target, safe_serialization=True)
+    AutoTokenizer.from_pretrained(folder).save_pretrained(target)
+    return target
