@@ -69,6 +69,7 @@ import shutil  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import pyarrow.fs as pafs  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from crops_ray.schema import SAMPLES_SCHEMA, STAGES, filesystem_and_path  # noqa: E402
@@ -231,3 +232,36 @@ def read_parquet_table(path: str) -> pa.Table:
     """A parquet file or folder of parquet files (local or a URI pyarrow reads) as one table."""
     fs, p = filesystem_and_path(path.rstrip("/"))
     return pq.read_table(p, filesystem=fs)
+
+
+def load_samples(data: str, levels: LevelConfig | None = None) -> tuple[pa.Table, str]:
+    """Samples from ``data``: a log folder (``search_log/`` + ``videos/``: :func:`log_samples`), a folder holding
+    ``samples/`` (the data engine's output), or a samples parquet folder/file itself. Returns (samples, what was read).
+    """
+    from crops_ray.schema import LogSchemaError, table_files
+
+    fs, base = filesystem_and_path(data.rstrip("/"))
+    if fs.get_file_info(base).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{data}: no such file or folder")
+    try:
+        log_files = table_files(data, "search_log")
+    except LogSchemaError:
+        log_files = []
+    if log_files:
+        search_log = pa.concat_tables([read_parquet_table(f) for f in log_files], promote_options="permissive")
+        videos = pa.concat_tables([read_parquet_table(f) for f in table_files(data, "videos")], promote_options="permissive")
+        return log_samples(search_log, videos, levels), f"search log {data} ({search_log.num_rows:,} rows)"
+    try:
+        files = table_files(data, "samples")
+    except LogSchemaError:
+        files = [data]
+    try:
+        samples = pa.concat_tables([read_parquet_table(f) for f in files], promote_options="permissive")
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ValueError(f"{data}: neither a log folder (search_log/, videos/) nor samples parquet ({exc})") from exc
+    if samples.num_columns == 0:
+        raise ValueError(f"{data}: holds no parquet data (expected a log folder with search_log/ and videos/, or samples)")
+    missing = [c for c in ("query", "video_id", "text", "level", "source") if c not in samples.column_names]
+    if missing:
+        raise ValueError(f"{data}: neither a log folder (search_log/, videos/) nor samples (columns {missing} missing)")
+    return samples, f"samples {data} ({samples.num_rows:,} rows)"

@@ -43,13 +43,13 @@ import tempfile
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 from crops_ray.config import from_dict
-from crops_ray.hla import _stable_hash
+from crops_ray.hla import GroupConfig, LevelConfig, _stable_hash
 from crops_ray.losses import DEFAULT_TEMPERATURE, h_infonce, infonce_from_labels
 from crops_ray.models import DEFAULT_ENCODER
 from crops_ray.schema import STAGES, filesystem_and_path
@@ -577,12 +577,16 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
 
 def _ordered_ingest():
     """Ray Data ingest options that keep the file order, so a seeded single-worker run repeats exactly."""
-    from ray.train import DataConfig
+    from ray.data import DataContext, ExecutionOptions
 
-    options = DataConfig.default_ingest_options()
-    options.preserve_order = True
-    return options
+    current = DataContext.get_current().execution_options
+    return ExecutionOptions(resource_limits=current.resource_limits, preserve_order=True, verbose_progress=current.verbose_progress)
 
 
-def train_config_names() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]
+@dataclass
+class TrainJobConfig:
+    """Everything ``pipelines/train.py`` configures; a YAML file has the sections ``train``, ``groups``, ``levels``."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    groups: GroupConfig = field(default_factory=GroupConfig)
+    levels: LevelConfig = field(default_factory=LevelConfig)

@@ -1,0 +1,1 @@
+"""Adapters that turn public test collections and logs into the data contract's layout."""

@@ -1,0 +1,98 @@
+"""Encoding the corpus with the document tower, as a Ray Data batch job (an actor pool, model loaded once).
+
+The result is cached on disk keyed by the model folder's weights and the corpus files, so an encoder that did
+not change (the zero-shot baseline, a rerun of the evaluation) is never encoded twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@dataclass
+class EmbedConfig:
+    batch_size: int = 256  # rows per Ray Data batch handed to an actor
+    encode_batch_size: int = 64  # texts per forward pass
+    actors_max: int = 2
+    actor_num_cpus: float = 1.0  # per actor; with actors_max = 1 on 2 CPUs this leaves a CPU for reads
+    actor_num_gpus: float = 0.0  # set 1 on a GPU cluster
+    cache_dir: str | None = None  # default: $CROPS_CACHE or ~/.cache/crops-ray, then /embeddings
+
+
+class DocumentEncoder:
+    """Ray Data callable class: a batch of videos -> their document embeddings."""
+
+    def __init__(self, model_dir: str, encode_batch_size: int, threads: int):
+        import torch
+
+        from crops_ray.encoder import Encoder
+
+        torch.set_num_threads(threads)  # as many as the actor's CPUs: actors must not oversubscribe cores
+        self.encoder = Encoder.from_pretrained(model_dir)
+        if torch.cuda.is_available():
+            self.encoder.to("cuda")
+        self.encoder.eval()
+        self.encode_batch_size = encode_batch_size
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        emb = self.encoder.encode_docs(batch["text"].to_pylist(), batch_size=self.encode_batch_size)
+        flat = pa.array(emb.reshape(-1), type=pa.float32())
+        return pa.table({"video_id": batch["video_id"], "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])})
+
+
+def _fingerprint(model_dir: str, files: list[str]) -> str:
+    h = hashlib.sha256(os.path.abspath(model_dir).encode())
+    for name in sorted(os.listdir(model_dir)):
+        path = os.path.join(model_dir, name)
+        if os.path.isfile(path):
+            st = os.stat(path)
+            h.update(f"{name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    for f in files:
+        h.update(f.encode())
+        if os.path.exists(f):
+            st = os.stat(f)
+            h.update(f"{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
+def encode_corpus(video_files: list[str], model_dir: str, cfg: EmbedConfig | None = None, progress=print) -> tuple[list[str], np.ndarray]:
+    """(video ids, float32 [n, dim] L2-normalised embeddings), in a stable order (sorted by video id)."""
+    import ray.data
+
+    from crops_ray.runtime import init_ray
+
+    cfg = cfg or EmbedConfig()
+    cache_dir = cfg.cache_dir or os.path.join(os.environ.get("CROPS_CACHE", os.path.expanduser("~/.cache/crops-ray")), "embeddings")
+    cache = os.path.join(cache_dir, f"corpus-{_fingerprint(model_dir, video_files)}.parquet")
+    if os.path.exists(cache):
+        progress(f"corpus embeddings from cache {cache}")
+        t = pq.read_table(cache)
+    else:
+        init_ray()
+        n = sum(pq.read_metadata(f).num_rows for f in video_files if "://" not in f) if all("://" not in f for f in video_files) else None
+        progress(f"encoding the corpus{f' ({n:,} videos)' if n else ''} with {model_dir} on up to {cfg.actors_max} actor(s)")
+        ds = ray.data.read_parquet(video_files, columns=["video_id", "text"])
+        if n:
+            ds = ds.repartition(max(cfg.actors_max, n // (cfg.batch_size * 4) or 1))  # small files arrive as one block
+        ds = ds.map_batches(
+            DocumentEncoder,
+            fn_constructor_args=(model_dir, cfg.encode_batch_size, max(1, int(cfg.actor_num_cpus))),
+            batch_format="pyarrow",
+            batch_size=cfg.batch_size,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.actors_max),
+            num_cpus=cfg.actor_num_cpus,
+            num_gpus=cfg.actor_num_gpus,
+        )
+        t = pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow", batch_size=None)))
+        t = t.sort_by("video_id")
+        os.makedirs(cache_dir, exist_ok=True)
+        pq.write_table(t, cache + ".tmp")
+        os.replace(cache + ".tmp", cache)
+    emb = t["embedding"].combine_chunks().flatten().to_numpy().reshape(t.num_rows, -1)
+    return t["video_id"].to_pylist(), np.ascontiguousarray(emb, dtype=np.float32)

@@ -1,0 +1,150 @@
+"""Evaluation: retrieve top-k for every evaluation query and score the run as the paper does.
+
+Targets come from ``LOGS/eval/`` (any of ``ct.parquet``, ``qr.parquet``, ``qrels.parquet``); the corpus from
+``LOGS/videos``. A dense method encodes the corpus with the document tower (Ray Data, cached), builds a FAISS
+index, and encodes the queries with the query tower; ``bm25`` needs no model. Writes ``metrics.json``,
+``per_query.parquet`` and, for dense methods, ``index/`` (what Serve loads).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from crops_ray import metrics as M
+from crops_ray import schema as S
+from crops_ray import storage
+from crops_ray.embed import EmbedConfig, encode_corpus
+from crops_ray.index import IndexConfig, VectorIndex
+
+TARGETS = ("ct", "qr", "qrels")
+
+
+@dataclass
+class EvalConfig:
+    recall_ks: tuple = (10, 50, 100, 1000)
+    ndcg_ks: tuple = (4, 10)
+    mrr_k: int = 10
+    query_batch_size: int = 64
+    index: IndexConfig = field(default_factory=IndexConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+
+
+@dataclass
+class Targets:
+    ct: list[tuple[str, str]] | None = None
+    qr: list[tuple[str, str]] | None = None
+    qrels: dict[str, dict[str, int]] | None = None
+
+    def queries(self) -> list[str]:
+        qs = set()
+        for pairs in (self.ct, self.qr):
+            qs.update(q for q, _ in pairs or ())
+        qs.update(self.qrels or ())
+        return sorted(qs)
+
+
+def load_targets(logs: str) -> Targets:
+    present = set(storage.parquet_files(f"{logs.rstrip('/')}/eval"))
+    found = {name: f"{logs.rstrip('/')}/eval/{name}.parquet" for name in TARGETS}
+    found = {k: v for k, v in found.items() if v in present}
+    if not found:
+        raise FileNotFoundError(f"{logs}/eval/ holds none of {[t + '.parquet' for t in TARGETS]}: nothing to evaluate against")
+    t = Targets()
+    for name, path in found.items():
+        table = storage.read_table(path)
+        missing = [c for c in S.EVAL_SCHEMAS[name].names if c not in table.column_names]
+        if missing:
+            raise S.LogSchemaError(f"{path}: missing column(s) {missing}")
+        if name == "qrels":
+            t.qrels = M.qrels_from_rows(zip(table["query"].to_pylist(), table["video_id"].to_pylist(), table["grade"].to_pylist()))
+        else:
+            setattr(t, name, list(zip(table["query"].to_pylist(), table["video_id"].to_pylist())))
+    return t
+
+
+def _corpus(logs: str) -> tuple[list[str], pa.Table]:
+    files = S.table_files(logs, "videos")
+    return files, storage.read_table(files, columns=["video_id", "text"])
+
+
+def retrieve(method: str, logs: str, queries: list[str], k: int, model: str | None = None, cfg: EvalConfig | None = None, out: str | None = None, progress=print) -> dict[str, list[str]]:
+    """The run: query -> top-k video ids, best first."""
+    cfg = cfg or EvalConfig()
+    files, corpus = _corpus(logs)
+    if method == "bm25":
+        from crops_ray.bm25 import BM25Retriever
+
+        retriever = BM25Retriever(corpus["video_id"].to_pylist(), corpus["text"].to_pylist())
+        ranked, _ = retriever.search(queries, k)
+        return dict(zip(queries, ranked))
+    if method != "dense":
+        raise ValueError(f"unknown method {method!r}: 'bm25' or 'dense' (a model folder)")
+    from crops_ray.encoder import Encoder
+    from crops_ray.models import model_path
+
+    model_dir = model_path(model or "minilm")
+    ids, emb = encode_corpus(files, model_dir, cfg.embed, progress=progress)
+    index = VectorIndex.build(ids, emb, cfg.index)
+    encoder = Encoder.from_pretrained(model_dir)
+    encoder.eval()
+    q = encoder.encode_queries(queries, batch_size=cfg.query_batch_size)
+    ranked, _ = index.search(q, k)
+    if cfg.index.kind != "flat":
+        progress(f"{cfg.index.kind} index recall@{k} against exact search: {index.recall_against_exact(emb, q, k):.4f}")
+    if out:
+        index.save(f"{out}/index")
+    return dict(zip(queries, ranked))
+
+
+def score_run(run: dict[str, list[str]], targets: Targets, cfg: EvalConfig) -> tuple[dict[str, float], pa.Table]:
+    """Aggregate metrics (fractions in [0, 1]) and a per-query table."""
+    m: dict[str, float] = {}
+    per_query = {q: {"query": q} for q in run}
+    for name, pairs in (("ct", targets.ct), ("qr", targets.qr)):
+        if pairs is None:
+            continue
+        for k in cfg.recall_ks:
+            m[f"recall@{k}_{name}"] = M.recall_at_k(run, pairs, k)
+        for q, r in M.per_query_recall(run, pairs, 100).items():
+            per_query[q][f"recall@100_{name}"] = r
+        m[f"pairs_{name}"] = len(pairs)
+    if targets.qrels is not None:
+        for k in cfg.ndcg_ks:
+            m[f"ndcg@{k}"] = M.ndcg_at_k(run, targets.qrels, k)
+            for q, v in M.ndcg_per_query(run, targets.qrels, k).items():
+                per_query[q][f"ndcg@{k}"] = v
+        m[f"mrr@{cfg.mrr_k}"] = M.mrr_at_k(run, targets.qrels, cfg.mrr_k)
+    for q in per_query:
+        per_query[q]["top10"] = list(run[q][:10])
+    return m, pa.Table.from_pylist(list(per_query.values()))
+
+
+def evaluate(logs: str, out: str, method: str = "dense", model: str | None = None, cfg: EvalConfig | None = None, progress=print) -> dict[str, float]:
+    cfg = cfg or EvalConfig()
+    started = time.time()
+    targets = load_targets(logs)
+    queries = targets.queries()
+    progress(f"evaluating {method}{' ' + model if model else ''} on {len(queries):,} queries")
+    os.makedirs(out, exist_ok=True)
+    run = retrieve(method, logs, queries, max(cfg.recall_ks), model=model, cfg=cfg, out=out, progress=progress)
+    metrics, per_query = score_run(run, targets, cfg)
+    metrics["queries"] = len(queries)
+    metrics["seconds"] = round(time.time() - started, 2)
+    pq.write_table(per_query, f"{out}/per_query.parquet")
+    with open(f"{out}/metrics.json", "w") as f:
+        json.dump({"method": method, "model": model, "logs": logs, "metrics": metrics, "config": asdict(cfg)}, f, indent=2, default=str)
+    return metrics
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    rows = ["| metric | value |", "|---|---:|"]
+    for k, v in metrics.items():
+        rows.append(f"| {k} | {v:.4f} |" if isinstance(v, float) and not isinstance(v, bool) else f"| {k} | {v} |")
+    return "\n".join(rows)
+

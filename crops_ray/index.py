@@ -1,0 +1,86 @@
+"""The ANN index over the encoded corpus: FAISS, exact inner product by default.
+
+Embeddings are L2-normalised, so inner product is cosine. ``flat`` is exact; ``ivf`` and ``hnsw`` trade
+recall for speed on large corpora, and :meth:`VectorIndex.recall_against_exact` measures what they lose.
+Saved as ``index.faiss`` plus ``ids.parquet`` (row i of the index is video ids[i]).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+KINDS = ("flat", "ivf", "hnsw")
+
+
+@dataclass
+class IndexConfig:
+    kind: str = "flat"
+    nlist: int = 0  # IVF lists; 0 = 4 * sqrt(n)
+    nprobe: int = 16
+    hnsw_m: int = 32
+    ef_search: int = 128
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"IndexConfig.kind must be one of {KINDS}, got {self.kind!r}")
+
+
+class VectorIndex:
+    def __init__(self, index: faiss.Index, ids: list[str], cfg: IndexConfig):
+        self.index, self.ids, self.cfg = index, ids, cfg
+
+    @classmethod
+    def build(cls, ids: list[str], embeddings: np.ndarray, cfg: IndexConfig | None = None) -> "VectorIndex":
+        cfg = cfg or IndexConfig()
+        x = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if x.ndim != 2 or len(x) != len(ids):
+            raise ValueError(f"embeddings must be [n, dim] with n = len(ids) = {len(ids)}, got {x.shape}")
+        dim = x.shape[1]
+        if cfg.kind == "flat":
+            index = faiss.IndexFlatIP(dim)
+        elif cfg.kind == "ivf":
+            nlist = cfg.nlist or max(1, int(4 * np.sqrt(len(x))))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.train(x)
+            index.nprobe = cfg.nprobe
+        else:
+            index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efSearch = cfg.ef_search
+        index.add(x)
+        return cls(index, list(ids), cfg)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[list[list[str]], np.ndarray]:
+        """Top-k video ids and scores per query row (fewer when the corpus is smaller than k)."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        scores, rows = self.index.search(q, min(k, len(self.ids)))
+        return [[self.ids[r] for r in row if r >= 0] for row in rows], scores
+
+    def recall_against_exact(self, embeddings: np.ndarray, queries: np.ndarray, k: int) -> float:
+        """Share of the exact top-k that this index returns (1.0 for ``flat``)."""
+        exact = VectorIndex.build(self.ids, embeddings, IndexConfig("flat"))
+        got, _ = self.search(queries, k)
+        want, _ = exact.search(queries, k)
+        return float(np.mean([len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(got, want)]))
+
+    def save(self, folder: str) -> None:
+        os.makedirs(folder, exist_ok=True)
+        faiss.write_index(self.index, f"{folder}/index.faiss")
+        pq.write_table(pa.table({"video_id": self.ids}), f"{folder}/ids.parquet")
+        with open(f"{folder}/index.json", "w") as f:
+            json.dump({"config": asdict(self.cfg), "size": len(self.ids), "dim": self.index.d}, f, indent=2)
+
+    @classmethod
+    def load(cls, folder: str) -> "VectorIndex":
+        for name in ("index.faiss", "ids.parquet", "index.json"):
+            if not os.path.exists(f"{folder}/{name}"):
+                raise FileNotFoundError(f"{folder}: not an index folder (missing {name})")
+        with open(f"{folder}/index.json") as f:
+            cfg = IndexConfig(**json.load(f)["config"])
+        return cls(faiss.read_index(f"{folder}/index.faiss"), pq.read_table(f"{folder}/ids.parquet")["video_id"].to_pylist(), cfg)

@@ -1,0 +1,92 @@
+"""Train the CroPS dual encoder (or the DPR baseline) on Ray Train.
+
+    python pipelines/train.py --data runs/validated --out runs/crops --loss h_infonce --num-workers 2
+    python pipelines/train.py --data runs/validated --out runs/dpr --loss infonce --num-workers 2
+    ray job submit --working-dir . -- python pipelines/train.py --data /abs/validated --out /abs/crops --storage s3://bucket/runs
+
+--data is a log folder (search_log/ + videos/: samples come from the logged stages), a folder holding the data
+engine's samples/, or a samples parquet folder. Writes OUT/groups/ (the HLA training groups), OUT/model/ (a
+Hugging Face folder the evaluation loads with crops_ray.encoder.Encoder), OUT/train_metrics.json, and the run's
+checkpoints under --storage/--name (default OUT/checkpoints/crops-train): the same command again resumes there.
+--config takes a YAML with sections train (TrainConfig), groups (GroupConfig) and levels (LevelConfig); flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from crops_ray.config import load_config  # noqa: E402
+from crops_ray.hla import build_groups, load_samples, write_groups  # noqa: E402
+from crops_ray.runtime import init_ray  # noqa: E402
+from crops_ray.train import DEFAULT_RUN_NAME, LOSSES, TrainJobConfig, train  # noqa: E402
+
+
+def format_summary(m: dict) -> str:
+    levels = ", ".join(f"L{k} {v:.4f}" for k, v in sorted(m["loss_per_level"].items()))
+    return "\n".join([
+        "| training | value |",
+        "|---|---:|",
+        f"| loss | {m['loss_name']} |",
+        f"| steps | {m['steps']} (resumed from {m['resumed_from_step']}) |",
+        f"| final loss | {m['final_loss']:.4f} |",
+        f"| loss per level | {levels} |",
+        f"| workers x global batch | {m['num_workers']} x {m['global_batch']} |",
+        f"| samples/s | {m['samples_per_s']:.1f} |",
+        f"| wall time | {m['wall_s']:.1f} s |",
+    ])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="log folder (search_log/, videos/), or samples")
+    p.add_argument("--out", required=True, help="output folder: groups/, model/, train_metrics.json")
+    p.add_argument("--loss", choices=LOSSES, help="h_infonce (CroPS, default) or infonce (DPR baseline: clicks only)")
+    p.add_argument("--num-workers", type=int, help="Ray Train workers (default 1)")
+    p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=None, help="one GPU per worker, NCCL, bf16")
+    p.add_argument("--storage", help="checkpoint storage: local path or URI such as s3://bucket/runs (default OUT/checkpoints)")
+    p.add_argument("--name", default=DEFAULT_RUN_NAME, help="run name under --storage; the same storage and name resume")
+    p.add_argument("--model", help="initial weights: packaged alias (minilm) or a local Hugging Face folder")
+    p.add_argument("--max-steps", type=int, help="optimizer steps (default: --epochs over the data)")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--batch-size", type=int, help="groups (queries) per worker per micro-batch")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--max-length", type=int, help="tokens per text")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--config", help="YAML with sections train, groups, levels")
+    args = p.parse_args(argv)
+
+    try:
+        job = load_config(TrainJobConfig, args.config)
+        flags = {"loss": args.loss, "num_workers": args.num_workers, "use_gpu": args.use_gpu, "model": args.model,
+                 "max_steps": args.max_steps, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                 "max_length": args.max_length, "seed": args.seed, "checkpoint_every": args.checkpoint_every,
+                 "log_every": args.log_every}
+        cfg = dataclasses.replace(job.train, **{k: v for k, v in flags.items() if v is not None})
+        samples, what = load_samples(args.data, job.levels)
+        groups = build_groups(samples, job.groups)
+        if groups.num_rows == 0:
+            raise ValueError(f"{args.data}: no labelled samples to train on")
+        os.makedirs(args.out, exist_ok=True)
+        groups_dir = os.path.join(args.out, "groups")
+        write_groups(groups, groups_dir, job.groups.rows_per_shard)
+        print(f"{what} -> {samples.num_rows:,} samples -> {groups.num_rows:,} training groups of up to "
+              f"{job.groups.group_size} candidates ({groups_dir})")
+        init_ray()
+        metrics = train(groups_dir, args.out, cfg, storage=args.storage, name=args.name)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(format_summary(metrics))
+    print(f"model: {metrics['model']}  (metrics: {os.path.join(args.out, 'train_metrics.json')})")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
