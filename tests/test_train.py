@@ -1,0 +1,243 @@
+"""Training: labels of the global batch, DDP across 2 workers equals one process, resume, recovery, the pipeline."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from crops_ray.encoder import Encoder, shallow_copy
+from crops_ray.hla import build_groups, load_samples, read_parquet_table, write_groups
+from crops_ray.losses import h_infonce
+from crops_ray.train import (
+    TrainConfig,
+    candidate_labels,
+    collate,
+    in_batch_labels,
+    in_batch_loss,
+    lr_lambda,
+    plan_steps,
+    train,
+)
+from crops_ray.world.generator import generate_world, world_config
+from pipelines.train import main as train_main
+
+TINY = ["--max-length", "32", "--batch-size", "8", "--log-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """The real pretrained MiniLM cut to 1 layer (a real transformer, fast on 2 cores)."""
+    return shallow_copy("minilm", str(tmp_path_factory.mktemp("models") / "minilm-1l"), num_layers=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world") / "tiny"
+    generate_world(str(out), world_config("tiny", seed=1), progress=lambda *_: None)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def tiny_groups(tiny_world, tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("groups") / "groups")
+    write_groups(build_groups(load_samples(tiny_world)[0]), folder)
+    return folder
+
+
+def _rows(groups):
+    return {k: [g[k] for g in groups] for k in ("query", "texts", "video_ids", "levels", "sources")}
+
+
+def _group(query, cands):
+    """cands: (video_id, level, source)."""
+    return {"query": query, "texts": [f"{query} video {v}" for v, _, _ in cands], "video_ids": [v for v, _, _ in cands],
+            "levels": [lv for _, lv, _ in cands], "sources": [s for _, _, s in cands]}
+
+
+# ------------------------------------------------------------------------------------------- labels
+
+
+def test_dpr_baseline_sees_search_log_candidates_with_clicks_positive():
+    levels, sources = [5, 4, 4, 3, 1], ["reformulation", "clicked", "recommendation", "exposed", "filtered"]
+    assert candidate_labels(levels, sources, "h_infonce") == ([0, 1, 2, 3, 4], levels)
+    assert candidate_labels(levels, sources, "infonce") == ([1, 3, 4], [1, 0, 0])
+    with pytest.raises(ValueError, match="unknown loss"):
+        candidate_labels(levels, sources, "triplet")
+
+
+def test_in_batch_labels_own_group_same_query_shared_video_and_negatives():
+    # rows: q1, q2; columns: q1's group (a:4, b:2), q2's group (c:3, a:1), another q1 group (d:3)
+    t = lambda xs: torch.tensor(xs)  # noqa: E731
+    labels = in_batch_labels(
+        row_query_key=t([1, 2]),
+        own_video_key=t([10, 11, 12, 10]), own_label=t([4, 2, 3, 1]), own_row=t([0, 0, 1, 1]),
+        col_query_key=t([1, 1, 2, 2, 1]), col_video_key=t([10, 11, 12, 10, 13]), col_label=t([4, 2, 3, 1, 3]),
+    )
+    assert labels.tolist() == [
+        [4, 2, 0, 4, 3],  # video a in q2's group is q1's level-4 video; q1's other group (d) keeps its level
+        [1, 0, 3, 1, 0],  # q2 knows video a at level 1 (its own group); b and d are in-batch negatives
+    ]
+
+
+def test_single_process_loss_is_h_infonce_on_the_batch_matrix(tiny_model):
+    enc = Encoder.from_pretrained(tiny_model, max_length=32).eval()
+    groups = [_group("jaguar", [("a", 4, "clicked"), ("b", 2, "ranked")]), _group("java", [("c", 3, "exposed")]),
+              _group("jaguar", [("d", 5, "reformulation"), ("a", 4, "clicked")])]
+    batch = collate(_rows(groups), enc, "h_infonce")
+    q, d = enc(batch.query_inputs, batch.doc_inputs)
+    out = in_batch_loss(q, d, batch, "h_infonce", 0.05, num_levels=6)
+    labels = torch.tensor([[4, 2, 0, 5, 4], [0, 0, 3, 0, 0], [4, 2, 0, 5, 4]])
+    expected = h_infonce(q @ d.T, labels, 0.05).detach()
+    assert out.value == pytest.approx(float(expected), rel=1e-5)
+    assert float(out.backward) == pytest.approx(float(expected), rel=1e-5)
+    assert out.level_counts.tolist() == [0, 0, 2, 1, 4, 2]
+    dpr = collate(_rows(groups), enc, "infonce")
+    assert dpr.cand_label.tolist() == [1, 0, 0, 1]  # the reformulation candidate is not DPR data
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    f = lr_lambda(100, 0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == 0.0
+
+
+def test_step_plan_and_config_errors():
+    assert plan_steps(100, TrainConfig(batch_size=8, num_workers=2)) == (6, 6)
+    assert plan_steps(100, TrainConfig(batch_size=8, num_workers=2, epochs=2.5, grad_accum=2)) == (8, 6)
+    assert plan_steps(100, TrainConfig(batch_size=8, max_steps=3)) == (3, 12)
+    with pytest.raises(ValueError, match="too few for batch_size=32 x num_workers=4"):
+        plan_steps(100, TrainConfig(batch_size=32, num_workers=4))
+    with pytest.raises(ValueError, match="unknown loss 'dpr'"):
+        TrainConfig(loss="dpr")
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+
+
+def test_pipeline_errors_are_clear(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2 and "no such file or folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--loss", "dpr"])
+    assert exc.value.code == 2 and "invalid choice: 'dpr'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--data", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2 and "no parquet data" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- Ray
+
+
+def _ddp_step(config):
+    """One forward/backward of the real loss on this rank's groups; rank 0 reports the loss and a gradient."""
+    import tempfile
+
+    import ray.train
+    import ray.train.torch
+
+    from crops_ray.encoder import Encoder
+    from crops_ray.train import collate, in_batch_loss
+
+    rank = ray.train.get_context().get_world_rank()
+    enc = Encoder.from_pretrained(config["model"], max_length=32)
+    model = ray.train.torch.prepare_model(enc)
+    model.eval()  # no dropout: comparable with one process
+    batch = collate(config["rows"][rank], enc, config["loss"])
+    q, d = model(batch.query_inputs, batch.doc_inputs)
+    out = in_batch_loss(q, d, batch, config["loss"], 0.05, num_levels=6)
+    out.backward.backward()
+    grad = enc.query_model.encoder.layer[0].output.dense.weight.grad  # after DDP's average over the 2 ranks
+    metrics = {"loss": out.value, "grad": grad[:4, :8].flatten().tolist(), "grad_norm": float(grad.norm())}
+    with tempfile.TemporaryDirectory() as folder:
+        ckpt = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("loss", ["h_infonce", "infonce"])
+def test_two_workers_equal_one_process_on_the_concatenated_batch(loss, tiny_model, tiny_groups, tmp_path, ray_local):
+    """The gather keeps gradients and rank order: loss and gradient of 2 DDP workers = one process on both batches."""
+    from ray import cloudpickle
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    groups = read_parquet_table(tiny_groups).slice(0, 6).to_pylist()
+    groups[1] = {k: v[:3] for k, v in groups[1].items() if k != "query"} | {"query": groups[1]["query"]}  # uneven sizes
+    groups[3] = dict(groups[0], texts=groups[4]["texts"][:5], video_ids=groups[4]["video_ids"][:5])  # rank 0's query again
+    per_rank = [groups[:3], groups[3:]]
+    trainer = TorchTrainer(
+        _ddp_step,
+        train_loop_config={"model": tiny_model, "loss": loss, "rows": [_rows(g) for g in per_rank]},
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        run_config=RunConfig(name=f"ddp-{loss}", storage_path=str(tmp_path)),
+    )
+    ddp = trainer.fit().metrics
+
+    enc = Encoder.from_pretrained(tiny_model, max_length=32).eval()
+    batch = collate(_rows(groups), enc, loss)
+    q, d = enc(batch.query_inputs, batch.doc_inputs)
+    out = in_batch_loss(q, d, batch, loss, 0.05, num_levels=6)
+    out.backward.backward()
+    grad = enc.query_model.encoder.layer[0].output.dense.weight.grad
+    assert ddp["loss"] == pytest.approx(out.value, rel=1e-5)
+    assert ddp["grad_norm"] == pytest.approx(float(grad.norm()), rel=1e-4)
+    np.testing.assert_allclose(ddp["grad"], grad[:4, :8].flatten().numpy(), rtol=1e-3, atol=1e-7)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_pipeline_trains_two_workers_and_resumes(tiny_world, tiny_model, tmp_path, ray_local, capsys):
+    out = str(tmp_path / "crops")
+    args = ["--data", tiny_world, "--out", out, "--loss", "h_infonce", "--num-workers", "2", "--model", tiny_model, *TINY]
+    first = train_main(args + ["--max-steps", "3", "--checkpoint-every", "2"])
+    printed = capsys.readouterr().out
+    assert "step 1/3" in printed and "step 3/3" in printed and "samples/s" in printed and "| final loss |" in printed
+    assert first["steps"] == 3 and first["resumed_from_step"] == 0 and first["num_workers"] == 2
+    assert {"1", "2", "3", "4"} <= set(first["loss_per_level"]) and first["samples_per_s"] > 0
+    saved = json.load(open(os.path.join(out, "train_metrics.json")))
+    assert saved["final_loss"] == pytest.approx(first["final_loss"])
+    enc = Encoder.from_pretrained(os.path.join(out, "model"))
+    initial = Encoder.from_pretrained(tiny_model, max_length=32)
+    assert np.abs(enc.encode_docs(["jaguar cubs"]) - initial.encode_docs(["jaguar cubs"])).max() > 1e-4  # it trained
+
+    again = train_main(args + ["--max-steps", "5", "--checkpoint-every", "2"])  # same storage and name: resume
+    assert again["resumed_from_step"] == 3 and again["steps"] == 5
+    assert "step 4/5" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit):  # the DPR baseline cannot silently continue the CroPS run
+        train_main([*args[:4], "--loss", "infonce", *args[6:], "--max-steps", "6"])
+    assert "other settings" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_killed_worker_restarts_from_the_checkpoint(tiny_groups, tiny_model, tmp_path, ray_local):
+    marker = str(tmp_path / "killed")
+    cfg = TrainConfig(model=tiny_model, max_length=32, batch_size=8, num_workers=2, max_steps=6, checkpoint_every=2,
+                      log_every=1, max_failures=1)
+    metrics = train(tiny_groups, str(tmp_path / "out"), cfg, crash={"step": 5, "rank": 1, "marker": marker},
+                    progress=lambda *_: None)
+    assert open(marker).read().startswith("worker 1 killed at step 5")
+    assert metrics["steps"] == 6
+    assert metrics["resumed_from_step"] in (2, 4)  # restarted from a checkpoint, not from scratch
+    Encoder.from_pretrained(os.path.join(tmp_path, "out", "model")).encode_queries(["jaguar"])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_seeded_single_worker_runs_repeat_exactly(tiny_world, tiny_model, tmp_path, ray_local):
+    from safetensors.numpy import load_file
+
+    runs = []
+    for name in ("a", "b"):
+        out = str(tmp_path / name)
+        runs.append(train_main(["--data", tiny_world, "--out", out, "--loss", "infonce", "--model", tiny_model, *TINY,
+                                "--max-steps", "2", "--seed", "4"]))
+        runs[-1]["weights"] = load_file(os.path.join(out, "model", "model.safetensors"))
+    assert runs[0]["final_loss"] == runs[1]["final_loss"] and set(runs[0]["loss_per_level"]) == {"1"}
+    for key, value in runs[0]["weights"].items():
+        np.testing.assert_array_equal(value, runs[1]["weights"][key])
