@@ -28,9 +28,10 @@ def init_ray(num_cpus: int | None = None, quiet: bool = True) -> None:
     for key, value in env.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kwargs: dict = {"runtime_env": {"env_vars": env}, "log_to_driver": not quiet}
+    kwargs: dict = {"log_to_driver": not quiet}
     if not os.environ.get("RAY_ADDRESS"):
-        kwargs.update(num_cpus=num_cpus, include_dashboard=False)
+        kwargs.update(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+    # Under `ray job submit` the job's runtime env (runtime_env.yaml) applies; repeating keys here would conflict.
     ray.init(**kwargs)
     import ray.data
 

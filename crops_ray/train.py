@@ -46,10 +46,12 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import torch
 
 from crops_ray.config import from_dict
-from crops_ray.hla import GroupConfig, LevelConfig, _stable_hash
+from crops_ray.hla import GROUPS_SCHEMA, GroupConfig, LevelConfig, _stable_hash
 from crops_ray.losses import DEFAULT_TEMPERATURE, h_infonce, infonce_from_labels
 from crops_ray.models import DEFAULT_ENCODER
 from crops_ray.schema import STAGES, filesystem_and_path
@@ -458,6 +460,17 @@ def _run_settings_check(storage: str, name: str, cfg: TrainConfig) -> None:
         f.write(json.dumps(settings, indent=2).encode())
 
 
+def _has_columns(fs, path: str) -> bool:
+    """Whether the parquet file or folder at ``path`` has every column of :data:`GROUPS_SCHEMA`."""
+    import pyarrow.dataset as pads
+
+    try:
+        names = pads.dataset(path, filesystem=fs, format="parquet").schema.names
+    except (OSError, ValueError) as exc:  # not parquet
+        raise ValueError(f"{path}: not readable as parquet ({exc})") from exc
+    return all(c in names for c in GROUPS_SCHEMA.names)
+
+
 def _drain(queue, stop: threading.Event, progress) -> None:
     from ray.util.queue import Empty
 
@@ -497,18 +510,19 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
     from ray.train.torch import TorchTrainer
     from ray.util.queue import Queue
 
-    from crops_ray.hla import GROUPS_SCHEMA, read_parquet_table
 
     started = time.perf_counter()
-    table = read_parquet_table(groups)
-    missing = [c for c in GROUPS_SCHEMA.names if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{groups}: not a groups table (missing {missing}); build it with crops_ray.hla.build_groups")
-    if table.num_rows == 0:
+    fs, path = filesystem_and_path(groups.rstrip("/"))
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{groups}: no such groups file or folder")
+    levels = pq.read_table(path, filesystem=fs, columns=["levels"]) if _has_columns(fs, path) else None
+    if levels is None:
+        raise ValueError(f"{groups}: not a groups table {GROUPS_SCHEMA.names}; build it with crops_ray.hla.build_groups")
+    if levels.num_rows == 0:
         raise ValueError(f"{groups}: no training groups")
-    total_steps, micro_per_epoch = plan_steps(table.num_rows, cfg)
-    num_levels = int(pc.max(pc.list_flatten(table["levels"])).as_py()) + 1
-    del table
+    total_steps, micro_per_epoch = plan_steps(levels.num_rows, cfg)
+    num_levels = int(pc.max(pc.list_flatten(levels["levels"])).as_py()) + 1
+    del levels
 
     storage = storage or os.path.join(out, "checkpoints")
     if "://" not in storage:

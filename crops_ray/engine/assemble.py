@@ -1,0 +1,217 @@
+"""HLA assembly: log stages (P0) + reformulation (P1) + recommendation (P2) + LLM (P3) -> labelled samples.
+
+1. :func:`collapse_video` (Ray Data ``groupby("video_id").map_groups``) turns every log row and mined candidate
+   of a video, plus the video's own row, into one *pair* row per (query, video): the video's text, the best
+   log stage and its level, the click count, and whether P1/P2 proposed it. Pairs are therefore deduplicated
+   before the discriminator sees them, and rows of one video arrive together (its embedding is computed once).
+2. The discriminator scores the pairs P1 or P2 proposed (:mod:`crops_ray.discriminator`).
+3. :func:`label_candidates` decides which mined candidates pass (gate, theta > alpha): the *candidates* table.
+4. :func:`to_samples` keeps, per (query, video), the highest level among its sources (ties: the order of
+   ``schema.SAMPLE_SOURCES``, so an observed click wins over a mined duplicate at the same level).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from crops_ray.hla import LevelConfig
+from crops_ray.schema import SAMPLE_SOURCES, SAMPLES_SCHEMA, STAGES
+
+VIDEO_ROW = "__video__"  # the marker source of a video's own row in the collapse input
+MAX_REFORMULATIONS_KEPT = 8  # distinct reformulated queries kept per pair (for the gate and for reading)
+
+COLLAPSE_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("query", pa.string()),
+        ("source", pa.string()),
+        ("text", pa.string()),
+        ("reformulated_query", pa.string()),
+        ("user_id", pa.string()),
+    ]
+)
+
+PAIR_SCHEMA = pa.schema(
+    [
+        ("query", pa.string()),
+        ("video_id", pa.string()),
+        ("text", pa.string()),
+        ("log_level", pa.int8()),  # the best log stage's HLA level; null when the logs never paired them
+        ("log_source", pa.string()),
+        ("clicks", pa.int32()),
+        ("reformulation", pa.bool_()),  # P1 proposed it
+        ("reformulated_queries", pa.list_(pa.string())),
+        ("reformulation_users", pa.int32()),
+        ("recommendation", pa.bool_()),  # P2 proposed it
+        ("recommendation_users", pa.int32()),
+        ("needs_score", pa.bool_()),
+    ]
+)
+
+CANDIDATES_SCHEMA = pa.schema(
+    list(PAIR_SCHEMA)
+    + [
+        ("score", pa.float32()),  # theta(query, text) where scored
+        ("gate_score", pa.float32()),  # best raw similarity of the query and a reformulated query
+        ("gate_pass", pa.bool_()),
+        ("reformulation_kept", pa.bool_()),
+        ("recommendation_kept", pa.bool_()),
+    ]
+)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def log_rows(batch: pa.Table) -> pa.Table:
+    """Search-log rows as collapse input (P0): the stage is the source."""
+    n = batch.num_rows
+    return pa.table(
+        {
+            "video_id": batch["video_id"],
+            "query": batch["query"],
+            "source": batch["stage"],
+            "text": pa.nulls(n, pa.string()),
+            "reformulated_query": pa.nulls(n, pa.string()),
+            "user_id": batch["user_id"],
+        },
+        schema=COLLAPSE_SCHEMA,
+    )
+
+
+def candidate_rows(batch: pa.Table) -> pa.Table:
+    """P1/P2 candidate rows (users.USER_CANDIDATE_SCHEMA) as collapse input."""
+    return pa.table(
+        {
+            "video_id": batch["video_id"],
+            "query": batch["query"],
+            "source": batch["source"],
+            "text": pa.nulls(batch.num_rows, pa.string()),
+            "reformulated_query": batch["reformulated_query"],
+            "user_id": batch["user_id"],
+        },
+        schema=COLLAPSE_SCHEMA,
+    )
+
+
+def video_rows(batch: pa.Table) -> pa.Table:
+    n = batch.num_rows
+    return pa.table(
+        {
+            "video_id": batch["video_id"],
+            "query": pa.nulls(n, pa.string()),
+            "source": pa.array([VIDEO_ROW] * n, pa.string()),
+            "text": batch["text"],
+            "reformulated_query": pa.nulls(n, pa.string()),
+            "user_id": pa.nulls(n, pa.string()),
+        },
+        schema=COLLAPSE_SCHEMA,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- collapse
+
+
+def collapse_video(group: dict[str, np.ndarray], levels: dict[str, int]) -> pa.Table:
+    """One video's rows -> one pair per query (PAIR_SCHEMA). Rows of a video missing from ``videos`` are dropped."""
+    source = group["source"]
+    is_video = source == VIDEO_ROW
+    if not is_video.any() or is_video.all():
+        return PAIR_SCHEMA.empty_table()
+    text = group["text"][is_video][0]
+    video_id = group["video_id"][0]
+    rest = ~is_video
+    query, source = group["query"][rest], source[rest]
+    reform, user = group["reformulated_query"][rest], group["user_id"][rest]
+    order = np.lexsort((source, query))  # by query, then source: deterministic whatever the shuffle order
+    query, source, reform, user = query[order], source[order], reform[order], user[order]
+    starts = np.flatnonzero(np.r_[True, query[1:] != query[:-1]])
+    ends = np.r_[starts[1:], len(query)]
+    out: dict[str, list] = {name: [] for name in PAIR_SCHEMA.names}
+    for a, b in zip(starts, ends):
+        src = source[a:b]
+        best_level, best_source = None, None
+        for stage in STAGES:  # best first; the level map decides, stage order breaks ties
+            if stage in src:
+                lv = levels[stage]
+                if best_level is None or lv > best_level:
+                    best_level, best_source = lv, stage
+        p1 = src == "reformulation"
+        p2 = src == "recommendation"
+        out["query"].append(query[a])
+        out["video_id"].append(video_id)
+        out["text"].append(text)
+        out["log_level"].append(best_level)
+        out["log_source"].append(best_source)
+        out["clicks"].append(int((src == "clicked").sum()))
+        out["reformulation"].append(bool(p1.any()))
+        out["reformulated_queries"].append(sorted(set(reform[a:b][p1]))[:MAX_REFORMULATIONS_KEPT] if p1.any() else [])
+        out["reformulation_users"].append(len(set(user[a:b][p1])))
+        out["recommendation"].append(bool(p2.any()))
+        out["recommendation_users"].append(len(set(user[a:b][p2])))
+        out["needs_score"].append(bool(p1.any() or p2.any()))
+    return pa.table(out, schema=PAIR_SCHEMA)
+
+
+def pairs_dataset(search, videos, user_candidates, levels: LevelConfig, partitions: int, num_cpus: float = 0.5):
+    """Ray Data: PAIR_SCHEMA rows, one per (query, video) seen in the logs or proposed by P1/P2."""
+    parts = search.map_batches(log_rows, batch_format="pyarrow", num_cpus=num_cpus)
+    if user_candidates is not None:
+        parts = parts.union(user_candidates.map_batches(candidate_rows, batch_format="pyarrow", num_cpus=num_cpus))
+    parts = parts.union(videos.map_batches(video_rows, batch_format="pyarrow", num_cpus=num_cpus))
+    return parts.groupby("video_id", num_partitions=partitions).map_groups(
+        collapse_video, batch_format="numpy", fn_kwargs={"levels": dict(levels.levels)}, num_cpus=num_cpus
+    )
+
+
+# ---------------------------------------------------------------------------------------------- labels
+
+
+def label_candidates(batch: pa.Table, alpha: float, gate: str, gate_threshold: float) -> pa.Table:
+    """Scored pairs -> CANDIDATES_SCHEMA: which P1/P2 candidates pass (gate, then theta > alpha)."""
+    n = batch.num_rows
+    if "gate_score" not in batch.column_names:
+        batch = batch.append_column("gate_score", pa.nulls(n, pa.float32()))
+    above = pc.fill_null(pc.greater(batch["score"], alpha), False)
+    if gate == "discriminator":
+        gate_pass = pc.fill_null(pc.greater_equal(batch["gate_score"], gate_threshold), False)
+    else:  # "lexical" was applied while mining; "none" passes everything
+        gate_pass = pc.fill_null(batch["reformulation"], False)
+    p1 = pc.and_(pc.and_(pc.fill_null(batch["reformulation"], False), gate_pass), above)
+    p2 = pc.and_(pc.fill_null(batch["recommendation"], False), above)
+    batch = batch.append_column("gate_pass", pc.and_(pc.fill_null(batch["reformulation"], False), gate_pass))
+    batch = batch.append_column("reformulation_kept", p1).append_column("recommendation_kept", p2)
+    return batch.select(CANDIDATES_SCHEMA.names).cast(CANDIDATES_SCHEMA)
+
+
+def to_samples(batch: pa.Table, levels: dict[str, int]) -> pa.Table:
+    """Candidates -> SAMPLES_SCHEMA: the highest level per (query, video); pairs with no level are dropped."""
+    log_level = batch["log_level"].to_numpy(zero_copy_only=False)
+    log_level = np.where(batch["log_level"].is_null().to_numpy(zero_copy_only=False), -1, log_level).astype(np.int16)
+    log_source = batch["log_source"].to_numpy(zero_copy_only=False)
+    rank = {s: i for i, s in enumerate(SAMPLE_SOURCES)}
+    best_level = log_level.copy()
+    best_rank = np.array([rank.get(s, len(rank)) if s is not None else len(rank) for s in log_source])
+    best_source = log_source.astype(object)
+    for flag, source in (("reformulation_kept", "reformulation"), ("recommendation_kept", "recommendation")):
+        mined = batch[flag].to_numpy(zero_copy_only=False)
+        lv, rk = levels[source], rank[source]
+        better = mined & ((lv > best_level) | ((lv == best_level) & (rk < best_rank)))
+        best_level = np.where(better, lv, best_level)
+        best_rank = np.where(better, rk, best_rank)
+        best_source = np.where(better, source, best_source)
+    keep = best_level >= 0
+    idx = pa.array(np.flatnonzero(keep))
+    return pa.table(
+        {
+            "query": batch["query"].take(idx),
+            "video_id": batch["video_id"].take(idx),
+            "text": batch["text"].take(idx),
+            "level": pa.array(best_level[keep].astype(np.int8), pa.int8()),
+            "source": pa.array(best_source[keep].tolist(), pa.string()),
+            "score": batch["score"].take(idx),
+        },
+        schema=SAMPLES_SCHEMA,
+    )

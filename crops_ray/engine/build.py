@@ -1,0 +1,397 @@
+"""The data engine end to end: validated logs -> HLA-labelled training samples (``pipelines/build_data.py``).
+
+Steps (each writes parquet, so a large run never holds its data in the object store, and each is timed):
+
+1. ``users``: P1 and P2 candidates, one shuffle of the logs by user (:mod:`crops_ray.engine.users`).
+2. ``pairs``: log rows (P0), candidates and videos, one shuffle by video -> one row per (query, video) with
+   its text (:func:`crops_ray.engine.assemble.collapse_video`).
+3. ``score``: the discriminator over the pairs P1/P2 proposed -> ``OUT/candidates/`` (every pair, its
+   sources, theta, and which mined candidates were kept).
+4. ``llm_generate`` and ``llm_verify``: P3 on the most clicked queries -> ``OUT/llm_descriptions/`` (every
+   description with the quality-control reason that dropped it, if any).
+5. ``assemble``: the highest level per (query, video), plus the P3 documents -> ``OUT/samples/``
+   (``schema.SAMPLES_SCHEMA``), and ``OUT/stats.json``.
+
+``OUT`` is replaced atomically: everything is written to a staging folder that takes its place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from crops_ray import schema as S
+from crops_ray.discriminator import Calibration, DiscriminatorConfig, load_or_fit_calibration, score_dataset
+from crops_ray.engine import assemble as A
+from crops_ray.engine import world_knowledge as W
+from crops_ray.engine.recommendation import RecommendationConfig
+from crops_ray.engine.reformulation import ReformulationConfig
+from crops_ray.engine.world_knowledge import WorldKnowledgeConfig
+from crops_ray.hla import LevelConfig
+
+SOURCES = ("p1", "p2", "p3")
+SOURCE_NAMES = {"p1": "reformulation", "p2": "recommendation", "p3": "llm"}
+
+
+def _paper_levels() -> dict[str, int]:
+    return dict(LevelConfig().levels)
+
+
+@dataclass
+class EngineConfig:
+    sources: tuple = SOURCES  # perspectives switched on (ablations): any of p1, p2, p3
+    alpha: float = 0.6  # keep a mined candidate when theta(q, d) > alpha
+    levels: dict = field(default_factory=_paper_levels)  # HLA level per sample source
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    reformulation: ReformulationConfig = field(default_factory=ReformulationConfig)
+    recommendation: RecommendationConfig = field(default_factory=RecommendationConfig)
+    world_knowledge: WorldKnowledgeConfig = field(default_factory=WorldKnowledgeConfig)
+    shuffle_partitions: int = 0  # 0: one partition per rows_per_partition input rows, at least 2
+    rows_per_partition: int = 250_000
+    map_num_cpus: float = 0.5  # CPUs per map/groupby task (leaves room for reads and writes on 2 cores)
+    keep_work: bool = False  # keep OUT/_work/ (intermediate parquet) for inspection
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sources, str):
+            self.sources = tuple(s.strip() for s in self.sources.split(",") if s.strip())
+        self.sources = tuple(self.sources)
+        unknown = sorted(set(self.sources) - set(SOURCES))
+        if unknown:
+            raise ValueError(f"unknown sources {unknown}; choose from {list(SOURCES)} (comma-separated)")
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        LevelConfig(dict(self.levels))  # validates the level map
+        if self.rows_per_partition < 1 or self.shuffle_partitions < 0:
+            raise ValueError("shuffle_partitions must be >= 0 and rows_per_partition >= 1")
+
+
+
+class EngineInputError(ValueError):
+    """The input folder is not what build_data reads (with a message saying what to do)."""
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+class _Clock:
+    def __init__(self, progress, total: int):
+        self.progress, self.total, self.n, self.seconds = progress, total, 0, {}
+
+    @contextmanager
+    def stage(self, name: str, what: str):
+        self.n += 1
+        self.progress(f"[{self.n}/{self.total}] {what}")
+        started = time.time()
+        yield
+        self.seconds[name] = round(time.time() - started, 2)
+        self.progress(f"      {name}: {self.seconds[name]:.1f}s")
+
+
+def _files(folder: str) -> list[str]:
+    if not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".parquet"))
+
+
+def _read(folder_or_files, columns=None):
+    import ray.data
+
+    files = _files(folder_or_files) if isinstance(folder_or_files, str) else folder_or_files
+    if not files:
+        return None
+    return ray.data.read_parquet(files, columns=columns)
+
+
+def _write(ds, folder: str, schema: pa.Schema) -> int:
+    """Write ``ds`` as parquet shards; an empty result still leaves one file with the schema. Returns rows."""
+    import pyarrow.parquet as pq
+
+    os.makedirs(folder, exist_ok=True)
+    if ds is not None:
+        ds.write_parquet(folder)
+    files = _files(folder)
+    if not files:
+        pq.write_table(schema.empty_table(), f"{folder}/part-empty.parquet")
+        return 0
+    return S.count_rows(files)
+
+
+def _sum_counts(ds, fn, **kwargs) -> dict[str, int]:
+    """Counters computed per batch by ``fn`` (one-row tables) and summed on the driver: scales with the data."""
+    total: dict[str, int] = {}
+    if ds is None:
+        return total
+    for batch in ds.map_batches(fn, batch_format="pyarrow", fn_kwargs=kwargs, num_cpus=0.5).iter_batches(batch_format="pyarrow", batch_size=None):
+        for name in batch.column_names:
+            total[name] = total.get(name, 0) + int(pc.sum(batch[name]).as_py() or 0)
+    return total
+
+
+def _count(mask) -> int:
+    return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0)
+
+
+def candidate_counts(batch: pa.Table, alpha: float) -> pa.Table:
+    above = pc.fill_null(pc.greater(batch["score"], alpha), False)
+    p1, p2 = pc.fill_null(batch["reformulation"], False), pc.fill_null(batch["recommendation"], False)
+    return pa.table({
+        "pairs": [batch.num_rows],
+        "scored": [_count(batch["needs_score"])],
+        "p1_candidates": [_count(p1)],
+        "p1_gate_pass": [_count(batch["gate_pass"])],
+        "p1_above_alpha": [_count(pc.and_(p1, above))],
+        "p1_kept": [_count(batch["reformulation_kept"])],
+        "p2_candidates": [_count(p2)],
+        "p2_kept": [_count(batch["recommendation_kept"])],
+        "p0_pairs": [_count(pc.is_valid(batch["log_level"]))],
+    })
+
+
+def sample_counts(batch: pa.Table) -> pa.Table:
+    keys = [f"{s}:{lv}" for s, lv in zip(batch["source"].to_pylist(), batch["level"].to_pylist())]
+    counts: dict[str, int] = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    return pa.table({k: [v] for k, v in counts.items()}) if counts else pa.table({"none:0": [0]})
+
+
+def llm_samples(batch: pa.Table, level: int) -> pa.Table:
+    kept = batch.filter(pc.fill_null(batch["candidate"], False))
+    return pa.table(
+        {"query": kept["query"], "video_id": kept["video_id"], "text": kept["text"], "level": pa.array([level] * kept.num_rows, pa.int8()), "source": pa.array(["llm"] * kept.num_rows, pa.string()), "score": kept["score"]},
+        schema=S.SAMPLES_SCHEMA,
+    )
+
+
+def _partitions(cfg: EngineConfig, rows: int) -> int:
+    return cfg.shuffle_partitions or max(2, min(1024, -(-rows // cfg.rows_per_partition)))
+
+
+def _check_logs(logs: str) -> dict:
+    if not os.path.exists(f"{logs}/validation.json"):
+        raise EngineInputError(
+            f"{logs} holds no validation.json: build_data reads VALIDATED logs. Run `python pipelines/validate.py "
+            f"--logs {logs} --out VALIDATED` first, or pass --validate to validate into OUT/validated."
+        )
+    with open(f"{logs}/validation.json") as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------------------------------------- the engine
+
+
+def build_data(logs: str, out: str, cfg: EngineConfig | None = None, validate: bool = False, eval_dir: str | None = None, progress=print) -> dict:
+    """Validated logs -> ``out``/samples/ and ``out``/stats.json (``out`` replaced atomically). Returns the stats."""
+    from crops_ray.runtime import init_ray
+
+    cfg = cfg or EngineConfig()
+    started = time.time()
+    out = out.rstrip("/")
+    staging = f"{out}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    try:
+        stats = _build(logs, staging, cfg, validate, eval_dir, progress, init_ray)
+        stats["seconds"]["total"] = round(time.time() - started, 2)
+        if not cfg.keep_work:
+            shutil.rmtree(f"{staging}/_work", ignore_errors=True)
+        if stats.get("evaluation") is None and eval_dir is None:
+            stats.pop("evaluation", None)
+        with open(f"{staging}/stats.json", "w") as f:
+            json.dump(stats, f, indent=2, default=str)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = f"{out}.old-{os.getpid()}"
+    if os.path.exists(out):
+        os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+    return stats
+
+
+def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir: str | None, progress, init_ray) -> dict:
+    sources = set(cfg.sources)
+    clock = _Clock(progress, total=(1 if validate else 0) + 3 + (2 if "p3" in sources else 0) + 1)
+    if validate:
+        from crops_ray.validate import validate_logs
+
+        for table in S.TABLES:
+            S.check_file_schemas(S.table_files(logs, table), table, S.LogColumns())
+        if eval_dir is None and os.path.isdir(f"{logs}/eval"):
+            eval_dir = f"{logs}/eval"
+        with clock.stage("validate", f"validating {logs} -> {staging}/validated"):
+            validate_logs(logs, f"{staging}/validated", progress=lambda m: progress("      " + m))
+        logs = f"{staging}/validated"
+    validation = _check_logs(logs)
+    files = {t: S.table_files(logs, t) for t in S.TABLES}
+    rows_in = {t: S.count_rows(f) for t, f in files.items()}
+    quarantined = {t: v.get("quarantined", 0) for t, v in validation.get("tables", {}).items()}
+    partitions = _partitions(cfg, rows_in["search_log"] + rows_in["rec_log"])
+    progress(f"logs {logs}: " + ", ".join(f"{t} {n:,} rows" for t, n in rows_in.items()) + f"; sources {','.join(cfg.sources) or 'none (P0 only)'}; alpha {cfg.alpha}; {partitions} shuffle partitions")
+
+    calibration = load_or_fit_calibration(cfg.discriminator, cfg.alpha, progress=lambda m: progress("      " + m))
+    calibration.save(f"{staging}/discriminator_calibration.json")
+    init_ray()
+    work = f"{staging}/_work"
+    search_cols = ["request_id", "user_id", "query", "ts", "video_id", "stage"]
+
+    # 1. P1/P2 candidates, one shuffle by user
+    p1_cfg = cfg.reformulation if "p1" in sources else None
+    p2_cfg = cfg.recommendation if "p2" in sources else None
+    user_rows = 0
+    with clock.stage("users", "mining reformulation (P1) and recommendation (P2) candidates per user"):
+        if p1_cfg or p2_cfg:
+            from crops_ray.engine.users import USER_CANDIDATE_SCHEMA, user_candidates
+
+            rec_cols = ["user_id", "video_id", "ts"] + (["action"] if p2_cfg and p2_cfg.actions else [])
+            ds = user_candidates(_read(files["search_log"], search_cols), _read(files["rec_log"], rec_cols), p1_cfg, p2_cfg, partitions, cfg.map_num_cpus)
+            user_rows = _write(ds, f"{work}/user_candidates", USER_CANDIDATE_SCHEMA)
+    progress(f"      {user_rows:,} candidate rows (before deduplication)")
+
+    # 2. pairs: one row per (query, video) with text, shuffle by video
+    with clock.stage("pairs", "collapsing log rows and candidates into (query, video) pairs with text"):
+        cands = _read(f"{work}/user_candidates") if user_rows else None
+        pairs = A.pairs_dataset(_read(files["search_log"], search_cols), _read(files["videos"]), cands, LevelConfig(dict(cfg.levels)), partitions, cfg.map_num_cpus)
+        pair_rows = _write(pairs, f"{work}/pairs", A.PAIR_SCHEMA)
+    progress(f"      {pair_rows:,} pairs")
+
+    # 3. the discriminator over the pairs P1/P2 proposed
+    gate = cfg.reformulation.gate if p1_cfg else "none"
+    with clock.stage("score", f"scoring mined pairs with the discriminator ({cfg.discriminator.kind}, {os.path.basename(calibration.model.rstrip('/'))})"):
+        ds = score_dataset(_read(f"{work}/pairs"), cfg.discriminator, calibration, mask_column="needs_score", gate_column="reformulated_queries" if gate == "discriminator" else None)
+        ds = ds.map_batches(A.label_candidates, batch_format="pyarrow", fn_kwargs={"alpha": cfg.alpha, "gate": gate, "gate_threshold": cfg.reformulation.gate_threshold}, num_cpus=cfg.map_num_cpus)
+        _write(ds, f"{staging}/candidates", A.CANDIDATES_SCHEMA)
+    counts = _sum_counts(_read(f"{staging}/candidates"), candidate_counts, alpha=cfg.alpha)
+    progress(f"      scored {counts.get('scored', 0):,} pairs; kept P1 {counts.get('p1_kept', 0):,} of {counts.get('p1_candidates', 0):,}, P2 {counts.get('p2_kept', 0):,} of {counts.get('p2_candidates', 0):,}")
+
+    # 4. P3 world knowledge
+    llm = {"prompts": 0, "queries": 0, "prompt_tokens": 0, "generated_tokens": 0, "descriptions": 0, "removed": {}, "kept": 0, "scored": 0}
+    if "p3" in sources:
+        llm = _world_knowledge(cfg, calibration, staging, work, partitions, clock, progress)
+
+    # 5. assemble
+    with clock.stage("assemble", "assembling HLA samples (highest level per query and video)"):
+        samples = _read(f"{staging}/candidates").map_batches(A.to_samples, batch_format="pyarrow", fn_kwargs={"levels": dict(cfg.levels)}, num_cpus=cfg.map_num_cpus)
+        llm_ds = _read(f"{staging}/llm_descriptions") if "p3" in sources else None
+        if llm_ds is not None:
+            samples = samples.union(llm_ds.map_batches(llm_samples, batch_format="pyarrow", fn_kwargs={"level": cfg.levels["llm"]}, num_cpus=cfg.map_num_cpus))
+        sample_rows = _write(samples, f"{staging}/samples", S.SAMPLES_SCHEMA)
+    by_source_level = {k: v for k, v in _sum_counts(_read(f"{staging}/samples", ["source", "level"]), sample_counts).items() if not k.startswith("none:")}
+
+    stats = {
+        "logs": logs,
+        "config": asdict(cfg),
+        "rows_read": rows_in,
+        "quarantined": quarantined,
+        "pairs": counts.get("pairs", 0),
+        "sources": {
+            "log": {"pairs": counts.get("p0_pairs", 0)},
+            "reformulation": {"enabled": "p1" in sources, "candidate_rows": None, "candidates": counts.get("p1_candidates", 0), "gate_removed": counts.get("p1_candidates", 0) - counts.get("p1_gate_pass", 0) if gate == "discriminator" else 0, "below_alpha": counts.get("p1_gate_pass", 0) - counts.get("p1_kept", 0) if gate == "discriminator" else counts.get("p1_candidates", 0) - counts.get("p1_kept", 0), "kept": counts.get("p1_kept", 0)},
+            "recommendation": {"enabled": "p2" in sources, "candidates": counts.get("p2_candidates", 0), "below_alpha": counts.get("p2_candidates", 0) - counts.get("p2_kept", 0), "kept": counts.get("p2_kept", 0)},
+            "llm": {"enabled": "p3" in sources, "queries": llm["queries"], "candidates": llm["descriptions"], "removed": llm["removed"], "kept": llm["kept"]},
+        },
+        "user_candidate_rows": user_rows,
+        "discriminator": {"pairs_scored": counts.get("scored", 0) + llm["scored"], "mined_pairs_scored": counts.get("scored", 0), "llm_descriptions_scored": llm["scored"], "calibration": asdict(calibration)},
+        "llm": {"backend": cfg.world_knowledge.backend, "calls": llm["prompts"], "prompt_tokens": llm["prompt_tokens"], "generated_tokens": llm["generated_tokens"]},
+        "samples": {"rows": sample_rows, "by_source_level": dict(sorted(by_source_level.items()))},
+        "seconds": clock.seconds,
+    }
+    from crops_ray.engine.evaluate import evaluate_engine, has_truth
+
+    stats["evaluation"] = evaluate_engine(staging, eval_dir, cfg.alpha) if has_truth(eval_dir) else None
+    return stats
+
+
+def _world_knowledge(cfg: EngineConfig, calibration: Calibration, staging: str, work: str, partitions: int, clock: _Clock, progress) -> dict:
+    import ray.data
+
+    wk = cfg.world_knowledge
+    with clock.stage("llm_generate", f"P3: prompting the LLM ({wk.backend}, {wk.model}) on up to {wk.max_queries or 'all'} queries x {wk.samples_per_query}"):
+        clicked = _read(f"{staging}/candidates", ["query", "video_id", "text", "clicks"]).filter(expr=ray.data.expressions.col("clicks") > 0)
+        examples = clicked.groupby("query", num_partitions=partitions).map_groups(W.best_example, batch_format="pandas", num_cpus=cfg.map_num_cpus)
+        rows = [r for b in examples.iter_batches(batch_format="pandas", batch_size=None) for r in b.to_dict("records")]
+        chosen = W.choose_queries(pd.DataFrame(rows, columns=["query", "video_id", "text", "clicks", "total_clicks"]), wk.max_queries)
+        prompts = W.prompt_rows(chosen, wk)
+        gen_schema = pa.schema([("query", pa.string()), ("example_video_id", pa.string()), ("example_text", pa.string()), ("sample", pa.int64()), ("seed", pa.int64()), ("generated_text", pa.string()), ("prompt_tokens", pa.int64()), ("generated_tokens", pa.int64())])
+        if prompts:
+            ds = ray.data.from_items(prompts, override_num_blocks=max(1, min(len(prompts) // wk.batch_size, 64)))
+            _write(W.generate(ds, wk, progress=lambda m: progress("      " + m)).select_columns(gen_schema.names), f"{work}/llm_generated", gen_schema)
+        else:
+            _write(None, f"{work}/llm_generated", gen_schema)
+    generated = _read(f"{work}/llm_generated")
+    tokens = _sum_counts(generated, _token_counts)
+    progress(f"      {tokens.get('calls', 0):,} generations, {tokens.get('generated_tokens', 0):,} tokens generated")
+
+    with clock.stage("llm_verify", "P3: parsing, de-duplicating and verifying descriptions with the discriminator"):
+        qc = {"min_words": wk.min_words, "max_chars": wk.max_chars, "near_duplicate": wk.near_duplicate, "example_copy": wk.example_copy, "max_new_tokens": wk.max_new_tokens}
+        described = generated.groupby("query", num_partitions=partitions).map_groups(W.quality_control, batch_format="pandas", fn_kwargs={"cfg": qc}, num_cpus=cfg.map_num_cpus)
+        _write(described, f"{work}/llm_described", W.DESCRIPTION_SCHEMA)
+        scored = score_dataset(_read(f"{work}/llm_described"), cfg.discriminator, calibration, mask_column="candidate")
+        capped = scored.groupby("query", num_partitions=partitions).map_groups(W.cap_per_query, batch_format="pandas", fn_kwargs={"alpha": cfg.alpha, "cap": wk.per_query_cap}, num_cpus=cfg.map_num_cpus)
+        _write(capped, f"{staging}/llm_descriptions", W.VERIFIED_SCHEMA)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(_files(f"{staging}/llm_descriptions"), columns=["reason", "video_id", "score"])
+    reasons = W.reason_counts(table["reason"].to_pylist())
+    kept = reasons_kept = table.num_rows - sum(reasons.values())
+    progress(f"      {table.num_rows:,} descriptions, kept {reasons_kept:,}; removed " + ", ".join(f"{k} {v}" for k, v in reasons.items() if v))
+    return {
+        "queries": len(chosen),
+        "prompts": tokens.get("calls", 0),
+        "prompt_tokens": tokens.get("prompt_tokens", 0),
+        "generated_tokens": tokens.get("generated_tokens", 0),
+        "descriptions": table.num_rows - reasons["empty"],
+        "removed": reasons,
+        "kept": kept,
+        "scored": _count(pc.is_valid(table["score"])),
+    }
+
+
+def _token_counts(batch: pa.Table) -> pa.Table:
+    return pa.table({"calls": [batch.num_rows], "prompt_tokens": [int(pc.sum(batch["prompt_tokens"]).as_py() or 0)], "generated_tokens": [int(pc.sum(batch["generated_tokens"]).as_py() or 0)]})
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+
+def format_summary(stats: dict) -> str:
+    """Tables a person reads: per source candidates and kept, samples per level, time per stage."""
+    src = stats["sources"]
+    lines = ["| source | candidates | removed | kept |", "|---|---:|---:|---:|"]
+    lines.append(f"| log stages (P0) | {src['log']['pairs']:,} pairs | - | {src['log']['pairs']:,} |")
+    r = src["reformulation"]
+    if r["enabled"]:
+        lines.append(f"| reformulation (P1) | {r['candidates']:,} | gate {r['gate_removed']:,}, theta<=alpha {r['below_alpha']:,} | {r['kept']:,} |")
+    r = src["recommendation"]
+    if r["enabled"]:
+        lines.append(f"| recommendation (P2) | {r['candidates']:,} | theta<=alpha {r['below_alpha']:,} | {r['kept']:,} |")
+    r = src["llm"]
+    if r["enabled"]:
+        removed = ", ".join(f"{k} {v}" for k, v in r["removed"].items() if v) or "-"
+        lines.append(f"| LLM (P3), {r['queries']} queries | {r['candidates']:,} | {removed} | {r['kept']:,} |")
+    lines += ["", "| samples: source | level | rows |", "|---|---:|---:|"]
+    for key, n in stats["samples"]["by_source_level"].items():
+        s, lv = key.rsplit(":", 1)
+        lines.append(f"| {s} | {lv} | {n:,} |")
+    lines += ["", "| stage | seconds |", "|---|---:|"] + [f"| {k} | {v:.1f} |" for k, v in stats["seconds"].items()]
+    d, llm = stats["discriminator"], stats["llm"]
+    lines += ["", f"discriminator pairs scored: {d['pairs_scored']:,}; LLM calls: {llm['calls']:,} ({llm['prompt_tokens']:,} prompt + {llm['generated_tokens']:,} generated tokens)"]
+    ev = stats.get("evaluation")
+    if ev:
+        lines += ["", "| against the world's ground truth | candidates | relevant share | kept | precision | recall |", "|---|---:|---:|---:|---:|---:|"]
+        for name, e in ev["sources"].items():
+            lines.append(f"| {name} | {e['candidates']:,} | {e['relevant_candidates']} | {e['kept']:,} | {e['precision']} | {e['recall_within_candidates']} |")
+        dd = ev["discriminator"]
+        lines.append(f"| discriminator at alpha {ev['alpha']} | {dd['pairs']:,} | - | - | {dd['precision_at_alpha']} | {dd['recall_at_alpha']} |")
+        b = ev["bubble"]
+        lines.append(f"\nminority-sense videos search never exposed for an ambiguous query, now positives: level 5: {b['level5']}, level 4: {b['level4']} ({b['videos']} videos, {b['queries']} queries)")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The Ray Serve application: query encoder, discriminator and retrieval over HTTP (see serve/README.md)."""

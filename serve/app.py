@@ -1,0 +1,463 @@
+"""The Ray Serve application: a FastAPI gateway over three model deployments, each scaling on its own.
+
+    serve run serve.app:build_app model=runs/demo/model index=runs/demo/eval/index
+    serve run serve/config.yaml                     # the same, with replicas and autoscaling settings
+    python pipelines/serve.py --model runs/demo/model --index runs/demo/eval/index
+
+    Gateway (FastAPI: auth, validation, JSON) --handle--> QueryEncoder   crops_ray.encoder.Encoder (query tower)
+                                              --handle--> Discriminator  crops_ray.discriminator, calibrated theta
+                                              --handle--> Retriever      crops_ray.index.VectorIndex (FAISS)
+
+``/v1/search`` goes gateway -> QueryEncoder -> Retriever. The three model deployments batch concurrent requests
+with ``@serve.batch`` (one forward pass or one FAISS search per batch) and run one batch at a time on a worker
+thread, so the replica's event loop keeps queueing the next batch. :func:`make_api` is the HTTP surface (request
+models, limits, errors, auth) over any :class:`Backend`; the gateway's backend calls deployment handles.
+Endpoints, limits and errors are documented in serve/README.md and at ``/docs``.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Annotated, Any, Protocol
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, StringConstraints
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+API_VERSION = "v1"
+APP_NAME = "crops"
+DEFAULT_TOKEN_ENV = "CROPS_SERVE_TOKEN"
+
+# Replica resources sized for a 2-core machine (all four fit in ~1.4 CPUs); serve/config.yaml overrides them.
+DEFAULT_OPTIONS = {
+    "Gateway": {"num_cpus": 0.1, "max_ongoing_requests": 256},
+    "QueryEncoder": {"num_cpus": 0.5, "max_ongoing_requests": 128},
+    "Discriminator": {"num_cpus": 0.5, "max_ongoing_requests": 128},
+    "Retriever": {"num_cpus": 0.25, "max_ongoing_requests": 128},
+}
+
+
+class ServeSettings(BaseModel):
+    """What the application serves and the limits on requests (the builder's arguments; unknown keys refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("minilm", description="encoder folder written by training, or 'minilm' (pretrained, zero-shot)")
+    index: str = Field(description="index folder written by evaluation (OUT/index/)")
+    discriminator_model: str = Field("minilm", description="discriminator backbone (alias or Hugging Face folder)")
+    calibration: str | None = Field(None, description="calibration JSON; None: crops_ray.discriminator.load_or_fit_calibration (fitted once on the embedded world, cached)")
+    max_items: int = Field(256, ge=1, description="queries per /v1/encode, pairs per /v1/score")
+    max_chars: int = Field(2000, ge=1, description="characters per text; longer is refused (422); within it the tokenizer truncates")
+    max_k: int = Field(1000, ge=1)
+    default_k: int = Field(100, ge=1)
+    batching: bool = Field(True, description="@serve.batch on the model deployments; False: one request per model call")
+    max_batch_size: int = Field(16, ge=1, description="requests per batch")
+    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    encode_batch_size: int = Field(64, ge=1, description="texts per forward pass inside a batch")
+    auth_token_env: str = Field(DEFAULT_TOKEN_ENV, description="bearer token required on /v1/* when this variable is set")
+
+
+# ------------------------------------------------------------------------------------------------ versions
+
+
+def content_version(folder: str, suffixes: tuple[str, ...]) -> str:
+    """``name@sha12``: the folder's name and a hash of the contents of its files ending in ``suffixes``."""
+    h = hashlib.sha256()
+    for root, _, names in sorted(os.walk(folder)):
+        for name in sorted(names):
+            if name.endswith(suffixes):
+                path = os.path.join(root, name)
+                h.update(os.path.relpath(path, folder).encode())
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+    return f"{os.path.basename(os.path.normpath(folder))}@{h.hexdigest()[:12]}"
+
+
+def model_version(name_or_path: str) -> str:
+    from crops_ray.models import model_path
+
+    version = content_version(model_path(name_or_path), (".safetensors", ".bin", ".json"))
+    return version if os.path.isdir(name_or_path) else f"{name_or_path}@{version.split('@')[1]}"
+
+
+# ------------------------------------------------------------------------------------------------ model deployments
+
+
+class _OneThread:
+    """Runs model calls one at a time on a worker thread: Hugging Face fast tokenizers and the discriminator's
+    embedding cache are not thread-safe, and the event loop stays free to queue requests meanwhile."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="model")
+
+    async def run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+
+def _replica_threads() -> int:
+    """Torch/FAISS threads: the replica's CPU share rounded, at least 1 (replicas must not oversubscribe cores)."""
+    import ray
+
+    return max(1, int(round(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))))
+
+
+def _split(rows: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    return np.split(rows, np.cumsum(sizes)[:-1])
+
+
+@serve.deployment(name="QueryEncoder")
+class QueryEncoder:
+    """The query tower: a list of texts -> float32 [n, dim], unit length (exactly Encoder.encode_queries)."""
+
+    def __init__(self, model: str, batching: bool = True, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005, encode_batch_size: int = 64):
+        import torch
+
+        from crops_ray.encoder import Encoder
+
+        torch.set_num_threads(_replica_threads())
+        self.encoder = Encoder.from_pretrained(model)
+        self.encoder.eval()
+        self.version = model_version(model)
+        self.batching, self.encode_batch_size = batching, encode_batch_size
+        self._thread = _OneThread()
+        self._encode_batch.set_max_batch_size(max_batch_size)
+        self._encode_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def info(self) -> dict:
+        return {"model": self.version, "dim": self.encoder.dim, "max_length": self.encoder.config.max_length}
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return self.encoder.encode_queries(texts, batch_size=self.encode_batch_size)
+
+    async def encode(self, texts: list[str]) -> tuple[np.ndarray, str]:
+        emb = await (self._encode_batch(texts) if self.batching else self._thread.run(self._encode, texts))
+        return emb, self.version
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _encode_batch(self, requests: list[list[str]]) -> list[np.ndarray]:
+        emb = await self._thread.run(self._encode, [t for texts in requests for t in texts])
+        return _split(emb, [len(texts) for texts in requests])
+
+
+@serve.deployment(name="Discriminator")
+class DiscriminatorDeployment:
+    """theta(query, text) in [0, 1]: crops_ray.discriminator.Discriminator with a fixed calibration."""
+
+    def __init__(self, model: str, calibration: dict, batching: bool = True, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005):
+        import torch
+
+        from crops_ray.discriminator import Calibration, Discriminator, DiscriminatorConfig
+
+        torch.set_num_threads(_replica_threads())
+        cal = Calibration(**calibration)
+        self.disc = Discriminator(DiscriminatorConfig(model=model), cal, device="cpu")
+        cal_id = hashlib.sha256(f"{cal.a!r}|{cal.b!r}".encode()).hexdigest()[:8]
+        self.version = f"{model_version(model)}+cal{cal_id}"
+        self.batching = batching
+        self._thread = _OneThread()
+        self._score_batch.set_max_batch_size(max_batch_size)
+        self._score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def info(self) -> dict:
+        cal = self.disc.calibration
+        return {"discriminator": self.version, "calibration": {"a": cal.a, "b": cal.b, "source": cal.source, "alpha": cal.alpha}}
+
+    def _theta(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        return self.disc.theta([q for q, _ in pairs], [t for _, t in pairs])
+
+    async def score(self, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, str]:
+        theta = await (self._score_batch(pairs) if self.batching else self._thread.run(self._theta, pairs))
+        return theta, self.version
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _score_batch(self, requests: list[list[tuple[str, str]]]) -> list[np.ndarray]:
+        theta = await self._thread.run(self._theta, [p for pairs in requests for p in pairs])
+        return _split(theta, [len(pairs) for pairs in requests])
+
+
+@serve.deployment(name="Retriever")
+class Retriever:
+    """Top-k video ids and inner-product scores for query embeddings (FAISS; one search per batch)."""
+
+    def __init__(self, index: str, batching: bool = True, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005):
+        import faiss
+
+        from crops_ray.index import VectorIndex
+
+        faiss.omp_set_num_threads(_replica_threads())
+        self.index = VectorIndex.load(index)
+        self.version = content_version(index, (".faiss", ".parquet", ".json"))
+        self.batching = batching
+        self._thread = _OneThread()
+        self._search_batch.set_max_batch_size(max_batch_size)
+        self._search_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def info(self) -> dict:
+        return {"index": self.version, "size": len(self.index.ids), "dim": int(self.index.index.d)}
+
+    def _search(self, requests: list[tuple[np.ndarray, int]]) -> list[tuple[list[str], list[float]]]:
+        ids, scores = self.index.search(np.stack([q for q, _ in requests]), max(k for _, k in requests))
+        return [(row[:k], [float(s) for s in srow[: min(k, len(row))]]) for (_, k), row, srow in zip(requests, ids, scores)]
+
+    async def search(self, query: np.ndarray, k: int) -> tuple[list[str], list[float], str]:
+        if self.batching:
+            ids, scores = await self._search_batch((query, k))
+        else:
+            (ids, scores), = await self._thread.run(self._search, [(query, k)])
+        return ids, scores, self.version
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _search_batch(self, requests: list[tuple[np.ndarray, int]]) -> list[tuple[list[str], list[float]]]:
+        return await self._thread.run(self._search, requests)
+
+
+# ------------------------------------------------------------------------------------------------ the HTTP API
+
+
+class Backend(Protocol):
+    """What the API needs from the models; the gateway's backend calls deployment handles."""
+
+    versions: dict[str, str]  # model, discriminator, index: reported in every response
+
+    async def encode(self, queries: list[str]) -> tuple[np.ndarray, str]: ...
+    async def score(self, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, str]: ...
+    async def search(self, query: str, k: int) -> tuple[list[str], list[float], str, str]: ...
+    async def health(self) -> dict: ...
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must contain a non-whitespace character")
+    return text
+
+
+def request_models(s: ServeSettings) -> dict[str, type[BaseModel]]:
+    """The request bodies, with this deployment's limits in their schema (so /docs shows them)."""
+    Text = Annotated[StrictStr, StringConstraints(min_length=1, max_length=s.max_chars), AfterValidator(_not_blank)]
+
+    class EncodeRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"queries": ["jaguar cubs", "python tutorial"]}]})
+        queries: list[Text] = Field(min_length=1, max_length=s.max_items, description=f"1..{s.max_items} non-blank texts of at most {s.max_chars} characters")
+
+    class Pair(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        query: Text
+        text: Text
+
+    class ScoreRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"pairs": [{"query": "jaguar", "text": "Jaguar cubs in the wild"}]}]})
+        pairs: list[Pair] = Field(min_length=1, max_length=s.max_items, description=f"1..{s.max_items} (query, text) pairs")
+
+    class SearchRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"query": "jaguar cubs", "k": 10}]})
+        query: Text
+        k: StrictInt = Field(s.default_k, ge=1, le=s.max_k, description=f"results to return, 1..{s.max_k} (fewer when the index is smaller)")
+
+    return {"encode": EncodeRequest, "score": ScoreRequest, "search": SearchRequest}
+
+
+class EncodeResponse(BaseModel):
+    embeddings: list[list[float]] = Field(description="float32 values, one unit-length row per query, in request order")
+    dim: int
+    model: str
+
+
+class ScoreResponse(BaseModel):
+    scores: list[float] = Field(description="calibrated theta in [0, 1] per pair, in request order")
+    discriminator: str
+    model: str
+
+
+class Hit(BaseModel):
+    video_id: str
+    score: float
+
+
+class SearchResponse(BaseModel):
+    results: list[Hit] = Field(description="best first; inner product of unit vectors (cosine)")
+    index: str
+    model: str
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: Any = None
+    model: str
+
+
+def make_api(backend: Backend, settings: ServeSettings, token: str | None) -> FastAPI:
+    """The FastAPI app: routes, request validation (422), auth (401), content type (415), all errors as JSON.
+
+    (No ``from __future__ import annotations`` in this module: FastAPI must see the request models, which are
+    local to this function, as objects rather than as names.)
+    """
+    models = request_models(settings)
+    EncodeRequest, ScoreRequest, SearchRequest = models["encode"], models["score"], models["search"]
+    bearer = HTTPBearer(auto_error=False, description=f"required when ${settings.auth_token_env} is set on the gateway")
+    app = FastAPI(
+        title="crops-ray",
+        version=API_VERSION,
+        description="Query encoder, discriminator and dense retrieval of a CroPS model. Every response carries `model` "
+        f"(the encoder's name@content-hash). Invalid requests get 422 (415 for a non-JSON body) with `error` and `detail`; "
+        f"at most {settings.max_items} items per request and {settings.max_chars} characters per text.",
+    )
+    errors = {401: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+
+    def error(status: int, message: str, detail: Any = None, headers: dict | None = None) -> JSONResponse:
+        body = {"error": message, "detail": detail, "model": backend.versions["model"]}
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Only where and why: echoing the input back could return megabytes.
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
+        if first["type"] == "json_invalid":
+            return error(422, f"invalid request: the body is not valid JSON ({first.get('ctx', {}).get('error', '')})", detail)
+        where = ".".join(str(x) for x in first["loc"] if x != "body") or "body"
+        return error(422, f"invalid request: {where}: {first['msg']}", detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if token is None:
+            return
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+            raise HTTPException(401, "missing or invalid bearer token (Authorization: Bearer <token>)", headers={"WWW-Authenticate": "Bearer"})
+
+    def json_body(request: Request) -> None:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json" and not kind.endswith("+json"):
+            raise HTTPException(415, f"send a JSON body with Content-Type: application/json (got {kind or 'none'!r})")
+
+    guarded = [Depends(authorized), Depends(json_body)]
+
+    @app.post(f"/{API_VERSION}/encode", response_model=EncodeResponse, responses=errors, dependencies=guarded, summary="Query embeddings")
+    async def encode(body: EncodeRequest) -> JSONResponse:
+        emb, version = await backend.encode(list(body.queries))
+        return JSONResponse({"embeddings": emb.tolist(), "dim": int(emb.shape[1]), "model": version})
+
+    @app.post(f"/{API_VERSION}/score", response_model=ScoreResponse, responses=errors, dependencies=guarded, summary="Calibrated discriminator theta")
+    async def score(body: ScoreRequest) -> JSONResponse:
+        theta, version = await backend.score([(p.query, p.text) for p in body.pairs])
+        return JSONResponse({"scores": theta.tolist(), "discriminator": version, "model": backend.versions["model"]})
+
+    @app.post(f"/{API_VERSION}/search", response_model=SearchResponse, responses=errors, dependencies=guarded, summary="Top-k videos for a query")
+    async def search(body: SearchRequest) -> JSONResponse:
+        ids, scores, model, index = await backend.search(body.query, body.k)
+        return JSONResponse({"results": [{"video_id": v, "score": s} for v, s in zip(ids, scores)], "index": index, "model": model})
+
+    @app.get("/healthz", summary="Liveness of every deployment, and what they serve")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok", "auth": token is not None, **await backend.health()})
+
+    return app
+
+
+# ------------------------------------------------------------------------------------------------ the gateway
+
+
+class HandleBackend:
+    """Backend over deployment handles (each call a DeploymentResponse awaited in the gateway's event loop)."""
+
+    def __init__(self, encoder, discriminator, retriever):
+        self.encoder, self.discriminator, self.retriever = encoder, discriminator, retriever
+        self.versions: dict[str, str] = {}
+
+    async def refresh(self) -> dict:
+        enc, disc, ret = await asyncio.gather(self.encoder.info.remote(), self.discriminator.info.remote(), self.retriever.info.remote())
+        self.versions = {"model": enc["model"], "discriminator": disc["discriminator"], "index": ret["index"]}
+        return {"encoder": enc, "discriminator": disc, "retriever": ret}
+
+    async def encode(self, queries):
+        return await self.encoder.encode.remote(queries)
+
+    async def score(self, pairs):
+        return await self.discriminator.score.remote(pairs)
+
+    async def search(self, query, k):
+        emb, model = await self.encoder.encode.remote([query])
+        ids, scores, index = await self.retriever.search.remote(emb[0], k)
+        return ids, scores, model, index
+
+    async def health(self):
+        info = await self.refresh()
+        return {**self.versions, "dim": info["encoder"]["dim"], "index_size": info["retriever"]["size"], "calibration": info["discriminator"]["calibration"]}
+
+
+@serve.deployment(name="Gateway")
+@serve.ingress()
+class Gateway:
+    """The FastAPI ingress. The app is built per replica (``__serve_build_asgi_app__``) so its request models
+    carry the configured limits."""
+
+    async def __init__(self, encoder, discriminator, retriever, settings: dict):
+        self.settings = ServeSettings(**settings)
+        self.token = os.environ.get(self.settings.auth_token_env) or None
+        self.backend = HandleBackend(encoder, discriminator, retriever)
+        await self.backend.refresh()
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return make_api(self.backend, self.settings, self.token)
+
+
+# ------------------------------------------------------------------------------------------------ the builder
+
+
+def resolve_settings(args: dict | ServeSettings) -> ServeSettings:
+    """Validated settings with absolute paths (replicas may start elsewhere); clear errors for missing folders."""
+    from crops_ray.models import model_path
+
+    s = args if isinstance(args, ServeSettings) else ServeSettings(**args)
+    updates: dict[str, Any] = {}
+    for key in ("model", "discriminator_model"):
+        value = getattr(s, key)
+        model_path(value)  # FileNotFoundError names what is neither a folder nor a packaged alias
+        if os.path.isdir(value):
+            updates[key] = os.path.abspath(value)
+    if not os.path.exists(os.path.join(s.index, "index.json")):
+        raise FileNotFoundError(f"index {s.index!r} is not an index folder (written by evaluation as OUT/index/)")
+    updates["index"] = os.path.abspath(s.index)
+    if s.calibration:
+        if not os.path.exists(s.calibration):
+            raise FileNotFoundError(f"calibration {s.calibration!r} does not exist")
+        updates["calibration"] = os.path.abspath(s.calibration)
+    if s.default_k > s.max_k:
+        raise ValueError(f"default_k {s.default_k} > max_k {s.max_k}")
+    return s.model_copy(update=updates)
+
+
+def build_app(args: dict) -> serve.Application:
+    """The application: ``serve run serve.app:build_app model=... index=...``, serve/config.yaml, or serve.run().
+
+    The discriminator's calibration is resolved here, once, so every replica scores with the same one.
+    """
+    from crops_ray.discriminator import DiscriminatorConfig, load_or_fit_calibration
+
+    s = resolve_settings(args)
+    calibration = load_or_fit_calibration(DiscriminatorConfig(model=s.discriminator_model, calibration=s.calibration))
+    batch = {"batching": s.batching, "max_batch_size": s.max_batch_size, "batch_wait_timeout_s": s.batch_wait_timeout_s}
+    gateway_env = {s.auth_token_env: os.environ[s.auth_token_env]} if os.environ.get(s.auth_token_env) else {}
+
+    def options(name: str, env: dict | None = None) -> dict:
+        o = dict(DEFAULT_OPTIONS[name])
+        actor: dict[str, Any] = {"num_cpus": o.pop("num_cpus")}
+        if env:
+            actor["runtime_env"] = {"env_vars": env}
+        return {"ray_actor_options": actor, **o}
+
+    encoder = QueryEncoder.options(**options("QueryEncoder")).bind(s.model, encode_batch_size=s.encode_batch_size, **batch)
+    discriminator = DiscriminatorDeployment.options(**options("Discriminator")).bind(s.discriminator_model, asdict(calibration), **batch)
+    retriever = Retriever.options(**options("Retriever")).bind(s.index, **batch)
+    return Gateway.options(**options("Gateway", gateway_env)).bind(encoder, discriminator, retriever, s.model_dump())

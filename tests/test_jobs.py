@@ -1,0 +1,105 @@
+"""Every pipeline runs unchanged under `ray job submit` against a local head that this test starts and stops."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def head():
+    """A `ray start --head --block` on loopback ports of its own and a short temp dir; stopped whatever happens."""
+    from ray.job_submission import JobSubmissionClient
+
+    gcs, dashboard, client, agent = _free_ports(4)
+    temp = tempfile.mkdtemp(prefix="crh", dir="/tmp")  # unix socket paths must stay short
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
+           f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}", "--min-worker-port=21000",
+           "--max-worker-port=21999", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=true"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                yield_client = JobSubmissionClient(address)
+                yield_client.list_jobs()
+                break
+            except Exception:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the test's Ray head did not come up")
+                time.sleep(2)
+        yield yield_client
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # drains, then stops only the processes this head started
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _runtime_env():
+    with open(os.path.join(REPO, "runtime_env.yaml")) as f:
+        env = yaml.safe_load(f)
+    env["working_dir"] = REPO
+    return env
+
+
+def submit(client, args, timeout=600):
+    """Submit `python pipelines/...` as a job (retrying while the head's agent starts), wait, return its logs."""
+    from ray.job_submission import JobStatus
+
+    entrypoint = " ".join([sys.executable, *args])
+    deadline = time.time() + 60
+    while True:
+        try:
+            job = client.submit_job(entrypoint=entrypoint, runtime_env=_runtime_env())
+            break
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.time() > deadline:
+                raise
+            time.sleep(3)
+    deadline = time.time() + timeout
+    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        if time.time() > deadline:
+            client.stop_job(job)
+            raise TimeoutError(f"job {args} still running after {timeout}s")
+        time.sleep(2)
+    logs = client.get_job_logs(job)
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
+    return logs
+
+
+def test_pipeline_chain_as_jobs(head, tmp_path):
+    world, validated = tmp_path / "world", tmp_path / "validated"
+    logs = submit(head, ["pipelines/generate_world.py", "--scale", "tiny", "--seed", "5", "--out", str(world)])
+    assert "| search log rows |" in logs
+    logs = submit(head, ["pipelines/validate.py", "--logs", str(world), "--out", str(validated)])
+    assert "| search_log |" in logs
+    for table in ("videos", "search_log", "rec_log"):
+        assert any(name.endswith(".parquet") for name in os.listdir(validated / table))
