@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast serve clean
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not ray and not slow" tests
+
+# Serves the demo's CroPS model and index (override MODEL= and INDEX= for others) on 127.0.0.1:8000.
+MODEL   ?= runs/demo/seed-0/crops/model
+INDEX   ?= runs/demo/seed-0/crops/eval/index
+serve: $(STAMP)
+	$(BIN)/python pipelines/serve.py --model $(MODEL) --index $(INDEX)
 
 clean:
 	rm -rf runs .pytest_cache

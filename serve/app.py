@@ -62,6 +62,7 @@ class ServeSettings(BaseModel):
     max_batch_size: int = Field(16, ge=1, description="requests per batch")
     batch_wait_timeout_s: float = Field(0.005, ge=0)
     encode_batch_size: int = Field(64, ge=1, description="texts per forward pass inside a batch")
+    threads: int | None = Field(None, ge=1, description="torch/FAISS threads per model replica; None: its num_cpus rounded, at least 1")
     auth_token_env: str = Field(DEFAULT_TOKEN_ENV, description="bearer token required on /v1/* when this variable is set")
 
 
@@ -103,11 +104,23 @@ class _OneThread:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
 
-def _replica_threads() -> int:
-    """Torch/FAISS threads: the replica's CPU share rounded, at least 1 (replicas must not oversubscribe cores)."""
+def _replica_threads(threads: int | None) -> int:
+    """Torch/FAISS threads: as configured, else the replica's CPU share rounded, at least 1 (no oversubscription)."""
     import ray
 
-    return max(1, int(round(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))))
+    return threads or max(1, int(round(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))))
+
+
+class _BatchStats:
+    """How full the batches were (reported by ``info()``; the tests check that concurrent requests share one)."""
+
+    batches = requests = largest_batch = 0
+
+    def _record(self, size: int) -> None:
+        self.batches, self.requests, self.largest_batch = self.batches + 1, self.requests + size, max(self.largest_batch, size)
+
+    def batch_stats(self) -> dict:
+        return {"batches": self.batches, "requests": self.requests, "largest_batch": self.largest_batch}
 
 
 def _split(rows: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
@@ -115,15 +128,15 @@ def _split(rows: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 
 
 @serve.deployment(name="QueryEncoder")
-class QueryEncoder:
+class QueryEncoder(_BatchStats):
     """The query tower: a list of texts -> float32 [n, dim], unit length (exactly Encoder.encode_queries)."""
 
-    def __init__(self, model: str, batching: bool = True, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005, encode_batch_size: int = 64):
+    def __init__(self, model: str, batching: bool = True, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005, encode_batch_size: int = 64, threads: int | None = None):
         import torch
 
         from crops_ray.encoder import Encoder
 
-        torch.set_num_threads(_replica_threads())
+        torch.set_num_threads(_replica_threads(threads))
         self.encoder = Encoder.from_pretrained(model)
         self.encoder.eval()
         self.version = model_version(model)
@@ -133,7 +146,7 @@ class QueryEncoder:
         self._encode_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def info(self) -> dict:
-        return {"model": self.version, "dim": self.encoder.dim, "max_length": self.encoder.config.max_length}
+        return {"model": self.version, "dim": self.encoder.dim, "max_length": self.encoder.config.max_length, **self.batch_stats()}
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self.encoder.encode_queries(texts, batch_size=self.encode_batch_size)
@@ -144,20 +157,21 @@ class QueryEncoder:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def _encode_batch(self, requests: list[list[str]]) -> list[np.ndarray]:
+        self._record(len(requests))
         emb = await self._thread.run(self._encode, [t for texts in requests for t in texts])
         return _split(emb, [len(texts) for texts in requests])
 
 
 @serve.deployment(name="Discriminator")
-class DiscriminatorDeployment:
+class DiscriminatorDeployment(_BatchStats):
     """theta(query, text) in [0, 1]: crops_ray.discriminator.Discriminator with a fixed calibration."""
 
-    def __init__(self, model: str, calibration: dict, batching: bool = True, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005):
+    def __init__(self, model: str, calibration: dict, batching: bool = True, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005, threads: int | None = None):
         import torch
 
         from crops_ray.discriminator import Calibration, Discriminator, DiscriminatorConfig
 
-        torch.set_num_threads(_replica_threads())
+        torch.set_num_threads(_replica_threads(threads))
         cal = Calibration(**calibration)
         self.disc = Discriminator(DiscriminatorConfig(model=model), cal, device="cpu")
         cal_id = hashlib.sha256(f"{cal.a!r}|{cal.b!r}".encode()).hexdigest()[:8]
@@ -169,7 +183,7 @@ class DiscriminatorDeployment:
 
     def info(self) -> dict:
         cal = self.disc.calibration
-        return {"discriminator": self.version, "calibration": {"a": cal.a, "b": cal.b, "source": cal.source, "alpha": cal.alpha}}
+        return {"discriminator": self.version, "calibration": {"a": cal.a, "b": cal.b, "source": cal.source, "alpha": cal.alpha}, **self.batch_stats()}
 
     def _theta(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         return self.disc.theta([q for q, _ in pairs], [t for _, t in pairs])
@@ -180,20 +194,21 @@ class DiscriminatorDeployment:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def _score_batch(self, requests: list[list[tuple[str, str]]]) -> list[np.ndarray]:
+        self._record(len(requests))
         theta = await self._thread.run(self._theta, [p for pairs in requests for p in pairs])
         return _split(theta, [len(pairs) for pairs in requests])
 
 
 @serve.deployment(name="Retriever")
-class Retriever:
+class Retriever(_BatchStats):
     """Top-k video ids and inner-product scores for query embeddings (FAISS; one search per batch)."""
 
-    def __init__(self, index: str, batching: bool = True, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005):
+    def __init__(self, index: str, batching: bool = True, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005, threads: int | None = None):
         import faiss
 
         from crops_ray.index import VectorIndex
 
-        faiss.omp_set_num_threads(_replica_threads())
+        faiss.omp_set_num_threads(_replica_threads(threads))
         self.index = VectorIndex.load(index)
         self.version = content_version(index, (".faiss", ".parquet", ".json"))
         self.batching = batching
@@ -202,7 +217,7 @@ class Retriever:
         self._search_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def info(self) -> dict:
-        return {"index": self.version, "size": len(self.index.ids), "dim": int(self.index.index.d)}
+        return {"index": self.version, "size": len(self.index.ids), "dim": int(self.index.index.d), **self.batch_stats()}
 
     def _search(self, requests: list[tuple[np.ndarray, int]]) -> list[tuple[list[str], list[float]]]:
         ids, scores = self.index.search(np.stack([q for q, _ in requests]), max(k for _, k in requests))
@@ -217,6 +232,7 @@ class Retriever:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def _search_batch(self, requests: list[tuple[np.ndarray, int]]) -> list[tuple[list[str], list[float]]]:
+        self._record(len(requests))
         return await self._thread.run(self._search, requests)
 
 
@@ -323,6 +339,8 @@ def make_api(backend: Backend, settings: ServeSettings, token: str | None) -> Fa
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
         if first["type"] == "json_invalid":
             return error(422, f"invalid request: the body is not valid JSON ({first.get('ctx', {}).get('error', '')})", detail)
+        if tuple(first["loc"]) == ("body",) and first["type"] == "missing":
+            return error(422, "invalid request: the body is empty; send a JSON object", detail)
         where = ".".join(str(x) for x in first["loc"] if x != "body") or "body"
         return error(422, f"invalid request: {where}: {first['msg']}", detail)
 
@@ -447,7 +465,7 @@ def build_app(args: dict) -> serve.Application:
 
     s = resolve_settings(args)
     calibration = load_or_fit_calibration(DiscriminatorConfig(model=s.discriminator_model, calibration=s.calibration))
-    batch = {"batching": s.batching, "max_batch_size": s.max_batch_size, "batch_wait_timeout_s": s.batch_wait_timeout_s}
+    batch = {"batching": s.batching, "max_batch_size": s.max_batch_size, "batch_wait_timeout_s": s.batch_wait_timeout_s, "threads": s.threads}
     gateway_env = {s.auth_token_env: os.environ[s.auth_token_env]} if os.environ.get(s.auth_token_env) else {}
 
     def options(name: str, env: dict | None = None) -> dict:

@@ -1,0 +1,281 @@
+"""Benchmark: /v1/encode and /v1/search over HTTP on 127.0.0.1, through Ray Serve with batching on and off, and
+through a plain single-process FastAPI app (uvicorn) holding the same model and index: the baseline a user would
+otherwise write. Both serve serve/app.py's ``make_api`` (same validation, same JSON), so only the serving differs.
+
+Bounded: per (server, endpoint) a warm-up, then a fixed number of requests at a fixed concurrency from an aiohttp
+client in this process, split into rounds that alternate the three servers (all up at once; one loaded at a time),
+so a shared machine's other work falls on each alike. One request is one query (an online search box). Every
+request must answer 200: any 5xx or other error fails the run (exit 1). Prints one markdown table.
+
+    .venv/bin/python bench/serve.py [--model minilm] [--index runs/demo/eval/index] [--requests 300] [--concurrency 8]
+
+Without --index, the tiny world's 1,032 videos are encoded with --model into a temporary index. The model replicas
+and the baseline use the same number of torch threads (--threads, default 2). The discriminator's calibration is
+fitted once on the embedded world and cached, as the application does by default (the first run takes longer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+DEFAULT_REQUESTS = 300
+DEFAULT_CONCURRENCY = 8
+DEFAULT_WARMUP = 16
+DEFAULT_ROUNDS = 3
+DEFAULT_THREADS = 2
+SEARCH_K = 100
+REQUEST_TIMEOUT_S = 120
+SERVER_START_TIMEOUT_S = 300
+WORLD_SEED = 0
+
+
+# ------------------------------------------------------------------------------------------- the baseline
+
+
+class LocalBackend:
+    """The models in this process, as a plain FastAPI app would hold them; one model call at a time on a worker
+    thread (a sync route would run them on a thread pool, but Hugging Face fast tokenizers are not thread-safe)."""
+
+    def __init__(self, settings, calibration, threads: int):
+        import torch
+
+        from crops_ray.discriminator import Discriminator, DiscriminatorConfig
+        from crops_ray.encoder import Encoder
+        from crops_ray.index import VectorIndex
+        from serve.app import content_version, model_version
+
+        torch.set_num_threads(threads)
+        self.encoder = Encoder.from_pretrained(settings.model).eval()
+        self.index = VectorIndex.load(settings.index)
+        self.disc = Discriminator(DiscriminatorConfig(model=settings.discriminator_model), calibration, device="cpu")
+        self.versions = {"model": model_version(settings.model), "discriminator": model_version(settings.discriminator_model), "index": content_version(settings.index, (".faiss", ".parquet", ".json"))}
+        self._pool = ThreadPoolExecutor(1)
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def encode(self, queries):
+        return await self._run(self.encoder.encode_queries, queries), self.versions["model"]
+
+    async def score(self, pairs):
+        return await self._run(self.disc.theta, [q for q, _ in pairs], [t for _, t in pairs]), self.versions["discriminator"]
+
+    async def search(self, query, k):
+        def top_k():
+            ids, scores = self.index.search(self.encoder.encode_queries([query]), k)
+            return ids[0], [float(s) for s in scores[0][: len(ids[0])]]
+
+        ids, scores = await self._run(top_k)
+        return ids, scores, self.versions["model"], self.versions["index"]
+
+    async def health(self):
+        return dict(self.versions)
+
+
+def run_plain_server(settings_json: str, port: int, threads: int) -> None:
+    import uvicorn
+
+    from crops_ray.discriminator import DiscriminatorConfig, load_or_fit_calibration
+    from serve.app import ServeSettings, make_api
+
+    settings = ServeSettings(**json.loads(settings_json))
+    calibration = load_or_fit_calibration(DiscriminatorConfig(model=settings.discriminator_model, calibration=settings.calibration))
+    app = make_api(LocalBackend(settings, calibration, threads), settings, token=None)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# ------------------------------------------------------------------------------------------- the load
+
+
+async def load(url: str, path: str, bodies: list[dict], requests: int, concurrency: int) -> tuple[list[tuple[int, float]], float]:
+    """``requests`` POSTs kept ``concurrency`` in flight: (status, seconds) per request, and the wall time."""
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def one(i: int) -> tuple[int, float]:
+            started = time.perf_counter()
+            try:
+                async with session.post(url + path, json=bodies[i % len(bodies)]) as r:
+                    await r.read()
+                    return r.status, time.perf_counter() - started
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                return 599, time.perf_counter() - started  # no answer counts as a server error
+
+        results: list[tuple[int, float]] = []
+        indices = iter(range(requests))  # shared: each worker takes the next request when its last one answered
+
+        async def worker() -> None:
+            for i in indices:
+                results.append(await one(i))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return results, time.perf_counter() - started
+
+
+def summarize(results: list[tuple[int, float]], wall: float) -> dict:
+    latencies = sorted(t for _, t in results)
+    statuses = [s for s, _ in results]
+    return {
+        "requests": len(results), "rps": len(results) / wall,
+        "p50_ms": 1e3 * statistics.median(latencies), "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "5xx": sum(s >= 500 for s in statuses), "other_errors": sum(s != 200 and s < 500 for s in statuses),
+    }
+
+
+def wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    import requests
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the baseline server exited with {proc.returncode}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not healthy after {timeout_s:.0f}s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------- the run
+
+
+def build_index(model: str, folder: str) -> list[str]:
+    """Encode the tiny world's videos into ``folder``; return its evaluation queries (the request texts)."""
+    import pyarrow.parquet as pq
+
+    from crops_ray.encoder import Encoder
+    from crops_ray.index import VectorIndex
+    from crops_ray.schema import table_files
+    from crops_ray.world.generator import generate_world, world_config
+
+    world = f"{folder}/world"
+    generate_world(world, world_config("tiny", seed=WORLD_SEED), progress=lambda *_: None)
+    videos = pq.read_table(table_files(world, "videos"), columns=["video_id", "text"])
+    encoder = Encoder.from_pretrained(model)
+    VectorIndex.build(videos["video_id"].to_pylist(), encoder.encode_docs(videos["text"].to_pylist())).save(f"{folder}/index")
+    return pq.read_table(f"{world}/eval/queries.parquet")["query"].to_pylist()
+
+
+def bench_queries(folder: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    from crops_ray.world.generator import generate_world, world_config
+
+    generate_world(f"{folder}/world", world_config("tiny", seed=WORLD_SEED), progress=lambda *_: None)
+    return pq.read_table(f"{folder}/world/eval/queries.parquet")["query"].to_pylist()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--index", help="an index folder for --model (default: encode the tiny world into a temporary one)")
+    p.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help="timed requests per (server, endpoint)")
+    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
+    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="the requests are split into rounds that alternate the servers")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads per model replica and in the baseline")
+    p.add_argument("--plain-server", action="store_true", help=argparse.SUPPRESS)  # internal: the baseline process
+    p.add_argument("--settings-json", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.plain_server:
+        run_plain_server(args.settings_json, args.port, args.threads)
+        return 0
+
+    from ray import serve
+
+    from crops_ray.runtime import init_ray
+    from serve.app import build_app, resolve_settings
+
+    tmp = tempfile.TemporaryDirectory(prefix="crops-bench-serve-")
+    started = time.time()
+    if args.index:
+        index, queries = args.index, bench_queries(tmp.name)
+    else:
+        print(f"encoding the tiny world's videos with {args.model} into a temporary index", flush=True)
+        index, queries = f"{tmp.name}/index", build_index(args.model, tmp.name)
+    settings = resolve_settings({"model": args.model, "index": index, "threads": args.threads})
+    bodies = {"/v1/encode": [{"queries": [q]} for q in queries], "/v1/search": [{"query": q, "k": SEARCH_K} for q in queries]}
+
+    # All three servers stay up, and the timed requests alternate between them in rounds, so that each sees the
+    # same share of whatever else the machine is doing. Only one server is loaded at a time: Ray gets 4 logical
+    # CPUs so that both Serve applications' replicas (1.35 CPUs each) can be placed on a 2-core machine.
+    init_ray(num_cpus=max(4, os.cpu_count() or 1))
+    serve_port, plain_port = free_port(), free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
+    servers = {}
+    for name, batching in (("on", True), ("off", False)):
+        serve.run(build_app(settings.model_copy(update={"batching": batching})), name=f"bench-{name}", route_prefix=f"/{name}")
+        servers[("Ray Serve", name)] = f"http://127.0.0.1:{serve_port}/{name}"
+    cmd = [sys.executable, os.path.abspath(__file__), "--plain-server", "--port", str(plain_port), "--threads", str(args.threads), "--settings-json", settings.model_dump_json()]
+    plain = subprocess.Popen(cmd)
+    servers[("plain FastAPI (uvicorn, 1 process)", "-")] = f"http://127.0.0.1:{plain_port}"
+    encoder = serve.get_deployment_handle("QueryEncoder", app_name="bench-on")
+    results: dict = {(s, e): ([], 0.0, 0, 0) for s in servers for e in bodies}
+    try:
+        for url in servers.values():
+            wait_healthy(url, SERVER_START_TIMEOUT_S, plain)
+            for endpoint in bodies:
+                asyncio.run(load(url, endpoint, bodies[endpoint], args.warmup, args.concurrency))
+        per_round = -(-args.requests // args.rounds)
+        for r in range(args.rounds):
+            order = list(servers)[r % len(servers):] + list(servers)[: r % len(servers)]
+            for server in order:
+                for endpoint in bodies:
+                    n = min(per_round, args.requests - r * per_round)
+                    before = encoder.info.remote().result()
+                    got, wall = asyncio.run(load(servers[server], endpoint, bodies[endpoint], n, args.concurrency))
+                    after = encoder.info.remote().result()
+                    done, seconds, batches, batched = results[(server, endpoint)]
+                    results[(server, endpoint)] = (done + got, seconds + wall, batches + after["batches"] - before["batches"], batched + after["requests"] - before["requests"])
+    finally:
+        plain.terminate()
+        plain.wait(30)
+        serve.shutdown()
+        tmp.cleanup()
+
+    print(f"\n{args.requests} requests per row in {args.rounds} alternating rounds after {args.warmup} warm-up, concurrency "
+          f"{args.concurrency}, 1 query per request, k={SEARCH_K}; model {settings.model}, {args.threads} torch threads per "
+          f"model; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {time.time() - started:.0f}s in all\n")
+    print("| server | batching | endpoint | req/s | p50 ms | p99 ms | mean encoder batch | 5xx | other errors |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    failed = 0
+    for (server, batching), endpoint in ((s, e) for s in servers for e in bodies):
+        got, wall, batches, batched = results[((server, batching), endpoint)]
+        r = summarize(got, wall)
+        failed += r["5xx"] + r["other_errors"]
+        batch = f"{batched / batches:.2f}" if batching == "on" and batches else "-"
+        print(f"| {server} | {batching} | {endpoint} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {batch} | {r['5xx']} | {r['other_errors']} |")
+    if failed:
+        print(f"\nFAILED: {failed} requests did not answer 200", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

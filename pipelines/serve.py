@@ -1,0 +1,90 @@
+"""Serve a trained encoder and its index over HTTP with Ray Serve, until Ctrl-C.
+
+    python pipelines/serve.py --model runs/demo/seed-0/crops/model --index runs/demo/seed-0/crops/eval/index
+    python pipelines/serve.py --model minilm --index runs/eval/zero_shot/index --port 8000 --set max_k=500
+    CROPS_SERVE_TOKEN=$(openssl rand -hex 16) python pipelines/serve.py ... --host 0.0.0.0   # off loopback: a token
+
+Starts a local Ray (or joins RAY_ADDRESS), starts Serve's HTTP proxy on --host:--port, deploys serve/app.py's
+application (gateway, query encoder, discriminator, retriever), prints the URL and a curl example, and waits.
+--set KEY=VALUE sets any ServeSettings field (limits, batching, threads); the endpoints are in serve/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def parse_settings(args: argparse.Namespace) -> dict:
+    import yaml
+
+    settings = {"model": args.model, "index": args.index, "discriminator_model": args.discriminator_model, "calibration": args.calibration}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        settings[key.strip()] = yaml.safe_load(value)
+    return settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="minilm", help="encoder folder written by training, or 'minilm' (pretrained, zero-shot)")
+    p.add_argument("--index", required=True, help="index folder written by evaluation (OUT/index/)")
+    p.add_argument("--calibration", help="discriminator calibration JSON (default: fitted once on the embedded world, cached)")
+    p.add_argument("--discriminator-model", default="minilm")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any ServeSettings field")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: this machine's)")
+    p.add_argument("--allow-no-auth", action="store_true", help="serve off loopback without a token (not recommended)")
+    args = p.parse_args(argv)
+
+    from pydantic import ValidationError
+
+    from serve.app import APP_NAME, build_app, resolve_settings
+
+    try:
+        settings = resolve_settings(parse_settings(args))  # fail fast, before Ray starts
+    except (FileNotFoundError, ValueError, ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    token_set = bool(os.environ.get(settings.auth_token_env))
+    if args.host not in LOOPBACK and not token_set and not args.allow_no_auth:
+        print(f"error: --host {args.host} is reachable from other machines; set ${settings.auth_token_env} to require a "
+              "bearer token (or pass --allow-no-auth)", file=sys.stderr)
+        sys.exit(2)
+
+    from ray import serve
+
+    from crops_ray.runtime import init_ray
+
+    init_ray(num_cpus=args.num_cpus)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    auth = " -H \"Authorization: Bearer $" + settings.auth_token_env + "\"" if token_set else ""
+    print(f"\nserving {settings.model} with index {settings.index} at {url} (API docs: {url}/docs; auth {'on' if token_set else 'off'})")
+    print(f"  curl -s {url}/v1/search -H 'Content-Type: application/json'{auth} -d '{{\"query\": \"jaguar cubs\", \"k\": 5}}'")
+    print("Ctrl-C stops.", flush=True)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""The Serve application on loopback: every endpoint with good and bad input, answers equal to the library's.
+
+One application (2-layer MiniLM, an index of 400 tiny-world videos, a calibration fitted on the world's labelled
+pairs) is started once for the module on top of the session's Ray; a second gateway with a bearer token shares
+its model deployments. Tests that need no Serve (config, settings, the pipeline's argument checks) run fast.
+"""
+
+import os
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import requests
+import yaml
+
+from crops_ray.schema import table_files
+from serve.app import APP_NAME, DEFAULT_OPTIONS, ServeSettings, build_app, model_version, resolve_settings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INDEXED_VIDEOS = 400
+TOKEN_ENV, TOKEN = "CROPS_TEST_SERVE_TOKEN", "test-token-5f2c"
+TIMEOUT = 120  # seconds per HTTP request (the machine is shared)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """A shallow encoder, an index of its document embeddings, and a discriminator calibration, all real."""
+    from crops_ray.discriminator import Discriminator, DiscriminatorConfig, fit_calibration, world_labelled_pairs
+    from crops_ray.encoder import Encoder, shallow_copy
+    from crops_ray.index import VectorIndex
+    from crops_ray.world.generator import generate_world, world_config
+
+    root = tmp_path_factory.mktemp("serve")
+    world = str(root / "world")
+    generate_world(world, world_config("tiny", seed=1), progress=lambda *_: None)
+    model = shallow_copy("minilm", str(root / "minilm-2l"), 2)
+    encoder = Encoder.from_pretrained(model)
+    videos = pq.read_table(table_files(world, "videos")).slice(0, INDEXED_VIDEOS).to_pandas()
+    index = VectorIndex.build(videos["video_id"].tolist(), encoder.encode_docs(videos["text"].tolist()))
+    index.save(str(root / "index"))
+    cfg = DiscriminatorConfig(model=model)
+    fit = world_labelled_pairs(world, 200, heldout=False, seed=1)
+    held = world_labelled_pairs(world, 200, heldout=True, seed=1)
+    calibration = fit_calibration(Discriminator(cfg), fit, held, "test", alpha=0.6)
+    calibration.save(str(root / "calibration.json"))
+    queries = pq.read_table(f"{world}/eval/queries.parquet")["query"].to_pylist()
+    return SimpleNamespace(
+        model=model, index_dir=str(root / "index"), calibration=str(root / "calibration.json"), encoder=encoder,
+        index=index, discriminator=Discriminator(cfg, calibration), videos=videos, queries=queries,
+        # A 50 ms batch window (default 5 ms) so that the concurrency test sees batches form even on a fast machine.
+        settings={"model": model, "index": str(root / "index"), "discriminator_model": model, "calibration": str(root / "calibration.json"), "batch_wait_timeout_s": 0.05},
+    )
+
+
+@pytest.fixture(scope="module")
+def url(assets, ray_local):
+    from ray import serve
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(assets.settings), name=APP_NAME, route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def secure_url(url, assets):
+    """A second gateway, token required, over the first application's model deployments."""
+    from ray import serve
+
+    from serve.app import Gateway
+
+    handles = [serve.get_deployment_handle(name, app_name=APP_NAME) for name in ("QueryEncoder", "Discriminator", "Retriever")]
+    settings = resolve_settings({**assets.settings, "auth_token_env": TOKEN_ENV}).model_dump()
+    gateway = Gateway.options(ray_actor_options={"num_cpus": 0.05, "runtime_env": {"env_vars": {TOKEN_ENV: TOKEN}}})
+    serve.run(gateway.bind(*handles, settings), name="secure", route_prefix="/secure")
+    yield f"{url}/secure"
+    serve.delete("secure")
+
+
+def post(url: str, path: str, body, **kw) -> requests.Response:
+    r = requests.post(url + path, json=body, timeout=TIMEOUT, **kw)
+    assert r.status_code < 500, r.text
+    return r
+
+
+# ------------------------------------------------------------------------------------------- good requests
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_healthz_reports_what_is_served(url, assets):
+    r = requests.get(f"{url}/healthz", timeout=TIMEOUT)
+    assert r.status_code == 200
+    h = r.json()
+    assert h["status"] == "ok" and h["auth"] is False
+    assert h["model"] == model_version(assets.model) and h["model"].startswith("minilm-2l@")
+    assert h["dim"] == assets.encoder.dim and h["index_size"] == INDEXED_VIDEOS
+    assert h["calibration"]["source"] == "test" and h["discriminator"].startswith(model_version(assets.model) + "+cal")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_encode_returns_exactly_the_library_embeddings(url, assets):
+    texts = ["jaguar cubs", "python tutorial for beginners", "Ünïcödé 日本語 🐆", "long " * 300]  # the last is truncated
+    r = post(url, "/v1/encode", {"queries": texts})
+    assert r.status_code == 200
+    body = r.json()
+    got = np.asarray(body["embeddings"], dtype=np.float32)
+    want = assets.encoder.encode_queries(texts)
+    assert got.shape == (len(texts), assets.encoder.dim) and body["dim"] == assets.encoder.dim
+    np.testing.assert_array_equal(got, want)  # float32 values survive JSON exactly
+    assert body["model"] == model_version(assets.model)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_concurrent_requests_are_batched_and_not_mixed_up(url, assets):
+    from ray import serve
+
+    encoder = serve.get_deployment_handle("QueryEncoder", app_name=APP_NAME)
+    before = encoder.info.remote().result()
+    requests_ = [assets.queries[i : i + 1 + i % 3] for i in range(32)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda qs: post(url, "/v1/encode", {"queries": qs}), requests_))
+    for qs, r in zip(requests_, answers):
+        assert r.status_code == 200
+        # Encoded in a batch with other requests: equal to encoding alone up to float rounding (padding differs).
+        np.testing.assert_allclose(np.asarray(r.json()["embeddings"], np.float32), assets.encoder.encode_queries(qs), atol=1e-6, rtol=0)
+    after = encoder.info.remote().result()
+    assert after["requests"] - before["requests"] == len(requests_)
+    assert after["batches"] - before["batches"] < len(requests_) and after["largest_batch"] > 1
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_score_returns_the_calibrated_theta(url, assets):
+    video = assets.videos["text"].tolist()
+    pairs = [("jaguar", video[0]), ("python tutorial", video[1]), ("python tutorial", video[1]), ("mercury planet", video[2])]
+    r = post(url, "/v1/score", {"pairs": [{"query": q, "text": t} for q, t in pairs]})
+    assert r.status_code == 200
+    body = r.json()
+    want = assets.discriminator.theta([q for q, _ in pairs], [t for _, t in pairs])
+    np.testing.assert_allclose(body["scores"], want, atol=1e-6, rtol=0)
+    assert all(0.0 <= s <= 1.0 for s in body["scores"]) and body["scores"][1] == body["scores"][2]
+    assert body["discriminator"].startswith(model_version(assets.model)) and body["model"] == model_version(assets.model)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_search_returns_the_library_top_k(url, assets):
+    text, video_id = assets.videos["text"][7], assets.videos["video_id"][7]
+    r = post(url, "/v1/search", {"query": text, "k": 5})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    ids, scores = assets.index.search(assets.encoder.encode_queries([text]), 5)
+    assert [h["video_id"] for h in results] == ids[0]
+    np.testing.assert_allclose([h["score"] for h in results], scores[0], atol=1e-5)
+    assert results[0]["video_id"] == video_id and results[0]["score"] > 0.999  # shared towers: a title finds itself
+    assert r.json()["index"].startswith("index@") and r.json()["model"] == model_version(assets.model)
+
+    default = post(url, "/v1/search", {"query": "jaguar"}).json()["results"]
+    assert len(default) == 100  # default k
+    everything = post(url, "/v1/search", {"query": "jaguar", "k": 1000}).json()["results"]
+    assert len(everything) == INDEXED_VIDEOS  # k beyond the index: the whole index, best first
+    assert [h["score"] for h in everything] == sorted((h["score"] for h in everything), reverse=True)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_openapi_documents_the_endpoints_and_limits(url):
+    spec = requests.get(f"{url}/openapi.json", timeout=TIMEOUT).json()
+    assert {"/v1/encode", "/v1/score", "/v1/search", "/healthz"} <= set(spec["paths"])
+    encode = spec["components"]["schemas"]["EncodeRequest"]["properties"]["queries"]
+    assert encode["maxItems"] == 256 and encode["items"]["maxLength"] == 2000
+    assert "422" in spec["paths"]["/v1/search"]["post"]["responses"]
+
+
+# -------------------------------------------------------------------------------------------- bad requests
+
+LONG = "x" * 2001
+JSON = {"Content-Type": "application/json"}
+BAD_REQUESTS = [
+    # id, method, path, requests kwargs, status, a fragment of the error message
+    ("encode-missing-field", "post", "/v1/encode", {"json": {}}, 422, "queries: Field required"),
+    ("encode-empty-list", "post", "/v1/encode", {"json": {"queries": []}}, 422, "at least 1 item"),
+    ("encode-not-a-list", "post", "/v1/encode", {"json": {"queries": "jaguar"}}, 422, "valid list"),
+    ("encode-item-not-a-string", "post", "/v1/encode", {"json": {"queries": ["ok", 3]}}, 422, "queries.1: Input should be a valid string"),
+    ("encode-null-item", "post", "/v1/encode", {"json": {"queries": [None]}}, 422, "valid string"),
+    ("encode-empty-string", "post", "/v1/encode", {"json": {"queries": ["ok", ""]}}, 422, "queries.1: String should have at least 1 character"),
+    ("encode-blank-string", "post", "/v1/encode", {"json": {"queries": ["  \n"]}}, 422, "non-whitespace"),
+    ("encode-too-many", "post", "/v1/encode", {"json": {"queries": ["q"] * 257}}, 422, "at most 256 items"),
+    ("encode-too-long", "post", "/v1/encode", {"json": {"queries": [LONG]}}, 422, "at most 2000 characters"),
+    ("encode-unknown-field", "post", "/v1/encode", {"json": {"queries": ["a"], "top_k": 5}}, 422, "top_k: Extra inputs are not permitted"),
+    ("encode-body-is-a-list", "post", "/v1/encode", {"json": ["a"]}, 422, "valid dictionary"),
+    ("malformed-json", "post", "/v1/encode", {"data": '{"queries": [', "headers": JSON}, 422, "not valid JSON"),
+    ("empty-body", "post", "/v1/encode", {"data": "", "headers": JSON}, 422, "the body is empty"),
+    ("wrong-content-type", "post", "/v1/encode", {"data": '{"queries": ["a"]}', "headers": {"Content-Type": "text/plain"}}, 415, "Content-Type: application/json"),
+    ("form-content-type", "post", "/v1/search", {"data": {"query": "a"}}, 415, "application/x-www-form-urlencoded"),
+    ("score-missing-field", "post", "/v1/score", {"json": {"queries": ["a"]}}, 422, "pairs: Field required"),
+    ("score-empty-list", "post", "/v1/score", {"json": {"pairs": []}}, 422, "at least 1 item"),
+    ("score-pair-not-an-object", "post", "/v1/score", {"json": {"pairs": [["a", "b"]]}}, 422, "pairs.0"),
+    ("score-pair-missing-text", "post", "/v1/score", {"json": {"pairs": [{"query": "a"}]}}, 422, "pairs.0.text: Field required"),
+    ("score-text-not-a-string", "post", "/v1/score", {"json": {"pairs": [{"query": "a", "text": 5}]}}, 422, "pairs.0.text: Input should be a valid string"),
+    ("score-empty-query", "post", "/v1/score", {"json": {"pairs": [{"query": "", "text": "t"}]}}, 422, "pairs.0.query"),
+    ("score-too-many", "post", "/v1/score", {"json": {"pairs": [{"query": "q", "text": "t"}] * 257}}, 422, "at most 256 items"),
+    ("score-too-long", "post", "/v1/score", {"json": {"pairs": [{"query": "q", "text": LONG}]}}, 422, "at most 2000 characters"),
+    ("score-unknown-field-in-pair", "post", "/v1/score", {"json": {"pairs": [{"query": "q", "text": "t", "label": 1}]}}, 422, "pairs.0.label: Extra inputs"),
+    ("search-missing-query", "post", "/v1/search", {"json": {"k": 5}}, 422, "query: Field required"),
+    ("search-empty-query", "post", "/v1/search", {"json": {"query": ""}}, 422, "query: String should have at least 1 character"),
+    ("search-query-not-a-string", "post", "/v1/search", {"json": {"query": ["a"]}}, 422, "query: Input should be a valid string"),
+    ("search-query-too-long", "post", "/v1/search", {"json": {"query": LONG}}, 422, "at most 2000 characters"),
+    ("search-k-zero", "post", "/v1/search", {"json": {"query": "a", "k": 0}}, 422, "k: Input should be greater than or equal to 1"),
+    ("search-k-negative", "post", "/v1/search", {"json": {"query": "a", "k": -3}}, 422, "greater than or equal to 1"),
+    ("search-k-too-large", "post", "/v1/search", {"json": {"query": "a", "k": 1001}}, 422, "k: Input should be less than or equal to 1000"),
+    ("search-k-a-string", "post", "/v1/search", {"json": {"query": "a", "k": "5"}}, 422, "k: Input should be a valid integer"),
+    ("search-k-a-float", "post", "/v1/search", {"json": {"query": "a", "k": 2.5}}, 422, "valid integer"),
+    ("search-k-a-bool", "post", "/v1/search", {"json": {"query": "a", "k": True}}, 422, "valid integer"),
+    ("search-k-null", "post", "/v1/search", {"json": {"query": "a", "k": None}}, 422, "valid integer"),
+    ("unknown-path", "post", "/v1/nothing", {"json": {}}, 404, "Not Found"),
+    ("wrong-method", "get", "/v1/encode", {}, 405, "Method Not Allowed"),
+]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("method,path,kwargs,status,message", [b[1:] for b in BAD_REQUESTS], ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_requests_get_a_4xx_with_a_message(url, assets, method, path, kwargs, status, message):
+    r = getattr(requests, method)(url + path, timeout=TIMEOUT, **kwargs)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert message in body["error"], body
+    assert body["model"] == model_version(assets.model)  # the version is in every response, errors included
+    if status == 422:
+        assert body["detail"] and all("input" not in d for d in body["detail"])  # where and why, no echo
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_still_healthy_after_bad_requests(url):
+    assert requests.get(f"{url}/healthz", timeout=TIMEOUT).json()["status"] == "ok"
+    assert post(url, "/v1/search", {"query": "jaguar", "k": 1}).status_code == 200
+
+
+# -------------------------------------------------------------------------------------------------- auth
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_bearer_token_when_the_variable_is_set(secure_url, assets):
+    body = {"queries": ["jaguar"]}
+    assert requests.get(f"{secure_url}/healthz", timeout=TIMEOUT).json()["auth"] is True  # health stays open
+    missing = post(secure_url, "/v1/encode", body)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer" and "bearer token" in missing.json()["error"]
+    wrong = post(secure_url, "/v1/encode", body, headers={"Authorization": "Bearer not-the-token"})
+    assert wrong.status_code == 401
+    basic = post(secure_url, "/v1/encode", body, headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert basic.status_code == 401
+    invalid_unauthenticated = post(secure_url, "/v1/search", {"query": "a", "k": 0})
+    assert invalid_unauthenticated.status_code == 401  # no validation details before authentication
+    ok = post(secure_url, "/v1/encode", body, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200
+    np.testing.assert_array_equal(np.asarray(ok.json()["embeddings"], np.float32), assets.encoder.encode_queries(["jaguar"]))
+    for path, good in (("/v1/score", {"pairs": [{"query": "a", "text": "b"}]}), ("/v1/search", {"query": "a", "k": 3})):
+        assert post(secure_url, path, good).status_code == 401
+        assert post(secure_url, path, good, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+# ---------------------------------------------------------------------------------- no Serve needed
+
+
+@pytest.fixture
+def small(tmp_path):
+    """An index folder of three vectors and a calibration file: enough for the checks that load no model."""
+    from crops_ray.discriminator import Calibration
+    from crops_ray.index import VectorIndex
+
+    VectorIndex.build(["a", "b", "c"], np.eye(3, dtype=np.float32)).save(str(tmp_path / "index"))
+    Calibration(a=10.0, b=-4.0, model="minilm", kind="bi-encoder", source="test", labelled_pairs=0, positives=0).save(str(tmp_path / "cal.json"))
+    return SimpleNamespace(index_dir=str(tmp_path / "index"), settings={"index": str(tmp_path / "index"), "calibration": str(tmp_path / "cal.json")})
+
+
+def test_settings_refuse_missing_folders_and_unknown_keys(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not an index folder"):
+        resolve_settings({"index": str(tmp_path)})
+    with pytest.raises(FileNotFoundError, match="neither a local folder nor a packaged alias"):
+        resolve_settings({"model": str(tmp_path / "no-model"), "index": str(tmp_path)})
+    with pytest.raises(ValueError, match="idx"):
+        ServeSettings(idx=str(tmp_path))
+    (tmp_path / "index.json").write_text("{}")
+    with pytest.raises(ValueError, match="default_k"):
+        resolve_settings({"index": str(tmp_path), "default_k": 10, "max_k": 5})
+    with pytest.raises(FileNotFoundError, match="calibration"):
+        resolve_settings({"index": str(tmp_path), "calibration": str(tmp_path / "none.json")})
+    s = resolve_settings({"index": os.path.relpath(tmp_path)})
+    assert os.path.isabs(s.index) and s.model == "minilm"
+
+
+def test_config_yaml_deploys_this_application_on_loopback():
+    from ray.serve.schema import ServeDeploySchema
+
+    with open(os.path.join(ROOT, "serve", "config.yaml")) as f:
+        config = ServeDeploySchema(**yaml.safe_load(f))
+    assert config.http_options.host == "127.0.0.1"
+    (app,) = config.applications
+    assert app.import_path == "serve.app:build_app" and app.route_prefix == "/"
+    settings = ServeSettings(**app.args)  # every key is a known setting
+    for d in app.deployments:
+        assert d.name in DEFAULT_OPTIONS
+        if d.name != "Gateway":
+            # Batches can only fill when a replica accepts more requests than one batch holds.
+            assert d.max_ongoing_requests > settings.max_batch_size
+            assert d.autoscaling_config["max_replicas"] >= d.autoscaling_config["min_replicas"] >= 1
+
+
+def test_build_app_forwards_the_token_variable_to_the_gateway_only(small, monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    app = build_app({**small.settings, "auth_token_env": TOKEN_ENV})
+    gateway = app._bound_deployment
+    assert gateway.name == "Gateway"
+    assert gateway.ray_actor_options["runtime_env"]["env_vars"] == {TOKEN_ENV: TOKEN}
+    models = [a._bound_deployment for a in gateway.init_args[:3]]
+    assert [m.name for m in models] == ["QueryEncoder", "Discriminator", "Retriever"]
+    assert all("runtime_env" not in m.ray_actor_options for m in models)
+    monkeypatch.delenv(TOKEN_ENV)
+    assert "runtime_env" not in build_app(small.settings)._bound_deployment.ray_actor_options
+
+
+def test_the_pipeline_checks_its_arguments_before_starting_ray(tmp_path, small, monkeypatch, capsys):
+    sys.path.insert(0, ROOT)
+    from pipelines.serve import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--model", str(tmp_path / "no-model"), "--index", small.index_dir])
+    assert e.value.code == 2 and "no-model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["--index", str(tmp_path / "nothing")])
+    assert e.value.code == 2 and "not an index folder" in capsys.readouterr().err
+    monkeypatch.delenv("CROPS_SERVE_TOKEN", raising=False)
+    with pytest.raises(SystemExit) as e:
+        main(["--index", small.index_dir, "--host", "0.0.0.0"])
+    assert e.value.code == 2 and "CROPS_SERVE_TOKEN" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["--index", small.index_dir, "--set", "max_k=0"])
+    assert e.value.code == 2 and "max_k" in capsys.readouterr().err
