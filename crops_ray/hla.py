@@ -1,15 +1,48 @@
-"""Hierarchical Label Assignment (HLA): which level each sample source gets.
+"""Hierarchical Label Assignment (HLA): which level each sample source gets, and the training groups built on it.
 
 The paper's defaults: 5 reformulation positives; 4 recommendation-feed, LLM and clicked; 3 exposed but not
 clicked; 2 reached ranking, not exposed; 1 filtered between pre-ranking and ranking; 0 in-batch negatives.
 The mapping is configuration, so another domain can change it without touching code.
+
+**Training groups** (what the trainer reads). A training example is one query with a small group of its labelled candidates. Group building (``build_groups``)
+works per query, so its output for a query does not depend on the other queries (each query's random draws are
+seeded from ``(seed, query)``), and writes parquet with :data:`GROUPS_SCHEMA`, one row per example:
+
+- ``query`` string;
+- ``texts`` list<string>, ``video_ids`` list<string>, ``levels`` list<int8>, ``sources`` list<string>: the
+  group's candidates, aligned; the first is the *anchor*, a candidate at the highest level the query has, the
+  others follow by level, best first.
+
+Level 0 is never stored: a query's negatives are the other examples' candidates in the same (global) batch.
+How a query's ``n`` candidates become examples (:class:`GroupConfig`): ``max(#anchors, ceil(n / group_size))``
+examples, at most ``max_examples_per_query``, where the anchors (the candidates at the query's highest level)
+take turns; each anchor's companions are drawn without replacement with weight ``level_preference ** level``,
+so the higher levels are kept and the lower ones still appear.
+The rows are shuffled (seeded) so a batch mixes queries.
+
+``sources`` keeps where each candidate came from, which is what the DPR baseline needs: training with
+``loss="infonce"`` keeps only the search-log candidates (sources in :data:`crops_ray.schema.STAGES`), labels the
+``clicked`` ones positive and the other logged ones (exposed, ranked, filtered) hard negatives at level 0
+(see :func:`crops_ray.train.candidate_labels`).
+
+Samples from a validated search log alone (before the data engine adds the cross-perspective ones):
+:func:`log_samples` (source = the stage the candidate reached).
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+import os
+import shutil
 from dataclasses import dataclass, field
 
-from crops_ray.schema import SAMPLE_SOURCES
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from crops_ray.schema import SAMPLE_SOURCES, SAMPLES_SCHEMA, STAGES, LogSchemaError, filesystem_and_path, table_files
 
 IN_BATCH_LEVEL = 0
 
@@ -38,41 +71,6 @@ class LevelConfig:
 
 
 # ------------------------------------------------------------------------------------------ training groups
-"""Training groups: what the trainer reads.
-
-A training example is one query with a small group of its labelled candidates. Group building (``build_groups``)
-works per query, so its output for a query does not depend on the other queries (each query's random draws are
-seeded from ``(seed, query)``), and writes parquet with :data:`GROUPS_SCHEMA`, one row per example:
-
-- ``query`` string;
-- ``texts`` list<string>, ``video_ids`` list<string>, ``levels`` list<int8>, ``sources`` list<string>: the
-  group's candidates, aligned; the first is the *anchor*, a candidate at the highest level the query has, the
-  others follow by level, best first.
-
-Level 0 is never stored: a query's negatives are the other examples' candidates in the same (global) batch.
-How a query's candidates become examples (:class:`GroupConfig`): each candidate at the query's highest level
-anchors one example (cycling through them when the query has more candidates than ``ceil(n / group_size)``
-examples would cover), up to ``max_examples_per_query``; the anchor's companions are drawn without replacement,
-each with weight ``level_preference ** level``, so the higher levels are kept and the lower ones still appear.
-The rows are shuffled (seeded) so a batch mixes queries.
-
-``sources`` keeps where each candidate came from, which is what the DPR baseline needs: training with
-``loss="infonce"`` keeps only the search-log candidates (sources in :data:`crops_ray.schema.STAGES`), labels the
-``clicked`` ones positive and the other logged ones (exposed, ranked, filtered) hard negatives at level 0
-(see :func:`crops_ray.train.candidate_labels`).
-"""
-
-import hashlib  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.fs as pafs  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-
-from crops_ray.schema import SAMPLES_SCHEMA, STAGES, filesystem_and_path  # noqa: E402
 
 GROUPS_SCHEMA = pa.schema(
     [
@@ -104,7 +102,7 @@ class GroupConfig:
             raise ValueError(f"GroupConfig.rows_per_shard must be >= 1, got {self.rows_per_shard}")
 
 
-def _stable_hash(text: str) -> int:
+def stable_hash(text: str) -> int:
     """A 63-bit hash of ``text`` that is the same in every process (Python's ``hash`` is salted per process)."""
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") >> 1
 
@@ -192,7 +190,7 @@ def build_groups(samples: pa.Table, cfg: GroupConfig | None = None) -> pa.Table:
     rows: dict[str, list] = {name: [] for name in GROUPS_SCHEMA.names}
     for start, end in zip(starts.tolist(), ends.tolist()):
         query = queries[start]
-        rng = np.random.default_rng([cfg.seed, _stable_hash(query)])
+        rng = np.random.default_rng([cfg.seed, stable_hash(query)])
         for idx in _query_examples(levels[start:end], cfg, rng):
             idx = idx + start
             rows["query"].append(query)
@@ -238,8 +236,6 @@ def load_samples(data: str, levels: LevelConfig | None = None) -> tuple[pa.Table
     """Samples from ``data``: a log folder (``search_log/`` + ``videos/``: :func:`log_samples`), a folder holding
     ``samples/`` (the data engine's output), or a samples parquet folder/file itself. Returns (samples, what was read).
     """
-    from crops_ray.schema import LogSchemaError, table_files
-
     fs, base = filesystem_and_path(data.rstrip("/"))
     if fs.get_file_info(base).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{data}: no such file or folder")

@@ -21,6 +21,10 @@ baseline) sees only search-log candidates, clicked = positive, other logged stag
 ``epochs`` over the global dataset size); every rank cycles its shard (Ray splits the data into equal shards
 and batches drop their remainder), so no rank stops early and DDP never waits on a missing peer.
 
+**Optimisation**: AdamW, linear warmup then linear decay to 0, gradient clipping; ``grad_accum`` micro-batches
+per step (each with its own in-batch negatives; DDP synchronises on the last); bf16 autocast on GPU (the scores
+and the loss stay float32), fp32 on CPU; seeded per rank and step.
+
 **Checkpoints** every ``checkpoint_every`` steps through ``ray.train.report(checkpoint=...)`` to
 ``storage/name``; a checkpoint is ``model/`` (a loadable encoder folder) plus ``train_state.pt`` (optimizer,
 schedule, step). Running again with the same storage and name resumes from the latest checkpoint, and
@@ -51,9 +55,9 @@ import pyarrow.parquet as pq
 import torch
 
 from crops_ray.config import from_dict
-from crops_ray.hla import GROUPS_SCHEMA, GroupConfig, LevelConfig, _stable_hash
+from crops_ray.hla import GROUPS_SCHEMA, GroupConfig, LevelConfig, stable_hash
 from crops_ray.losses import DEFAULT_TEMPERATURE, h_infonce, infonce_from_labels
-from crops_ray.models import DEFAULT_ENCODER
+from crops_ray.models import DEFAULT_ENCODER, model_path
 from crops_ray.schema import STAGES, filesystem_and_path
 
 LOSSES = ("h_infonce", "infonce")
@@ -62,7 +66,8 @@ DEFAULT_RUN_NAME = "crops-train"
 RUN_SETTINGS_FILE = "crops_run.json"
 # Settings a resumed run must share with the run that wrote the checkpoints.
 RESUME_KEYS = ("loss", "model", "shared_towers")
-MODEL_DIR, STATE_FILE = "model", "train_state.pt"
+MODEL_DIR, STATE_FILE, CHECKPOINT_PREFIX = "model", "train_state.pt", "step-"
+CRASH_DELAY_S = 6.0  # fault injection (tests): > Ray Train's 2 s worker poll, so earlier reports are registered
 
 
 @dataclass
@@ -172,11 +177,11 @@ def collate(rows: dict, encoder, loss: str, device: torch.device | str = "cpu") 
         zip(queries, rows["texts"], rows["video_ids"], rows["levels"], rows["sources"])
     ):
         kept, kept_labels = candidate_labels(list(levels), list(sources), loss)
-        qkey = _stable_hash(query)
+        qkey = stable_hash(query)
         for j, label in zip(kept, kept_labels):
             docs.append(str(texts[j]))
             qkeys.append(qkey)
-            vkeys.append(_stable_hash(str(vids[j])))
+            vkeys.append(stable_hash(str(vids[j])))
             labels.append(label)
             owner.append(i)
     n_docs = len(docs)
@@ -190,7 +195,7 @@ def collate(rows: dict, encoder, loss: str, device: torch.device | str = "cpu") 
     return Batch(
         query_inputs=tokens(queries),
         doc_inputs=tokens(docs or [""]),
-        row_query_key=tensor([_stable_hash(q) for q in queries]),
+        row_query_key=tensor([stable_hash(q) for q in queries]),
         cand_query_key=tensor(qkeys),
         cand_video_key=tensor(vkeys),
         cand_label=tensor(labels),
@@ -305,7 +310,7 @@ def _batches(shard, cfg: TrainConfig, rank: int, start_micro: int, micro_per_epo
     epoch, skip = divmod(start_micro, micro_per_epoch)
     while True:
         seen = 0
-        shuffle = {"local_shuffle_buffer_size": cfg.shuffle_buffer, "local_shuffle_seed": _stable_hash(f"{cfg.seed}/{epoch}/{rank}") % 2**31} if cfg.shuffle_buffer else {}
+        shuffle = {"local_shuffle_buffer_size": cfg.shuffle_buffer, "local_shuffle_seed": stable_hash(f"{cfg.seed}/{epoch}/{rank}") % 2**31} if cfg.shuffle_buffer else {}
         for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow", drop_last=True, **shuffle):
             seen += 1
             if skip:
@@ -355,7 +360,7 @@ def train_loop_per_worker(loop: dict) -> None:
         encoder = Encoder.from_pretrained(cfg.model, shared=cfg.shared_towers, max_length=cfg.max_length)
     encoder.config.max_length = cfg.max_length
     start_step = int(state.get("step", 0))
-    _seed_everything(_stable_hash(f"{cfg.seed}/{rank}/{start_step}"))
+    _seed_everything(stable_hash(f"{cfg.seed}/{rank}/{start_step}"))
     model = ray.train.torch.prepare_model(encoder)
     params = [p for p in encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -363,6 +368,10 @@ def train_loop_per_worker(loop: dict) -> None:
     if state:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        # The schedule follows this run's total_steps (a resumed run may be given more steps than the first).
+        factor = lr_lambda(total_steps, cfg.warmup_ratio)(scheduler.last_epoch)
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base * factor
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
     queue = loop.get("progress")
@@ -379,7 +388,7 @@ def train_loop_per_worker(loop: dict) -> None:
             encoder.save(os.path.join(folder, MODEL_DIR))
             torch.save({"step": metrics["step"], "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "metrics": metrics}, os.path.join(folder, STATE_FILE))
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder), checkpoint_dir_name=f"step-{metrics['step']:08d}")
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder), checkpoint_dir_name=f"{CHECKPOINT_PREFIX}{metrics['step']:08d}")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -392,7 +401,8 @@ def train_loop_per_worker(loop: dict) -> None:
     samples_per_step = cfg.batch_size * cfg.grad_accum * world
     batches = _batches(ray.train.get_dataset_shard("train"), cfg, rank, start_step * cfg.grad_accum, micro_per_epoch)
     model.train()
-    t0, sums, counts = time.perf_counter(), torch.zeros(num_levels, dtype=torch.float64), torch.zeros(num_levels, dtype=torch.float64)
+    t0 = t_steady = time.perf_counter()
+    sums, counts = torch.zeros(num_levels, dtype=torch.float64), torch.zeros(num_levels, dtype=torch.float64)
     step = start_step
     while step < total_steps:
         for micro in range(cfg.grad_accum):
@@ -407,18 +417,25 @@ def train_loop_per_worker(loop: dict) -> None:
             counts += out.level_counts.cpu()
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        lr = scheduler.get_last_lr()[0]
+        lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        if step == start_step + 1:  # throughput counts from here: the first step also starts the data pipeline
+            t_steady = time.perf_counter()
         if crash and step == crash["step"] and rank == crash["rank"] and not os.path.exists(crash["marker"]):
             with open(crash["marker"], "w") as f:
                 f.write(f"worker {rank} killed at step {step}\n")
+            # Die like a lost machine, but only once Ray Train has collected the reports this worker already
+            # made (its controller polls workers every few seconds), so the latest checkpoint is known.
+            time.sleep(crash.get("delay_s", CRASH_DELAY_S))
             os._exit(1)
         checkpoint_now = step % cfg.checkpoint_every == 0 or step == total_steps
         if step % cfg.log_every == 0 or checkpoint_now:
-            elapsed = time.perf_counter() - t0
+            now = time.perf_counter()
+            elapsed, steady = now - t0, now - t_steady
+            rate = (step - start_step - 1) * samples_per_step / steady if step > start_step + 1 else samples_per_step / elapsed
             metrics = {
                 "step": step,
                 "total_steps": total_steps,
@@ -427,7 +444,7 @@ def train_loop_per_worker(loop: dict) -> None:
                 "lr": lr,
                 "samples": (step - start_step) * samples_per_step,
                 "elapsed_s": elapsed,
-                "samples_per_s": (step - start_step) * samples_per_step / max(elapsed, 1e-9),
+                "samples_per_s": rate,  # after the first step of this attempt (it also starts the data pipeline)
                 "resumed_from_step": start_step,
                 "world_size": world,
             }
@@ -440,12 +457,13 @@ def train_loop_per_worker(loop: dict) -> None:
 
 
 def _run_settings_check(storage: str, name: str, cfg: TrainConfig) -> None:
-    """Refuse to resume a run under ``storage/name`` that was started with other key settings."""
+    """Refuse to resume a run under ``storage/name`` whose checkpoints were written with other key settings."""
     fs, base = filesystem_and_path(storage.rstrip("/"))
     path = f"{base}/{name}/{RUN_SETTINGS_FILE}"
     settings = {k: getattr(cfg, k) for k in RESUME_KEYS}
-    info = fs.get_file_info(path)
-    if info.type == info.type.File:
+    run = fs.get_file_info(pafs.FileSelector(f"{base}/{name}", allow_not_found=True))
+    has_checkpoints = any(i.type == pafs.FileType.Directory and i.base_name.startswith(CHECKPOINT_PREFIX) for i in run)
+    if has_checkpoints and fs.get_file_info(path).type == pafs.FileType.File:
         with fs.open_input_stream(path) as f:
             before = json.loads(f.read().decode())
         differ = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
@@ -458,6 +476,16 @@ def _run_settings_check(storage: str, name: str, cfg: TrainConfig) -> None:
     fs.create_dir(f"{base}/{name}", recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(json.dumps(settings, indent=2).encode())
+
+
+def _default_cpus_per_worker(num_workers: int) -> float:
+    """The cluster's CPUs shared by the workers, one left for Ray Data's read tasks (a pool that takes every CPU
+    deadlocks them), and no more than the largest node has."""
+    import ray
+
+    nodes = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    total, largest = sum(nodes) or 1, max(nodes, default=1)
+    return max(0.25, min((total - 1) / num_workers, max(largest - 1, 0.25)))
 
 
 def _has_columns(fs, path: str) -> bool:
@@ -498,7 +526,8 @@ def plan_steps(num_groups: int, cfg: TrainConfig) -> tuple[int, int]:
 
 def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, name: str = DEFAULT_RUN_NAME,
           progress=print, crash: dict | None = None) -> dict:
-    """Train on the groups parquet at ``groups``; write ``out/model/`` and ``out/train_metrics.json``; return the metrics.
+    """Train on the groups parquet at ``groups``; write ``out/model/`` and ``out/train_metrics.json`` (a local
+    folder); return the metrics.
 
     ``storage`` (default ``out/checkpoints``; a local path or a URI such as ``s3://bucket/runs``) and ``name``
     identify the run: the same pair resumes it. Ray must be initialised (``crops_ray.runtime.init_ray``).
@@ -524,12 +553,14 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
     num_levels = int(pc.max(pc.list_flatten(levels["levels"])).as_py()) + 1
     del levels
 
+    model_path(cfg.model)  # fail here, with a clear message, on a model that is not there
+    os.makedirs(out, exist_ok=True)
     storage = storage or os.path.join(out, "checkpoints")
     if "://" not in storage:
         storage = os.path.abspath(storage)
     _run_settings_check(storage, name, cfg)
 
-    cpus = cfg.cpus_per_worker or max(0.25, (ray.cluster_resources().get("CPU", 1) - 1) / cfg.num_workers)
+    cpus = cfg.cpus_per_worker or _default_cpus_per_worker(cfg.num_workers)
     dataset = ray.data.read_parquet(groups if "://" in groups else os.path.abspath(groups))
     data_config = DataConfig(execution_options=_ordered_ingest())
     queue = Queue(actor_options={"num_cpus": 0})

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray.config import load_config  # noqa: E402
 from crops_ray.hla import build_groups, load_samples, write_groups  # noqa: E402
+from crops_ray.models import model_path  # noqa: E402
 from crops_ray.runtime import init_ray  # noqa: E402
 from crops_ray.train import DEFAULT_RUN_NAME, LOSSES, TrainJobConfig, train  # noqa: E402
 
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "max_length": args.max_length, "seed": args.seed, "checkpoint_every": args.checkpoint_every,
                  "log_every": args.log_every}
         cfg = dataclasses.replace(job.train, **{k: v for k, v in flags.items() if v is not None})
+        model_path(cfg.model)  # a missing model fails now, not after the groups are built and Ray has started
         samples, what = load_samples(args.data, job.levels)
         groups = build_groups(samples, job.groups)
         if groups.num_rows == 0:

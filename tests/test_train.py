@@ -92,7 +92,7 @@ def test_single_process_loss_is_h_infonce_on_the_batch_matrix(tiny_model):
     labels = torch.tensor([[4, 2, 0, 5, 4], [0, 0, 3, 0, 0], [4, 2, 0, 5, 4]])
     expected = h_infonce(q @ d.T, labels, 0.05).detach()
     assert out.value == pytest.approx(float(expected), rel=1e-5)
-    assert float(out.backward) == pytest.approx(float(expected), rel=1e-5)
+    assert float(out.backward.detach()) == pytest.approx(float(expected), rel=1e-5)
     assert out.level_counts.tolist() == [0, 0, 2, 1, 4, 2]
     dpr = collate(_rows(groups), enc, "infonce")
     assert dpr.cand_label.tolist() == [1, 0, 0, 1]  # the reformulation candidate is not DPR data
@@ -126,6 +126,13 @@ def test_pipeline_errors_are_clear(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         train_main(["--data", str(tmp_path), "--out", str(tmp_path / "out")])
     assert exc.value.code == 2 and "no parquet data" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "no-model")])
+    assert exc.value.code == 2 and "neither a local folder nor a packaged alias" in capsys.readouterr().err
+    (tmp_path / "cfg.yaml").write_text("train: {batch_sise: 8}\n")
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--config", str(tmp_path / "cfg.yaml")])
+    assert exc.value.code == 2 and "unknown setting(s) ['batch_sise']" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------- Ray
@@ -197,11 +204,15 @@ def test_two_workers_equal_one_process_on_the_concatenated_batch(tiny_model, tin
 @pytest.mark.slow
 def test_pipeline_trains_two_workers_and_resumes(tiny_world, tiny_model, tmp_path, ray_local, capsys):
     out = str(tmp_path / "crops")
-    args = ["--data", tiny_world, "--out", out, "--loss", "h_infonce", "--num-workers", "2", "--model", tiny_model, *TINY]
-    first = train_main(args + ["--max-steps", "3", "--checkpoint-every", "2"])
+    (tmp_path / "job.yaml").write_text("train: {warmup_ratio: 0.5, batch_size: 4}\ngroups: {group_size: 6}\n")
+    args = ["--data", tiny_world, "--out", out, "--loss", "h_infonce", "--num-workers", "2", "--model", tiny_model, *TINY,
+            "--config", str(tmp_path / "job.yaml")]
+    first = train_main(args + ["--max-steps", "2"])
     printed = capsys.readouterr().out
-    assert "step 1/3" in printed and "step 3/3" in printed and "samples/s" in printed and "| final loss |" in printed
-    assert first["steps"] == 3 and first["resumed_from_step"] == 0 and first["num_workers"] == 2
+    assert max(len(t) for t in read_parquet_table(os.path.join(out, "groups"))["texts"].to_pylist()) == 6  # YAML
+    assert first["config"]["warmup_ratio"] == 0.5 and first["global_batch"] == 16  # YAML, and the flag wins
+    assert "step 1/2" in printed and "step 2/2" in printed and "samples/s" in printed and "| final loss |" in printed
+    assert first["steps"] == 2 and first["resumed_from_step"] == 0 and first["num_workers"] == 2
     assert {"1", "2", "3", "4"} <= set(first["loss_per_level"]) and first["samples_per_s"] > 0
     saved = json.load(open(os.path.join(out, "train_metrics.json")))
     assert saved["final_loss"] == pytest.approx(first["final_loss"])
@@ -209,12 +220,12 @@ def test_pipeline_trains_two_workers_and_resumes(tiny_world, tiny_model, tmp_pat
     initial = Encoder.from_pretrained(tiny_model, max_length=32)
     assert np.abs(enc.encode_docs(["jaguar cubs"]) - initial.encode_docs(["jaguar cubs"])).max() > 1e-4  # it trained
 
-    again = train_main(args + ["--max-steps", "5", "--checkpoint-every", "2"])  # same storage and name: resume
-    assert again["resumed_from_step"] == 3 and again["steps"] == 5
-    assert "step 4/5" in capsys.readouterr().out
+    again = train_main(args + ["--max-steps", "3"])  # same storage and name: resume
+    assert again["resumed_from_step"] == 2 and again["steps"] == 3
+    assert "step 3/3" in capsys.readouterr().out
 
     with pytest.raises(SystemExit):  # the DPR baseline cannot silently continue the CroPS run
-        train_main([*args[:4], "--loss", "infonce", *args[6:], "--max-steps", "6"])
+        train_main([*args[:4], "--loss", "infonce", *args[6:], "--max-steps", "4"])
     assert "other settings" in capsys.readouterr().err
 
 
@@ -222,26 +233,26 @@ def test_pipeline_trains_two_workers_and_resumes(tiny_world, tiny_model, tmp_pat
 @pytest.mark.slow
 def test_killed_worker_restarts_from_the_checkpoint(tiny_groups, tiny_model, tmp_path, ray_local):
     marker = str(tmp_path / "killed")
-    cfg = TrainConfig(model=tiny_model, max_length=32, batch_size=8, num_workers=2, max_steps=6, checkpoint_every=2,
-                      log_every=1, max_failures=1)
-    metrics = train(tiny_groups, str(tmp_path / "out"), cfg, crash={"step": 5, "rank": 1, "marker": marker},
+    cfg = TrainConfig(model=tiny_model, max_length=32, batch_size=4, grad_accum=2, num_workers=2, max_steps=4,
+                      checkpoint_every=2, log_every=1, max_failures=1)
+    metrics = train(tiny_groups, str(tmp_path / "out"), cfg, crash={"step": 3, "rank": 1, "marker": marker},
                     progress=lambda *_: None)
-    assert open(marker).read().startswith("worker 1 killed at step 5")
-    assert metrics["steps"] == 6
-    assert metrics["resumed_from_step"] in (2, 4)  # restarted from a checkpoint, not from scratch
+    assert open(marker).read().startswith("worker 1 killed at step 3")
+    assert metrics["steps"] == 4 and metrics["global_batch"] == 16  # 4 groups x 2 micro-batches x 2 workers
+    assert metrics["resumed_from_step"] == 2  # restarted from the step-2 checkpoint, not from scratch
     Encoder.from_pretrained(os.path.join(tmp_path, "out", "model")).encode_queries(["jaguar"])
 
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_seeded_single_worker_runs_repeat_exactly(tiny_world, tiny_model, tmp_path, ray_local):
+def test_seeded_single_worker_runs_repeat_exactly(tiny_groups, tiny_model, tmp_path, ray_local):
     from safetensors.numpy import load_file
 
+    cfg = TrainConfig(loss="infonce", model=tiny_model, max_length=32, batch_size=8, max_steps=2, seed=4)
     runs = []
     for name in ("a", "b"):
         out = str(tmp_path / name)
-        runs.append(train_main(["--data", tiny_world, "--out", out, "--loss", "infonce", "--model", tiny_model, *TINY,
-                                "--max-steps", "2", "--seed", "4"]))
+        runs.append(train(tiny_groups, out, cfg, progress=lambda *_: None))
         runs[-1]["weights"] = load_file(os.path.join(out, "model", "model.safetensors"))
     assert runs[0]["final_loss"] == runs[1]["final_loss"] and set(runs[0]["loss_per_level"]) == {"1"}
     for key, value in runs[0]["weights"].items():

@@ -1,7 +1,7 @@
 """HLA assembly: log stages (P0) + reformulation (P1) + recommendation (P2) + LLM (P3) -> labelled samples.
 
-1. :func:`collapse_video` (Ray Data ``groupby("video_id").map_groups``) turns every log row and mined candidate
-   of a video, plus the video's own row, into one *pair* row per (query, video): the video's text, the best
+1. :func:`collapse_videos` (Ray Data ``groupby(<hash bucket of video_id>).map_groups``) turns every log row
+   and mined candidate of a video, plus the video's own row, into one *pair* row per (query, video): its text, the best
    log stage and its level, the click count, and whether P1/P2 proposed it. Pairs are therefore deduplicated
    before the discriminator sees them, and rows of one video arrive together (its embedding is computed once).
 2. The discriminator scores the pairs P1 or P2 proposed (:mod:`crops_ray.discriminator`).
@@ -13,9 +13,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from crops_ray.engine.users import key_buckets
 from crops_ray.hla import LevelConfig
 from crops_ray.schema import SAMPLE_SOURCES, SAMPLES_SCHEMA, STAGES
 
@@ -24,6 +26,7 @@ MAX_REFORMULATIONS_KEPT = 8  # distinct reformulated queries kept per pair (for 
 
 COLLAPSE_SCHEMA = pa.schema(
     [
+        ("bucket", pa.int64()),  # hash of video_id: the shuffle key (users.key_buckets)
         ("video_id", pa.string()),
         ("query", pa.string()),
         ("source", pa.string()),
@@ -65,11 +68,12 @@ CANDIDATES_SCHEMA = pa.schema(
 # ---------------------------------------------------------------------------------------------- inputs
 
 
-def log_rows(batch: pa.Table) -> pa.Table:
+def log_rows(batch: pa.Table, buckets: int) -> pa.Table:
     """Search-log rows as collapse input (P0): the stage is the source."""
     n = batch.num_rows
     return pa.table(
         {
+            "bucket": key_buckets(batch["video_id"], buckets),
             "video_id": batch["video_id"],
             "query": batch["query"],
             "source": batch["stage"],
@@ -81,10 +85,11 @@ def log_rows(batch: pa.Table) -> pa.Table:
     )
 
 
-def candidate_rows(batch: pa.Table) -> pa.Table:
+def candidate_rows(batch: pa.Table, buckets: int) -> pa.Table:
     """P1/P2 candidate rows (users.USER_CANDIDATE_SCHEMA) as collapse input."""
     return pa.table(
         {
+            "bucket": key_buckets(batch["video_id"], buckets),
             "video_id": batch["video_id"],
             "query": batch["query"],
             "source": batch["source"],
@@ -96,10 +101,11 @@ def candidate_rows(batch: pa.Table) -> pa.Table:
     )
 
 
-def video_rows(batch: pa.Table) -> pa.Table:
+def video_rows(batch: pa.Table, buckets: int) -> pa.Table:
     n = batch.num_rows
     return pa.table(
         {
+            "bucket": key_buckets(batch["video_id"], buckets),
             "video_id": batch["video_id"],
             "query": pa.nulls(n, pa.string()),
             "source": pa.array([VIDEO_ROW] * n, pa.string()),
@@ -114,55 +120,58 @@ def video_rows(batch: pa.Table) -> pa.Table:
 # ---------------------------------------------------------------------------------------------- collapse
 
 
-def collapse_video(group: dict[str, np.ndarray], levels: dict[str, int]) -> pa.Table:
-    """One video's rows -> one pair per query (PAIR_SCHEMA). Rows of a video missing from ``videos`` are dropped."""
-    source = group["source"]
-    is_video = source == VIDEO_ROW
-    if not is_video.any() or is_video.all():
+def collapse_videos(rows: pd.DataFrame, levels: dict[str, int]) -> pa.Table:
+    """The rows of some videos (one bucket) -> one pair per (query, video), PAIR_SCHEMA, ordered by video then
+    query (a video's pairs stay together for the scorer's embedding cache). Rows of videos missing from
+    ``videos`` are dropped."""
+    is_video = rows["source"] == VIDEO_ROW
+    text = rows.loc[is_video, ["video_id", "text"]].drop_duplicates("video_id")
+    rows = rows.loc[~is_video & rows["video_id"].isin(text["video_id"]), ["video_id", "query", "source", "reformulated_query", "user_id"]]
+    if rows.empty:
         return PAIR_SCHEMA.empty_table()
-    text = group["text"][is_video][0]
-    video_id = group["video_id"][0]
-    rest = ~is_video
-    query, source = group["query"][rest], source[rest]
-    reform, user = group["reformulated_query"][rest], group["user_id"][rest]
-    order = np.lexsort((source, query))  # by query, then source: deterministic whatever the shuffle order
-    query, source, reform, user = query[order], source[order], reform[order], user[order]
-    starts = np.flatnonzero(np.r_[True, query[1:] != query[:-1]])
-    ends = np.r_[starts[1:], len(query)]
-    out: dict[str, list] = {name: [] for name in PAIR_SCHEMA.names}
-    for a, b in zip(starts, ends):
-        src = source[a:b]
-        best_level, best_source = None, None
-        for stage in STAGES:  # best first; the level map decides, stage order breaks ties
-            if stage in src:
-                lv = levels[stage]
-                if best_level is None or lv > best_level:
-                    best_level, best_source = lv, stage
-        p1 = src == "reformulation"
-        p2 = src == "recommendation"
-        out["query"].append(query[a])
-        out["video_id"].append(video_id)
-        out["text"].append(text)
-        out["log_level"].append(best_level)
-        out["log_source"].append(best_source)
-        out["clicks"].append(int((src == "clicked").sum()))
-        out["reformulation"].append(bool(p1.any()))
-        out["reformulated_queries"].append(sorted(set(reform[a:b][p1]))[:MAX_REFORMULATIONS_KEPT] if p1.any() else [])
-        out["reformulation_users"].append(len(set(user[a:b][p1])))
-        out["recommendation"].append(bool(p2.any()))
-        out["recommendation_users"].append(len(set(user[a:b][p2])))
-        out["needs_score"].append(bool(p1.any() or p2.any()))
-    return pa.table(out, schema=PAIR_SCHEMA)
+    key = ["video_id", "query"]
+    pairs = rows[key].drop_duplicates().sort_values(key, kind="stable").merge(text, on="video_id", how="left")
+    stage = rows[rows["source"].isin(STAGES)]
+    if len(stage):
+        rank = {s: i for i, s in enumerate(STAGES)}  # equal levels: the better stage names the pair
+        stage = stage.assign(level=stage["source"].map(levels), rank=stage["source"].map(rank))
+        best = stage.sort_values(key + ["level", "rank"], ascending=[True, True, False, True], kind="stable").drop_duplicates(key)
+        pairs = pairs.merge(best[key + ["level", "source"]].rename(columns={"level": "log_level", "source": "log_source"}), on=key, how="left")
+        clicks = stage[stage["source"] == "clicked"].groupby(key).size().rename("clicks")
+        pairs = pairs.merge(clicks, left_on=key, right_index=True, how="left")
+    else:
+        pairs = pairs.assign(log_level=None, log_source=None, clicks=0)
+    p1 = rows[rows["source"] == "reformulation"]
+    if len(p1):
+        agg = p1.groupby(key).agg(reformulated_queries=("reformulated_query", lambda q: sorted(set(q))[:MAX_REFORMULATIONS_KEPT]), reformulation_users=("user_id", "nunique"))
+        pairs = pairs.merge(agg, left_on=key, right_index=True, how="left")
+    else:
+        pairs = pairs.assign(reformulated_queries=None, reformulation_users=0)
+    p2 = rows[rows["source"] == "recommendation"]
+    if len(p2):
+        pairs = pairs.merge(p2.groupby(key).agg(recommendation_users=("user_id", "nunique")), left_on=key, right_index=True, how="left")
+    else:
+        pairs = pairs.assign(recommendation_users=0)
+    pairs["reformulation"] = pairs["reformulation_users"].fillna(0) > 0
+    pairs["recommendation"] = pairs["recommendation_users"].fillna(0) > 0
+    pairs["needs_score"] = pairs["reformulation"] | pairs["recommendation"]
+    pairs["reformulated_queries"] = [q if isinstance(q, list) else [] for q in pairs["reformulated_queries"]]
+    for col in ("clicks", "reformulation_users", "recommendation_users"):
+        pairs[col] = pairs[col].fillna(0).astype("int32")
+    pairs["log_level"] = pairs["log_level"].astype("Int8")
+    return pa.Table.from_pandas(pairs[PAIR_SCHEMA.names], schema=PAIR_SCHEMA, preserve_index=False)
 
 
-def pairs_dataset(search, videos, user_candidates, levels: LevelConfig, partitions: int, num_cpus: float = 0.5):
-    """Ray Data: PAIR_SCHEMA rows, one per (query, video) seen in the logs or proposed by P1/P2."""
-    parts = search.map_batches(log_rows, batch_format="pyarrow", num_cpus=num_cpus)
+def pairs_dataset(search, videos, user_candidates, levels: LevelConfig, partitions: int, buckets: int, num_cpus: float = 0.5):
+    """Ray Data: PAIR_SCHEMA rows, one per (query, video) seen in the logs or proposed by P1/P2, shuffled by a
+    hash bucket of the video so a video's log rows, candidates and text meet in one call."""
+    kw = {"buckets": buckets}
+    parts = search.map_batches(log_rows, batch_format="pyarrow", fn_kwargs=kw, num_cpus=num_cpus)
     if user_candidates is not None:
-        parts = parts.union(user_candidates.map_batches(candidate_rows, batch_format="pyarrow", num_cpus=num_cpus))
-    parts = parts.union(videos.map_batches(video_rows, batch_format="pyarrow", num_cpus=num_cpus))
-    return parts.groupby("video_id", num_partitions=partitions).map_groups(
-        collapse_video, batch_format="numpy", fn_kwargs={"levels": dict(levels.levels)}, num_cpus=num_cpus
+        parts = parts.union(user_candidates.map_batches(candidate_rows, batch_format="pyarrow", fn_kwargs=kw, num_cpus=num_cpus))
+    parts = parts.union(videos.map_batches(video_rows, batch_format="pyarrow", fn_kwargs=kw, num_cpus=num_cpus))
+    return parts.groupby("bucket", num_partitions=partitions).map_groups(
+        collapse_videos, batch_format="pandas", fn_kwargs={"levels": dict(levels.levels)}, num_cpus=num_cpus
     )
 
 

@@ -56,7 +56,12 @@ class EngineConfig:
     world_knowledge: WorldKnowledgeConfig = field(default_factory=WorldKnowledgeConfig)
     shuffle_partitions: int = 0  # 0: one partition per rows_per_partition input rows, at least 2
     rows_per_partition: int = 250_000
+    rows_per_bucket: int = 20_000  # shuffle keys are hash buckets of users/videos holding about this many rows
     map_num_cpus: float = 0.5  # CPUs per map/groupby task (leaves room for reads and writes on 2 cores)
+    # Ray Data shuffle for the groupbys. The sort-based shuffle runs as plain tasks (about 1 s per groupby on a
+    # small machine); "hash_shuffle" starts aggregator actors per groupby (~10 s each here), which pays off on
+    # large clusters.
+    shuffle_strategy: str = "sort_shuffle_pull_based"
     keep_work: bool = False  # keep OUT/_work/ (intermediate parquet) for inspection
 
     def __post_init__(self) -> None:
@@ -69,6 +74,9 @@ class EngineConfig:
         if not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
         LevelConfig(dict(self.levels))  # validates the level map
+        from ray.data.context import ShuffleStrategy
+
+        ShuffleStrategy(self.shuffle_strategy)  # raises on an unknown strategy
         if self.rows_per_partition < 1 or self.shuffle_partitions < 0:
             raise ValueError("shuffle_partitions must be >= 0 and rows_per_partition >= 1")
 
@@ -107,7 +115,8 @@ def _read(folder_or_files, columns=None):
     files = _files(folder_or_files) if isinstance(folder_or_files, str) else folder_or_files
     if not files:
         return None
-    return ray.data.read_parquet(files, columns=columns)
+    ds = ray.data.read_parquet(files)
+    return ds.select_columns(columns) if columns else ds  # Ray Data pushes the projection into the read
 
 
 def _write(ds, folder: str, schema: pa.Schema) -> int:
@@ -124,14 +133,22 @@ def _write(ds, folder: str, schema: pa.Schema) -> int:
     return S.count_rows(files)
 
 
-def _sum_counts(ds, fn, **kwargs) -> dict[str, int]:
-    """Counters computed per batch by ``fn`` (one-row tables) and summed on the driver: scales with the data."""
+def _sum_counts(folder: str, fn, columns: list[str], **kwargs) -> dict[str, int]:
+    """Counters computed by ``fn`` (one-row tables) over a parquet folder, streamed on the driver.
+
+    Only the named columns are read, batch by batch, so this stays light on large outputs, and it costs no Ray
+    job (a Ray Data pass would start tasks just to count).
+    """
+    import pyarrow.dataset as pads
+
     total: dict[str, int] = {}
-    if ds is None:
+    files = _files(folder)
+    if not files:
         return total
-    for batch in ds.map_batches(fn, batch_format="pyarrow", fn_kwargs=kwargs, num_cpus=0.5).iter_batches(batch_format="pyarrow", batch_size=None):
-        for name in batch.column_names:
-            total[name] = total.get(name, 0) + int(pc.sum(batch[name]).as_py() or 0)
+    for batch in pads.dataset(files, format="parquet").to_batches(columns=columns):
+        counts = fn(pa.Table.from_batches([batch]), **kwargs)
+        for name in counts.column_names:
+            total[name] = total.get(name, 0) + int(pc.sum(counts[name]).as_py() or 0)
     return total
 
 
@@ -175,6 +192,20 @@ def _partitions(cfg: EngineConfig, rows: int) -> int:
     return cfg.shuffle_partitions or max(2, min(1024, -(-rows // cfg.rows_per_partition)))
 
 
+def _buckets(cfg: EngineConfig, rows: int, partitions: int) -> int:
+    return max(partitions, -(-rows // cfg.rows_per_bucket))
+
+
+def _validated_files(logs: str, table: str, validation: dict) -> list[str]:
+    """A validated table's files; a table validation kept no rows of may have no folder at all."""
+    try:
+        return S.table_files(logs, table)
+    except S.LogSchemaError:
+        if validation.get("tables", {}).get(table, {}).get("kept", None) == 0:
+            return []
+        raise
+
+
 def _check_logs(logs: str) -> dict:
     if not os.path.exists(f"{logs}/validation.json"):
         raise EngineInputError(
@@ -193,13 +224,24 @@ def build_data(logs: str, out: str, cfg: EngineConfig | None = None, validate: b
     from crops_ray.runtime import init_ray
 
     cfg = cfg or EngineConfig()
+    if validate:  # whole-file problems fail before anything starts
+        for table in S.TABLES:
+            S.check_file_schemas(S.table_files(logs, table), table, S.LogColumns())
+    else:
+        _check_logs(logs)
     started = time.time()
     out = out.rstrip("/")
     staging = f"{out}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
+    init_ray()
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    previous_strategy = ctx.shuffle_strategy
+    ctx.shuffle_strategy = cfg.shuffle_strategy
     try:
-        stats = _build(logs, staging, cfg, validate, eval_dir, progress, init_ray)
+        stats = _build(logs, staging, cfg, validate, eval_dir, progress)
         stats["seconds"]["total"] = round(time.time() - started, 2)
         if not cfg.keep_work:
             shutil.rmtree(f"{staging}/_work", ignore_errors=True)
@@ -210,6 +252,8 @@ def build_data(logs: str, out: str, cfg: EngineConfig | None = None, validate: b
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        ctx.shuffle_strategy = previous_strategy
     old = f"{out}.old-{os.getpid()}"
     if os.path.exists(out):
         os.replace(out, old)
@@ -218,29 +262,30 @@ def build_data(logs: str, out: str, cfg: EngineConfig | None = None, validate: b
     return stats
 
 
-def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir: str | None, progress, init_ray) -> dict:
+def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir: str | None, progress) -> dict:
     sources = set(cfg.sources)
     clock = _Clock(progress, total=(1 if validate else 0) + 3 + (2 if "p3" in sources else 0) + 1)
     if validate:
         from crops_ray.validate import validate_logs
 
-        for table in S.TABLES:
-            S.check_file_schemas(S.table_files(logs, table), table, S.LogColumns())
         if eval_dir is None and os.path.isdir(f"{logs}/eval"):
             eval_dir = f"{logs}/eval"
         with clock.stage("validate", f"validating {logs} -> {staging}/validated"):
             validate_logs(logs, f"{staging}/validated", progress=lambda m: progress("      " + m))
         logs = f"{staging}/validated"
     validation = _check_logs(logs)
-    files = {t: S.table_files(logs, t) for t in S.TABLES}
+    files = {t: _validated_files(logs, t, validation) for t in S.TABLES}
     rows_in = {t: S.count_rows(f) for t, f in files.items()}
+    for table in ("videos", "search_log"):
+        if not rows_in[table]:
+            raise EngineInputError(f"{logs}: the validated '{table}' table has no rows; there is nothing to label")
     quarantined = {t: v.get("quarantined", 0) for t, v in validation.get("tables", {}).items()}
     partitions = _partitions(cfg, rows_in["search_log"] + rows_in["rec_log"])
+    buckets = _buckets(cfg, rows_in["search_log"] + rows_in["rec_log"], partitions)
     progress(f"logs {logs}: " + ", ".join(f"{t} {n:,} rows" for t, n in rows_in.items()) + f"; sources {','.join(cfg.sources) or 'none (P0 only)'}; alpha {cfg.alpha}; {partitions} shuffle partitions")
 
     calibration = load_or_fit_calibration(cfg.discriminator, cfg.alpha, progress=lambda m: progress("      " + m))
     calibration.save(f"{staging}/discriminator_calibration.json")
-    init_ray()
     work = f"{staging}/_work"
     search_cols = ["request_id", "user_id", "query", "ts", "video_id", "stage"]
 
@@ -253,14 +298,15 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
             from crops_ray.engine.users import USER_CANDIDATE_SCHEMA, user_candidates
 
             rec_cols = ["user_id", "video_id", "ts"] + (["action"] if p2_cfg and p2_cfg.actions else [])
-            ds = user_candidates(_read(files["search_log"], search_cols), _read(files["rec_log"], rec_cols), p1_cfg, p2_cfg, partitions, cfg.map_num_cpus)
+            rec = _read(files["rec_log"], rec_cols) if rows_in["rec_log"] else None
+            ds = user_candidates(_read(files["search_log"], search_cols), rec, p1_cfg, p2_cfg if rec is not None else None, partitions, buckets, cfg.map_num_cpus)
             user_rows = _write(ds, f"{work}/user_candidates", USER_CANDIDATE_SCHEMA)
     progress(f"      {user_rows:,} candidate rows (before deduplication)")
 
     # 2. pairs: one row per (query, video) with text, shuffle by video
     with clock.stage("pairs", "collapsing log rows and candidates into (query, video) pairs with text"):
         cands = _read(f"{work}/user_candidates") if user_rows else None
-        pairs = A.pairs_dataset(_read(files["search_log"], search_cols), _read(files["videos"]), cands, LevelConfig(dict(cfg.levels)), partitions, cfg.map_num_cpus)
+        pairs = A.pairs_dataset(_read(files["search_log"], search_cols), _read(files["videos"]), cands, LevelConfig(dict(cfg.levels)), partitions, buckets, cfg.map_num_cpus)
         pair_rows = _write(pairs, f"{work}/pairs", A.PAIR_SCHEMA)
     progress(f"      {pair_rows:,} pairs")
 
@@ -270,7 +316,7 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
         ds = score_dataset(_read(f"{work}/pairs"), cfg.discriminator, calibration, mask_column="needs_score", gate_column="reformulated_queries" if gate == "discriminator" else None)
         ds = ds.map_batches(A.label_candidates, batch_format="pyarrow", fn_kwargs={"alpha": cfg.alpha, "gate": gate, "gate_threshold": cfg.reformulation.gate_threshold}, num_cpus=cfg.map_num_cpus)
         _write(ds, f"{staging}/candidates", A.CANDIDATES_SCHEMA)
-    counts = _sum_counts(_read(f"{staging}/candidates"), candidate_counts, alpha=cfg.alpha)
+    counts = _sum_counts(f"{staging}/candidates", candidate_counts, ["score", "reformulation", "recommendation", "needs_score", "gate_pass", "reformulation_kept", "recommendation_kept", "log_level"], alpha=cfg.alpha)
     progress(f"      scored {counts.get('scored', 0):,} pairs; kept P1 {counts.get('p1_kept', 0):,} of {counts.get('p1_candidates', 0):,}, P2 {counts.get('p2_kept', 0):,} of {counts.get('p2_candidates', 0):,}")
 
     # 4. P3 world knowledge
@@ -285,7 +331,7 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
         if llm_ds is not None:
             samples = samples.union(llm_ds.map_batches(llm_samples, batch_format="pyarrow", fn_kwargs={"level": cfg.levels["llm"]}, num_cpus=cfg.map_num_cpus))
         sample_rows = _write(samples, f"{staging}/samples", S.SAMPLES_SCHEMA)
-    by_source_level = {k: v for k, v in _sum_counts(_read(f"{staging}/samples", ["source", "level"]), sample_counts).items() if not k.startswith("none:")}
+    by_source_level = {k: v for k, v in _sum_counts(f"{staging}/samples", sample_counts, ["source", "level"]).items() if not k.startswith("none:")}
 
     stats = {
         "logs": logs,
@@ -312,38 +358,28 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
 
 
 def _world_knowledge(cfg: EngineConfig, calibration: Calibration, staging: str, work: str, partitions: int, clock: _Clock, progress) -> dict:
+    import pyarrow.parquet as pq
     import ray.data
 
     wk = cfg.world_knowledge
-    with clock.stage("llm_generate", f"P3: prompting the LLM ({wk.backend}, {wk.model}) on up to {wk.max_queries or 'all'} queries x {wk.samples_per_query}"):
-        clicked = _read(f"{staging}/candidates", ["query", "video_id", "text", "clicks"]).filter(expr=ray.data.expressions.col("clicks") > 0)
-        examples = clicked.groupby("query", num_partitions=partitions).map_groups(W.best_example, batch_format="pandas", num_cpus=cfg.map_num_cpus)
-        rows = [r for b in examples.iter_batches(batch_format="pandas", batch_size=None) for r in b.to_dict("records")]
-        chosen = W.choose_queries(pd.DataFrame(rows, columns=["query", "video_id", "text", "clicks", "total_clicks"]), wk.max_queries)
+    with clock.stage("llm_generate", f"P3: prompting the LLM ({wk.backend}, {wk.model}) on up to {wk.max_queries or 'all'} queries x {wk.samples_per_query} samples"):
+        chosen = W.choose_queries(_examples(f"{staging}/candidates"), wk.max_queries)
         prompts = W.prompt_rows(chosen, wk)
-        gen_schema = pa.schema([("query", pa.string()), ("example_video_id", pa.string()), ("example_text", pa.string()), ("sample", pa.int64()), ("seed", pa.int64()), ("generated_text", pa.string()), ("prompt_tokens", pa.int64()), ("generated_tokens", pa.int64())])
+        ds = None
         if prompts:
-            ds = ray.data.from_items(prompts, override_num_blocks=max(1, min(len(prompts) // wk.batch_size, 64)))
-            _write(W.generate(ds, wk, progress=lambda m: progress("      " + m)).select_columns(gen_schema.names), f"{work}/llm_generated", gen_schema)
-        else:
-            _write(None, f"{work}/llm_generated", gen_schema)
-    generated = _read(f"{work}/llm_generated")
-    tokens = _sum_counts(generated, _token_counts)
-    progress(f"      {tokens.get('calls', 0):,} generations, {tokens.get('generated_tokens', 0):,} tokens generated")
+            per_batch = max(1, wk.batch_size // wk.samples_per_query)
+            ds = W.generate(ray.data.from_items(prompts, override_num_blocks=max(1, min(-(-len(prompts) // per_batch), 64))), wk, partitions, progress=lambda m: progress("      " + m))
+        _write(ds, f"{work}/llm_generated", W.GENERATED_SCHEMA)
+    tokens = _sum_counts(f"{work}/llm_generated", _token_counts, ["calls", "prompt_tokens", "generated_tokens"])
+    progress(f"      {len(chosen)} queries, {tokens.get('calls', 0):,} prompts, {tokens.get('generated_tokens', 0):,} tokens generated")
 
     with clock.stage("llm_verify", "P3: parsing, de-duplicating and verifying descriptions with the discriminator"):
-        qc = {"min_words": wk.min_words, "max_chars": wk.max_chars, "near_duplicate": wk.near_duplicate, "example_copy": wk.example_copy, "max_new_tokens": wk.max_new_tokens}
-        described = generated.groupby("query", num_partitions=partitions).map_groups(W.quality_control, batch_format="pandas", fn_kwargs={"cfg": qc}, num_cpus=cfg.map_num_cpus)
-        _write(described, f"{work}/llm_described", W.DESCRIPTION_SCHEMA)
-        scored = score_dataset(_read(f"{work}/llm_described"), cfg.discriminator, calibration, mask_column="candidate")
-        capped = scored.groupby("query", num_partitions=partitions).map_groups(W.cap_per_query, batch_format="pandas", fn_kwargs={"alpha": cfg.alpha, "cap": wk.per_query_cap}, num_cpus=cfg.map_num_cpus)
-        _write(capped, f"{staging}/llm_descriptions", W.VERIFIED_SCHEMA)
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(_files(f"{staging}/llm_descriptions"), columns=["reason", "video_id", "score"])
+        ds = W.verify(_read(f"{work}/llm_generated"), cfg.discriminator, calibration, cfg.alpha, wk) if prompts else None
+        _write(ds, f"{staging}/llm_descriptions", W.DESCRIPTION_SCHEMA)
+    table = pq.read_table(_files(f"{staging}/llm_descriptions"), columns=["reason", "score"])
     reasons = W.reason_counts(table["reason"].to_pylist())
-    kept = reasons_kept = table.num_rows - sum(reasons.values())
-    progress(f"      {table.num_rows:,} descriptions, kept {reasons_kept:,}; removed " + ", ".join(f"{k} {v}" for k, v in reasons.items() if v))
+    kept = table.num_rows - sum(reasons.values())
+    progress(f"      {table.num_rows - reasons['empty']:,} descriptions, kept {kept:,}; removed " + (", ".join(f"{k} {v}" for k, v in reasons.items() if v) or "none"))
     return {
         "queries": len(chosen),
         "prompts": tokens.get("calls", 0),
@@ -356,8 +392,29 @@ def _world_knowledge(cfg: EngineConfig, calibration: Calibration, staging: str, 
     }
 
 
+def _examples(candidates: str) -> pd.DataFrame:
+    """Per query its most clicked video and the query's total clicks, from the clicked pairs only.
+
+    Streams the candidates on the driver and keeps one row per query: the clicked pairs are a small part of
+    the pairs, and the result is one row per query.
+    """
+    import pyarrow.dataset as pads
+
+    best: dict[str, tuple] = {}
+    total: dict[str, int] = {}
+    data = pads.dataset(_files(candidates), format="parquet")
+    for batch in data.to_batches(columns=["query", "video_id", "text", "clicks"], filter=pads.field("clicks") > 0):
+        for q, v, t, c in zip(*(batch.column(i).to_pylist() for i in range(4))):
+            total[q] = total.get(q, 0) + c
+            cur = best.get(q)
+            if cur is None or c > cur[1] or (c == cur[1] and v < cur[0]):  # more clicks, then the smaller id
+                best[q] = (v, c, t)
+    rows = [{"query": q, "video_id": v, "text": t, "clicks": c, "total_clicks": total[q]} for q, (v, c, t) in best.items()]
+    return pd.DataFrame(rows, columns=["query", "video_id", "text", "clicks", "total_clicks"])
+
+
 def _token_counts(batch: pa.Table) -> pa.Table:
-    return pa.table({"calls": [batch.num_rows], "prompt_tokens": [int(pc.sum(batch["prompt_tokens"]).as_py() or 0)], "generated_tokens": [int(pc.sum(batch["generated_tokens"]).as_py() or 0)]})
+    return pa.table({"calls": [int(pc.sum(batch["calls"]).as_py() or 0)], "prompt_tokens": [int(pc.sum(batch["prompt_tokens"]).as_py() or 0)], "generated_tokens": [int(pc.sum(batch["generated_tokens"]).as_py() or 0)]})
 
 
 # ---------------------------------------------------------------------------------------------- summary

@@ -8,9 +8,9 @@ logic; it runs inside Ray Data's ``groupby("user_id").map_groups`` (:mod:`crops_
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 DAY_S = 86_400
@@ -18,8 +18,8 @@ DAY_S = 86_400
 
 @dataclass
 class RecommendationConfig:
-    before_s: int = 3 * DAY_S  # feed interactions up to this long before the query ...
-    after_s: int = 3 * DAY_S  # ... and this long after it
+    before_s: int = DAY_S  # feed interactions up to this long before the query ...
+    after_s: int = DAY_S  # ... and this long after it
     per_user: int = 100  # the paper's cap: interactions per user (and query), nearest in time first
     actions: tuple = ()  # keep only these rec-log actions (e.g. ("like", "share")); empty: all
 
@@ -33,37 +33,43 @@ class RecommendationConfig:
 CANDIDATE_COLUMNS = ("user_id", "query", "video_id", "offset_s")
 
 
-def recommendation_candidates(searches: pd.DataFrame, feed: pd.DataFrame, cfg: RecommendationConfig) -> pd.DataFrame:
+def _column(rows, name: str) -> list:
+    col = rows[name]
+    return col.tolist() if hasattr(col, "tolist") else list(col)
+
+
+def recommendation_candidates(searches, feed, cfg: RecommendationConfig) -> pd.DataFrame:
     """Candidates from one user's (or several users') searches and feed.
 
     ``searches``: user_id, query, ts (one row per request, duplicates allowed). ``feed``: user_id, video_id, ts
-    (and ``action`` when ``cfg.actions`` filters on it). Returns user_id, query, video_id, offset_s (feed time
-    minus the nearest issue time of that query), one row per (user, query, video).
+    (and ``action`` when ``cfg.actions`` filters on it); pandas frames or dicts of arrays. Returns user_id,
+    query, video_id, offset_s (feed time minus the nearest time the user issued the query), one row per
+    (user, query, video), nearest first, at most ``per_user`` per (user, query).
     """
-    empty = pd.DataFrame({c: pd.Series(dtype="int64" if c == "offset_s" else "object") for c in CANDIDATE_COLUMNS})
-    if searches.empty or feed.empty:
-        return empty
-    if cfg.actions and "action" in feed:
-        feed = feed[feed["action"].isin(cfg.actions)]
-    issued = searches[["user_id", "query", "ts"]].drop_duplicates()
-    feed = feed[["user_id", "video_id", "ts"]].sort_values(["user_id", "ts", "video_id"], kind="stable")
+    issued: dict[tuple, set] = {}
+    if len(searches["user_id"]):
+        for user, query, ts in zip(*(_column(searches, c) for c in ("user_id", "query", "ts"))):
+            issued.setdefault((user, query), set()).add(int(ts))
+    by_user: dict[str, list] = {}
+    if issued and len(feed["user_id"]):
+        actions = _column(feed, "action") if cfg.actions else None
+        for i, (user, video, ts) in enumerate(zip(*(_column(feed, c) for c in ("user_id", "video_id", "ts")))):
+            if actions is None or actions[i] in cfg.actions:
+                by_user.setdefault(user, []).append((int(ts), video))
     out = []
-    feed_by_user = {u: (g["ts"].to_numpy(dtype=np.int64), g["video_id"].to_numpy()) for u, g in feed.groupby("user_id", sort=False)}
-    for (user, query), g in issued.groupby(["user_id", "query"], sort=True):
-        if user not in feed_by_user:
+    for user in by_user:
+        by_user[user].sort()
+    for (user, query) in sorted(issued):
+        events = by_user.get(user)
+        if not events:
             continue
-        fts, fvid = feed_by_user[user]
+        times = [t for t, _ in events]
         best: dict[str, int] = {}  # video -> signed offset with the smallest magnitude
-        for q_ts in g["ts"].to_numpy(dtype=np.int64):
-            lo = np.searchsorted(fts, q_ts - cfg.before_s, side="left")
-            hi = np.searchsorted(fts, q_ts + cfg.after_s, side="right")
-            for k in range(lo, hi):
-                off = int(fts[k] - q_ts)
-                v = fvid[k]
-                if v not in best or (abs(off), off) < (abs(best[v]), best[v]):
-                    best[v] = off
+        for q_ts in issued[(user, query)]:
+            for k in range(bisect_left(times, q_ts - cfg.before_s), bisect_right(times, q_ts + cfg.after_s)):
+                off, video = events[k][0] - q_ts, events[k][1]
+                if video not in best or (abs(off), off) < (abs(best[video]), best[video]):
+                    best[video] = off
         nearest = sorted(best.items(), key=lambda kv: (abs(kv[1]), kv[1], kv[0]))[: cfg.per_user]
-        out.extend((user, query, v, off) for v, off in nearest)
-    if not out:
-        return empty
-    return pd.DataFrame(out, columns=list(CANDIDATE_COLUMNS))
+        out.extend((user, query, video, off) for video, off in nearest)
+    return pd.DataFrame(out, columns=list(CANDIDATE_COLUMNS)).astype({"offset_s": "int64"})

@@ -31,7 +31,7 @@ STOPWORDS = frozenset("a an and are at by for from how in is of on or the to vs 
 class ReformulationConfig:
     window_s: int = 90  # the paper's window between the original query and its reformulation
     gate: str = "discriminator"
-    gate_threshold: float = 0.35  # raw discriminator similarity (cosine for the bi-encoder) of the two queries
+    gate_threshold: float = 0.3  # raw discriminator similarity (cosine for the bi-encoder) of the two queries
     lexical_threshold: float = 0.3  # share of the shorter query's content words found in the other
     max_followups: int = 5  # later requests per original request considered (nearest in time first)
 
@@ -65,35 +65,39 @@ def lexical_similarity(a: str, b: str) -> float:
 CANDIDATE_COLUMNS = ("user_id", "query", "video_id", "reformulated_query", "offset_s")
 
 
-def reformulation_candidates(rows: pd.DataFrame, cfg: ReformulationConfig) -> pd.DataFrame:
+def _column(rows, name: str) -> list:
+    """A column as a Python list, from a pandas frame or a dict of numpy arrays (Ray Data's batch formats)."""
+    col = rows[name]
+    return col.tolist() if hasattr(col, "tolist") else list(col)
+
+
+def reformulation_candidates(rows, cfg: ReformulationConfig) -> pd.DataFrame:
     """Candidates from one user's (or several users') search rows.
 
-    ``rows``: request_id, user_id, query, ts, video_id, stage (one row per request and candidate video).
-    Returns one row per (original request, reformulation, clicked video): user_id, query (the original),
-    video_id, reformulated_query, offset_s (seconds between the two requests).
+    ``rows``: request_id, user_id, query, ts, video_id, stage (one row per request and candidate video; a
+    pandas frame or a dict of arrays). Returns one row per (original request, reformulation, clicked video):
+    user_id, query (the original), video_id, reformulated_query, offset_s (seconds between the two requests).
+    Plain Python over a user's few requests: this runs once per user inside map_groups.
     """
-    empty = pd.DataFrame({c: pd.Series(dtype="int64" if c == "offset_s" else "object") for c in CANDIDATE_COLUMNS})
-    if rows.empty:
-        return empty
-    requests = rows.drop_duplicates("request_id")[["user_id", "request_id", "query", "ts"]]
-    requests = requests.sort_values(["user_id", "ts", "request_id"], kind="stable").reset_index(drop=True)
-    clicked = rows[rows["stage"] == "clicked"]
-    if clicked.empty:
-        return empty
-    clicks_of = clicked.groupby("request_id", sort=False)["video_id"].agg(lambda s: sorted(set(s))).to_dict()
-    users = requests["user_id"].to_numpy()
-    ts = requests["ts"].to_numpy(dtype=np.int64)
-    norm = [normalise_query(q) for q in requests["query"]]
+    requests: dict[str, tuple] = {}  # request_id -> (user, ts, query)
+    clicks: dict[str, list] = {}
+    if len(rows["request_id"]):
+        for rid, user, query, ts, video, stage in zip(*(_column(rows, c) for c in ("request_id", "user_id", "query", "ts", "video_id", "stage"))):
+            if rid not in requests:
+                requests[rid] = (user, int(ts), query)
+            if stage == "clicked" and video not in clicks.setdefault(rid, []):
+                clicks[rid].append(video)
     out = []
-    # Per user the requests are contiguous and time-ordered: a window is a searchsorted range.
-    bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        t = ts[start:stop]
-        upper = np.searchsorted(t, t + cfg.window_s, side="right")
-        for i in range(stop - start):
+    if any(clicks.values()):
+        order = sorted(requests, key=lambda r: (requests[r][0], requests[r][1], r))
+        norm = {r: normalise_query(requests[r][2]) for r in order}
+        for i, a in enumerate(order):
+            user, ts, query = requests[a]
             taken = 0
-            for j in range(i + 1, upper[i]):
-                a, b = start + i, start + j
+            for b in order[i + 1 :]:
+                user_b, ts_b, query_b = requests[b]
+                if user_b != user or ts_b - ts > cfg.window_s:
+                    break
                 if norm[a] == norm[b]:
                     continue  # the same query again is a retry, not a reformulation
                 taken += 1
@@ -101,8 +105,6 @@ def reformulation_candidates(rows: pd.DataFrame, cfg: ReformulationConfig) -> pd
                     break
                 if cfg.gate == "lexical" and lexical_similarity(norm[a], norm[b]) < cfg.lexical_threshold:
                     continue
-                for video in clicks_of.get(requests.at[b, "request_id"], ()):
-                    out.append((users[a], requests.at[a, "query"], video, requests.at[b, "query"], int(ts[b] - ts[a])))
-    if not out:
-        return empty
-    return pd.DataFrame(out, columns=list(CANDIDATE_COLUMNS))
+                out.extend((user, query, video, query_b, ts_b - ts) for video in sorted(clicks.get(b, ())))
+    frame = pd.DataFrame(out, columns=list(CANDIDATE_COLUMNS))
+    return frame.astype({"offset_s": "int64"})

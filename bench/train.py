@@ -1,0 +1,123 @@
+"""Benchmark: training throughput of crops_ray.train (Ray Train, 1 and 2 workers) against sentence-transformers.
+
+The anchor is what a user would otherwise write: sentence-transformers' ``MultipleNegativesRankingLoss`` training
+the same model (mean pooling, normalised, scale 1/temperature) on the same groups in one process, each example as
+(query, anchor, the group's other candidates as hard negatives), so both encode the same texts per step; a plain
+loop over the loss module (``SentenceTransformerTrainer`` needs the ``datasets`` package, and adds data loading).
+Throughput is steady state: the first step (start-up, lazy initialisation) is not counted; the Ray rows also give
+the wall time including Ray Train's start-up. The machine may be shared: compare rows of one run only.
+
+    .venv/bin/python bench/train.py [--steps 20] [--batch-size 16] [--model minilm] [--max-length 64]
+
+Needs ``pip install -c constraints/cpu.txt sentence-transformers`` for the anchor row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import pyarrow as pa
+import torch
+
+from crops_ray.hla import GroupConfig, build_groups, load_samples, read_parquet_table, write_groups
+from crops_ray.losses import DEFAULT_TEMPERATURE
+from crops_ray.models import model_path
+from crops_ray.runtime import init_ray
+from crops_ray.train import TrainConfig, train
+from crops_ray.world.generator import generate_world, world_config
+
+GROUP_SIZE = 8
+SEED = 0
+
+
+def make_groups(folder: str, scale: str) -> str:
+    """HLA groups of exactly GROUP_SIZE candidates from a generated world (fixed columns for the anchor)."""
+    generate_world(os.path.join(folder, "world"), world_config(scale, seed=SEED), progress=lambda *_: None)
+    samples, _ = load_samples(os.path.join(folder, "world"))
+    groups = build_groups(samples, GroupConfig(group_size=GROUP_SIZE, seed=SEED))
+    full = groups.filter(pa.array([len(t) == GROUP_SIZE for t in groups["texts"].to_pylist()]))
+    write_groups(full, os.path.join(folder, "groups"))
+    return os.path.join(folder, "groups")
+
+
+def sentence_transformers_rate(groups: str, model: str, steps: int, batch: int, max_length: int, lr: float) -> float:
+    """Steady samples/s of MultipleNegativesRankingLoss on the same groups, one process."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    torch.manual_seed(SEED)
+    st = SentenceTransformer(model_path(model), device="cpu")
+    st.max_seq_length = max_length
+    loss_fn = MultipleNegativesRankingLoss(st, scale=1.0 / DEFAULT_TEMPERATURE)
+    optimizer = torch.optim.AdamW(st.parameters(), lr=lr, weight_decay=0.01)
+    rows = read_parquet_table(groups).to_pylist()
+    st.train()
+    started = None
+    for step in range(steps):
+        part = [rows[(step * batch + i) % len(rows)] for i in range(batch)]
+        columns = [[g["query"] for g in part]] + [[g["texts"][j] for g in part] for j in range(GROUP_SIZE)]
+        features = [(st.preprocess if hasattr(st, "preprocess") else st.tokenize)(col) for col in columns]
+        loss = loss_fn(features, torch.zeros(batch))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(st.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step == 0:
+            started = time.perf_counter()
+    return (steps - 1) * batch / (time.perf_counter() - started)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=20, help="optimizer steps per trainer (the first is not timed)")
+    p.add_argument("--batch-size", type=int, default=16, help="queries per worker per step")
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--scale", default="tiny", help="world scale the groups come from")
+    p.add_argument("--lr", type=float, default=5e-5)
+    args = p.parse_args()
+    if args.steps < 2 or args.batch_size < 1:
+        p.error("--steps must be >= 2 and --batch-size >= 1")
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        groups = make_groups(tmp, args.scale)
+        n = read_parquet_table(groups).num_rows
+        print(f"{n} groups of {GROUP_SIZE} candidates ({args.scale} world), model {args.model}, max_length {args.max_length}, "
+              f"{args.steps} steps, {args.batch_size} queries per worker per step, {os.cpu_count()} CPUs, "
+              f"load average at start {os.getloadavg()[0]:.1f}\n")
+        anchor = lambda: sentence_transformers_rate(groups, args.model, args.steps, args.batch_size, args.max_length, args.lr)  # noqa: E731
+        try:
+            st_before = anchor()
+        except ImportError:
+            st_before = None
+            print("sentence-transformers is not installed: no anchor row (pip install -c constraints/cpu.txt sentence-transformers)\n")
+        init_ray()
+        rows = []
+        for workers in (1, 2):
+            cfg = TrainConfig(model=args.model, max_length=args.max_length, batch_size=args.batch_size, lr=args.lr,
+                              max_steps=args.steps, num_workers=workers, checkpoint_every=args.steps,
+                              log_every=args.steps, shuffle_buffer=0, seed=SEED)
+            m = train(groups, os.path.join(tmp, f"out-{workers}"), cfg, name=f"bench-{workers}", progress=lambda *_: None)
+            rows.append(("crops_ray.train h_infonce, Ray Train", workers, args.batch_size * workers, m["samples_per_s"], m["wall_s"]))
+        st_rate = None
+        if st_before is not None:  # the anchor runs before and after the Ray rows: their mean evens out load drift
+            st_after = anchor()
+            st_rate = (st_before + st_after) / 2
+            rows.insert(0, ("sentence-transformers MNRL, 1 process (mean of before/after)", 1, args.batch_size, st_rate, None))
+            print(f"sentence-transformers samples/s before {st_before:.1f}, after {st_after:.1f}\n")
+
+    one_worker = rows[-2][3]
+    print("| trainer | workers | global batch | samples/s (steady) | wall s incl. start-up | vs sentence-transformers | vs 1 worker |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, workers, global_batch, rate, wall in rows:
+        vs_st = f"{rate / st_rate:.2f}" if st_rate else "-"
+        vs_one = f"{rate / one_worker:.2f}" if wall is not None else "-"
+        print(f"| {name} | {workers} | {global_batch} | {rate:.1f} | {wall if wall is not None else '-'} | {vs_st} | {vs_one} |")
+    print(f"\nload average at end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

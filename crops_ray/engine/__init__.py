@@ -1,0 +1,7 @@
+"""The CroPS data engine: positives from three perspectives, verified, and labelled with HLA.
+
+Read in this order: :mod:`.reformulation` (P1) and :mod:`.recommendation` (P2), the per-user logic;
+:mod:`.users`, which runs both on each user in one Ray Data shuffle; :mod:`.world_knowledge` (P3, the LLM);
+:mod:`.assemble` (pairs, labels, HLA levels); :mod:`.build`, the steps end to end; :mod:`.evaluate`, precision
+against a generated world's ground truth.
+"""

@@ -1,0 +1,202 @@
+"""The paper's Table 1 on any logs: every method trained and evaluated in one harness, then a report.
+
+Methods (same data, same encoder initialisation, same training budget; only the labels and the loss differ):
+
+| name | training samples | loss |
+|---|---|---|
+| ``bm25`` | none (bm25s over the same corpus) | - |
+| ``zero_shot`` | none (the pretrained encoder) | - |
+| ``dpr`` | search log: clicked positives, other logged stages as hard negatives | InfoNCE |
+| ``fs_lr`` | search log stages as levels (clicked 4 > exposed 3 > ranked 2 > filtered 1) | H-InfoNCE |
+| ``crops`` | P0 + P1 + P2 + P3, HLA levels | H-InfoNCE |
+| ``crops_p1`` / ``crops_p2`` / ``crops_p3`` | P0 + one perspective | H-InfoNCE |
+| ``crops_binary`` | P0 + P1-P3, every positive source at one level | InfoNCE (multi-positive) |
+
+The ablations filter the engine's samples by ``source``; a video mined by several perspectives for one query
+was kept at its highest level (P1 over P2/P3), so it counts for that perspective only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from crops_ray import schema as S
+from crops_ray.evaluate import EvalConfig, evaluate
+from crops_ray.hla import GroupConfig, build_groups, load_samples, write_groups
+from crops_ray.train import TrainConfig, train
+
+TABLE1 = ("bm25", "zero_shot", "dpr", "fs_lr", "crops")
+ABLATIONS = ("crops_p1", "crops_p2", "crops_p3", "crops_binary")
+LOG_SOURCES = ("clicked", "exposed", "ranked", "filtered")
+PERSPECTIVE_SOURCE = {"p1": "reformulation", "p2": "recommendation", "p3": "llm"}
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    sources: tuple = ()  # sample sources it trains on; () = no training
+    loss: str = "h_infonce"
+    binary: bool = False  # every positive source at one level
+
+
+METHODS = {
+    m.name: m
+    for m in (
+        Method("bm25", "BM25"),
+        Method("zero_shot", "Zero-shot (pretrained)"),
+        Method("dpr", "DPR (clicks, InfoNCE)", LOG_SOURCES, "infonce"),
+        Method("fs_lr", "FS-LR-style (log stages, H-InfoNCE)", LOG_SOURCES),
+        Method("crops", "CroPS", LOG_SOURCES + tuple(PERSPECTIVE_SOURCE.values())),
+        Method("crops_p1", "CroPS, P1 only", LOG_SOURCES + ("reformulation",)),
+        Method("crops_p2", "CroPS, P2 only", LOG_SOURCES + ("recommendation",)),
+        Method("crops_p3", "CroPS, P3 only", LOG_SOURCES + ("llm",)),
+        Method("crops_binary", "CroPS, binary labels + InfoNCE", LOG_SOURCES + tuple(PERSPECTIVE_SOURCE.values()), binary=True),
+    )
+}
+
+
+@dataclass
+class ExperimentConfig:
+    methods: tuple = TABLE1
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=150, batch_size=32, max_length=48, lr=5e-5, checkpoint_every=1000, log_every=25))
+    groups: GroupConfig = field(default_factory=GroupConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def method_samples(samples: pa.Table, method: Method) -> pa.Table:
+    """The samples ``method`` trains on (ablations filter by source; ``binary`` flattens positive levels)."""
+    kept = samples.filter(pc.is_in(samples["source"], pa.array(method.sources)))
+    if method.binary:
+        # Every enriched positive counts as a click: DPR's InfoNCE then treats them all as one positive class
+        # and the other logged stages as hard negatives, exactly as for clicks.
+        enriched = pc.is_in(kept["source"], pa.array(list(PERSPECTIVE_SOURCE.values())))
+        source = pc.if_else(enriched, pa.scalar("clicked"), kept["source"])
+        kept = kept.set_column(kept.schema.get_field_index("source"), "source", source)
+    return kept
+
+
+def run_method(method: Method, logs: str, samples: pa.Table | None, out: str, cfg: ExperimentConfig, seed: int, progress=print) -> dict:
+    """Train (when the method trains) and evaluate one method into ``out``; returns its metrics."""
+    os.makedirs(out, exist_ok=True)
+    started = time.time()
+    train_metrics = {}
+    if method.name == "bm25":
+        metrics = evaluate(logs, out, method="bm25", cfg=cfg.eval, progress=progress)
+    elif not method.sources:
+        metrics = evaluate(logs, out, method="dense", model=cfg.train.model, cfg=cfg.eval, progress=progress)
+    else:
+        if samples is None:
+            raise ValueError(f"method {method.name} needs training samples")
+        chosen = method_samples(samples, method)
+        groups = build_groups(chosen, GroupConfig(**{**asdict(cfg.groups), "seed": seed}))
+        write_groups(groups, f"{out}/groups")
+        loss = "infonce" if method.loss == "infonce" or method.binary else "h_infonce"
+        tcfg = TrainConfig(**{**asdict(cfg.train), "loss": loss, "seed": seed})
+        progress(f"[{method.name}] training on {groups.num_rows:,} groups from {chosen.num_rows:,} samples ({loss})")
+        train_metrics = train(f"{out}/groups", out, tcfg, storage=f"{out}/checkpoints", name=method.name, progress=progress)
+        metrics = evaluate(logs, f"{out}/eval", method="dense", model=f"{out}/model", cfg=cfg.eval, progress=progress)
+    result = {"method": method.name, "seed": seed, "metrics": metrics, "train": train_metrics, "seconds": round(time.time() - started, 1)}
+    with open(f"{out}/result.json", "w") as f:
+        json.dump(result, f, indent=2, default=str)
+    return result
+
+
+def aggregate(results: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean and (sample) standard deviation per method and metric over seeds."""
+    by_method: dict[str, list[dict]] = {}
+    for r in results:
+        by_method.setdefault(r["method"], []).append(r["metrics"])
+    out = {}
+    for name, runs in by_method.items():
+        keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and k not in ("queries", "seconds") and not k.startswith("pairs_")]
+        row = {}
+        for k in keys:
+            values = np.array([r[k] for r in runs if k in r], dtype=float)
+            row[k] = float(values.mean())
+            row[f"{k}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        row["seeds"] = len(runs)
+        out[name] = row
+    return out
+
+
+def table1_markdown(summary: dict[str, dict[str, float]], methods: list[str]) -> str:
+    cols = [("recall@100_ct", "Recall@100 CT"), ("recall@100_qr", "Recall@100 QR"), ("ndcg@4", "NDCG@4")]
+    lines = ["| Method | " + " | ".join(c[1] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
+    for name in methods:
+        row = summary.get(name)
+        if row is None:
+            continue
+        cells = []
+        for key, _ in cols:
+            if key not in row or (isinstance(row[key], float) and math.isnan(row[key])):
+                cells.append("-")
+            elif row["seeds"] > 1:
+                cells.append(f"{100 * row[key]:.1f} ± {100 * row[key + '_std']:.1f}")
+            else:
+                cells.append(f"{100 * row[key]:.1f}")
+        lines.append(f"| {METHODS[name].label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_table1(summary: dict[str, dict[str, float]], methods: list[str], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = [("recall@100_ct", "Recall@100 CT"), ("recall@100_qr", "Recall@100 QR"), ("ndcg@4", "NDCG@4")]
+    names = [m for m in methods if m in summary]
+    x = np.arange(len(cols))
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for i, name in enumerate(names):
+        vals = [100 * summary[name].get(k, float("nan")) for k, _ in cols]
+        errs = [100 * summary[name].get(k + "_std", 0.0) for k, _ in cols]
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, yerr=errs, label=METHODS[name].label, capsize=2)
+    ax.set_xticks(x, [c[1] for c in cols])
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 105)
+    ax.set_title("Table 1 on these logs (mean over seeds; bars: one standard deviation)")
+    ax.legend(fontsize=7, ncol=3, loc="upper center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def side_by_side(world: str, runs: dict[str, str], queries: list[str], k: int = 10) -> str:
+    """Top-k of two methods for some queries: text, the video's sense, and whether it is relevant (qrels)."""
+    truth_path = f"{world}/eval/video_truth.parquet"
+    truth = pq.read_table(truth_path).to_pandas().set_index("video_id") if os.path.exists(truth_path) else None
+    qrels = pq.read_table(f"{world}/eval/qrels.parquet").to_pandas() if os.path.exists(f"{world}/eval/qrels.parquet") else None
+    videos = pq.read_table(S.table_files(world, "videos")).to_pandas().set_index("video_id")["text"]
+    tops = {name: pq.read_table(path).to_pandas().set_index("query")["top10"] for name, path in runs.items()}
+    parts = []
+    names = list(runs)
+    for query in queries:
+        graded = {} if qrels is None else dict(qrels.loc[qrels["query"] == query, ["video_id", "grade"]].itertuples(index=False))
+        lines = [f"**{query}**", "", "| rank | " + " | ".join(names) + " |", "|---:|" + "---|" * len(names)]
+        for r in range(k):
+            cells = []
+            for name in names:
+                ids = list(tops[name].get(query, []))
+                if r >= len(ids):
+                    cells.append("")
+                    continue
+                v = ids[r]
+                sense = truth.loc[v, "topic"] if truth is not None and v in truth.index else ""
+                mark = "✓" if graded.get(v, 0) > 0 else "✗"
+                title = videos.get(v, "").split(". ")[0][:60].replace("|", "/")
+                cells.append(f"{mark} {title} *({sense})*")
+            lines.append(f"| {r + 1} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)

@@ -1,0 +1,140 @@
+"""The semantic discriminator: calibration maths, labelled sets, the real MiniLM model, and the Ray Data stage."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from crops_ray.discriminator import (
+    Calibration,
+    Discriminator,
+    DiscriminatorConfig,
+    fit_logistic,
+    load_or_fit_calibration,
+    precision_recall,
+    query_split,
+    read_labelled_pairs,
+    score_dataset,
+    world_labelled_pairs,
+)
+
+
+def test_fit_logistic_recovers_known_parameters():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.2, 0.9, 20_000)
+    y = rng.random(20_000) < 1 / (1 + np.exp(-(8.0 * x - 3.0)))
+    a, b = fit_logistic(x, y)
+    assert abs(a - 8.0) < 0.5 and abs(b + 3.0) < 0.3
+    with pytest.raises(ValueError, match="both"):
+        fit_logistic(x, np.ones_like(x))
+
+
+def test_precision_recall_and_calibration_file(tmp_path):
+    p, r = precision_recall(np.array([0.9, 0.7, 0.2, 0.65]), np.array([1, 0, 1, 1]), alpha=0.6)
+    assert (p, r) == (2 / 3, 2 / 3)
+    cal = Calibration(a=10.0, b=-3.0, model="m", kind="bi-encoder", source="s", labelled_pairs=10, positives=5)
+    assert cal.theta(np.array([0.3]))[0] == pytest.approx(0.5)
+    cal.save(str(tmp_path / "cal.json"))
+    assert Calibration.load(str(tmp_path / "cal.json")) == cal
+    (tmp_path / "bad.json").write_text(json.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="not a discriminator calibration"):
+        Calibration.load(str(tmp_path / "bad.json"))
+
+
+def test_query_split_is_stable_and_complementary():
+    queries = [f"q{i}" for i in range(200)]
+    fit, held = query_split(queries, heldout=False), query_split(queries, heldout=True)
+    assert (fit ^ held).all() and 60 < held.sum() < 140
+    assert (query_split(queries, heldout=True) == held).all()
+
+
+def test_labelled_pairs_file_is_checked(tmp_path):
+    good = tmp_path / "pairs.csv"
+    good.write_text("query,text,label\njaguar,Jaguar cubs swimming,1\njaguar,Pasta carbonara recipe,0\n")
+    t = read_labelled_pairs(str(good))
+    assert t.column_names == ["query", "text", "label"] and t["label"].to_pylist() == [1, 0]
+    (tmp_path / "nolabel.csv").write_text("query,text\njaguar,x\n")
+    with pytest.raises(ValueError, match="missing"):
+        read_labelled_pairs(str(tmp_path / "nolabel.csv"))
+    (tmp_path / "badlabel.csv").write_text("query,text,label\njaguar,x,2\n")
+    with pytest.raises(ValueError, match="0 or 1"):
+        read_labelled_pairs(str(tmp_path / "badlabel.csv"))
+    with pytest.raises(FileNotFoundError):
+        read_labelled_pairs(str(tmp_path / "absent.parquet"))
+
+
+def test_world_labelled_pairs_are_balanced_and_split_by_query(tmp_path):
+    from crops_ray.world.generator import generate_world, world_config
+
+    generate_world(str(tmp_path / "w"), world_config("tiny", users=5), progress=lambda *_: None)
+    fit = world_labelled_pairs(str(tmp_path / "w"), 600, heldout=False)
+    held = world_labelled_pairs(str(tmp_path / "w"), 600, heldout=True)
+    assert 0.4 < np.mean(fit["label"].to_numpy()) < 0.6
+    assert not set(fit["query"].to_pylist()) & set(held["query"].to_pylist())
+
+
+@pytest.fixture(scope="module")
+def disc():
+    return Discriminator(DiscriminatorConfig(encode_batch_size=8))
+
+
+def test_real_model_ranks_related_text_higher_and_encodes_each_text_once(disc):
+    queries = ["jaguar big cat", "jaguar big cat", "python list comprehension"]
+    texts = ["A jaguar stalks caimans on the river bank in the Pantanal.", "Carbonara with guanciale and pecorino.", "Python list comprehensions explained in one minute."]
+    raw = disc.raw_scores(queries, texts)
+    assert raw[0] > raw[1] + 0.2 and raw[2] > raw[1] + 0.2
+    before = disc.texts_encoded
+    again = disc.raw_scores(queries, texts)
+    assert disc.texts_encoded == before  # every query and text came from the cache
+    np.testing.assert_allclose(raw, again)
+    with pytest.raises(ValueError):
+        disc.raw_scores(["a"], ["b", "c"])
+    with pytest.raises(RuntimeError, match="calibration"):
+        disc.theta(["a"], ["b"])
+
+
+def test_user_labelled_pairs_calibrate_the_model(tmp_path):
+    rows = []
+    topics = {"jaguar big cat": "A jaguar stalks its prey along the riverbank at night.", "python programming": "Writing Python functions and classes for beginners.", "sourdough bread": "Feeding a sourdough starter and baking a crusty loaf.", "electric guitar": "Learning power chords on an electric guitar."}
+    for q, good in topics.items():
+        for other_q, other in topics.items():
+            rows.append({"query": q, "text": good if other_q == q else other, "label": int(other_q == q)})
+    pa_path = tmp_path / "pairs.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), str(pa_path))
+    cal = load_or_fit_calibration(DiscriminatorConfig(labelled_pairs=str(pa_path)), alpha=0.6, progress=lambda *_: None)
+    assert cal.a > 0 and cal.labelled_pairs > 0 and cal.source.endswith("pairs.parquet")
+    with pytest.raises(ValueError, match="calibrates a bi-encoder"):
+        cal.save(str(tmp_path / "c.json"))
+        load_or_fit_calibration(DiscriminatorConfig(kind="cross-encoder", calibration=str(tmp_path / "c.json")))
+
+
+@pytest.mark.slow
+def test_world_calibration_is_precise_on_held_out_queries():
+    """The default calibration: fitted on half the queries of a world with another seed, measured on the rest."""
+    cal = load_or_fit_calibration(DiscriminatorConfig(), alpha=0.6)
+    print(f"a={cal.a:.2f} b={cal.b:.2f} raw threshold {cal.raw_threshold_at_alpha:.3f}; held-out precision {cal.precision_at_alpha:.3f} recall {cal.recall_at_alpha:.3f} on {cal.heldout_pairs} pairs")
+    assert cal.source.startswith("world:") and cal.heldout_pairs > 500
+    assert cal.precision_at_alpha > 0.75 and cal.recall_at_alpha > 0.5
+    assert 0.2 < cal.raw_threshold_at_alpha < 0.45  # a cosine: cf. the 0.3 measured on a similar world
+
+
+@pytest.mark.ray
+def test_actor_pool_stage_matches_the_plain_model(ray_local, disc):
+    import ray.data
+
+    cal = Calibration(a=10.0, b=-3.0, model=disc.model_dir, kind="bi-encoder", source="test", labelled_pairs=1, positives=1)
+    rows = [{"query": q, "text": t, "score_me": i % 3 != 0, "others": ["jaguar cat"] if i % 2 else []} for i, (q, t) in enumerate([("jaguar", "Jaguar cubs in the Pantanal."), ("jaguar", "Jaguar E-type restoration."), ("python", "Python decorators explained."), ("python", "Ball python feeding day."), ("bass", "Slap bass lesson."), ("bass", "Largemouth bass fishing.")] * 5)]
+    cfg = DiscriminatorConfig(batch_size=7)
+    out = score_dataset(ray.data.from_items(rows).repartition(3), cfg, cal, mask_column="score_me", gate_column="others").take_all()
+    assert len(out) == len(rows)
+    disc.calibration = cal
+    for r in out:
+        if r["score_me"]:
+            assert r["score"] == pytest.approx(float(disc.theta([r["query"]], [r["text"]])[0]), abs=1e-5)
+        else:
+            assert r["score"] is None or np.isnan(r["score"])
+        if r["others"]:
+            assert r["gate_score"] == pytest.approx(float(disc.raw_scores([r["query"]], ["jaguar cat"])[0]), abs=1e-5)
