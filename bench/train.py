@@ -5,7 +5,9 @@ the same model (mean pooling, normalised, scale 1/temperature) on the same group
 (query, anchor, the group's other candidates as hard negatives), so both encode the same texts per step; a plain
 loop over the loss module (``SentenceTransformerTrainer`` needs the ``datasets`` package, and adds data loading).
 Throughput is steady state: the first step (start-up, lazy initialisation) is not counted; the Ray rows also give
-the wall time including Ray Train's start-up. The machine may be shared: compare rows of one run only.
+the wall time including Ray Train's start-up. The anchor runs in a Ray task (the CPU priority and threads of a
+training worker), once before and once after the Ray rows; their mean evens out drift in a shared machine's load.
+Compare rows of one run only.
 
     .venv/bin/python bench/train.py [--steps 20] [--batch-size 16] [--model minilm] [--max-length 64]
 
@@ -15,11 +17,13 @@ Needs ``pip install -c constraints/cpu.txt sentence-transformers`` for the ancho
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import tempfile
 import time
 
 import pyarrow as pa
+import ray
 import torch
 
 from crops_ray.hla import GroupConfig, build_groups, load_samples, read_parquet_table, write_groups
@@ -44,10 +48,15 @@ def make_groups(folder: str, scale: str) -> str:
 
 
 def sentence_transformers_rate(groups: str, model: str, steps: int, batch: int, max_length: int, lr: float) -> float:
-    """Steady samples/s of MultipleNegativesRankingLoss on the same groups, one process."""
+    """Steady samples/s of MultipleNegativesRankingLoss on the same groups, one process.
+
+    Runs as a Ray task so it gets what a Ray Train worker gets (Ray starts workers at nice 15: on a shared machine
+    a driver process would win CPU from them) and the same torch threads (this node's cores).
+    """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
     torch.manual_seed(SEED)
     st = SentenceTransformer(model_path(model), device="cpu")
     st.max_seq_length = max_length
@@ -88,13 +97,14 @@ def main() -> None:
         print(f"{n} groups of {GROUP_SIZE} candidates ({args.scale} world), model {args.model}, max_length {args.max_length}, "
               f"{args.steps} steps, {args.batch_size} queries per worker per step, {os.cpu_count()} CPUs, "
               f"load average at start {os.getloadavg()[0]:.1f}\n")
-        anchor = lambda: sentence_transformers_rate(groups, args.model, args.steps, args.batch_size, args.max_length, args.lr)  # noqa: E731
-        try:
+        init_ray()
+        task = ray.remote(num_cpus=1)(sentence_transformers_rate)
+        anchor = lambda: ray.get(task.remote(groups, args.model, args.steps, args.batch_size, args.max_length, args.lr))  # noqa: E731
+        if importlib.util.find_spec("sentence_transformers"):
             st_before = anchor()
-        except ImportError:
+        else:
             st_before = None
             print("sentence-transformers is not installed: no anchor row (pip install -c constraints/cpu.txt sentence-transformers)\n")
-        init_ray()
         rows = []
         for workers in (1, 2):
             cfg = TrainConfig(model=args.model, max_length=args.max_length, batch_size=args.batch_size, lr=args.lr,

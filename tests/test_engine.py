@@ -386,6 +386,7 @@ def _descendant_pids_titled(word: str) -> list[int]:
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the actor's process through /proc")
 def test_rerun_with_a_killed_discriminator_actor_gives_the_same_samples(tiny_run):
     """Rerun into the same --out with a one-actor pool; kill that actor while it scores: Ray restarts it and
     retries its batch, and the samples are the same (labels exactly, theta to float precision)."""

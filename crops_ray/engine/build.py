@@ -4,7 +4,8 @@ Steps (each writes parquet, so a large run never holds its data in the object st
 
 1. ``users``: P1 and P2 candidates, one shuffle of the logs by user (:mod:`crops_ray.engine.users`).
 2. ``pairs``: log rows (P0), candidates and videos, one shuffle by video -> one row per (query, video) with
-   its text (:func:`crops_ray.engine.assemble.collapse_video`).
+   its text (:func:`crops_ray.engine.assemble.collapse_videos`). Both shuffles key on hash buckets of the
+   user/video id (``rows_per_bucket``), so the per-group functions run vectorised over many users/videos.
 3. ``score``: the discriminator over the pairs P1/P2 proposed -> ``OUT/candidates/`` (every pair, its
    sources, theta, and which mined candidates were kept).
 4. ``llm_generate`` and ``llm_verify``: P3 on the most clicked queries -> ``OUT/llm_descriptions/`` (every
@@ -13,6 +14,8 @@ Steps (each writes parquet, so a large run never holds its data in the object st
    (``schema.SAMPLES_SCHEMA``), and ``OUT/stats.json``.
 
 ``OUT`` is replaced atomically: everything is written to a staging folder that takes its place at the end.
+Ray workers write there directly, so on a multi-node cluster ``OUT`` must be a shared mount (NFS and the
+like); object stores (s3://) have no atomic rename and are not supported as ``OUT``.
 """
 
 from __future__ import annotations
@@ -37,8 +40,7 @@ from crops_ray.engine.reformulation import ReformulationConfig
 from crops_ray.engine.world_knowledge import WorldKnowledgeConfig
 from crops_ray.hla import LevelConfig
 
-SOURCES = ("p1", "p2", "p3")
-SOURCE_NAMES = {"p1": "reformulation", "p2": "recommendation", "p3": "llm"}
+SOURCES = ("p1", "p2", "p3")  # reformulation, recommendation, LLM world knowledge
 
 
 def _paper_levels() -> dict[str, int]:
@@ -77,9 +79,8 @@ class EngineConfig:
         from ray.data.context import ShuffleStrategy
 
         ShuffleStrategy(self.shuffle_strategy)  # raises on an unknown strategy
-        if self.rows_per_partition < 1 or self.shuffle_partitions < 0:
-            raise ValueError("shuffle_partitions must be >= 0 and rows_per_partition >= 1")
-
+        if self.rows_per_partition < 1 or self.rows_per_bucket < 1 or self.shuffle_partitions < 0:
+            raise ValueError("shuffle_partitions must be >= 0, rows_per_partition and rows_per_bucket >= 1")
 
 
 class EngineInputError(ValueError):
@@ -156,15 +157,13 @@ def _count(mask) -> int:
     return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0)
 
 
-def candidate_counts(batch: pa.Table, alpha: float) -> pa.Table:
-    above = pc.fill_null(pc.greater(batch["score"], alpha), False)
+def candidate_counts(batch: pa.Table) -> pa.Table:
     p1, p2 = pc.fill_null(batch["reformulation"], False), pc.fill_null(batch["recommendation"], False)
     return pa.table({
         "pairs": [batch.num_rows],
         "scored": [_count(batch["needs_score"])],
         "p1_candidates": [_count(p1)],
         "p1_gate_pass": [_count(batch["gate_pass"])],
-        "p1_above_alpha": [_count(pc.and_(p1, above))],
         "p1_kept": [_count(batch["reformulation_kept"])],
         "p2_candidates": [_count(p2)],
         "p2_kept": [_count(batch["recommendation_kept"])],
@@ -177,7 +176,7 @@ def sample_counts(batch: pa.Table) -> pa.Table:
     counts: dict[str, int] = {}
     for k in keys:
         counts[k] = counts.get(k, 0) + 1
-    return pa.table({k: [v] for k, v in counts.items()}) if counts else pa.table({"none:0": [0]})
+    return pa.table({k: [v] for k, v in counts.items()})
 
 
 def llm_samples(batch: pa.Table, level: int) -> pa.Table:
@@ -224,6 +223,9 @@ def build_data(logs: str, out: str, cfg: EngineConfig | None = None, validate: b
     from crops_ray.runtime import init_ray
 
     cfg = cfg or EngineConfig()
+    inside = os.path.abspath(logs).rstrip("/") + "/"
+    if "://" not in out and (inside.startswith(os.path.abspath(out).rstrip("/") + "/")):
+        raise EngineInputError(f"--logs {logs} lies inside --out {out}, which this run replaces: write the output elsewhere")
     if validate:  # whole-file problems fail before anything starts
         for table in S.TABLES:
             S.check_file_schemas(S.table_files(logs, table), table, S.LogColumns())
@@ -316,7 +318,7 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
         ds = score_dataset(_read(f"{work}/pairs"), cfg.discriminator, calibration, mask_column="needs_score", gate_column="reformulated_queries" if gate == "discriminator" else None)
         ds = ds.map_batches(A.label_candidates, batch_format="pyarrow", fn_kwargs={"alpha": cfg.alpha, "gate": gate, "gate_threshold": cfg.reformulation.gate_threshold}, num_cpus=cfg.map_num_cpus)
         _write(ds, f"{staging}/candidates", A.CANDIDATES_SCHEMA)
-    counts = _sum_counts(f"{staging}/candidates", candidate_counts, ["score", "reformulation", "recommendation", "needs_score", "gate_pass", "reformulation_kept", "recommendation_kept", "log_level"], alpha=cfg.alpha)
+    counts = _sum_counts(f"{staging}/candidates", candidate_counts, ["score", "reformulation", "recommendation", "needs_score", "gate_pass", "reformulation_kept", "recommendation_kept", "log_level"])
     progress(f"      scored {counts.get('scored', 0):,} pairs; kept P1 {counts.get('p1_kept', 0):,} of {counts.get('p1_candidates', 0):,}, P2 {counts.get('p2_kept', 0):,} of {counts.get('p2_candidates', 0):,}")
 
     # 4. P3 world knowledge
@@ -331,7 +333,7 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
         if llm_ds is not None:
             samples = samples.union(llm_ds.map_batches(llm_samples, batch_format="pyarrow", fn_kwargs={"level": cfg.levels["llm"]}, num_cpus=cfg.map_num_cpus))
         sample_rows = _write(samples, f"{staging}/samples", S.SAMPLES_SCHEMA)
-    by_source_level = {k: v for k, v in _sum_counts(f"{staging}/samples", sample_counts, ["source", "level"]).items() if not k.startswith("none:")}
+    by_source_level = _sum_counts(f"{staging}/samples", sample_counts, ["source", "level"])
 
     stats = {
         "logs": logs,
@@ -341,7 +343,7 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
         "pairs": counts.get("pairs", 0),
         "sources": {
             "log": {"pairs": counts.get("p0_pairs", 0)},
-            "reformulation": {"enabled": "p1" in sources, "candidate_rows": None, "candidates": counts.get("p1_candidates", 0), "gate_removed": counts.get("p1_candidates", 0) - counts.get("p1_gate_pass", 0) if gate == "discriminator" else 0, "below_alpha": counts.get("p1_gate_pass", 0) - counts.get("p1_kept", 0) if gate == "discriminator" else counts.get("p1_candidates", 0) - counts.get("p1_kept", 0), "kept": counts.get("p1_kept", 0)},
+            "reformulation": {"enabled": "p1" in sources, "candidates": counts.get("p1_candidates", 0), "gate_removed": counts.get("p1_candidates", 0) - counts.get("p1_gate_pass", 0) if gate == "discriminator" else 0, "below_alpha": counts.get("p1_gate_pass", 0) - counts.get("p1_kept", 0) if gate == "discriminator" else counts.get("p1_candidates", 0) - counts.get("p1_kept", 0), "kept": counts.get("p1_kept", 0)},
             "recommendation": {"enabled": "p2" in sources, "candidates": counts.get("p2_candidates", 0), "below_alpha": counts.get("p2_candidates", 0) - counts.get("p2_kept", 0), "kept": counts.get("p2_kept", 0)},
             "llm": {"enabled": "p3" in sources, "queries": llm["queries"], "candidates": llm["descriptions"], "removed": llm["removed"], "kept": llm["kept"]},
         },
