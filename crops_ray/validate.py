@@ -67,17 +67,7 @@ def _to_utf8(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
         try:
             return pc.cast(arr, pa.string()), bad
         except pa.ArrowInvalid:
-            values = []
-            for i, v in enumerate(arr.to_pylist()):
-                if v is None:
-                    values.append(None)
-                    continue
-                try:
-                    values.append(v.decode("utf-8"))
-                except UnicodeDecodeError:
-                    values.append(None)
-                    bad[i] = True
-            return pa.array(values, type=pa.string()), bad
+            return _convert_each(arr, lambda v: v.decode("utf-8"), pa.string(), (UnicodeDecodeError,))
     # Integer or other scalar ids are accepted and spelled as strings.
     return pc.cast(arr, pa.string()), bad
 
@@ -91,20 +81,30 @@ def _to_seconds(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
         return seconds.cast(pa.int64()), bad
     if pa.types.is_integer(arr.type):
         return arr.cast(pa.int64()), bad
+
+    def seconds(v) -> int:
+        f = float(v.decode() if isinstance(v, bytes) else v)
+        if not np.isfinite(f) or f != int(f):
+            raise ValueError(v)
+        return int(f)
+
+    return _convert_each(arr, seconds, pa.int64(), (ValueError, TypeError, OverflowError, UnicodeDecodeError))
+
+
+def _convert_each(arr: pa.Array, convert, typ: pa.DataType, errors: tuple) -> tuple[pa.Array, np.ndarray]:
+    """Convert value by value (the slow path, only for arrays with bad values); failures become null and flagged."""
+    bad = np.zeros(len(arr), dtype=bool)
     values = []
     for i, v in enumerate(arr.to_pylist()):
         if v is None:
             values.append(None)
             continue
         try:
-            f = float(v.decode() if isinstance(v, bytes) else v)
-            if not np.isfinite(f) or f != int(f):
-                raise ValueError(v)
-            values.append(int(f))
-        except (ValueError, TypeError, OverflowError, UnicodeDecodeError):
+            values.append(convert(v))
+        except errors:
             values.append(None)
             bad[i] = True
-    return pa.array(values, type=pa.int64()), bad
+    return pa.array(values, type=typ), bad
 
 
 def _raw_json(batch: pa.Table, names: list[str], rows: np.ndarray) -> list[str]:
