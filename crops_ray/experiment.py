@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from crops_ray import schema as S
 from crops_ray.evaluate import EvalConfig, evaluate
-from crops_ray.hla import GroupConfig, build_groups, load_samples, write_groups
+from crops_ray.hla import GroupConfig, build_groups, write_groups
 from crops_ray.train import TrainConfig, train
 
 TABLE1 = ("bm25", "zero_shot", "dpr", "fs_lr", "crops")
