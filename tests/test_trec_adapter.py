@@ -74,6 +74,7 @@ def test_bad_input_is_reported(tmp_path):
     with pytest.raises(ValueError, match="expected"):
         read_sessions(str(tmp_path / "other.xml"))
     assert clean_text(None) == "" and clean_text("a &amp;amp; b") == "a & b"
+    assert clean_text("\\r \\tInternet use \\/ data") == "Internet use / data"
 
 
 needs_trec = pytest.mark.skipif(not os.path.exists(TREC_XML), reason="TREC Session Track data not present in ../shared")

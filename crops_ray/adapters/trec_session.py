@@ -68,7 +68,7 @@ def clean_text(text: str | None) -> str:
             break
         text = decoded
     text = _MOJIBAKE.sub(_repair, text)
-    text = text.replace("\\/", "/").replace('\\"', '"')
+    text = re.sub(r"\\[rnt]", " ", text.replace("\\/", "/").replace('\\"', '"'))  # escapes written out literally
     return " ".join(text.split())
 
 
