@@ -26,7 +26,8 @@ import pyarrow as pa
 import ray
 import torch
 
-from crops_ray.hla import GroupConfig, build_groups, load_samples, read_parquet_table, write_groups
+from crops_ray import storage  # noqa: E402
+from crops_ray.hla import GroupConfig, build_groups, load_samples, write_groups
 from crops_ray.losses import DEFAULT_TEMPERATURE
 from crops_ray.models import model_path
 from crops_ray.runtime import init_ray
@@ -62,7 +63,7 @@ def sentence_transformers_rate(groups: str, model: str, steps: int, batch: int, 
     st.max_seq_length = max_length
     loss_fn = MultipleNegativesRankingLoss(st, scale=1.0 / DEFAULT_TEMPERATURE)
     optimizer = torch.optim.AdamW(st.parameters(), lr=lr, weight_decay=0.01)
-    rows = read_parquet_table(groups).to_pylist()
+    rows = storage.read_table(groups).to_pylist()
     st.train()
     started = None
     for step in range(steps):
@@ -93,7 +94,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         groups = make_groups(tmp, args.scale)
-        n = read_parquet_table(groups).num_rows
+        n = storage.read_table(groups).num_rows
         print(f"{n} groups of {GROUP_SIZE} candidates ({args.scale} world), model {args.model}, max_length {args.max_length}, "
               f"{args.steps} steps, {args.batch_size} queries per worker per step, {os.cpu_count()} CPUs, "
               f"load average at start {os.getloadavg()[0]:.1f}\n")

@@ -33,15 +33,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import shutil
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
+from crops_ray import storage
 from crops_ray.schema import SAMPLE_SOURCES, SAMPLES_SCHEMA, STAGES, LogSchemaError, filesystem_and_path, table_files
 
 IN_BATCH_LEVEL = 0
@@ -204,32 +202,15 @@ def build_groups(samples: pa.Table, cfg: GroupConfig | None = None) -> pa.Table:
 
 
 def write_groups(groups: pa.Table, out: str, rows_per_shard: int = GroupConfig.rows_per_shard) -> list[str]:
-    """Write ``groups`` as ``out/part-NNNNN.parquet`` shards (a local ``out`` is replaced atomically); return the paths."""
+    """Write ``groups`` as ``out/part-NNNNN.parquet`` shards (replaced whole: storage.Output); return the paths."""
     if groups.num_rows == 0:
         raise ValueError("write_groups: no training examples to write (were the samples empty?)")
     groups = groups.cast(GROUPS_SCHEMA)
-    fs, base = filesystem_and_path(out.rstrip("/"))
-    local = "://" not in out
-    target = base + ".tmp" if local else base
-    if local:
-        shutil.rmtree(target, ignore_errors=True)
-    fs.create_dir(target, recursive=True)
-    names = []
-    for i, start in enumerate(range(0, groups.num_rows, rows_per_shard)):
-        name = f"part-{i:05d}.parquet"
-        pq.write_table(groups.slice(start, rows_per_shard), f"{target}/{name}", filesystem=fs)
-        names.append(name)
-    if local:
-        shutil.rmtree(base, ignore_errors=True)
-        os.replace(target, base)
-    prefix = out.split("://", 1)[0] + "://" if not local else ""
-    return [f"{prefix}{base}/{n}" for n in names]
-
-
-def read_parquet_table(path: str) -> pa.Table:
-    """A parquet file or folder of parquet files (local or a URI pyarrow reads) as one table."""
-    fs, p = filesystem_and_path(path.rstrip("/"))
-    return pq.read_table(p, filesystem=fs)
+    names = [f"part-{i:05d}.parquet" for i in range(math.ceil(groups.num_rows / rows_per_shard))]
+    with storage.Output(out) as root:
+        for i, name in enumerate(names):
+            storage.write_table(groups.slice(i * rows_per_shard, rows_per_shard), f"{root}/{name}")
+    return [f"{out.rstrip('/')}/{n}" for n in names]
 
 
 def load_samples(data: str, levels: LevelConfig | None = None) -> tuple[pa.Table, str]:
@@ -244,15 +225,15 @@ def load_samples(data: str, levels: LevelConfig | None = None) -> tuple[pa.Table
     except LogSchemaError:
         log_files = []
     if log_files:
-        search_log = pa.concat_tables([read_parquet_table(f) for f in log_files], promote_options="permissive")
-        videos = pa.concat_tables([read_parquet_table(f) for f in table_files(data, "videos")], promote_options="permissive")
+        search_log = storage.read_table(log_files)
+        videos = storage.read_table(table_files(data, "videos"))
         return log_samples(search_log, videos, levels), f"search log {data} ({search_log.num_rows:,} rows)"
     try:
         files = table_files(data, "samples")
     except LogSchemaError:
         files = [data]
     try:
-        samples = pa.concat_tables([read_parquet_table(f) for f in files], promote_options="permissive")
+        samples = storage.read_table(files)
     except (OSError, pa.ArrowInvalid) as exc:
         raise ValueError(f"{data}: neither a log folder (search_log/, videos/) nor samples parquet ({exc})") from exc
     if samples.num_columns == 0:

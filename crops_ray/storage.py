@@ -54,9 +54,12 @@ class Output:
             return
         write_bytes(join(self.root, SUCCESS_MARKER), b"")
         if self.local:
+            # Move the old output aside before the swap, so there is never a moment without one.
+            old = f"{self.uri}.old-{os.getpid()}"
             if os.path.exists(self.uri):
-                shutil.rmtree(self.uri)
+                os.replace(self.uri, old)
             os.replace(self.root, self.uri)
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def makedirs(uri: str) -> None:

@@ -14,9 +14,9 @@ from crops_ray.hla import (
     build_groups,
     load_samples,
     log_samples,
-    read_parquet_table,
     write_groups,
 )
+from crops_ray import storage
 from crops_ray.schema import SAMPLES_SCHEMA
 from crops_ray.world.generator import generate_world, world_config
 
@@ -135,10 +135,10 @@ def test_write_groups_shards_and_reads_back(tmp_path):
     groups = build_groups(_samples(rows), GroupConfig(group_size=3))
     files = write_groups(groups, str(tmp_path / "groups"), rows_per_shard=3)
     assert [os.path.basename(f) for f in files] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
-    assert read_parquet_table(str(tmp_path / "groups")).equals(groups)
+    assert storage.read_table(str(tmp_path / "groups")).equals(groups)
     assert pq.read_schema(files[0]) == GROUPS_SCHEMA
     write_groups(groups.slice(0, 2), str(tmp_path / "groups"))  # replaces the folder
-    assert read_parquet_table(str(tmp_path / "groups")).num_rows == 2
+    assert storage.read_table(str(tmp_path / "groups")).num_rows == 2
     with pytest.raises(ValueError, match="no training examples"):
         write_groups(groups.slice(0, 0), str(tmp_path / "empty"))
 

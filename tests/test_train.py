@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from crops_ray.encoder import Encoder, shallow_copy
-from crops_ray.hla import build_groups, load_samples, read_parquet_table, write_groups
+from crops_ray import storage
+from crops_ray.hla import build_groups, load_samples, write_groups
 from crops_ray.losses import h_infonce
 from crops_ray.train import (
     TrainConfig,
@@ -174,7 +175,7 @@ def test_two_workers_equal_one_process_on_the_concatenated_batch(tiny_model, tin
     from ray.train.torch import TorchTrainer
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    groups = read_parquet_table(tiny_groups).slice(0, 6).to_pylist()
+    groups = storage.read_table(tiny_groups).slice(0, 6).to_pylist()
     groups[1] = {k: v if k == "query" else v[:3] for k, v in groups[1].items()}  # uneven candidate counts per rank
     groups[3] = {k: v if k == "query" else v[::-1][:5] for k, v in groups[0].items()}  # rank 0's first query again
     per_rank = [groups[:3], groups[3:]]
@@ -209,7 +210,7 @@ def test_pipeline_trains_two_workers_and_resumes(tiny_world, tiny_model, tmp_pat
             "--config", str(tmp_path / "job.yaml")]
     first = train_main(args + ["--max-steps", "2"])
     printed = capsys.readouterr().out
-    assert max(len(t) for t in read_parquet_table(os.path.join(out, "groups"))["texts"].to_pylist()) == 6  # YAML
+    assert max(len(t) for t in storage.read_table(os.path.join(out, "groups"))["texts"].to_pylist()) == 6  # YAML
     assert first["config"]["warmup_ratio"] == 0.5 and first["global_batch"] == 16  # YAML, and the flag wins
     assert "step 1/2" in printed and "step 2/2" in printed and "samples/s" in printed and "| final loss |" in printed
     assert first["steps"] == 2 and first["resumed_from_step"] == 0 and first["num_workers"] == 2

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from crops_ray import schema as S
+from crops_ray import storage
 from crops_ray.discriminator import Calibration, DiscriminatorConfig, load_or_fit_calibration, score_dataset
 from crops_ray.engine import assemble as A
 from crops_ray.engine import world_knowledge as W
@@ -104,16 +105,10 @@ class _Clock:
         self.progress(f"      {name}: {self.seconds[name]:.1f}s")
 
 
-def _files(folder: str) -> list[str]:
-    if not os.path.isdir(folder):
-        return []
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".parquet"))
-
-
 def _read(folder_or_files, columns=None):
     import ray.data
 
-    files = _files(folder_or_files) if isinstance(folder_or_files, str) else folder_or_files
+    files = storage.parquet_files(folder_or_files) if isinstance(folder_or_files, str) else folder_or_files
     if not files:
         return None
     ds = ray.data.read_parquet(files)
@@ -127,7 +122,7 @@ def _write(ds, folder: str, schema: pa.Schema) -> int:
     os.makedirs(folder, exist_ok=True)
     if ds is not None:
         ds.write_parquet(folder)
-    files = _files(folder)
+    files = storage.parquet_files(folder)
     if not files:
         pq.write_table(schema.empty_table(), f"{folder}/part-empty.parquet")
         return 0
@@ -143,7 +138,7 @@ def _sum_counts(folder: str, fn, columns: list[str], **kwargs) -> dict[str, int]
     import pyarrow.dataset as pads
 
     total: dict[str, int] = {}
-    files = _files(folder)
+    files = storage.parquet_files(folder)
     if not files:
         return total
     for batch in pads.dataset(files, format="parquet").to_batches(columns=columns):
@@ -232,10 +227,6 @@ def build_data(logs: str, out: str, cfg: EngineConfig | None = None, validate: b
     else:
         _check_logs(logs)
     started = time.time()
-    out = out.rstrip("/")
-    staging = f"{out}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
     init_ray()
     import ray.data
 
@@ -243,24 +234,17 @@ def build_data(logs: str, out: str, cfg: EngineConfig | None = None, validate: b
     previous_strategy = ctx.shuffle_strategy
     ctx.shuffle_strategy = cfg.shuffle_strategy
     try:
-        stats = _build(logs, staging, cfg, validate, eval_dir, progress)
-        stats["seconds"]["total"] = round(time.time() - started, 2)
-        if not cfg.keep_work:
-            shutil.rmtree(f"{staging}/_work", ignore_errors=True)
-        if stats.get("evaluation") is None and eval_dir is None:
-            stats.pop("evaluation", None)
-        with open(f"{staging}/stats.json", "w") as f:
-            json.dump(stats, f, indent=2, default=str)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with storage.Output(out) as staging:
+            stats = _build(logs, staging, cfg, validate, eval_dir, progress)
+            stats["seconds"]["total"] = round(time.time() - started, 2)
+            if not cfg.keep_work:
+                shutil.rmtree(f"{staging}/_work", ignore_errors=True)
+            if stats.get("evaluation") is None and eval_dir is None:
+                stats.pop("evaluation", None)
+            with open(f"{staging}/stats.json", "w") as f:
+                json.dump(stats, f, indent=2, default=str)
     finally:
         ctx.shuffle_strategy = previous_strategy
-    old = f"{out}.old-{os.getpid()}"
-    if os.path.exists(out):
-        os.replace(out, old)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)
     return stats
 
 
@@ -378,7 +362,7 @@ def _world_knowledge(cfg: EngineConfig, calibration: Calibration, staging: str, 
     with clock.stage("llm_verify", "P3: parsing, de-duplicating and verifying descriptions with the discriminator"):
         ds = W.verify(_read(f"{work}/llm_generated"), cfg.discriminator, calibration, cfg.alpha, wk) if prompts else None
         _write(ds, f"{staging}/llm_descriptions", W.DESCRIPTION_SCHEMA)
-    table = pq.read_table(_files(f"{staging}/llm_descriptions"), columns=["reason", "score"])
+    table = pq.read_table(storage.parquet_files(f"{staging}/llm_descriptions"), columns=["reason", "score"])
     reasons = W.reason_counts(table["reason"].to_pylist())
     kept = table.num_rows - sum(reasons.values())
     progress(f"      {table.num_rows - reasons['empty']:,} descriptions, kept {kept:,}; removed " + (", ".join(f"{k} {v}" for k, v in reasons.items() if v) or "none"))
@@ -404,7 +388,7 @@ def _examples(candidates: str) -> pd.DataFrame:
 
     best: dict[str, tuple] = {}
     total: dict[str, int] = {}
-    data = pads.dataset(_files(candidates), format="parquet")
+    data = pads.dataset(storage.parquet_files(candidates), format="parquet")
     for batch in data.to_batches(columns=["query", "video_id", "text", "clicks"], filter=pads.field("clicks") > 0):
         for q, v, t, c in zip(*(batch.column(i).to_pylist() for i in range(4))):
             total[q] = total.get(q, 0) + c
