@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from crops_ray.schema import count_rows
+
 
 @dataclass
 class EmbedConfig:
@@ -75,11 +77,10 @@ def encode_corpus(video_files: list[str], model_dir: str, cfg: EmbedConfig | Non
         t = pq.read_table(cache)
     else:
         init_ray()
-        n = sum(pq.read_metadata(f).num_rows for f in video_files if "://" not in f) if all("://" not in f for f in video_files) else None
-        progress(f"encoding the corpus{f' ({n:,} videos)' if n else ''} with {model_dir} on up to {cfg.actors_max} actor(s)")
+        n = count_rows(video_files)
+        progress(f"encoding the corpus ({n:,} videos) with {model_dir} on up to {cfg.actors_max} actor(s)")
         ds = ray.data.read_parquet(video_files, columns=["video_id", "text"])
-        if n:
-            ds = ds.repartition(max(cfg.actors_max, n // (cfg.batch_size * 4) or 1))  # small files arrive as one block
+        ds = ds.repartition(max(cfg.actors_max, n // (cfg.batch_size * 4)))  # small files arrive as one block
         ds = ds.map_batches(
             DocumentEncoder,
             fn_constructor_args=(model_dir, cfg.encode_batch_size, max(1, int(cfg.actor_num_cpus))),

@@ -230,7 +230,7 @@ class _ShardWriter:
             self._flush(self.rows)
 
 
-def _validate_videos(files: list[str], out: str, cfg: ValidationConfig, summary: TableSummary) -> pa.Array:
+def _validate_videos(files: list[str], out: str, cfg: ValidationConfig) -> pa.Array:
     """Row checks in Ray Data (order kept); the driver drops later copies of an id and writes the shards."""
     import ray.data
 
@@ -286,11 +286,11 @@ def _validate_events(table: str, files: list[str], out: str, cfg: ValidationConf
     checked.filter(expr=col(S.QUARANTINE_REASON).is_not_null()).write_parquet(f"{out}/quarantine/{table}")
 
 
-def _count_folder(folder: str) -> tuple[int, dict[str, int]]:
-    """Rows in a folder of parquet shards, and counts per reason when it is a quarantine folder."""
+def _count_folder(folder: str, by_reason: bool = False) -> tuple[int, dict[str, int]]:
+    """Rows in a folder of parquet shards, and (``by_reason``, for quarantine folders) counts per reason."""
     files = storage.parquet_files(folder)
     rows, reasons = S.count_rows(files), {}
-    if rows and "quarantine" in folder:
+    if rows and by_reason:
         t = storage.read_table(files, columns=[S.QUARANTINE_REASON])
         for row in t.group_by(S.QUARANTINE_REASON).aggregate([(S.QUARANTINE_REASON, "count")]).to_pylist():
             reasons[row[S.QUARANTINE_REASON]] = row[f"{S.QUARANTINE_REASON}_count"]
@@ -313,13 +313,13 @@ def validate_logs(logs: str, out: str, cfg: ValidationConfig | None = None, prog
     started = time.time()
     with storage.Output(out) as staging:
         progress(f"validating videos: {summaries['videos'].rows_in:,} rows in {len(files['videos'])} file(s)")
-        video_ids = _validate_videos(files["videos"], staging, cfg, summaries["videos"])
+        video_ids = _validate_videos(files["videos"], staging, cfg)
         for table in ("search_log", "rec_log"):
             progress(f"validating {table}: {summaries[table].rows_in:,} rows in {len(files[table])} file(s)")
             _validate_events(table, files[table], staging, cfg, video_ids)
         for table, s in summaries.items():
             s.kept, _ = _count_folder(f"{staging}/{table}")
-            s.quarantined, s.reasons = _count_folder(f"{staging}/quarantine/{table}")
+            s.quarantined, s.reasons = _count_folder(f"{staging}/quarantine/{table}", by_reason=True)
             if not s.conserved:
                 raise RuntimeError(f"validation lost rows in {table}: in {s.rows_in} != kept {s.kept} + quarantined {s.quarantined}")
         report = {"logs": logs, "seconds": round(time.time() - started, 2), "tables": {t: asdict(s) for t, s in summaries.items()}}
