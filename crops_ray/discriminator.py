@@ -56,7 +56,7 @@ class DiscriminatorConfig:
     # Ray Data actor pool: 0.5 CPU each so two actors leave a CPU for read and write tasks on 2 cores.
     num_cpus: float = 0.5
     num_gpus: float | None = None  # None: 1 per actor when the cluster has GPUs, else 0
-    pool_min: int = 1
+    pool_min: int = 2  # a fixed pool: Ray Data's autoscaler was seen leaving a 1..2 pool at one actor (one core idle)
     pool_max: int = 2
     max_restarts: int = 3  # a dead actor is replaced ...
     max_task_retries: int = 3  # ... and the batch it held is retried

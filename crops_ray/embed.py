@@ -48,18 +48,41 @@ class DocumentEncoder:
         return pa.table({"video_id": batch["video_id"], "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])})
 
 
+def _doc_tower(model_dir: str) -> tuple[str, dict]:
+    """The folder holding the document tower's weights, and the settings that change its embeddings."""
+    import json
+
+    from crops_ray.encoder import CONFIG_NAME, DOC_FOLDER, EncoderConfig
+
+    settings = EncoderConfig()
+    path = os.path.join(model_dir, CONFIG_NAME)
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        settings = EncoderConfig(**{k: v for k, v in saved.items() if k in EncoderConfig.__dataclass_fields__})
+    folder = model_dir if settings.shared else os.path.join(model_dir, DOC_FOLDER)
+    return folder, {"pooling": settings.pooling, "normalize": settings.normalize, "max_length": settings.max_length}
+
+
 def _fingerprint(model_dir: str, files: list[str]) -> str:
-    h = hashlib.sha256(os.path.abspath(model_dir).encode())
-    for name in sorted(os.listdir(model_dir)):
-        path = os.path.join(model_dir, name)
-        if os.path.isfile(path):
-            st = os.stat(path)
-            h.update(f"{name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    """Keyed by the document tower's bytes and settings (not its path), and the corpus files.
+
+    Two models with the same document tower (the zero-shot model and every run that froze it) share one entry.
+    """
+    folder, settings = _doc_tower(model_dir)
+    h = hashlib.sha256(repr(sorted(settings.items())).encode())
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and (name.endswith((".safetensors", ".bin", ".json", ".txt")) and name != "crops_encoder.json"):
+            h.update(name.encode())
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 22), b""):
+                    h.update(chunk)
     for f in files:
         h.update(f.encode())
         if os.path.exists(f):
             st = os.stat(f)
-            h.update(f"{st.st_size}:{int(st.st_mtime)}".encode())
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 

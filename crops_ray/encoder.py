@@ -151,8 +151,17 @@ class Encoder(torch.nn.Module):
         pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)).float()
         return F.normalize(pooled, dim=-1) if self.config.normalize else pooled
 
-    def forward(self, query_inputs: dict[str, torch.Tensor], doc_inputs: dict[str, torch.Tensor]):
-        return self.embed("query", query_inputs), self.embed("doc", doc_inputs)
+    def forward(self, query_inputs: dict[str, torch.Tensor], doc_inputs: dict[str, torch.Tensor] | None):
+        """Query and document embeddings; ``doc_inputs=None`` runs the query tower only (a frozen doc tower)."""
+        return self.embed("query", query_inputs), None if doc_inputs is None else self.embed("doc", doc_inputs)
+
+    def freeze_docs(self) -> None:
+        """Freeze the document tower (separate towers only): no gradients, dropout off, embeddings that never change."""
+        if self.doc_model is None:
+            raise ValueError("freeze_docs needs separate towers (shared=False): a shared tower is also the query tower")
+        for param in self.doc_model.parameters():
+            param.requires_grad_(False)
+        self.doc_model.eval()
 
     @torch.no_grad()
     def _encode(self, which: str, texts: list[str], batch_size: int) -> np.ndarray:

@@ -46,6 +46,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
@@ -65,7 +66,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_RUN_NAME = "crops-train"
 RUN_SETTINGS_FILE = "crops_run.json"
 # Settings a resumed run must share with the run that wrote the checkpoints.
-RESUME_KEYS = ("loss", "model", "shared_towers")
+RESUME_KEYS = ("loss", "model", "shared_towers", "doc_tower")
+DOC_TOWERS = ("train", "frozen")
 MODEL_DIR, STATE_FILE, CHECKPOINT_PREFIX = "model", "train_state.pt", "step-"
 CRASH_DELAY_S = 6.0  # fault injection (tests): > Ray Train's 2 s worker poll, so earlier reports are registered
 
@@ -75,6 +77,11 @@ class TrainConfig:
     loss: str = "h_infonce"  # "h_infonce" (CroPS) or "infonce" (DPR baseline: clicks only)
     model: str = DEFAULT_ENCODER  # initial weights: a packaged alias or any local Hugging Face folder
     shared_towers: bool = True
+    # "train": both towers learn (the paper). "frozen": the document tower keeps its initial weights (separate
+    # towers) and only the query tower learns; each distinct text is then encoded once per worker, forward
+    # only, and the corpus never needs re-encoding for evaluation: query-side fine-tuning, the CPU demo's choice.
+    doc_tower: str = "train"
+    doc_cache_size: int = 200_000  # texts whose frozen embeddings a worker keeps
     max_length: int = 64
     temperature: float = DEFAULT_TEMPERATURE
     batch_size: int = 32  # groups (queries) per worker per micro-batch
@@ -100,6 +107,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {list(LOSSES)}")
+        if self.doc_tower not in DOC_TOWERS:
+            raise ValueError(f"unknown doc_tower {self.doc_tower!r}; choose one of {list(DOC_TOWERS)}")
+        if self.doc_tower == "frozen" and self.shared_towers:
+            raise ValueError("doc_tower='frozen' needs shared_towers=False (a shared tower is also the query tower)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}")
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "num_workers": self.num_workers,
@@ -160,16 +171,17 @@ def in_batch_labels(
 @dataclass
 class Batch:
     query_inputs: dict
-    doc_inputs: dict
+    doc_inputs: dict | None  # None when the document tower is frozen (then doc_texts go through a DocCache)
     row_query_key: torch.Tensor  # [B]
     cand_query_key: torch.Tensor  # [C] key of the query whose group holds the candidate
     cand_video_key: torch.Tensor  # [C]
     cand_label: torch.Tensor  # [C]
     cand_row: torch.Tensor  # [C] local row (query) of the candidate's group
     n_docs: int  # real candidates (C); a batch without any still encodes one empty text, sliced away
+    doc_texts: list = field(default_factory=list)
 
 
-def collate(rows: dict, encoder, loss: str, device: torch.device | str = "cpu") -> Batch:
+def collate(rows: dict, encoder, loss: str, device: torch.device | str = "cpu", tokenize_docs: bool = True) -> Batch:
     """Tokenise one batch of groups (a dict of columns: query, texts, video_ids, levels, sources)."""
     queries = [str(q) for q in rows["query"]]
     docs, qkeys, vkeys, labels, owner = [], [], [], [], []
@@ -194,14 +206,43 @@ def collate(rows: dict, encoder, loss: str, device: torch.device | str = "cpu") 
 
     return Batch(
         query_inputs=tokens(queries),
-        doc_inputs=tokens(docs or [""]),
+        doc_inputs=tokens(docs or [""]) if tokenize_docs else None,
         row_query_key=tensor([stable_hash(q) for q in queries]),
         cand_query_key=tensor(qkeys),
         cand_video_key=tensor(vkeys),
         cand_label=tensor(labels),
         cand_row=tensor(owner),
         n_docs=n_docs,
+        doc_texts=docs or [""],
     )
+
+
+class DocCache:
+    """Frozen document-tower embeddings by text: each distinct text is encoded once (forward only, no grad)."""
+
+    def __init__(self, encoder, max_size: int = 200_000, batch_size: int = 128):
+        self.encoder, self.max_size, self.batch_size = encoder, max_size, batch_size
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.encoded = 0  # texts actually run through the tower (cache misses)
+
+    def __call__(self, texts: list[str], device) -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            tower = self.encoder.doc_model
+            tower.eval()  # frozen: dropout stays off even while the query tower trains
+            order = sorted(range(len(missing)), key=lambda i: len(missing[i]))
+            with torch.no_grad():
+                for start in range(0, len(order), self.batch_size):
+                    chunk = [missing[i] for i in order[start : start + self.batch_size]]
+                    inputs = {k: v.to(device) for k, v in self.encoder.tokenize(chunk).items()}
+                    for text, emb in zip(chunk, self.encoder.embed("doc", inputs).float().cpu()):
+                        self._cache[text] = emb
+            self.encoded += len(missing)
+            while len(self._cache) > self.max_size:
+                self._cache.popitem(last=False)
+        for t in texts:
+            self._cache.move_to_end(t)
+        return torch.stack([self._cache[t] for t in texts]).to(device)
 
 
 # ------------------------------------------------------------------------------------- the global batch
@@ -359,6 +400,10 @@ def train_loop_per_worker(loop: dict) -> None:
     else:
         encoder = Encoder.from_pretrained(cfg.model, shared=cfg.shared_towers, max_length=cfg.max_length)
     encoder.config.max_length = cfg.max_length
+    frozen = cfg.doc_tower == "frozen"
+    if frozen:
+        encoder.freeze_docs()
+    doc_cache = DocCache(encoder, cfg.doc_cache_size) if frozen else None
     start_step = int(state.get("step", 0))
     _seed_everything(stable_hash(f"{cfg.seed}/{rank}/{start_step}"))
     model = ray.train.torch.prepare_model(encoder)
@@ -406,11 +451,13 @@ def train_loop_per_worker(loop: dict) -> None:
     step = start_step
     while step < total_steps:
         for micro in range(cfg.grad_accum):
-            batch = collate(next(batches), encoder, cfg.loss, device)
+            batch = collate(next(batches), encoder, cfg.loss, device, tokenize_docs=not frozen)
             sync = nullcontext() if micro == cfg.grad_accum - 1 or world == 1 else model.no_sync()
             with sync:
                 with autocast():
                     q, d = model(batch.query_inputs, batch.doc_inputs)
+                if frozen:
+                    d = doc_cache(batch.doc_texts, device)
                 out = in_batch_loss(q.float(), d.float(), batch, cfg.loss, cfg.temperature, num_levels)
                 (out.backward / cfg.grad_accum).backward()
             sums += out.level_sums.cpu()

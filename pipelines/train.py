@@ -24,7 +24,7 @@ from crops_ray.config import load_config  # noqa: E402
 from crops_ray.hla import build_groups, load_samples, write_groups  # noqa: E402
 from crops_ray.models import model_path  # noqa: E402
 from crops_ray.runtime import init_ray  # noqa: E402
-from crops_ray.train import DEFAULT_RUN_NAME, LOSSES, TrainJobConfig, train  # noqa: E402
+from crops_ray.train import DEFAULT_RUN_NAME, DOC_TOWERS, LOSSES, TrainJobConfig, train  # noqa: E402
 
 
 def format_summary(m: dict) -> str:
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float)
     p.add_argument("--max-length", type=int, help="tokens per text")
     p.add_argument("--seed", type=int)
+    p.add_argument("--doc-tower", choices=DOC_TOWERS, help="train (both towers, default) or frozen (query-side fine-tuning: fast on CPUs)")
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--log-every", type=int)
     p.add_argument("--config", help="YAML with sections train, groups, levels")
@@ -68,7 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
         flags = {"loss": args.loss, "num_workers": args.num_workers, "use_gpu": args.use_gpu, "model": args.model,
                  "max_steps": args.max_steps, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                  "max_length": args.max_length, "seed": args.seed, "checkpoint_every": args.checkpoint_every,
-                 "log_every": args.log_every}
+                 "log_every": args.log_every, "doc_tower": args.doc_tower}
+        if args.doc_tower == "frozen":
+            flags["shared_towers"] = False
         cfg = dataclasses.replace(job.train, **{k: v for k, v in flags.items() if v is not None})
         model_path(cfg.model)  # a missing model fails now, not after the groups are built and Ray has started
         samples, what = load_samples(args.data, job.levels)

@@ -1,5 +1,6 @@
 """Training: labels of the global batch, DDP across 2 workers equals one process, resume, recovery, the pipeline."""
 
+import dataclasses
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ from crops_ray import storage
 from crops_ray.hla import build_groups, load_samples, write_groups
 from crops_ray.losses import h_infonce
 from crops_ray.train import (
+    DocCache,
     TrainConfig,
     candidate_labels,
     collate,
@@ -97,6 +99,29 @@ def test_single_process_loss_is_h_infonce_on_the_batch_matrix(tiny_model):
     assert out.level_counts.tolist() == [0, 0, 2, 1, 4, 2]
     dpr = collate(_rows(groups), enc, "infonce")
     assert dpr.cand_label.tolist() == [1, 0, 0, 1]  # the reformulation candidate is not DPR data
+
+
+def test_frozen_doc_tower_trains_the_query_tower_only_and_encodes_each_text_once(tiny_model):
+    enc = Encoder.from_pretrained(tiny_model, shared=False, max_length=32)
+    enc.freeze_docs()
+    enc.train()
+    groups = [_group("jaguar", [("a", 4, "clicked"), ("b", 2, "ranked")]), _group("jaguar", [("a", 4, "clicked")])]
+    batch = collate(_rows(groups), enc, "h_infonce", tokenize_docs=False)
+    assert batch.doc_inputs is None and batch.doc_texts == ["jaguar video a", "jaguar video b", "jaguar video a"]
+    cache = DocCache(enc)
+    q, none = enc(batch.query_inputs, None)
+    d = cache(batch.doc_texts, "cpu")
+    assert none is None and cache.encoded == 2  # "jaguar video a" twice in the batch, encoded once
+    np.testing.assert_allclose(d.numpy(), enc.encode_docs(batch.doc_texts), atol=1e-5)  # eval mode, no dropout
+    in_batch_loss(q, d, batch, "h_infonce", 0.05, num_levels=6).backward.backward()
+    assert all(p.grad is None for p in enc.doc_model.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.query_model.parameters())
+    cache(["jaguar video b"], "cpu")
+    assert cache.encoded == 2  # a cache hit
+    with pytest.raises(ValueError, match="shared_towers=False"):
+        TrainConfig(doc_tower="frozen")
+    with pytest.raises(ValueError, match="separate towers"):
+        Encoder.from_pretrained(tiny_model).freeze_docs()
 
 
 def test_schedule_warms_up_then_decays_to_zero():
@@ -242,6 +267,24 @@ def test_killed_worker_restarts_from_the_checkpoint(tiny_groups, tiny_model, tmp
     assert metrics["steps"] == 4 and metrics["global_batch"] == 16  # 4 groups x 2 micro-batches x 2 workers
     assert metrics["resumed_from_step"] == 2  # restarted from the step-2 checkpoint, not from scratch
     Encoder.from_pretrained(os.path.join(tmp_path, "out", "model")).encode_queries(["jaguar"])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_frozen_doc_tower_run_keeps_the_documents_and_shares_their_embedding_cache(tiny_groups, tiny_model, tmp_path, ray_local):
+    from crops_ray.embed import _fingerprint
+
+    cfg = TrainConfig(model=tiny_model, max_length=32, batch_size=8, max_steps=2, shared_towers=False, doc_tower="frozen")
+    metrics = train(tiny_groups, str(tmp_path / "a"), cfg, progress=lambda *_: None)
+    assert metrics["steps"] == 2
+    trained = Encoder.from_pretrained(os.path.join(tmp_path, "a", "model"))
+    initial = Encoder.from_pretrained(tiny_model, max_length=32)
+    text = ["jaguar cubs in the wild"]
+    np.testing.assert_allclose(trained.encode_docs(text), initial.encode_docs(text), atol=1e-6)
+    assert np.abs(trained.encode_queries(text) - initial.encode_queries(text)).max() > 1e-4
+    train(tiny_groups, str(tmp_path / "b"), dataclasses.replace(cfg, loss="infonce"), progress=lambda *_: None)
+    # Two methods that froze the same tower encode the corpus once between them.
+    assert _fingerprint(str(tmp_path / "a" / "model"), []) == _fingerprint(str(tmp_path / "b" / "model"), [])
 
 
 @pytest.mark.ray

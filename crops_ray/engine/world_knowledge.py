@@ -77,9 +77,12 @@ class WorldKnowledgeConfig:
     max_example_chars: int = 400
     cache_dir: str | None = None  # dequantised models; default $CROPS_CACHE or ~/.cache/crops-ray
     # transformers backend: actor pool
-    num_cpus: float = 1.0
-    pool_max: int = 1
-    torch_threads: int | None = None  # None: one per CPU the actor holds (2 threads on a busy 2-core machine thrash)
+    # Two actors of one thread each keep both cores of a small machine busy; two threads in one actor thrash
+    # while Ray Data's own tasks run.
+    num_cpus: float = 0.5
+    pool_min: int = 2
+    pool_max: int = 2
+    torch_threads: int | None = None  # None: max(1, round(num_cpus)) per actor
     max_restarts: int = 3
     max_task_retries: int = 3
     # vllm backend
@@ -202,7 +205,7 @@ class TransformersGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        torch.set_num_threads(cfg.torch_threads or max(1, int(cfg.num_cpus)))
+        torch.set_num_threads(cfg.torch_threads or max(1, int(round(cfg.num_cpus))))
         self.cfg = cfg
         folder = llm_path(cfg, progress=lambda *_: None)
         self.tok = AutoTokenizer.from_pretrained(folder)
@@ -252,10 +255,11 @@ class TransformersGenerator:
         return batch.select(GENERATED_SCHEMA.names)
 
 
-def _actor_pool_args(num_cpus: float, pool_max: int, max_restarts: int, max_task_retries: int, num_gpus: float = 0) -> dict:
+def _actor_pool_args(num_cpus: float, pool_min: int, pool_max: int, max_restarts: int, max_task_retries: int, num_gpus: float = 0) -> dict:
     import ray.data
 
-    args = {"compute": ray.data.ActorPoolStrategy(min_size=1, max_size=pool_max), "num_cpus": num_cpus, "max_restarts": max_restarts, "max_task_retries": max_task_retries}
+    # A fixed-size pool when pool_min == pool_max: Ray Data's autoscaler was seen leaving a 2-actor pool at 1.
+    args = {"compute": ray.data.ActorPoolStrategy(min_size=min(pool_min, pool_max), max_size=pool_max), "num_cpus": num_cpus, "max_restarts": max_restarts, "max_task_retries": max_task_retries}
     if num_gpus:
         args["num_gpus"] = num_gpus
     return args
@@ -333,7 +337,7 @@ def generate(ds, cfg: WorldKnowledgeConfig, partitions: int = 2, progress=print)
     if cfg.backend == "vllm":
         answers = vllm_processor(cfg, model_dir)(ds.map_batches(_explode_samples, batch_format="pyarrow", fn_kwargs={"n": cfg.samples_per_query}))
         return answers.groupby("query", num_partitions=partitions).map_groups(_gather_samples, batch_format="pandas", fn_kwargs={"max_new_tokens": cfg.max_new_tokens})
-    pool = _actor_pool_args(cfg.num_cpus, cfg.pool_max, cfg.max_restarts, cfg.max_task_retries)
+    pool = _actor_pool_args(cfg.num_cpus, cfg.pool_min, cfg.pool_max, cfg.max_restarts, cfg.max_task_retries)
     return _map_with_actors(ds, TransformersGenerator, {"cfg": cfg}, max(1, cfg.batch_size // cfg.samples_per_query), pool)
 
 
@@ -511,7 +515,7 @@ def verify(ds, discriminator_cfg, calibration, alpha: float, cfg: WorldKnowledge
     from crops_ray.discriminator import pool_resources
 
     res = pool_resources(discriminator_cfg)
-    pool = _actor_pool_args(res["num_cpus"], res["pool_max"], discriminator_cfg.max_restarts, discriminator_cfg.max_task_retries, res["num_gpus"])
+    pool = _actor_pool_args(res["num_cpus"], res["pool_min"], res["pool_max"], discriminator_cfg.max_restarts, discriminator_cfg.max_task_retries, res["num_gpus"])
     qc = {"min_words": cfg.min_words, "max_chars": cfg.max_chars, "near_duplicate": cfg.near_duplicate, "example_copy": cfg.example_copy}
     kwargs = {"discriminator_cfg": discriminator_cfg, "calibration": asdict(calibration), "alpha": alpha, "qc": qc, "cap": cfg.per_query_cap}
     return _map_with_actors(ds, DescriptionVerifier, kwargs, 16, pool)
