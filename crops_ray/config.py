@@ -13,23 +13,31 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
-    """Build dataclass ``cls`` from a mapping, recursing into fields whose type is itself a dataclass."""
+def from_dict(cls: type[T], data: dict[str, Any] | None, base: T | None = None) -> T:
+    """Build dataclass ``cls`` from a mapping, recursing into fields whose type is itself a dataclass.
+
+    Settings the mapping leaves out keep ``base``'s values (default: the class defaults); a nested section
+    starts from the field's own default, so ``train: {max_steps: 300}`` changes one setting of the
+    experiment's training defaults rather than resetting the others.
+    """
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{cls.__name__}: unknown setting(s) {unknown}; known: {sorted(names)}")
+        raise ValueError(f"{cls.__name__}: unknown setting(s) {unknown}; known: {sorted(fields)}")
     kwargs = {}
     for key, value in data.items():
         hint = hints.get(key)
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_dict(hint, value)
+            f = fields[key]
+            inner = getattr(base, key) if base is not None else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            value = from_dict(hint, value, inner if dataclasses.is_dataclass(inner) else None)
         elif hint is tuple or typing.get_origin(hint) is tuple:
             value = tuple(value)
         kwargs[key] = value
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
 
 
 def load_config(cls: type[T], path: str | None = None, overrides: dict[str, Any] | None = None) -> T:

@@ -52,6 +52,9 @@ class DiscriminatorConfig:
     labelled_pairs: str | None = None  # parquet/CSV with query, text, label (0/1) to fit the calibration on
     calibration_seed: int = 20_251_115  # seed of the embedded world that provides the default labelled set
     calibration_pairs: int = 3000  # labelled pairs per split (fit and held-out)
+    # What "relevant" means in the world's labelled set: qrels grade >= this. 2 = relevant, not merely marginal
+    # (grade 1: another subtopic of the same topic), since a kept candidate becomes a positive on par with a click.
+    calibration_min_grade: int = 2
     cache_dir: str | None = None  # default: $CROPS_CACHE or ~/.cache/crops-ray
     # Ray Data actor pool: 0.5 CPU each so two actors leave a CPU for read and write tasks on 2 cores.
     num_cpus: float = 0.5
@@ -152,10 +155,10 @@ def query_split(queries, heldout: bool) -> np.ndarray:
     return bucket == (1 if heldout else 0)
 
 
-def world_labelled_pairs(world: str, n: int, heldout: bool, seed: int = 0, min_grade: int = 1) -> pa.Table:
+def world_labelled_pairs(world: str, n: int, heldout: bool, seed: int = 0, min_grade: int = 2) -> pa.Table:
     """(query, text, label) pairs from a world's graded qrels: half relevant, half not (hard and random).
 
-    Relevant: grade >= ``min_grade``. Irrelevant: half from the query's own candidates' neighbourhood (videos of
+    Relevant: grade >= ``min_grade``. Irrelevant (lower grades, marginal ones included): half from the query's own candidates' neighbourhood (videos of
     the same ambiguous word or the same domain, grade 0), half random. Only the queries on one side of
     :func:`query_split` are used, so a calibration fitted on one side is measured on the other.
     """
@@ -256,7 +259,7 @@ def load_or_fit_calibration(cfg: DiscriminatorConfig, alpha: float = 0.6, progre
             fit, held = pairs, pairs
         progress(f"calibrating the discriminator on {fit.num_rows:,} labelled pairs from {cfg.labelled_pairs}")
         return fit_calibration(Discriminator(cfg), fit, held, os.path.abspath(cfg.labelled_pairs), alpha)
-    key = f"{_model_fingerprint(model_dir)}-{cfg.kind}-world{cfg.calibration_seed}-n{cfg.calibration_pairs}-a{alpha}"
+    key = f"{_model_fingerprint(model_dir)}-{cfg.kind}-world{cfg.calibration_seed}-n{cfg.calibration_pairs}-g{cfg.calibration_min_grade}-a{alpha}"
     cached = os.path.join(cache_dir(cfg), "calibration", f"{key}.json")
     if os.path.exists(cached):
         return Calibration.load(cached)
@@ -267,9 +270,9 @@ def load_or_fit_calibration(cfg: DiscriminatorConfig, alpha: float = 0.6, progre
     with tempfile.TemporaryDirectory(prefix="crops-calibration-") as tmp:
         world = f"{tmp}/world"
         generate_world(world, world_config("tiny", seed=cfg.calibration_seed), progress=lambda *_: None)
-        fit = world_labelled_pairs(world, cfg.calibration_pairs, heldout=False, seed=cfg.calibration_seed)
-        held = world_labelled_pairs(world, cfg.calibration_pairs, heldout=True, seed=cfg.calibration_seed)
-        cal = fit_calibration(Discriminator(cfg), fit, held, f"world:{cfg.calibration_seed}", alpha)
+        fit = world_labelled_pairs(world, cfg.calibration_pairs, heldout=False, seed=cfg.calibration_seed, min_grade=cfg.calibration_min_grade)
+        held = world_labelled_pairs(world, cfg.calibration_pairs, heldout=True, seed=cfg.calibration_seed, min_grade=cfg.calibration_min_grade)
+        cal = fit_calibration(Discriminator(cfg), fit, held, f"world:{cfg.calibration_seed}:grade>={cfg.calibration_min_grade}", alpha)
     cal.save(cached)
     progress(f"calibration a={cal.a:.2f} b={cal.b:.2f}; held-out precision {cal.precision_at_alpha:.3f} recall {cal.recall_at_alpha:.3f} at alpha {alpha} ({time.time() - started:.0f}s)")
     return cal
@@ -407,11 +410,17 @@ def pool_resources(cfg: DiscriminatorConfig) -> dict:
     return {"num_cpus": cfg.num_cpus, "num_gpus": num_gpus, "pool_min": min(cfg.pool_min, pool_max), "pool_max": pool_max}
 
 
-def score_dataset(ds, cfg: DiscriminatorConfig, calibration: Calibration, **columns):
-    """``ds`` with theta added by an actor pool of :class:`DiscriminatorScorer` (see its arguments)."""
+def score_dataset(ds, cfg: DiscriminatorConfig, calibration: Calibration, rows: int | None = None, **columns):
+    """``ds`` with theta added by an actor pool of :class:`DiscriminatorScorer` (see its arguments).
+
+    With ``rows`` (the input's size) the input is first split into enough blocks for every actor of the pool:
+    a few small parquet files are read as one block, which one actor would score alone.
+    """
     import ray.data
 
     res = pool_resources(cfg)
+    if rows:
+        ds = ds.repartition(max(2 * res["pool_max"], min(1024, -(-rows // (4 * cfg.batch_size)))))
     with warnings.catch_warnings():
         # Ray 2.60 has no named parameter for the actors' restart policy yet; **ray_remote_args is the documented
         # way to set it (and warns that it will be renamed).

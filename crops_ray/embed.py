@@ -64,20 +64,34 @@ def _doc_tower(model_dir: str) -> tuple[str, dict]:
     return folder, {"pooling": settings.pooling, "normalize": settings.normalize, "max_length": settings.max_length}
 
 
-def _fingerprint(model_dir: str, files: list[str]) -> str:
-    """Keyed by the document tower's bytes and settings (not its path), and the corpus files.
+def _weights_digest(folder: str, h) -> None:
+    """Feed ``h`` the tensors of a model folder by name and value, not the file's bytes: the same weights saved
+    again (another safetensors header, another tokenizer file layout) give the same digest."""
+    from safetensors import safe_open
 
-    Two models with the same document tower (the zero-shot model and every run that froze it) share one entry.
+    files = sorted(n for n in os.listdir(folder) if n.endswith(".safetensors"))
+    if not files:  # a PyTorch .bin folder: its bytes
+        for name in sorted(n for n in os.listdir(folder) if n.endswith(".bin")):
+            with open(os.path.join(folder, name), "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 22), b""):
+                    h.update(chunk)
+        return
+    for name in files:
+        with safe_open(os.path.join(folder, name), framework="numpy") as f:
+            for key in sorted(k for k in f.keys() if not k.endswith("position_ids")):  # a buffer some files keep
+                value = f.get_tensor(key)
+                h.update(f"{key}:{value.dtype}:{value.shape}".encode())
+                h.update(np.ascontiguousarray(value).tobytes())
+
+
+def _fingerprint(model_dir: str, files: list[str]) -> str:
+    """Keyed by the document tower's weights and settings (not its path), and the corpus files.
+
+    Models with the same document tower (the zero-shot model and every run that froze it) share one entry.
     """
     folder, settings = _doc_tower(model_dir)
     h = hashlib.sha256(repr(sorted(settings.items())).encode())
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        if os.path.isfile(path) and (name.endswith((".safetensors", ".bin", ".json", ".txt")) and name != "crops_encoder.json"):
-            h.update(name.encode())
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 22), b""):
-                    h.update(chunk)
+    _weights_digest(folder, h)
     for f in files:
         h.update(f.encode())
         if os.path.exists(f):

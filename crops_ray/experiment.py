@@ -68,7 +68,10 @@ METHODS = {
 @dataclass
 class ExperimentConfig:
     methods: tuple = TABLE1
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=150, batch_size=32, max_length=48, lr=5e-5, checkpoint_every=1000, log_every=25))
+    # The CPU demo's training: query-side fine-tuning (a frozen document tower, shared by every method and the
+    # zero-shot baseline, so the corpus is encoded once per world). `doc_tower: train` trains both towers, as
+    # the paper does, at several times the cost.
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=150, batch_size=32, max_length=64, lr=5e-5, checkpoint_every=1000, log_every=25, shared_towers=False, doc_tower="frozen"))
     groups: GroupConfig = field(default_factory=GroupConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -102,6 +105,8 @@ def run_method(method: Method, logs: str, samples: pa.Table | None, out: str, cf
         write_groups(groups, f"{out}/groups")
         loss = "infonce" if method.loss == "infonce" or method.binary else "h_infonce"
         tcfg = TrainConfig(**{**asdict(cfg.train), "loss": loss, "seed": seed})
+        if tcfg.doc_tower == "frozen" and not tcfg.doc_embeddings:
+            tcfg.doc_embeddings = frozen_doc_embeddings(logs, tcfg, cfg.eval, f"{out}/doc_embeddings.parquet", progress)
         progress(f"[{method.name}] training on {groups.num_rows:,} groups from {chosen.num_rows:,} samples ({loss})")
         train_metrics = train(f"{out}/groups", out, tcfg, storage=f"{out}/checkpoints", name=method.name, progress=progress)
         metrics = evaluate(logs, f"{out}/eval", method="dense", model=f"{out}/model", cfg=cfg.eval, progress=progress)
@@ -109,6 +114,28 @@ def run_method(method: Method, logs: str, samples: pa.Table | None, out: str, cf
     with open(f"{out}/result.json", "w") as f:
         json.dump(result, f, indent=2, default=str)
     return result
+
+
+def frozen_doc_embeddings(logs: str, tcfg: TrainConfig, ecfg: EvalConfig, path: str, progress=print) -> str | None:
+    """The corpus through the frozen document tower, as (text, embedding) for the trainer's cache.
+
+    The same encoding the evaluation makes (and caches), so a frozen tower encodes the corpus once for every
+    method and for the zero-shot baseline. None when the training's ``max_length`` differs from the
+    evaluation's (then the trainer's cache fills as it goes).
+    """
+    from crops_ray.embed import encode_corpus
+    from crops_ray.encoder import EncoderConfig
+    from crops_ray.models import model_path
+
+    if tcfg.max_length != EncoderConfig().max_length:
+        return None
+    files = S.table_files(logs, "videos")
+    ids, emb = encode_corpus(files, model_path(tcfg.model), ecfg.embed, progress=progress)
+    videos = pq.read_table(files, columns=["video_id", "text"]).to_pandas().drop_duplicates("video_id").set_index("video_id")["text"]
+    flat = pa.array(emb.reshape(-1), type=pa.float32())
+    table = pa.table({"text": [videos[v] for v in ids], "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])})
+    pq.write_table(table, path)
+    return path
 
 
 def aggregate(results: list[dict]) -> dict[str, dict[str, float]]:

@@ -82,6 +82,9 @@ class TrainConfig:
     # only, and the corpus never needs re-encoding for evaluation: query-side fine-tuning, the CPU demo's choice.
     doc_tower: str = "train"
     doc_cache_size: int = 200_000  # texts whose frozen embeddings a worker keeps
+    # With a frozen tower: parquet (text, embedding) made by that same tower (e.g. the evaluation's corpus
+    # encoding) that fills every worker's cache before the first step; checked against fresh encodings.
+    doc_embeddings: str | None = None
     max_length: int = 64
     temperature: float = DEFAULT_TEMPERATURE
     batch_size: int = 32  # groups (queries) per worker per micro-batch
@@ -111,6 +114,8 @@ class TrainConfig:
             raise ValueError(f"unknown doc_tower {self.doc_tower!r}; choose one of {list(DOC_TOWERS)}")
         if self.doc_tower == "frozen" and self.shared_towers:
             raise ValueError("doc_tower='frozen' needs shared_towers=False (a shared tower is also the query tower)")
+        if self.doc_embeddings and self.doc_tower != "frozen":
+            raise ValueError("doc_embeddings prefill a frozen document tower's cache: set doc_tower='frozen'")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}")
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "num_workers": self.num_workers,
@@ -243,6 +248,26 @@ class DocCache:
         for t in texts:
             self._cache.move_to_end(t)
         return torch.stack([self._cache[t] for t in texts]).to(device)
+
+    def prefill(self, path: str, device, check: int = 4, atol: float = 1e-4) -> int:
+        """Load (text, embedding) rows into the cache; refuse them unless ``check`` of them match fresh encodings."""
+        from crops_ray import storage
+
+        table = storage.read_table(path, columns=["text", "embedding"])
+        texts = table["text"].to_pylist()
+        emb = table["embedding"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
+        if emb.shape[1] != self.encoder.dim:
+            raise ValueError(f"doc_embeddings {path}: dimension {emb.shape[1]}, but the document tower's is {self.encoder.dim}")
+        sample = sorted(range(len(texts)), key=lambda i: stable_hash(texts[i]))[:check]
+        if sample:
+            fresh = DocCache(self.encoder, batch_size=self.batch_size)([texts[i] for i in sample], device).cpu().numpy()
+            worst = float(np.abs(fresh - emb[sample]).max())
+            if worst > atol:
+                raise ValueError(f"doc_embeddings {path} were not made by this document tower (max difference {worst:.2e} "
+                                 f"on {len(sample)} texts; same weights and max_length?)")
+        for text, row in zip(texts[-self.max_size :], emb[-self.max_size :]):
+            self._cache[text] = torch.from_numpy(np.array(row, dtype=np.float32))
+        return len(texts)
 
 
 # ------------------------------------------------------------------------------------- the global batch
@@ -404,6 +429,8 @@ def train_loop_per_worker(loop: dict) -> None:
     if frozen:
         encoder.freeze_docs()
     doc_cache = DocCache(encoder, cfg.doc_cache_size) if frozen else None
+    if frozen and cfg.doc_embeddings:
+        doc_cache.prefill(cfg.doc_embeddings, device)
     start_step = int(state.get("step", 0))
     _seed_everything(stable_hash(f"{cfg.seed}/{rank}/{start_step}"))
     model = ray.train.torch.prepare_model(encoder)
@@ -601,6 +628,12 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
     del levels
 
     model_path(cfg.model)  # fail here, with a clear message, on a model that is not there
+    if cfg.doc_embeddings and "://" not in cfg.doc_embeddings:  # workers run in other working directories
+        if not os.path.exists(cfg.doc_embeddings):
+            raise FileNotFoundError(f"doc_embeddings {cfg.doc_embeddings} does not exist")
+        cfg = TrainConfig(**{**asdict(cfg), "doc_embeddings": os.path.abspath(cfg.doc_embeddings)})
+    if os.path.isdir(cfg.model):
+        cfg = TrainConfig(**{**asdict(cfg), "model": os.path.abspath(cfg.model)})
     os.makedirs(out, exist_ok=True)
     storage = storage or os.path.join(out, "checkpoints")
     if "://" not in storage:

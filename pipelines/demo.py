@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--ablations", action="store_true", help="add crops_p1, crops_p2, crops_p3, crops_binary")
     p.add_argument("--methods", help=f"comma-separated subset of {list(METHODS)}")
     p.add_argument("--max-steps", type=int, help="training steps per method")
+    p.add_argument("--doc-tower", choices=("frozen", "train"), help="frozen (default: query-side fine-tuning, the corpus encoded once) or train (both towers, as the paper; several times slower on CPUs)")
     p.add_argument("--config", help="YAML of ExperimentConfig settings (train, groups, eval)")
     p.add_argument("--engine-config", help="YAML of the data engine's EngineConfig")
     args = p.parse_args(argv)
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(ExperimentConfig, args.config)
     if args.max_steps:
         cfg.train.max_steps = args.max_steps
+    if args.doc_tower:
+        cfg.train.doc_tower, cfg.train.shared_towers = args.doc_tower, args.doc_tower == "train"
     seeds = [int(s) for s in args.seeds.split(",")]
     os.makedirs(args.out, exist_ok=True)
     started = time.time()

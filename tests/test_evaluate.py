@@ -98,3 +98,19 @@ def test_cranfield_grades_follow_its_readme(tmp_path):
     assert dict(zip(first["video_id"], first["grade"]))["cran-184"] == 3  # "1 184 2" in cranqrel
     metrics = evaluate(str(tmp_path / "cran"), str(tmp_path / "bm25"), method="bm25", progress=lambda *_: None)
     assert 0.25 < metrics["ndcg@10"] < 0.6  # BM25 on Cranfield: published nDCG@10 is in this range
+
+
+def test_a_yaml_section_changes_only_the_settings_it_names(tmp_path):
+    from crops_ray.config import load_config
+    from crops_ray.experiment import ExperimentConfig
+
+    (tmp_path / "exp.yaml").write_text("train: {max_steps: 300}\ngroups: {group_size: 4}\n")
+    cfg = load_config(ExperimentConfig, str(tmp_path / "exp.yaml"))
+    assert cfg.train.max_steps == 300 and cfg.groups.group_size == 4
+    default = ExperimentConfig()
+    assert (cfg.train.doc_tower, cfg.train.shared_towers, cfg.train.batch_size) == (default.train.doc_tower, default.train.shared_towers, default.train.batch_size)
+    (tmp_path / "bad.yaml").write_text("train: {doc_tower: frozen, shared_towers: true}\n")
+    with pytest.raises(ValueError, match="shared_towers=False"):
+        load_config(ExperimentConfig, str(tmp_path / "bad.yaml"))
+    with pytest.raises(ValueError, match="unknown setting"):
+        load_config(ExperimentConfig, None, {"trian": {}})

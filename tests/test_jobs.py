@@ -96,10 +96,32 @@ def submit(client, args, timeout=600):
 
 
 def test_pipeline_chain_as_jobs(head, tmp_path):
-    world, validated = tmp_path / "world", tmp_path / "validated"
+    """The tiny world's generate -> validate -> build_data -> train -> evaluate chain, each stage a job."""
+    import json
+
+    from crops_ray.encoder import shallow_copy
+
+    world, validated, data, model = tmp_path / "world", tmp_path / "validated", tmp_path / "data", tmp_path / "crops"
     logs = submit(head, ["pipelines/generate_world.py", "--scale", "tiny", "--seed", "5", "--out", str(world)])
     assert "| search log rows |" in logs
     logs = submit(head, ["pipelines/validate.py", "--logs", str(world), "--out", str(validated)])
     assert "| search_log |" in logs
     for table in ("videos", "search_log", "rec_log"):
         assert any(name.endswith(".parquet") for name in os.listdir(validated / table))
+
+    # P1 and P2 through the discriminator's actor pool (P3's CPU LLM has its own tests), the real MiniLM.
+    logs = submit(head, ["pipelines/build_data.py", "--logs", str(validated), "--out", str(data), "--sources", "p1,p2",
+                         "--eval", str(world / "eval")])
+    stats = json.load(open(data / "stats.json"))
+    assert stats["sources"]["reformulation"]["kept"] > 0 and stats["sources"]["recommendation"]["kept"] > 0
+    assert "| reformulation (P1) |" in logs
+
+    small = shallow_copy("minilm", str(tmp_path / "minilm-1l"), num_layers=1)  # a real, shallower transformer
+    logs = submit(head, ["pipelines/train.py", "--data", str(data), "--out", str(model), "--model", small,
+                         "--max-steps", "3", "--batch-size", "8", "--max-length", "32", "--doc-tower", "frozen"])
+    assert "| final loss |" in logs and os.path.exists(model / "model" / "crops_encoder.json")
+
+    logs = submit(head, ["pipelines/evaluate.py", "--logs", str(world), "--model", str(model / "model"), "--out", str(tmp_path / "eval")])
+    metrics = json.load(open(tmp_path / "eval" / "metrics.json"))
+    assert 0.0 < metrics["recall@100_ct"] <= 1.0 and 0.0 <= metrics["recall@100_qr"] <= 1.0 and 0.0 < metrics["ndcg@4"] <= 1.0
+    assert "recall@100_ct" in logs

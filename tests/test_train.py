@@ -101,7 +101,7 @@ def test_single_process_loss_is_h_infonce_on_the_batch_matrix(tiny_model):
     assert dpr.cand_label.tolist() == [1, 0, 0, 1]  # the reformulation candidate is not DPR data
 
 
-def test_frozen_doc_tower_trains_the_query_tower_only_and_encodes_each_text_once(tiny_model):
+def test_frozen_doc_tower_trains_the_query_tower_only_and_encodes_each_text_once(tiny_model, tmp_path):
     enc = Encoder.from_pretrained(tiny_model, shared=False, max_length=32)
     enc.freeze_docs()
     enc.train()
@@ -118,6 +118,23 @@ def test_frozen_doc_tower_trains_the_query_tower_only_and_encodes_each_text_once
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.query_model.parameters())
     cache(["jaguar video b"], "cpu")
     assert cache.encoded == 2  # a cache hit
+
+    # A prefill from the corpus encoding (what the evaluation computes anyway) is used, once checked.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = ["jaguar cubs in the wild", "the new jaguar coupe", "java coffee beans"]
+    def write(emb, path):
+        pq.write_table(pa.table({"text": texts, "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])}), path)
+        return path
+    good = write(enc.encode_docs(texts), str(tmp_path / "good.parquet"))
+    warm = DocCache(enc)
+    assert warm.prefill(good, "cpu") == 3
+    warm(texts, "cpu")
+    assert warm.encoded == 0  # the batch is served from the prefill
+    other = Encoder.from_pretrained(tiny_model, shared=False, max_length=3)  # truncates: other embeddings
+    with pytest.raises(ValueError, match="not made by this document tower"):
+        DocCache(enc).prefill(write(other.encode_docs(texts), str(tmp_path / "bad.parquet")), "cpu")
     with pytest.raises(ValueError, match="shared_towers=False"):
         TrainConfig(doc_tower="frozen")
     with pytest.raises(ValueError, match="separate towers"):

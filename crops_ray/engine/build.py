@@ -299,7 +299,7 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
     # 3. the discriminator over the pairs P1/P2 proposed
     gate = cfg.reformulation.gate if p1_cfg else "none"
     with clock.stage("score", f"scoring mined pairs with the discriminator ({cfg.discriminator.kind}, {os.path.basename(calibration.model.rstrip('/'))})"):
-        ds = score_dataset(_read(f"{work}/pairs"), cfg.discriminator, calibration, mask_column="needs_score", gate_column="reformulated_queries" if gate == "discriminator" else None)
+        ds = score_dataset(_read(f"{work}/pairs"), cfg.discriminator, calibration, rows=pair_rows, mask_column="needs_score", gate_column="reformulated_queries" if gate == "discriminator" else None)
         ds = ds.map_batches(A.label_candidates, batch_format="pyarrow", fn_kwargs={"alpha": cfg.alpha, "gate": gate, "gate_threshold": cfg.reformulation.gate_threshold}, num_cpus=cfg.map_num_cpus)
         _write(ds, f"{staging}/candidates", A.CANDIDATES_SCHEMA)
     counts = _sum_counts(f"{staging}/candidates", candidate_counts, ["score", "reformulation", "recommendation", "needs_score", "gate_pass", "reformulation_kept", "recommendation_kept", "log_level"])
@@ -319,8 +319,12 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
         sample_rows = _write(samples, f"{staging}/samples", S.SAMPLES_SCHEMA)
     by_source_level = _sum_counts(f"{staging}/samples", sample_counts, ["source", "level"])
 
+    import ray
+
+    resources = ray.cluster_resources()
     stats = {
         "logs": logs,
+        "cluster": {"cpus": resources.get("CPU", 0), "gpus": resources.get("GPU", 0)},
         "config": asdict(cfg),
         "rows_read": rows_in,
         "quarantined": quarantined,
@@ -339,7 +343,7 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
     }
     from crops_ray.engine.evaluate import evaluate_engine, has_truth
 
-    stats["evaluation"] = evaluate_engine(staging, eval_dir, cfg.alpha) if has_truth(eval_dir) else None
+    stats["evaluation"] = evaluate_engine(staging, eval_dir, cfg.alpha, cfg.discriminator.calibration_min_grade) if has_truth(eval_dir) else None
     return stats
 
 

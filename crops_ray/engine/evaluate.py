@@ -1,6 +1,6 @@
 """How good the mined positives are, against a generated world's ground truth (``eval/`` of the world).
 
-Relevant means a graded qrel (grade >= 1) for the (query, video) pair. Reported per mined source: candidates,
+Relevant means a qrel of grade >= 2 (the discriminator's calibration target; grade 1 is marginal) for the pair. Reported per mined source: candidates,
 how many of them are relevant (the base rate), kept, precision of the kept ones and recall within the
 candidates; the discriminator's precision/recall at alpha over every pair it scored; and the filter-bubble
 check: for the ambiguous queries, minority-sense videos that search never exposed (never clicked or exposed
@@ -24,13 +24,14 @@ def has_truth(eval_dir: str | None) -> bool:
     return bool(eval_dir) and all(os.path.exists(f"{eval_dir}/{n}.parquet") for n in ("qrels", "video_truth", "queries"))
 
 
-def evaluate_engine(out: str, eval_dir: str, alpha: float) -> dict:
+def evaluate_engine(out: str, eval_dir: str, alpha: float, min_grade: int = 2) -> dict:
     """Precision of what the engine in ``out`` mined, against ``eval_dir`` (qrels, video_truth, queries)."""
     qrels = pq.read_table(f"{eval_dir}/qrels.parquet").to_pandas()
-    relevant = set(zip(qrels.loc[qrels["grade"] >= 1, "query"], qrels.loc[qrels["grade"] >= 1, "video_id"]))
+    good = qrels["grade"] >= min_grade
+    relevant = set(zip(qrels.loc[good, "query"], qrels.loc[good, "video_id"]))
     cands = _read(f"{out}/candidates", ["query", "video_id", "log_source", "reformulation", "recommendation", "needs_score", "score", "reformulation_kept", "recommendation_kept"])
     cands["relevant"] = [(q, v) in relevant for q, v in zip(cands["query"], cands["video_id"])]
-    report: dict = {"relevant_means": "qrels grade >= 1", "alpha": alpha, "sources": {}}
+    report: dict = {"relevant_means": f"qrels grade >= {min_grade}", "alpha": alpha, "sources": {}}
     kept_any = np.zeros(len(cands), dtype=bool)
     for source in ("reformulation", "recommendation"):
         c = cands[cands[source]]
