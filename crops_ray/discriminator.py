@@ -55,6 +55,14 @@ class DiscriminatorConfig:
     # What "relevant" means in the world's labelled set: qrels grade >= this. 2 = relevant, not merely marginal
     # (grade 1: another subtopic of the same topic), since a kept candidate becomes a positive on par with a click.
     calibration_min_grade: int = 2
+    # Fine-tune the bi-encoder on the labelled pairs before calibrating (the paper's discriminator is a trained
+    # relevance model, not a zero-shot one): on half of the queries, BCE on a learned scale of the cosine. The
+    # fine-tuned folder is cached and named in the calibration (``Calibration.model``), which scoring then loads.
+    fine_tune: bool = False
+    fine_tune_epochs: int = 2
+    fine_tune_lr: float = 3e-5
+    fine_tune_batch_size: int = 32
+    fine_tune_seed: int = 0
     cache_dir: str | None = None  # default: $CROPS_CACHE or ~/.cache/crops-ray
     # Ray Data actor pool: 0.5 CPU each so two actors leave a CPU for read and write tasks on 2 cores.
     num_cpus: float = 0.5
@@ -71,6 +79,8 @@ class DiscriminatorConfig:
         for name in ("max_length", "encode_batch_size", "batch_size", "calibration_pairs", "pool_min", "pool_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"discriminator {name} must be >= 1, got {getattr(self, name)}")
+        if self.fine_tune and self.kind != "bi-encoder":
+            raise ValueError("discriminator fine_tune supports kind='bi-encoder' only (build_data: --no-fine-tune-discriminator)")
         if self.pool_min > self.pool_max:
             raise ValueError(f"discriminator pool_min {self.pool_min} > pool_max {self.pool_max}")
 
@@ -241,8 +251,75 @@ def _model_fingerprint(model_dir: str) -> str:
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
 
 
+def fine_tune(cfg: DiscriminatorConfig, fit: pa.Table, out: str, progress=print) -> str:
+    """Fine-tune the bi-encoder ``cfg.model`` on labelled (query, text, label) pairs; returns the saved folder.
+
+    Loss: binary cross-entropy on ``s * cosine + t`` (s, t learned alongside), mean pooling as in scoring.
+    The folder is written atomically (a crash leaves no half-written model behind).
+    """
+    import shutil
+
+    import torch
+
+    from crops_ray.encoder import Encoder
+
+    if cfg.kind != "bi-encoder":
+        raise ValueError("fine_tune supports the bi-encoder discriminator; fine-tune a cross-encoder with its own tools")
+    torch.manual_seed(cfg.fine_tune_seed)
+    enc = Encoder.from_pretrained(cfg.model, shared=True, max_length=cfg.max_length)
+    enc.train()
+    scale, bias = torch.nn.Parameter(torch.tensor(10.0)), torch.nn.Parameter(torch.tensor(-5.0))
+    params = [p for p in enc.parameters() if p.requires_grad] + [scale, bias]
+    opt = torch.optim.AdamW(params, lr=cfg.fine_tune_lr)
+    queries, texts = fit["query"].to_pylist(), fit["text"].to_pylist()
+    labels = torch.tensor(fit["label"].to_numpy(), dtype=torch.float32)
+    bs = cfg.fine_tune_batch_size
+    started = time.time()
+    for epoch in range(cfg.fine_tune_epochs):
+        order = np.random.default_rng(cfg.fine_tune_seed + epoch).permutation(len(queries))
+        total = 0.0
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            q = enc.embed("query", enc.tokenize([queries[i] for i in idx]))
+            d = enc.embed("doc", enc.tokenize([texts[i] for i in idx]))
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(scale * (q * d).sum(-1) + bias, labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        progress(f"fine-tuning the discriminator: epoch {epoch + 1}/{cfg.fine_tune_epochs}, loss {total / len(order):.4f} ({time.time() - started:.0f}s)")
+    staging = out.rstrip("/") + f".tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    enc.save(staging)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staging, out)
+    return out
+
+
+def _fit(cfg: DiscriminatorConfig, fit: pa.Table, held: pa.Table, source: str, alpha: float, folder: str, progress) -> Calibration:
+    """Calibrate ``cfg``'s model on ``fit`` (fine-tuning it into ``folder`` first when ``cfg.fine_tune``)."""
+    if cfg.fine_tune:
+        if not os.path.exists(os.path.join(folder, "config.json")):
+            fine_tune(cfg, fit, folder, progress)
+        cfg = DiscriminatorConfig(**{**asdict(cfg), "model": folder})
+        # The fine-tuned model has seen ``fit``: its two calibration parameters are fitted on the held-out half
+        # (and precision/recall measured there; two parameters barely overfit), never on what it trained on.
+        return fit_calibration(Discriminator(cfg), held, held, source + ":fine-tuned", alpha)
+    return fit_calibration(Discriminator(cfg), fit, held, source, alpha)
+
+
+def _fine_tune_key(cfg: DiscriminatorConfig) -> str:
+    if not cfg.fine_tune:
+        return ""
+    return f"-ft{cfg.fine_tune_epochs}x{cfg.fine_tune_batch_size}lr{cfg.fine_tune_lr:g}s{cfg.fine_tune_seed}L{cfg.max_length}"
+
+
 def load_or_fit_calibration(cfg: DiscriminatorConfig, alpha: float = 0.6, progress=print) -> Calibration:
-    """The calibration ``cfg`` asks for, fitting (and caching) it when needed."""
+    """The calibration ``cfg`` asks for, fitting (and caching) it when needed.
+
+    With ``cfg.fine_tune`` the model is fine-tuned on the fitting half first; the calibration's ``model`` then
+    names the fine-tuned folder, which :class:`Discriminator` loads whenever it is given that calibration.
+    """
     from crops_ray.models import model_path
 
     if cfg.calibration:
@@ -257,12 +334,15 @@ def load_or_fit_calibration(cfg: DiscriminatorConfig, alpha: float = 0.6, progre
         fit, held = pairs.filter(pa.array(~heldout_mask)), pairs.filter(pa.array(heldout_mask))
         if fit.num_rows == 0 or held.num_rows == 0:  # too few queries to split: fit and report on all of it
             fit, held = pairs, pairs
-        progress(f"calibrating the discriminator on {fit.num_rows:,} labelled pairs from {cfg.labelled_pairs}")
-        return fit_calibration(Discriminator(cfg), fit, held, os.path.abspath(cfg.labelled_pairs), alpha)
-    key = f"{_model_fingerprint(model_dir)}-{cfg.kind}-world{cfg.calibration_seed}-n{cfg.calibration_pairs}-g{cfg.calibration_min_grade}-a{alpha}"
+        progress(f"{'fine-tuning and ' if cfg.fine_tune else ''}calibrating the discriminator on {fit.num_rows:,} labelled pairs from {cfg.labelled_pairs}")
+        digest = hashlib.sha1(f"{_model_fingerprint(model_dir)}|{os.path.abspath(cfg.labelled_pairs)}|{os.path.getsize(cfg.labelled_pairs)}|{_fine_tune_key(cfg)}".encode()).hexdigest()[:12]
+        return _fit(cfg, fit, held, os.path.abspath(cfg.labelled_pairs), alpha, os.path.join(cache_dir(cfg), "discriminators", digest), progress)
+    key = f"{_model_fingerprint(model_dir)}-{cfg.kind}-world{cfg.calibration_seed}-n{cfg.calibration_pairs}-g{cfg.calibration_min_grade}{_fine_tune_key(cfg)}-a{alpha}"
     cached = os.path.join(cache_dir(cfg), "calibration", f"{key}.json")
     if os.path.exists(cached):
-        return Calibration.load(cached)
+        cal = Calibration.load(cached)
+        if not cfg.fine_tune or os.path.exists(os.path.join(cal.model, "config.json")):
+            return cal
     from crops_ray.world.generator import generate_world, world_config
 
     started = time.time()
@@ -272,7 +352,7 @@ def load_or_fit_calibration(cfg: DiscriminatorConfig, alpha: float = 0.6, progre
         generate_world(world, world_config("tiny", seed=cfg.calibration_seed), progress=lambda *_: None)
         fit = world_labelled_pairs(world, cfg.calibration_pairs, heldout=False, seed=cfg.calibration_seed, min_grade=cfg.calibration_min_grade)
         held = world_labelled_pairs(world, cfg.calibration_pairs, heldout=True, seed=cfg.calibration_seed, min_grade=cfg.calibration_min_grade)
-        cal = fit_calibration(Discriminator(cfg), fit, held, f"world:{cfg.calibration_seed}:grade>={cfg.calibration_min_grade}", alpha)
+        cal = _fit(cfg, fit, held, f"world:{cfg.calibration_seed}:grade>={cfg.calibration_min_grade}", alpha, os.path.join(cache_dir(cfg), "discriminators", key), progress)
     cal.save(cached)
     progress(f"calibration a={cal.a:.2f} b={cal.b:.2f}; held-out precision {cal.precision_at_alpha:.3f} recall {cal.recall_at_alpha:.3f} at alpha {alpha} ({time.time() - started:.0f}s)")
     return cal
@@ -291,7 +371,9 @@ class Discriminator:
         from crops_ray.models import model_path
 
         self.cfg, self.calibration = cfg, calibration
-        self.model_dir = model_path(cfg.model)
+        # A calibration belongs to the weights it was fitted on (a fine-tuned folder, for instance): load those.
+        own = calibration is not None and calibration.model and os.path.exists(os.path.join(calibration.model, "config.json"))
+        self.model_dir = calibration.model if own else model_path(cfg.model)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         loader = AutoModel if cfg.kind == "bi-encoder" else AutoModelForSequenceClassification

@@ -63,6 +63,7 @@ def parse_config(args: argparse.Namespace) -> EngineConfig:
         "discriminator.kind": args.discriminator_kind,
         "discriminator.calibration": args.calibration,
         "discriminator.labelled_pairs": args.labelled_pairs,
+        "discriminator.fine_tune": args.fine_tune_discriminator,
         "shuffle_partitions": args.partitions,
         "keep_work": True if args.keep_work else None,
     }
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--discriminator-model", help="packaged alias (minilm) or a local Hugging Face folder")
     p.add_argument("--discriminator-kind", choices=["bi-encoder", "cross-encoder"])
     p.add_argument("--calibration", help="a discriminator calibration JSON to use as is")
+    p.add_argument("--fine-tune-discriminator", action=argparse.BooleanOptionalAction, default=None,
+                   help="fine-tune the bi-encoder discriminator on the labelled pairs before calibrating (default on; cached)")
     p.add_argument("--labelled-pairs", help="parquet/CSV with query, text, label to calibrate the discriminator on")
     p.add_argument("--partitions", type=int, help="shuffle partitions (default: from the input size)")
     p.add_argument("--keep-work", action="store_true", help="keep intermediate parquet in OUT/_work/")

@@ -34,6 +34,27 @@ def _engine_config(path: str | None, seed: int):
     return cfg
 
 
+START, END = "<!-- table1:start (written by pipelines/demo.py --readme) -->", "<!-- table1:end -->"
+
+
+def update_readme(readme: str, table: str, timings: dict, chart: str) -> None:
+    """Replace the block between the README's table1 markers with this run's table, chart and wall time."""
+    import shutil
+
+    with open(readme) as f:
+        text = f.read()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme}: no '{START}' ... '{END}' block to replace")
+    docs = os.path.join(os.path.dirname(os.path.abspath(readme)), "docs")
+    os.makedirs(docs, exist_ok=True)
+    shutil.copyfile(chart, os.path.join(docs, "table1.png"))
+    block = "\n".join([START, table, "", "![Table 1](docs/table1.png)", "",
+                        f"Wall time of the whole run on this machine: {timings['total'] / 60:.1f} min.", END])
+    head, rest = text.split(START, 1)
+    with open(readme, "w") as f:
+        f.write(head + block + rest.split(END, 1)[1])
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo")
@@ -46,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--doc-tower", choices=("frozen", "train"), help="frozen (default: query-side fine-tuning, the corpus encoded once) or train (both towers, as the paper; several times slower on CPUs)")
     p.add_argument("--config", help="YAML of ExperimentConfig settings (train, groups, eval)")
     p.add_argument("--engine-config", help="YAML of the data engine's EngineConfig")
+    p.add_argument("--readme", help="also write the table and chart into this README (between its table1 markers) and docs/")
     args = p.parse_args(argv)
     methods = args.methods.split(",") if args.methods else list(TABLE1) + (list(ABLATIONS) if args.ablations else [])
     unknown = [m for m in methods if m not in METHODS]
@@ -134,6 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
         f.write("# crops-ray: Table 1 report\n\n" + "\n\n".join(sections) + "\n")
     with open(f"{args.out}/metrics.json", "w") as f:
         json.dump({"methods": summary, "seeds": seeds, "runs": results, "seconds": timings}, f, indent=2, default=str)
+    if args.readme:
+        update_readme(args.readme, "\n".join(head[:-1]).replace("## ", "### ", 1), timings, f"{args.out}/table1.png")
     print("\n" + table)
     print(f"\ndemo finished in {timings['total']:.0f}s; report: {args.out}/report.md")
     return summary

@@ -111,6 +111,33 @@ def test_user_labelled_pairs_calibrate_the_model(tmp_path):
         load_or_fit_calibration(DiscriminatorConfig(kind="cross-encoder", calibration=str(tmp_path / "c.json")))
 
 
+def test_fine_tuned_discriminator_is_cached_and_loaded_through_its_calibration(tmp_path):
+    """Fine-tuning (a 1-layer copy, for speed) lowers the loss, lands in the cache and scoring loads it."""
+    import pyarrow.parquet as pq
+
+    from crops_ray.encoder import shallow_copy
+
+    small = shallow_copy("minilm", str(tmp_path / "m1"), num_layers=1)
+    topics = {"jaguar cubs": "Jaguar cubs play by the river with their mother.", "jaguar hunting": "A jaguar hunts caimans at night.",
+              "python decorators": "Python decorators explained with examples.", "python snake care": "Caring for a ball python snake.",
+              "sourdough starter": "Feeding a sourdough starter every day.", "sourdough shaping": "Shaping a sourdough loaf before baking."}
+    rows = [{"query": q, "text": t, "label": int(q == tq)} for q in topics for tq, t in topics.items()] * 4
+    pq.write_table(pa.Table.from_pylist(rows), str(tmp_path / "pairs.parquet"))
+    cfg = DiscriminatorConfig(model=small, labelled_pairs=str(tmp_path / "pairs.parquet"), fine_tune=True, fine_tune_epochs=3,
+                              fine_tune_lr=1e-4, fine_tune_batch_size=16, cache_dir=str(tmp_path / "cache"))
+    said = []
+    cal = load_or_fit_calibration(cfg, alpha=0.6, progress=said.append)
+    losses = [float(m.split("loss ")[1].split()[0]) for m in said if m.startswith("fine-tuning the discriminator: epoch")]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert cal.model.startswith(str(tmp_path / "cache")) and cal.source.endswith(":fine-tuned")
+    assert Discriminator(DiscriminatorConfig(model=small), cal).model_dir == cal.model  # the weights it calibrates
+    again = []
+    assert load_or_fit_calibration(cfg, alpha=0.6, progress=again.append).model == cal.model
+    assert not any(m.startswith("fine-tuning the discriminator: epoch") for m in again)  # from the cache
+    with pytest.raises(ValueError, match="bi-encoder"):
+        DiscriminatorConfig(kind="cross-encoder", fine_tune=True)
+
+
 @pytest.mark.slow
 def test_world_calibration_is_precise_on_held_out_queries():
     """The default calibration: fitted on half the queries of a world with another seed, measured on the rest."""
@@ -118,7 +145,7 @@ def test_world_calibration_is_precise_on_held_out_queries():
     print(f"a={cal.a:.2f} b={cal.b:.2f} raw threshold {cal.raw_threshold_at_alpha:.3f}; held-out precision {cal.precision_at_alpha:.3f} recall {cal.recall_at_alpha:.3f} on {cal.heldout_pairs} pairs")
     assert cal.source.startswith("world:") and cal.heldout_pairs > 500
     assert cal.precision_at_alpha > 0.75 and cal.recall_at_alpha > 0.5
-    assert 0.2 < cal.raw_threshold_at_alpha < 0.45  # a cosine: cf. the 0.3 measured on a similar world
+    assert 0.3 < cal.raw_threshold_at_alpha < 0.6  # a cosine: 0.49 measured (relevant = grade >= 2)
 
 
 @pytest.mark.ray

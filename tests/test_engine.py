@@ -22,6 +22,7 @@ from crops_ray.engine.reformulation import ReformulationConfig, lexical_similari
 from crops_ray.engine.users import mine_user, search_events
 from crops_ray.hla import LevelConfig
 from crops_ray.schema import SAMPLES_SCHEMA
+from crops_ray.discriminator import DiscriminatorConfig
 from pipelines.build_data import main as build_main
 from pipelines.build_data import parse_config
 
@@ -295,7 +296,8 @@ def test_unvalidated_logs_are_refused_with_a_hint(tmp_path):
 
 
 def _engine_cfg(**overrides) -> EngineConfig:
-    cfg = EngineConfig(world_knowledge=W.WorldKnowledgeConfig(max_queries=2, samples_per_query=2, max_new_tokens=32, batch_size=4, torch_threads=1))
+    # The zero-shot discriminator (fine-tuning has its own test in test_discriminator.py and costs minutes here).
+    cfg = EngineConfig(discriminator=DiscriminatorConfig(), world_knowledge=W.WorldKnowledgeConfig(max_queries=2, samples_per_query=2, max_new_tokens=32, batch_size=4, torch_threads=1))
     for k, v in overrides.items():
         setattr(cfg, k, v)
     return cfg

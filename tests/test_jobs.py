@@ -111,7 +111,7 @@ def test_pipeline_chain_as_jobs(head, tmp_path):
 
     # P1 and P2 through the discriminator's actor pool (P3's CPU LLM has its own tests), the real MiniLM.
     logs = submit(head, ["pipelines/build_data.py", "--logs", str(validated), "--out", str(data), "--sources", "p1,p2",
-                         "--eval", str(world / "eval")])
+                         "--eval", str(world / "eval"), "--no-fine-tune-discriminator"])
     stats = json.load(open(data / "stats.json"))
     assert stats["sources"]["reformulation"]["kept"] > 0 and stats["sources"]["recommendation"]["kept"] > 0
     assert "| reformulation (P1) |" in logs

@@ -92,10 +92,11 @@ def test_real_track_matches_its_readme(tmp_path):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_engine_mines_reformulation_positives_from_the_real_log(tmp_path, ray_local):
+    from crops_ray.discriminator import DiscriminatorConfig
     from crops_ray.engine.build import EngineConfig, build_data
 
     import_trec_session(TREC_XML, str(tmp_path / "logs"))
-    stats = build_data(str(tmp_path / "logs"), str(tmp_path / "out"), EngineConfig(sources=("p1",)), validate=True, progress=print)
+    stats = build_data(str(tmp_path / "logs"), str(tmp_path / "out"), EngineConfig(sources=("p1",), discriminator=DiscriminatorConfig()), validate=True, progress=print)
     p1 = stats["sources"]["reformulation"]
     cands = pq.read_table(str(tmp_path / "out" / "candidates")).to_pandas()
     kept = cands[cands["reformulation_kept"]]
