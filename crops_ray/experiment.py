@@ -76,19 +76,34 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def method_samples(samples: pa.Table, method: Method) -> pa.Table:
-    """The samples ``method`` trains on (ablations filter by source; ``binary`` flattens positive levels)."""
-    kept = samples.filter(pc.is_in(samples["source"], pa.array(method.sources)))
+def method_samples(samples: pa.Table, method: Method, log: pa.Table | None = None) -> pa.Table:
+    """The samples ``method`` trains on.
+
+    ``log``: the P0 samples straight from the search log (:func:`crops_ray.hla.log_samples`). Baselines train on
+    exactly those; an enriched method on them plus the rows of its perspectives, the highest level per (query,
+    video). Without ``log`` the engine's log-stage rows stand in for P0, which lack the pairs an enriched source
+    out-ranked (a click that was also a reformulation positive), so pass it for a fair comparison.
+    ``binary`` relabels every enriched positive as a click (one positive class, InfoNCE).
+    """
+    enriched = [s for s in method.sources if s not in LOG_SOURCES]
+    base = log if log is not None else samples.filter(pc.is_in(samples["source"], pa.array(list(LOG_SOURCES))))
+    base = base.select(samples.column_names).cast(samples.schema)
+    extra = samples.filter(pc.is_in(samples["source"], pa.array(enriched or [""])))
+    rows = pa.concat_tables([extra, base]).to_pandas()  # enriched first: they win ties
+    rows = rows.sort_values(["query", "video_id", "level"], ascending=[True, True, False], kind="stable")
+    rows = rows.drop_duplicates(["query", "video_id"], keep="first")
+    rows = rows.sort_values(["query", "level", "video_id"], ascending=[True, False, True], kind="stable")
+    kept = pa.Table.from_pandas(rows, schema=samples.schema, preserve_index=False)
     if method.binary:
         # Every enriched positive counts as a click: DPR's InfoNCE then treats them all as one positive class
         # and the other logged stages as hard negatives, exactly as for clicks.
-        enriched = pc.is_in(kept["source"], pa.array(list(PERSPECTIVE_SOURCE.values())))
-        source = pc.if_else(enriched, pa.scalar("clicked"), kept["source"])
+        is_enriched = pc.is_in(kept["source"], pa.array(list(PERSPECTIVE_SOURCE.values())))
+        source = pc.if_else(is_enriched, pa.scalar("clicked"), kept["source"])
         kept = kept.set_column(kept.schema.get_field_index("source"), "source", source)
     return kept
 
 
-def run_method(method: Method, logs: str, samples: pa.Table | None, out: str, cfg: ExperimentConfig, seed: int, progress=print) -> dict:
+def run_method(method: Method, logs: str, samples: pa.Table | None, out: str, cfg: ExperimentConfig, seed: int, progress=print, log: pa.Table | None = None) -> dict:
     """Train (when the method trains) and evaluate one method into ``out``; returns its metrics."""
     os.makedirs(out, exist_ok=True)
     started = time.time()
@@ -100,7 +115,7 @@ def run_method(method: Method, logs: str, samples: pa.Table | None, out: str, cf
     else:
         if samples is None:
             raise ValueError(f"method {method.name} needs training samples")
-        chosen = method_samples(samples, method)
+        chosen = method_samples(samples, method, log)
         groups = build_groups(chosen, GroupConfig(**{**asdict(cfg.groups), "seed": seed}))
         write_groups(groups, f"{out}/groups")
         loss = "infonce" if method.loss == "infonce" or method.binary else "h_infonce"

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
         timings[f"seed {seed}: validate"] = time.time() - t
         if seed == seeds[0]:
             sections.append("## Validation (rows in = kept + quarantined)\n\n" + format_summary(summaries))
-        samples = None
+        samples = log = None
         if needs_data:
             from crops_ray.engine.build import build_data, format_summary as engine_summary
             from crops_ray.hla import load_samples
@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
             engine_stats = build_data(f"{root}/validated", f"{root}/data", _engine_config(args.engine_config, seed), eval_dir=f"{logs}/eval" if os.path.isdir(f"{logs}/eval") else None)
             timings[f"seed {seed}: build data"] = time.time() - t
             samples, _ = load_samples(f"{root}/data")
+            log, _ = load_samples(f"{root}/validated")  # P0 straight from the log: what the baselines train on
             if seed == seeds[0]:
                 sections.append("## The CroPS data engine (first seed)\n\n" + engine_summary(engine_stats))
         else:
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name in methods:
             stage(f"seed {seed}: {METHODS[name].label}")
             t = time.time()
-            results.append(run_method(METHODS[name], logs, samples, f"{root}/{name}", cfg, seed))
+            results.append(run_method(METHODS[name], logs, samples, f"{root}/{name}", cfg, seed, log=log))
             timings[f"seed {seed}: {name}"] = time.time() - t
 
     summary = aggregate(results)

@@ -114,3 +114,24 @@ def test_a_yaml_section_changes_only_the_settings_it_names(tmp_path):
         load_config(ExperimentConfig, str(tmp_path / "bad.yaml"))
     with pytest.raises(ValueError, match="unknown setting"):
         load_config(ExperimentConfig, None, {"trian": {}})
+
+
+def test_baselines_train_on_the_log_itself_and_ablations_add_one_perspective():
+    import pyarrow as pa
+
+    from crops_ray.experiment import METHODS, method_samples
+    from crops_ray.schema import SAMPLES_SCHEMA
+
+    def table(rows):
+        return pa.Table.from_pylist([{"query": q, "video_id": v, "text": v, "level": lv, "source": s, "score": None} for q, v, lv, s in rows], schema=SAMPLES_SCHEMA)
+
+    # v1 was clicked AND mined by P1: the engine's samples keep it at level 5 only.
+    samples = table([("jaguar", "v1", 5, "reformulation"), ("jaguar", "v2", 1, "filtered"), ("jaguar", "v3", 4, "recommendation"), ("jaguar", "v4", 4, "llm")])
+    log = table([("jaguar", "v1", 4, "clicked"), ("jaguar", "v2", 1, "filtered"), ("jaguar", "v3", 1, "filtered")])
+    rows = lambda t: sorted(zip(t["video_id"].to_pylist(), t["level"].to_pylist(), t["source"].to_pylist()))
+    assert rows(method_samples(samples, METHODS["dpr"], log)) == [("v1", 4, "clicked"), ("v2", 1, "filtered"), ("v3", 1, "filtered")]
+    assert rows(method_samples(samples, METHODS["crops"], log)) == rows(samples)
+    assert rows(method_samples(samples, METHODS["crops_p2"], log)) == [("v1", 4, "clicked"), ("v2", 1, "filtered"), ("v3", 4, "recommendation")]
+    binary = method_samples(samples, METHODS["crops_binary"], log)
+    assert set(binary["source"].to_pylist()) == {"clicked", "filtered"} and rows(binary)[0] == ("v1", 5, "clicked")
+    assert rows(method_samples(samples, METHODS["dpr"])) == [("v2", 1, "filtered")]  # without the log: the click is lost
