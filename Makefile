@@ -37,8 +37,9 @@ test-fast: $(STAMP)
 # Serves the demo's CroPS model and index (override MODEL= and INDEX= for others) on 127.0.0.1:8000.
 MODEL   ?= runs/demo/seed-0/crops/model
 INDEX   ?= runs/demo/seed-0/crops/eval/index
+CALIBRATION ?= runs/demo/seed-0/data/discriminator_calibration.json
 serve: $(STAMP)
-	$(BIN)/python pipelines/serve.py --model $(MODEL) --index $(INDEX)
+	$(BIN)/python pipelines/serve.py --model $(MODEL) --index $(INDEX) $(if $(wildcard $(CALIBRATION)),--calibration $(CALIBRATION),)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -55,6 +55,31 @@ def update_readme(readme: str, table: str, timings: dict, chart: str) -> None:
         f.write(head + block + rest.split(END, 1)[1])
 
 
+def by_query_kind(world: str, first: str, methods: list[str]) -> str:
+    """Recall@100 CT and NDCG@4 per query kind (ambiguous word, sense, subtopic) per method, when the world says."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    path = f"{world}/eval/queries.parquet"
+    if not os.path.exists(path):
+        return ""
+    kinds = pq.read_table(path, columns=["query", "kind"]).to_pandas()
+    rows = []
+    for name in methods:
+        run = next((p for p in (f"{first}/{name}/per_query.parquet", f"{first}/{name}/eval/per_query.parquet") if os.path.exists(p)), None)
+        if run is None:
+            continue
+        per = pq.read_table(run, columns=["query", "recall@100_ct", "ndcg@4"]).to_pandas().merge(kinds, on="query")
+        g = per.groupby("kind")[["recall@100_ct", "ndcg@4"]].mean()
+        rows.append({"method": METHODS[name].label, **{f"{k} {c}": g.loc[k, c] for k in g.index for c in g.columns}})
+    if not rows:
+        return ""
+    counts = kinds["kind"].value_counts()
+    table = pd.DataFrame(rows).set_index("method")
+    table.columns = [f"{c} ({counts.get(c.split()[0], 0)} q)" for c in table.columns]
+    return table.to_markdown(floatfmt=".3f")
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo")
@@ -151,6 +176,10 @@ def main(argv: list[str] | None = None) -> dict:
             runs = {"DPR": f"{first}/dpr/eval/per_query.parquet", "CroPS": f"{first}/crops/eval/per_query.parquet"}
             sections.append("## DPR vs CroPS, top-10 for ambiguous queries\n\n✓ relevant in the qrels, ✗ not; the video's sense in italics.\n\n"
                             + side_by_side(world, runs, words))
+    kinds = by_query_kind(world, first, methods)
+    if kinds:
+        sections.append("## By query kind (first seed)\n\nPer-query means from each method's `eval/per_query.parquet`; "
+                        "the world's query kinds from `eval/queries.parquet`.\n\n" + kinds)
     timings["total"] = time.time() - started
     sections.append("## Time (this machine)\n\n| stage | seconds |\n|---|---:|\n" + "\n".join(f"| {k} | {v:.0f} |" for k, v in timings.items()))
     with open(f"{args.out}/report.md", "w") as f:

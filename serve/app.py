@@ -175,7 +175,7 @@ class DiscriminatorDeployment(_BatchStats):
         cal = Calibration(**calibration)
         self.disc = Discriminator(DiscriminatorConfig(model=model), cal, device="cpu")
         cal_id = hashlib.sha256(f"{cal.a!r}|{cal.b!r}".encode()).hexdigest()[:8]
-        self.version = f"{model_version(model)}+cal{cal_id}"
+        self.version = f"{model_version(self.disc.model_dir)}+cal{cal_id}"  # the weights loaded (the calibration's)
         self.batching = batching
         self._thread = _OneThread()
         self._score_batch.set_max_batch_size(max_batch_size)
