@@ -96,25 +96,24 @@ def submit(client, args, timeout=600):
 
 
 def test_pipeline_chain_as_jobs(head, tmp_path):
-    """The tiny world's generate -> validate -> build_data -> train -> evaluate chain, each stage a job."""
+    """The tiny world's generate -> build_data (validating first) -> train -> evaluate chain, each stage a job."""
     import json
 
     from crops_ray.encoder import shallow_copy
 
-    world, validated, data, model = tmp_path / "world", tmp_path / "validated", tmp_path / "data", tmp_path / "crops"
+    world, data, model = tmp_path / "world", tmp_path / "data", tmp_path / "crops"
     logs = submit(head, ["pipelines/generate_world.py", "--scale", "tiny", "--seed", "5", "--out", str(world)])
     assert "| search log rows |" in logs
-    logs = submit(head, ["pipelines/validate.py", "--logs", str(world), "--out", str(validated)])
-    assert "| search_log |" in logs
-    for table in ("videos", "search_log", "rec_log"):
-        assert any(name.endswith(".parquet") for name in os.listdir(validated / table))
 
-    # P1 and P2 through the discriminator's actor pool (P3's CPU LLM has its own tests), the real MiniLM.
-    logs = submit(head, ["pipelines/build_data.py", "--logs", str(validated), "--out", str(data), "--sources", "p1,p2",
+    # Raw logs validated inside the job (OUT/validated, quarantine included), then P1 and P2 through the
+    # discriminator's actor pool with the real MiniLM (P3's CPU LLM has its own tests).
+    logs = submit(head, ["pipelines/build_data.py", "--logs", str(world), "--validate", "--out", str(data), "--sources", "p1,p2",
                          "--eval", str(world / "eval"), "--no-fine-tune-discriminator"])
     stats = json.load(open(data / "stats.json"))
     assert stats["sources"]["reformulation"]["kept"] > 0 and stats["sources"]["recommendation"]["kept"] > 0
-    assert "| reformulation (P1) |" in logs
+    assert stats["rows_read"]["search_log"] > 0 and "| reformulation (P1) |" in logs
+    for table in ("videos", "search_log", "rec_log"):
+        assert any(name.endswith(".parquet") for name in os.listdir(data / "validated" / table))
 
     small = shallow_copy("minilm", str(tmp_path / "minilm-1l"), num_layers=1)  # a real, shallower transformer
     logs = submit(head, ["pipelines/train.py", "--data", str(data), "--out", str(model), "--model", small,
@@ -122,6 +121,6 @@ def test_pipeline_chain_as_jobs(head, tmp_path):
     assert "| final loss |" in logs and os.path.exists(model / "model" / "crops_encoder.json")
 
     logs = submit(head, ["pipelines/evaluate.py", "--logs", str(world), "--model", str(model / "model"), "--out", str(tmp_path / "eval")])
-    metrics = json.load(open(tmp_path / "eval" / "metrics.json"))
+    metrics = json.load(open(tmp_path / "eval" / "metrics.json"))["metrics"]
     assert 0.0 < metrics["recall@100_ct"] <= 1.0 and 0.0 <= metrics["recall@100_qr"] <= 1.0 and 0.0 < metrics["ndcg@4"] <= 1.0
     assert "recall@100_ct" in logs
