@@ -1,13 +1,15 @@
 """docs/scaling.md comes from bench/scaling.py: the hours it prints follow from the run's measured numbers."""
 
+import importlib.util
 import json
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
-import scaling  # noqa: E402
+# Loaded from its file: putting bench/ on sys.path would shadow the serve/ package with bench/serve.py.
+_spec = importlib.util.spec_from_file_location("bench_scaling", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "scaling.py"))
+scaling = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(scaling)
 
 
 def _fake_run(root):
