@@ -255,15 +255,14 @@ def fine_tune(cfg: DiscriminatorConfig, fit: pa.Table, out: str, progress=print)
     """Fine-tune the bi-encoder ``cfg.model`` on labelled (query, text, label) pairs; returns the saved folder.
 
     Loss: binary cross-entropy on ``s * cosine + t`` (s, t learned alongside), mean pooling as in scoring.
-    The folder is written atomically (a crash leaves no half-written model behind).
+    The folder is written through :class:`crops_ray.storage.Output` (a crash leaves no half-written model).
     """
-    import shutil
-
     import torch
 
+    from crops_ray import storage
     from crops_ray.encoder import Encoder
 
-    if cfg.kind != "bi-encoder":
+    if cfg.kind != "bi-encoder":  # DiscriminatorConfig refuses fine_tune for other kinds; this is called directly too
         raise ValueError("fine_tune supports the bi-encoder discriminator; fine-tune a cross-encoder with its own tools")
     torch.manual_seed(cfg.fine_tune_seed)
     enc = Encoder.from_pretrained(cfg.model, shared=True, max_length=cfg.max_length)
@@ -288,11 +287,8 @@ def fine_tune(cfg: DiscriminatorConfig, fit: pa.Table, out: str, progress=print)
             opt.step()
             total += float(loss.detach()) * len(idx)
         progress(f"fine-tuning the discriminator: epoch {epoch + 1}/{cfg.fine_tune_epochs}, loss {total / len(order):.4f} ({time.time() - started:.0f}s)")
-    staging = out.rstrip("/") + f".tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    enc.save(staging)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(staging, out)
+    with storage.Output(out) as staging:
+        enc.save(staging)
     return out
 
 
