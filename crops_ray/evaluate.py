@@ -27,7 +27,7 @@ TARGETS = ("ct", "qr", "qrels")
 
 @dataclass
 class EvalConfig:
-    recall_ks: tuple = (10, 50, 100, 1000)
+    recall_ks: tuple = (10, 20, 50, 100, 1000)
     ndcg_ks: tuple = (4, 10)
     mrr_k: int = 10
     query_batch_size: int = 64
@@ -111,6 +111,12 @@ def score_run(run: dict[str, list[str]], targets: Targets, cfg: EvalConfig) -> t
             continue
         for k in cfg.recall_ks:
             m[f"recall@{k}_{name}"] = M.recall_at_k(run, pairs, k)
+        # Per query: target pairs and hits at each cut-off, so a subset of queries (a bucket, a bootstrap
+        # resample) scores the same pair-level ratio as the whole run.
+        for k in cfg.recall_ks:
+            for q, (hits, total) in M.per_query_hits(run, pairs, k).items():
+                per_query[q][f"hits@{k}_{name}"] = hits
+                per_query[q][f"pairs_{name}"] = total
         for q, r in M.per_query_recall(run, pairs, 100).items():
             per_query[q][f"recall@100_{name}"] = r
         m[f"pairs_{name}"] = len(pairs)

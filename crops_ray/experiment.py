@@ -242,3 +242,40 @@ def side_by_side(world: str, runs: dict[str, str], queries: list[str], k: int = 
             lines.append(f"| {r + 1} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+def method_model(name: str, root: str, cfg: ExperimentConfig) -> str | None:
+    """The model a method retrieves with: None for BM25, the pretrained encoder, or its trained folder."""
+    if name == "bm25":
+        return None
+    return cfg.train.model if not METHODS[name].sources else f"{root}/{name}/model"
+
+
+def online_ab(world: str, root: str, methods: list[str], out: str, cfg: ExperimentConfig, baseline: str = "dpr", ocfg=None, progress=print):
+    """The simulated online A/B test (the paper's Table 2) of ``methods`` trained under ``root`` on ``world``.
+
+    Returns (summary frame, markdown table); writes ``out/online_counts.parquet`` (per user and arm) and
+    ``out/online.json``. Needs a world written by the generator (``world.json``); raises FileNotFoundError
+    otherwise, so a caller on a user's own logs can skip it with the reason.
+    """
+    from crops_ray.evaluate import retrieve
+    from crops_ray.world import online as O
+
+    ocfg = ocfg or O.OnlineConfig()
+    loaded = O.load_world(world)
+    queries = O.queries_needed(world, ocfg, loaded=loaded)
+    runs = {}
+    for name in methods:
+        model = method_model(name, root, cfg)
+        progress(f"online A/B: {METHODS[name].label} retrieves the top {ocfg.k} for {len(queries):,} queries")
+        runs[name] = retrieve("bm25" if model is None else "dense", world, queries, ocfg.k, model=model, cfg=cfg.eval, progress=progress)
+    counts = O.simulate(world, runs, ocfg, progress=progress, loaded=loaded)
+    os.makedirs(out, exist_ok=True)
+    counts.to_parquet(f"{out}/online_counts.parquet", index=False)
+    base = baseline if baseline in runs else "logging"
+    summary = O.summarize(counts, base, ocfg)
+    labels = {**{m: METHODS[m].label for m in methods}, "oracle": "Oracle (the intent's own videos)", "logging": "Logging engine (incumbent, term based)", "random": "Random"}
+    table = O.table2_markdown(summary, base, labels)
+    with open(f"{out}/online.json", "w") as f:
+        json.dump({"baseline": base, "config": asdict(ocfg), "arms": summary.set_index("arm").to_dict(orient="index")}, f, indent=2, default=float)
+    return summary, table

@@ -32,6 +32,18 @@ def recall_at_k(run: Run, pairs: Iterable[tuple[str, str]], k: int) -> float:
     return hits / total if total else float("nan")
 
 
+def per_query_hits(run: Run, pairs: Iterable[tuple[str, str]], k: int) -> dict[str, tuple[int, int]]:
+    """Per query: (target pairs whose video is in the top k, target pairs)."""
+    by_query: dict[str, list[str]] = defaultdict(list)
+    for query, video in pairs:
+        by_query[query].append(video)
+    out = {}
+    for q, vids in by_query.items():
+        top = set(run.get(q, ())[:k])
+        out[q] = (sum(v in top for v in vids), len(vids))
+    return out
+
+
 def per_query_recall(run: Run, pairs: Iterable[tuple[str, str]], k: int) -> dict[str, float]:
     by_query: dict[str, list[str]] = defaultdict(list)
     for query, video in pairs:

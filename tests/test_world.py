@@ -80,7 +80,8 @@ def test_filter_bubble_minority_senses_hidden_from_search_but_found_elsewhere(tm
     weighted = lambda col: float((table[col].fillna(0) * table["requests"]).sum() / table["requests"].sum())  # noqa: E731
     assert weighted("minority_in_search_results") < 0.02, table
     # What users clicked after reformulating, and their rec feeds, reveal the hidden senses.
-    assert weighted("minority_in_reformulation_clicks") > 0.5, table
+    # (v2's sparse, position-biased clicks send many dominant-sense users to reformulate as well)
+    assert weighted("minority_in_reformulation_clicks") > 0.35, table
     assert weighted("minority_in_rec_feed") > 0.25, table
     assert (table["minority_in_rec_feed"] > table["minority_in_search_results"] + 0.1).mean() > 0.8, table
 
@@ -114,3 +115,64 @@ def test_generated_world_validates_clean(tiny_world, tmp_path, ray_local):
     summaries = validate_logs(str(out), str(tmp_path / "validated"))
     for table, s in summaries.items():
         assert s.conserved and s.quarantined == 0, (table, s)
+
+
+def test_query_buckets_follow_the_training_log(tiny_world):
+    from crops_ray import buckets
+
+    out, _ = tiny_world
+    queries = pq.read_table(out / "eval" / "queries.parquet").to_pandas()
+    log = pq.read_table(out / "search_log", columns=["request_id", "query"]).to_pandas()
+    counted = log.groupby("query")["request_id"].nunique()
+    expected = queries["query"].map(counted).fillna(0).astype(int)
+    assert (queries["train_requests"] == expected).all()
+    assert list(buckets.bucket_of([0, 1, 2, 3, 19, 20, 500])) == ["unseen", "tail", "tail", "torso", "torso", "head", "head"]
+    assert (queries["bucket"] == buckets.bucket_of(queries["train_requests"])).all()
+    # The same rule from the logs alone (what a user's logs get) agrees with the world's truth.
+    issued = queries[queries["eval_requests"] > 0]
+    from_logs = buckets.query_buckets(str(out), issued["query"].tolist())
+    assert (from_logs["bucket"].to_numpy() == issued["bucket"].to_numpy()).all()
+    # A long tail: many evaluation queries were typed rarely or never in training.
+    assert (issued["bucket"].isin(["tail", "unseen"])).mean() > 0.3
+    assert set(issued["kind"]) == {"ambiguous", "sense", "subtopic", "tail"}
+
+
+def test_vocabulary_gap_and_the_term_based_incumbent():
+    from crops_ray.world.generator import _word_pattern
+
+    cfg = world_config("tiny", seed=2)
+    cat = build_catalog(cfg)
+    gap = np.flatnonzero(cat.word_gap)
+    assert 0.15 < len(gap) / sum(1 for t in cat.topic if cat.topic_word[t]) < 0.45
+    for v in gap:
+        assert not _word_pattern(cat.topic_word[cat.topic[v]]).search(cat.texts[v]), cat.texts[v]
+    # The incumbent's candidates hold far fewer of the gap videos than of the videos that name the word.
+    found_gap = found_named = total_gap = total_named = 0
+    for qi, q in enumerate(cat.queries):
+        if q["kind"] != "sense":
+            continue
+        mine = cat.topic_videos[cat.topic_keys.index(q["topic"])]
+        cand = set(cat.candidates[qi].tolist())
+        for v in mine:
+            if cat.word_gap[v]:
+                total_gap += 1
+                found_gap += v in cand
+            else:
+                total_named += 1
+                found_named += v in cand
+    assert found_named == total_named and found_gap / total_gap < 0.4
+
+
+def test_requests_show_4_to_10_results_and_clicks_thin_out_with_rank(tiny_world):
+    from crops_ray.world.generator import click_probability
+
+    out, _ = tiny_world
+    log = pq.read_table(out / "search_log", columns=["request_id", "stage"]).to_pandas()
+    shown = log[log["stage"].isin(["clicked", "exposed"])].groupby("request_id").size()
+    assert shown.min() >= 4 and shown.max() <= 10 and shown.nunique() >= 5
+    cfg = world_config("tiny")
+    cat = build_catalog(cfg)
+    v = int(cat.topic_videos[0][0])
+    intent = (0, int(cat.subtopic[v]), int(cat.angle[v]))
+    p = click_probability(cat, cfg, np.repeat(v, 6), intent)  # the same video at ranks 1-6
+    assert p[0] > p[1] > p[2] > p[5] and p[0] / p[5] > 4

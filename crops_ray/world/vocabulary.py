@@ -2279,6 +2279,40 @@ CAPTION_OPENERS: tuple[str, ...] = (
 )
 
 
+# ------------------------------------------------------------------------------------------------ angles
+
+@dataclass(frozen=True)
+class Angle:
+    """A video's format or angle, the last word of a long-tail query ("jaguar cubs wild slow motion").
+
+    ``forms`` name the angle with the words users type; ``gap_forms`` are how many creators name it instead
+    (slang, hashtags, creator jargon, loanwords) and share no word with ``query``: the vocabulary gap.
+    """
+
+    name: str
+    query: str  # what a user appends to a query, lower case
+    forms: tuple[str, ...]  # title phrasings that contain the query's words
+    gap_forms: tuple[str, ...]  # phrasings that share no word with the query
+
+
+ANGLES: tuple[Angle, ...] = (
+    Angle("beginners", "for beginners", ("for beginners", "a guide for beginners"), ("101", "noob friendly starter pack", "ELI5 edition", "#newbie")),
+    Angle("slowmo", "slow motion", ("in slow motion", "slow motion clip"), ("slowmo", "at 240fps", "frame by frame", "#ralenti")),
+    Angle("compilation", "compilation", ("compilation", "best moments compilation"), ("supercut", "top 10 moments", "mashup", "#recopilacion")),
+    Angle("funny", "funny moments", ("funny moments", "funny moments caught on camera"), ("bloopers and fails", "lol I can't", "try not to laugh", "#jajaja")),
+    Angle("documentary", "documentary", ("mini documentary", "a short documentary"), ("the untold story", "doku", "full story, no cuts", "#longform")),
+    Angle("reaction", "reaction", ("reaction", "first reaction"), ("reacting live", "my face when", "first time seeing this", "#reacts")),
+    Angle("asmr", "asmr", ("asmr", "asmr no talking"), ("relaxing sounds, no voice", "tingles", "sleep aid sounds", "#satisfyingsounds")),
+    Angle("tutorial", "step by step tutorial", ("step by step tutorial", "tutorial, step by step"), ("how-to walkthrough", "tuto", "full process shown", "#diyguide")),
+    Angle("timelapse", "timelapse", ("timelapse", "a timelapse"), ("hyperlapse", "sped up 100x", "24 hours in 60 seconds", "#zeitraffer")),
+    Angle("explained", "explained simply", ("explained simply", "simply explained"), ("in plain words", "breakdown for everyone", "erklaert", "#eli5")),
+    Angle("vlog", "vlog", ("vlog", "a daily vlog"), ("day in my life", "ditl", "come with me", "#dayinthelife")),
+    Angle("4k", "4k", ("in 4k", "4k footage"), ("ultra hd", "2160p", "cinematic shot", "#uhd")),
+)
+
+ANGLE_TITLE_FORMATS: tuple[str, ...] = ("{s} {a}", "{a}: {s}", "{s} ({a})", "{s} | {a}", "{s}, {a}", "{s} - {a}")
+
+
 # ------------------------------------------------------------------------------------------------ checks
 
 # Surface forms that count as "mentioning" an ambiguous word when it must NOT appear (plurals, irregular forms).
@@ -2497,6 +2531,25 @@ def check_vocabulary() -> None:
             for o in all_words:
                 if _mentions_any_form(f.format(s=""), o):
                     err(f"{name}: {f!r} mentions the ambiguous word {o!r}")
+
+    # angles: the gap forms share no word with what users type
+    names = [a.name for a in ANGLES]
+    if len(set(names)) != len(names):
+        err("duplicate angle names")
+    for a in ANGLES:
+        qwords = set(re.findall(r"[a-z0-9]+", a.query))
+        if a.query != a.query.lower() or not qwords:
+            err(f"angle {a.name}: query {a.query!r} must be lower case and non-empty")
+        for f in a.forms:
+            if not qwords <= set(re.findall(r"[a-z0-9]+", f.lower())):
+                err(f"angle {a.name}: form {f!r} lacks the query's words")
+        for f in a.gap_forms:
+            if qwords & set(re.findall(r"[a-z0-9]+", f.lower())):
+                err(f"angle {a.name}: gap form {f!r} shares a word with {a.query!r}")
+        for f in (*a.forms, *a.gap_forms):
+            for o in all_words:
+                if _mentions_any_form(f, o):
+                    err(f"angle {a.name}: {f!r} mentions the ambiguous word {o!r}")
 
     if errors:
         raise ValueError("vocabulary check failed:\n  - " + "\n  - ".join(errors))
