@@ -181,9 +181,10 @@ def world_labelled_pairs(world: str, n: int, heldout: bool, seed: int = 0, min_g
     from crops_ray.schema import table_files
 
     videos = pq.read_table(table_files(world, "videos")).to_pandas().set_index("video_id")["text"]
+    relevant = qrels[qrels["grade"] >= min_grade].groupby("query")["video_id"].apply(set).to_dict()
+    queries = queries[queries["query"].isin(relevant)]  # a world judges only the queries its evaluation typed
     queries = queries[query_split(queries["query"], heldout)]
     per_query = max(1, n // (2 * max(1, len(queries))))
-    relevant = qrels[qrels["grade"] >= min_grade].groupby("query")["video_id"].apply(set).to_dict()
     domain_of = truth.set_index("video_id")["domain"]
     by_domain = truth.groupby("domain")["video_id"].apply(np.array).to_dict()
     by_word = truth[truth["word"] != ""].groupby("word")["video_id"].apply(np.array).to_dict()
@@ -333,7 +334,10 @@ def load_or_fit_calibration(cfg: DiscriminatorConfig, alpha: float = 0.6, progre
         progress(f"{'fine-tuning and ' if cfg.fine_tune else ''}calibrating the discriminator on {fit.num_rows:,} labelled pairs from {cfg.labelled_pairs}")
         digest = hashlib.sha1(f"{_model_fingerprint(model_dir)}|{os.path.abspath(cfg.labelled_pairs)}|{os.path.getsize(cfg.labelled_pairs)}|{_fine_tune_key(cfg)}".encode()).hexdigest()[:12]
         return _fit(cfg, fit, held, os.path.abspath(cfg.labelled_pairs), alpha, os.path.join(cache_dir(cfg), "discriminators", digest), progress)
-    key = f"{_model_fingerprint(model_dir)}-{cfg.kind}-world{cfg.calibration_seed}-n{cfg.calibration_pairs}-g{cfg.calibration_min_grade}{_fine_tune_key(cfg)}-a{alpha}"
+    from crops_ray.world.generator import WORLD_VERSION
+
+    # The world's version is in the key: a new generator writes other labelled pairs from the same seed.
+    key = f"{_model_fingerprint(model_dir)}-{cfg.kind}-world{WORLD_VERSION}.{cfg.calibration_seed}-n{cfg.calibration_pairs}-g{cfg.calibration_min_grade}{_fine_tune_key(cfg)}-a{alpha}"
     cached = os.path.join(cache_dir(cfg), "calibration", f"{key}.json")
     if os.path.exists(cached):
         cal = Calibration.load(cached)

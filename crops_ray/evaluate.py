@@ -128,7 +128,11 @@ def score_run(run: dict[str, list[str]], targets: Targets, cfg: EvalConfig) -> t
         m[f"mrr@{cfg.mrr_k}"] = M.mrr_at_k(run, targets.qrels, cfg.mrr_k)
     for q in per_query:
         per_query[q]["top10"] = list(run[q][:10])
-    return m, pa.Table.from_pylist(list(per_query.values()))
+    import pandas as pd
+
+    # Through pandas: queries differ in which columns they have (a query without QR pairs), and
+    # Table.from_pylist would take its columns from the first row only.
+    return m, pa.Table.from_pandas(pd.DataFrame(list(per_query.values())), preserve_index=False)
 
 
 def evaluate(logs: str, out: str, method: str = "dense", model: str | None = None, cfg: EvalConfig | None = None, progress=print) -> dict[str, float]:

@@ -67,18 +67,17 @@ def split_table(runs: dict[str, pd.DataFrame], groups: pd.DataFrame, by: str, la
     if by not in groups or groups[by].isna().all():
         return ""
     order = [g for g in (B.BUCKETS if by == "bucket" else sorted(groups[by].dropna().unique())) if g in set(groups[by])]
-    rows, header = [], {}
+    table: dict[str, dict[str, float]] = {}
     for name, per in runs.items():
         merged = per.merge(groups[["query", by]], on="query", how="left")
-        row = {"method": labels.get(name, name)}
+        column = table.setdefault(labels.get(name, name), {})
         for g in order:
             part = merged[merged[by] == g]
             for key, label in metrics:
-                n = _scored(part, key)
-                header[(g, key)] = f"{g} {label} ({n} q)"
-                row[header[(g, key)]] = ratio(part, key)
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("method").to_markdown(floatfmt=".3f")
+                column[f"{g}: {label} ({_scored(part, key)} q)"] = ratio(part, key)
+    frame = pd.DataFrame(table)
+    frame.index.name = by
+    return frame.to_markdown(floatfmt=".3f")
 
 
 def recall_curve_table(runs: dict[str, pd.DataFrame], labels: dict[str, str]) -> str:

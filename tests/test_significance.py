@@ -59,5 +59,5 @@ def test_compare_runs_and_bucket_split_use_the_pair_level_ratio():
     assert out["ndcg@4"]["diff"] == pytest.approx((2.3 - 1.4) / 4)
     groups = pd.DataFrame({"query": ["q0", "q1", "q2", "q3"], "bucket": ["head", "head", "tail", "unseen"]})
     table = R.split_table({"a": a}, groups, "bucket", {"a": "A"}, metrics=(("recall@100_ct", "R@100 CT"),))
-    assert "head R@100 CT (2 q)" in table and "0.750" in table  # (2 + 1) / (2 + 2)
-    assert "unseen R@100 CT (1 q)" in table
+    assert "head: R@100 CT (2 q)" in table and "0.750" in table  # (2 + 1) / (2 + 2)
+    assert "unseen: R@100 CT (1 q)" in table

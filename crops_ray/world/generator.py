@@ -68,6 +68,7 @@ from crops_ray import schema as S
 from crops_ray import storage
 from crops_ray.world import vocabulary as V
 
+WORLD_VERSION = 2  # bump when the same seed would write a different world (caches built on a world key on it)
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, the start of the training period
 DAY = 86_400
 ACTIONS = ("watch", "like", "share")
@@ -574,7 +575,7 @@ def generate_world(out: str, cfg: WorldConfig, use_ray: bool = False, progress=p
                 progress(f"users shard {i + 1}/{len(ranges)} done")
         _write_truth(cat, results, staging)
         stats = _world_stats(cat, cfg, results, time.time() - started)
-        storage.write_bytes(f"{staging}/world.json", json.dumps({"config": asdict(cfg), "stats": stats}, indent=2).encode())
+        storage.write_bytes(f"{staging}/world.json", json.dumps({"version": WORLD_VERSION, "config": asdict(cfg), "stats": stats}, indent=2).encode())
     return stats
 
 

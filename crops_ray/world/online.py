@@ -72,6 +72,8 @@ def load_world(world: str) -> tuple[G.WorldConfig, G.Catalog]:
             meta = json.load(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"{world} has no world.json: the online A/B test needs a world written by pipelines/generate_world.py") from None
+    if meta.get("version") != G.WORLD_VERSION:
+        raise ValueError(f"{world} was written by world generator version {meta.get('version', 1)}; this is version {G.WORLD_VERSION}: regenerate it")
     cfg = from_dict(G.WorldConfig, meta["config"])
     cat = G.build_catalog(cfg)
     ids = pq.read_table(S.table_files(world, "videos"), columns=["video_id"])["video_id"].to_pylist()
