@@ -175,14 +175,16 @@ def world_labelled_pairs(world: str, n: int, heldout: bool, seed: int = 0, min_g
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed + (1 if heldout else 0))
-    qrels = pq.read_table(f"{world}/eval/qrels.parquet").to_pandas()
+    from crops_ray.engine.evaluate import judgments_path
+
+    qrels = pq.read_table(judgments_path(f"{world}/eval")).to_pandas()
     truth = pq.read_table(f"{world}/eval/video_truth.parquet").to_pandas()
     queries = pq.read_table(f"{world}/eval/queries.parquet").to_pandas()
     from crops_ray.schema import table_files
 
     videos = pq.read_table(table_files(world, "videos")).to_pandas().set_index("video_id")["text"]
     relevant = qrels[qrels["grade"] >= min_grade].groupby("query")["video_id"].apply(set).to_dict()
-    queries = queries[queries["query"].isin(relevant)]  # a world judges only the queries its evaluation typed
+    queries = queries[queries["query"].isin(relevant)]  # a world judges only the queries users typed
     queries = queries[query_split(queries["query"], heldout)]
     per_query = max(1, n // (2 * max(1, len(queries))))
     domain_of = truth.set_index("video_id")["domain"]
@@ -194,16 +196,17 @@ def world_labelled_pairs(world: str, n: int, heldout: bool, seed: int = 0, min_g
         pos = sorted(relevant.get(q.query, ()))
         if not pos:
             continue
-        for v in rng.choice(pos, size=min(per_query, len(pos)), replace=False):
+        n_pos = min(per_query, len(pos))
+        for v in rng.choice(pos, size=n_pos, replace=False):
             rows.append((q.query, videos[v], 1))
         # Hard negatives: the same word's other senses, else the same domain as a relevant video.
         near = by_word.get(q.word) if q.word else None
         if near is None:
             near = by_domain[domain_of[pos[0]]]
         near = np.array([v for v in near if v not in relevant[q.query]])
-        n_hard = min(per_query // 2, len(near))
+        n_hard = min(n_pos // 2, len(near))  # as many negatives as positives: a balanced set per query
         negatives = list(rng.choice(near, size=n_hard, replace=False)) if n_hard else []
-        while len(negatives) < per_query:
+        while len(negatives) < n_pos:
             v = all_ids[rng.integers(len(all_ids))]
             if v not in relevant[q.query]:
                 negatives.append(v)

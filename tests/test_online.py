@@ -60,3 +60,16 @@ def test_sessions_are_the_same_users_as_the_world(world):
     for s in sessions:
         assert s.intent[0] in G.user_interests(cfg, s.user, weights)
     assert len({s.user for s in sessions}) > 20 and np.mean([len(sessions) / 30]) > 1
+
+
+def test_pipeline_skips_logs_that_are_not_a_world_with_a_reason(tmp_path, capsys):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines", "online_ab.py")
+    spec = importlib.util.spec_from_file_location("online_ab_pipeline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "logs").mkdir()
+    assert module.main(["--world", str(tmp_path / "logs"), "--runs", str(tmp_path), "--out", str(tmp_path / "out")]) is None
+    assert "skipped" in capsys.readouterr().out and not (tmp_path / "out").exists()

@@ -20,13 +20,19 @@ def _read(folder: str, columns: list[str]) -> pd.DataFrame:
     return pq.read_table(folder, columns=columns).to_pandas()
 
 
+def judgments_path(eval_dir: str) -> str:
+    """A world's judgments of every query it typed (``judgments.parquet``), else the evaluation's qrels."""
+    path = f"{eval_dir}/judgments.parquet"
+    return path if os.path.exists(path) else f"{eval_dir}/qrels.parquet"
+
+
 def has_truth(eval_dir: str | None) -> bool:
     return bool(eval_dir) and all(os.path.exists(f"{eval_dir}/{n}.parquet") for n in ("qrels", "video_truth", "queries"))
 
 
 def evaluate_engine(out: str, eval_dir: str, alpha: float, min_grade: int = 2) -> dict:
     """Precision of what the engine in ``out`` mined, against ``eval_dir`` (qrels, video_truth, queries)."""
-    qrels = pq.read_table(f"{eval_dir}/qrels.parquet").to_pandas()
+    qrels = pq.read_table(judgments_path(eval_dir)).to_pandas()
     good = qrels["grade"] >= min_grade
     relevant = set(zip(qrels.loc[good, "query"], qrels.loc[good, "video_id"]))
     cands = _read(f"{out}/candidates", ["query", "video_id", "log_source", "reformulation", "recommendation", "needs_score", "score", "reformulation_kept", "recommendation_kept"])

@@ -603,17 +603,22 @@ def query_table(cat: Catalog, results: list[dict]) -> pa.Table:
 
 def _write_truth(cat: Catalog, results: list[dict], out: str) -> None:
     queries = query_table(cat, results)
-    issued = set(np.flatnonzero(queries["eval_requests"].to_numpy() > 0).tolist())
-    rows = {"query": [], "video_id": [], "grade": []}
-    for qi, q in enumerate(cat.queries):
-        if qi not in issued:  # qrels for what the evaluation period typed
-            continue
+    typed = (queries["train_requests"].to_numpy() > 0) | (queries["eval_requests"].to_numpy() > 0)
+    rows = {"query": [], "video_id": [], "grade": [], "evaluated": []}
+    for qi in np.flatnonzero(typed):
+        q = cat.queries[qi]
         grade = query_grades(cat, q)
         keep = np.flatnonzero(grade > 0)
         rows["query"] += [q["query"]] * len(keep)
         rows["video_id"] += [cat.video_ids[v] for v in keep]
         rows["grade"] += grade[keep].tolist()
-    storage.write_table(pa.table(rows, schema=S.QRELS_SCHEMA), f"{out}/eval/qrels.parquet")
+        rows["evaluated"] += [bool(queries["eval_requests"][int(qi)].as_py() > 0)] * len(keep)
+    judged = pa.table(rows, schema=S.QRELS_SCHEMA.append(pa.field("evaluated", pa.bool_())))
+    # qrels: what the evaluation period typed (Table 1's NDCG); judgments: every query typed in either period,
+    # the truth the data-engine audit and the discriminator's labelled pairs need (mined pairs are for
+    # training-period queries).
+    storage.write_table(judged.filter(judged["evaluated"]).select(S.QRELS_SCHEMA.names), f"{out}/eval/qrels.parquet")
+    storage.write_table(judged.select(S.QRELS_SCHEMA.names), f"{out}/eval/judgments.parquet")
     storage.write_table(_dedup([p for r in results for p in r["ct"]]), f"{out}/eval/ct.parquet")
     storage.write_table(_dedup([p for r in results for p in r["qr"]]), f"{out}/eval/qr.parquet")
     truth = pa.table({
