@@ -28,8 +28,10 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python pipelines/demo.py --out runs/demo
 
+# Two pytest workers, one test file each at a time (--dist loadfile): much of the suite waits on Ray starting
+# processes, and each worker runs its own local Ray.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not ray and not slow" tests

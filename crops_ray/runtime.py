@@ -30,7 +30,9 @@ def init_ray(num_cpus: int | None = None, quiet: bool = True) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kwargs: dict = {"log_to_driver": not quiet}
     if not os.environ.get("RAY_ADDRESS"):
-        kwargs.update(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+        # address="local": a new local Ray, never a cluster someone else `ray start`-ed on this machine (plain
+        # ray.init() would join the latest one). To join a cluster, set RAY_ADDRESS.
+        kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
     # Under `ray job submit` the job's runtime env (runtime_env.yaml) applies; repeating keys here would conflict.
     ray.init(**kwargs)
     import ray.data

@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.time()
     results, sections, timings = [], [], {}
     needs_data = any(METHODS[m].sources for m in methods)
-    online = not args.no_online and args.logs is None
+    # The online A/B test needs simulated users: a generated world (world.json), never a user's own logs.
+    online = not args.no_online and (args.logs is None or os.path.exists(os.path.join(args.logs, "world.json")))
     steps = len(seeds) * (3 + len(methods) + online)
     per_seed_ci, online_by_seed = {}, {}
     step = 0
@@ -219,8 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
         if len(online_by_seed) > 1:
             text += ["", "Over the seeds (relative change vs DPR, mean ± sd):", "", online_seeds_table(online_by_seed, labels)]
         sections.append("\n".join(text))
-    elif args.logs and not args.no_online:
-        sections.append("## Table 2: simulated online A/B test\n\nSkipped: your logs have no simulated users to run an A/B test on.")
+    elif not online and not args.no_online:
+        sections.append("## Table 2: simulated online A/B test\n\nSkipped: these logs are not a generated world (no world.json), so there are no simulated users to run an A/B test on.")
     if os.path.exists(f"{world}/eval/video_truth.parquet"):
         from crops_ray.world.bubble import bubble_table, plot_bubble
 
