@@ -62,13 +62,6 @@ class Output:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def remove_tree(uri: str) -> None:
-    """Delete a folder (and everything in it) on any filesystem; nothing when it does not exist."""
-    fs, path = filesystem_and_path(uri)
-    if fs.get_file_info(path).type == pafs.FileType.Directory:
-        fs.delete_dir(path)
-
-
 def makedirs(uri: str) -> None:
     fs, path = filesystem_and_path(uri)
     fs.create_dir(path, recursive=True)

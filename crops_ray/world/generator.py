@@ -27,7 +27,7 @@ v2 mechanisms:
   web and video search follow a power law with exponent near 1, e.g. Silverstein et al. 1999, Spink et al.
   2001), so most distinct queries of the evaluation period were typed a couple of times or never in training.
 - **A dense catalog.** Every (sense, subtopic) has ``videos_per_subtopic`` videos spread over 12 angles; a
-  word has 500-900 videos and a domain several near-duplicate senses and distractors, so the top 100 of a
+  word has 1,700-2,600 videos and a domain several near-duplicate senses and distractors, so the top 100 of a
   query is a real choice among plausible videos (a platform has thousands of near-identical videos per topic).
 - **Sparse, position-biased clicks.** A request shows ``exposed_range`` results (4-10: a phone screen of the
   two-column feed, then a short scroll); a user examines rank i with probability ``1 / (i + 1) ** position_bias``
@@ -78,14 +78,14 @@ KINDS = ("ambiguous", "sense", "subtopic", "tail")
 @dataclass
 class WorldConfig:
     seed: int = 0
-    # catalog: 120 videos per (sense, subtopic) = 10 per angle, 960 per sense, 1,900-2,900 per ambiguous word,
+    # catalog: 108 videos per (sense, subtopic) = 9 per angle, 864 per sense, 1,700-2,600 per ambiguous word,
     # so a subtopic query has more plausible videos than K = 100 (a platform has thousands of near-identical
-    # videos per topic). The ceiling is the demo's budget: the ~29k short texts encode in ~3 min on 2 cores.
-    videos_per_subtopic: int = 120
+    # videos per topic). The ceiling is the demo's budget: the ~26k short texts encode in ~3.5 min on 2 cores.
+    videos_per_subtopic: int = 108
     distractors_per_subtopic: int = 16  # hard negatives per (domain, subtopic)
     topic_videos_per_subtopic: int = 16  # plain everyday topics
     caption_rate: float = 0.35  # uploads with a one-line caption; the rest carry a title and hashtags only
-    users: int = 2000
+    users: int = 1200  # the demo's budget: scoring every mined pair with the discriminator grows with the users
     train_sessions_per_user: float = 6.0
     eval_sessions_per_user: float = 2.0
     rec_per_user: float = 40.0  # mean recommendation-feed interactions per user (training period)
