@@ -273,7 +273,7 @@ def fine_tune(cfg: DiscriminatorConfig, fit: pa.Table, out: str, progress=print)
     enc.train()
     scale, bias = torch.nn.Parameter(torch.tensor(10.0)), torch.nn.Parameter(torch.tensor(-5.0))
     params = [p for p in enc.parameters() if p.requires_grad] + [scale, bias]
-    opt = torch.optim.AdamW(params, lr=cfg.fine_tune_lr)
+    opt = torch.optim.AdamW(params, lr=cfg.fine_tune_lr, fused=True)  # one kernel for all parameters
     queries, texts = fit["query"].to_pylist(), fit["text"].to_pylist()
     labels = torch.tensor(fit["label"].to_numpy(), dtype=torch.float32)
     bs = cfg.fine_tune_batch_size

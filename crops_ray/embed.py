@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,7 +131,8 @@ def encode_corpus(video_files: list[str], model_dir: str, cfg: EmbedConfig | Non
         t = pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow", batch_size=None)))
         t = t.sort_by("video_id")
         os.makedirs(cache_dir, exist_ok=True)
-        pq.write_table(t, cache + ".tmp")
-        os.replace(cache + ".tmp", cache)
+        tmp = f"{cache}.tmp-{os.getpid()}-{time.time_ns()}"  # a name of its own: two runs may encode at once
+        pq.write_table(t, tmp)
+        os.replace(tmp, cache)
     emb = t["embedding"].combine_chunks().flatten().to_numpy().reshape(t.num_rows, -1)
     return t["video_id"].to_pylist(), np.ascontiguousarray(emb, dtype=np.float32)

@@ -435,7 +435,8 @@ def train_loop_per_worker(loop: dict) -> None:
     _seed_everything(stable_hash(f"{cfg.seed}/{rank}/{start_step}"))
     model = ray.train.torch.prepare_model(encoder)
     params = [p for p in encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel for every parameter (CPU and CUDA); the per-tensor loop took a third of a CPU step.
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, cfg.warmup_ratio))
     if state:
         optimizer.load_state_dict(state["optimizer"])
