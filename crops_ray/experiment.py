@@ -251,7 +251,7 @@ def method_model(name: str, root: str, cfg: ExperimentConfig) -> str | None:
     return cfg.train.model if not METHODS[name].sources else f"{root}/{name}/model"
 
 
-def online_ab(world: str, root: str, methods: list[str], out: str, cfg: ExperimentConfig, baseline: str = "dpr", ocfg=None, progress=print):
+def online_ab(world: str, root: str, methods: list[str], out: str, cfg: ExperimentConfig, baseline: str = "dpr", ocfg=None, progress=print, reuse: bool = False):
     """The simulated online A/B test (the paper's Table 2) of ``methods`` trained under ``root`` on ``world``.
 
     Returns (summary frame, markdown table); writes ``out/online_counts.parquet`` (per user and arm) and
@@ -261,7 +261,15 @@ def online_ab(world: str, root: str, methods: list[str], out: str, cfg: Experime
     from crops_ray.evaluate import retrieve
     from crops_ray.world import online as O
 
+    import pandas as pd
+
     ocfg = ocfg or O.OnlineConfig()
+    labels = {**{m: METHODS[m].label for m in methods}, "oracle": "Oracle (the intent's own videos)", "logging": "Logging engine (incumbent, term based)", "random": "Random"}
+    if reuse and os.path.exists(f"{out}/online_counts.parquet"):  # summarise the counts an earlier run wrote
+        counts = pd.read_parquet(f"{out}/online_counts.parquet")
+        base = baseline if baseline in set(counts["arm"]) else "logging"
+        summary = O.summarize(counts, base, ocfg)
+        return summary, O.table2_markdown(summary, base, labels)
     loaded = O.load_world(world)
     queries = O.queries_needed(world, ocfg, loaded=loaded)
     runs = {}
@@ -274,7 +282,6 @@ def online_ab(world: str, root: str, methods: list[str], out: str, cfg: Experime
     counts.to_parquet(f"{out}/online_counts.parquet", index=False)
     base = baseline if baseline in runs else "logging"
     summary = O.summarize(counts, base, ocfg)
-    labels = {**{m: METHODS[m].label for m in methods}, "oracle": "Oracle (the intent's own videos)", "logging": "Logging engine (incumbent, term based)", "random": "Random"}
     table = O.table2_markdown(summary, base, labels)
     with open(f"{out}/online.json", "w") as f:
         json.dump({"baseline": base, "config": asdict(ocfg), "arms": summary.set_index("arm").to_dict(orient="index")}, f, indent=2, default=float)

@@ -64,7 +64,7 @@ def update_readme(readme: str, table: str, timings: dict, chart: str) -> None:
     os.makedirs(docs, exist_ok=True)
     shutil.copyfile(chart, os.path.join(docs, "table1.png"))
     block = "\n".join([START, table, "", "![Table 1](docs/table1.png)", "",
-                        f"Wall time of the whole run on this machine: {timings['total'] / 60:.1f} min.", END])
+                        timings.get("note") or f"Wall time of the whole run on this machine: {timings['total'] / 60:.1f} min.", END])
     head, rest = text.split(START, 1)
     with open(readme, "w") as f:
         f.write(head + block + rest.split(END, 1)[1])
@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--engine-config", help="YAML of the data engine's EngineConfig")
     p.add_argument("--readme", help="also write the table and chart into this README (between its table1 markers) and docs/")
     p.add_argument("--no-online", action="store_true", help="skip the simulated online A/B test (Table 2)")
+    p.add_argument("--reuse", action="store_true", help="a seed whose data, methods and online test are already under --out is read back, not rerun (regenerates the report)")
     args = p.parse_args(argv)
     methods = args.methods.split(",") if args.methods else list(TABLE1) + (list(ABLATIONS) if args.ablations else [])
     unknown = [m for m in methods if m not in METHODS]
@@ -152,20 +153,34 @@ def main(argv: list[str] | None = None) -> dict:
             logs = f"{root}/world"
             stage(f"seed {seed}: generating the {args.scale} world")
             t = time.time()
-            stats = generate_world(logs, world_config(args.scale, seed=seed))
-            timings[f"seed {seed}: generate"] = time.time() - t
+            if args.reuse and os.path.exists(f"{logs}/world.json"):
+                with open(f"{logs}/world.json") as f:
+                    stats = json.load(f)["stats"]
+            else:
+                stats = generate_world(logs, world_config(args.scale, seed=seed))
+                timings[f"seed {seed}: generate"] = time.time() - t
             if seed == seeds[0]:
                 sections.append("## The world (first seed)\n\n" + format_stats(stats))
         else:
             step += 1
-        stage(f"seed {seed}: validating {logs}")
-        t = time.time()
-        summaries = validate_logs(logs, f"{root}/validated", ValidationConfig())
-        timings[f"seed {seed}: validate"] = time.time() - t
-        if seed == seeds[0]:
-            sections.append("## Validation (rows in = kept + quarantined)\n\n" + format_summary(summaries))
+        reused = args.reuse and os.path.exists(f"{root}/data/stats.json") and all(os.path.exists(f"{root}/{m}/result.json") for m in methods)
+        stage(f"seed {seed}: validating {logs}" + (" (reused)" if reused else ""))
+        if not reused:
+            t = time.time()
+            summaries = validate_logs(logs, f"{root}/validated", ValidationConfig())
+            timings[f"seed {seed}: validate"] = time.time() - t
+            if seed == seeds[0]:
+                sections.append("## Validation (rows in = kept + quarantined)\n\n" + format_summary(summaries))
         samples = log = None
-        if needs_data:
+        if needs_data and reused:
+            from crops_ray.engine.build import format_summary as engine_summary
+
+            step += 1
+            with open(f"{root}/data/stats.json") as f:
+                engine_stats = json.load(f)
+            if seed == seeds[0]:
+                sections.append("## The CroPS data engine (first seed)\n\n" + engine_summary(engine_stats))
+        elif needs_data:
             from crops_ray.engine.build import build_data, format_summary as engine_summary
             from crops_ray.hla import load_samples
 
@@ -180,8 +195,12 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             step += 1
         for name in methods:
-            stage(f"seed {seed}: {METHODS[name].label}")
+            stage(f"seed {seed}: {METHODS[name].label}" + (" (reused)" if reused else ""))
             t = time.time()
+            if reused:
+                with open(f"{root}/{name}/result.json") as f:
+                    results.append(json.load(f))
+                continue
             results.append(run_method(METHODS[name], logs, samples, f"{root}/{name}", cfg, seed, log=log))
             timings[f"seed {seed}: {name}"] = time.time() - t
         runs = R.load_per_query(root, methods)
@@ -189,8 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
         if online:
             stage(f"seed {seed}: simulated online A/B test (Table 2)")
             t = time.time()
-            online_by_seed[seed] = online_ab(logs, root, methods, f"{root}/online", cfg, baseline="dpr")
-            timings[f"seed {seed}: online A/B"] = time.time() - t
+            online_by_seed[seed] = online_ab(logs, root, methods, f"{root}/online", cfg, baseline="dpr", reuse=reused)
+            if not reused:
+                timings[f"seed {seed}: online A/B"] = time.time() - t
 
     summary = aggregate(results)
     plot_table1(summary, methods, f"{args.out}/table1.png")
@@ -247,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
             sections.append("## DPR vs CroPS, top-10 for ambiguous queries\n\n✓ relevant in the qrels, ✗ not; the video's sense in italics.\n\n"
                             + side_by_side(world, side, words))
     timings["total"] = time.time() - started
-    sections.append("## Time (this machine)\n\n| stage | seconds |\n|---|---:|\n" + "\n".join(f"| {k} | {v:.0f} |" for k, v in timings.items()))
+    sections.append("## Time (this machine)\n\n| stage | seconds |\n|---|---:|\n" + "\n".join(f"| {k} | {v:.0f} |" for k, v in timings.items() if isinstance(v, (int, float))))
     with open(f"{args.out}/report.md", "w") as f:
         f.write("# crops-ray: Table 1 report\n\n" + "\n\n".join(sections) + "\n")
     with open(f"{args.out}/metrics.json", "w") as f:
@@ -261,6 +281,8 @@ def main(argv: list[str] | None = None) -> dict:
                 block += "\n\nOver the seeds (relative change vs DPR, mean ± sd):\n\n" + online_seeds_table(online_by_seed, labels)
         if any(per_seed_ci.values()):
             block += "\n\n### CroPS minus each baseline (points, paired bootstrap 95% CI over queries; * excludes 0)\n\n" + R.significance_markdown(per_seed_ci, "CroPS", labels)
+        if args.reuse:
+            timings["note"] = f"Regenerated with `--reuse` from the seed outputs under `{args.out}` (nothing rerun); see Measured numbers for the time."
         update_readme(args.readme, block, timings, f"{args.out}/table1.png")
     print("\n" + table)
     print(f"\ndemo finished in {timings['total']:.0f}s; report: {args.out}/report.md")
