@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(BIN)/python pipelines/demo.py --out runs/demo
 
 # One process: two pytest-xdist workers (-n 2 --dist loadfile, each with its own local Ray and cache) measured no
-# faster on 2 cores (~23 min against ~21 min) and pushed the engine fixture to its timeout under load.
+# faster on 2 cores (30 min against ~21 min serial) and pushed the engine fixture to its timeout under load.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
