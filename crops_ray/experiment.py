@@ -271,13 +271,14 @@ def online_ab(world: str, root: str, methods: list[str], out: str, cfg: Experime
         summary = O.summarize(counts, base, ocfg)
         return summary, O.table2_markdown(summary, base, labels)
     loaded = O.load_world(world)
-    queries = O.queries_needed(world, ocfg, loaded=loaded)
+    sessions = O.plan_sessions(*loaded, ocfg)  # planned once: the queries to retrieve for, then the simulation
+    queries = O.queries_needed(world, ocfg, loaded=loaded, sessions=sessions)
     runs = {}
     for name in methods:
         model = method_model(name, root, cfg)
         progress(f"online A/B: {METHODS[name].label} retrieves the top {ocfg.k} for {len(queries):,} queries")
         runs[name] = retrieve("bm25" if model is None else "dense", world, queries, ocfg.k, model=model, cfg=cfg.eval, progress=progress)
-    counts = O.simulate(world, runs, ocfg, progress=progress, loaded=loaded)
+    counts = O.simulate(world, runs, ocfg, progress=progress, loaded=loaded, sessions=sessions)
     os.makedirs(out, exist_ok=True)
     counts.to_parquet(f"{out}/online_counts.parquet", index=False)
     base = baseline if baseline in runs else "logging"

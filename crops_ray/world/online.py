@@ -129,14 +129,15 @@ def _request(cat: G.Catalog, cfg: G.WorldConfig, ocfg: OnlineConfig, qi: int, ca
 
 
 def simulate(world: str, runs: dict[str, dict[str, list[str]]], ocfg: OnlineConfig | None = None, built_in: tuple = BUILT_IN, progress=print,
-             loaded: tuple[G.WorldConfig, G.Catalog] | None = None) -> pd.DataFrame:
+             loaded: tuple[G.WorldConfig, G.Catalog] | None = None, sessions: list[_Session] | None = None) -> pd.DataFrame:
     """Per-user counts for every arm: a frame with columns arm, user, requests, clicked_requests, ...
 
     ``runs``: arm name -> {query: top-k video ids}; it must cover every query of :func:`queries_needed`.
+    ``sessions``: the planned sessions when the caller already has them (:func:`plan_sessions`).
     """
     ocfg = ocfg or OnlineConfig()
     cfg, cat = loaded or load_world(world)
-    sessions = plan_sessions(cfg, cat, ocfg)
+    sessions = sessions if sessions is not None else plan_sessions(cfg, cat, ocfg)
     index = {v: i for i, v in enumerate(cat.video_ids)}
     arms = {name: {q: np.array([index[v] for v in vids[: ocfg.k] if v in index], dtype=np.int64) for q, vids in run.items()} for name, run in runs.items()}
     names = [*built_in, *arms]
@@ -186,11 +187,13 @@ def simulate(world: str, runs: dict[str, dict[str, list[str]]], ocfg: OnlineConf
     return pd.concat(frames, ignore_index=True)
 
 
-def queries_needed(world: str, ocfg: OnlineConfig | None = None, loaded: tuple[G.WorldConfig, G.Catalog] | None = None) -> list[str]:
+def queries_needed(world: str, ocfg: OnlineConfig | None = None, loaded: tuple[G.WorldConfig, G.Catalog] | None = None,
+                   sessions: list[_Session] | None = None) -> list[str]:
     """The queries the A/B period's sessions can type (first queries and their reformulations)."""
     ocfg = ocfg or OnlineConfig()
     cfg, cat = loaded or load_world(world)
-    needed = {qi for s in plan_sessions(cfg, cat, ocfg) for qi in s.queries}
+    sessions = sessions if sessions is not None else plan_sessions(cfg, cat, ocfg)
+    needed = {qi for s in sessions for qi in s.queries}
     return sorted(cat.queries[qi]["query"] for qi in needed)
 
 
