@@ -1,9 +1,13 @@
 """Output folders on any filesystem pyarrow writes (local, s3://, gs://), replaced whole or not at all.
 
 On a local disk a stage writes into ``OUT.tmp-<pid>`` and renames it over ``OUT`` at the end, so a run that
-is interrupted half-way leaves the previous output intact. Object stores have no atomic rename: there the
-old output is deleted first and the stage writes in place, ending with a ``_SUCCESS`` marker that readers
-can check.
+is interrupted half-way leaves the previous output intact. Object stores have no atomic rename: there the stage
+writes into ``OUT.tmp-<pid>`` too and, once that is complete, the old output is deleted and the new one copied
+in place; readers check the ``_SUCCESS`` marker, written last.
+
+An output never destroys an input: :func:`check_output` refuses an ``OUT`` that is, contains or lies inside
+one of the stage's inputs, and an existing ``OUT`` that crops-ray did not write (no ``_SUCCESS`` marker) is
+refused rather than emptied.
 """
 
 from __future__ import annotations
@@ -20,8 +24,59 @@ from crops_ray.schema import filesystem_and_path
 SUCCESS_MARKER = "_SUCCESS"
 
 
+class OutputError(ValueError):
+    """An output folder that would destroy an input or data this system did not write."""
+
+
 def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
+
+
+def local_path(uri: str) -> str:
+    """``file:///a/b`` -> ``/a/b``; other local paths unchanged (so ``file://`` outputs are real folders)."""
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+        if not uri.startswith("/"):
+            raise OutputError(f"file:// URIs must be absolute (file:///path), got file://{uri}")
+    return uri
+
+
+def _normalized(uri: str) -> str:
+    """A comparable form: absolute real paths on a local disk, ``scheme://bucket/key`` elsewhere."""
+    if "://" not in uri or uri.startswith("file://"):
+        return os.path.realpath(os.path.abspath(local_path(uri)))
+    scheme, rest = uri.split("://", 1)
+    return f"{scheme.lower()}://" + "/".join(part for part in rest.split("/") if part not in ("", "."))
+
+
+def _inside(child: str, parent: str) -> bool:
+    return child == parent or child.startswith(parent.rstrip("/") + "/")
+
+
+def check_output(out: str, inputs=(), replaces: bool = True) -> None:
+    """Refuse ``out`` when it is, contains or lies inside any of ``inputs``; with ``replaces`` (the stage swaps
+    the whole folder), also refuse an existing non-empty ``out`` that has no ``_SUCCESS`` marker of ours."""
+    target = _normalized(out)
+    for given in inputs:
+        if not given:
+            continue
+        source = _normalized(given)
+        if _inside(target, source) or _inside(source, target):
+            relation = "is" if target == source else ("lies inside" if _inside(target, source) else "contains")
+            raise OutputError(f"output {out} {relation} the input {given}: writing it would replace or delete that input. "
+                              f"Choose an --out outside every input.")
+    if not replaces:
+        return
+    fs, path = filesystem_and_path(out if not is_local(out) else local_path(out))
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        raise OutputError(f"output {out} is an existing file, not a folder; choose another --out")
+    if info.type == pafs.FileType.Directory:
+        entries = fs.get_file_info(pafs.FileSelector(path))
+        ours = any(e.base_name == SUCCESS_MARKER for e in entries)
+        if entries and not ours:
+            raise OutputError(f"output {out} already exists and was not written by crops-ray (no {SUCCESS_MARKER} marker); "
+                              f"it would be replaced. Choose another --out, or move that folder away yourself.")
 
 
 def join(root: str, *parts: str) -> str:
@@ -29,19 +84,25 @@ def join(root: str, *parts: str) -> str:
 
 
 class Output:
-    """``with Output(uri) as root: ...`` writes under ``root``; on success it becomes ``uri``."""
+    """``with Output(uri, inputs=[...]) as root: ...`` writes under ``root``; on success it becomes ``uri``.
 
-    def __init__(self, uri: str):
-        self.uri = uri.rstrip("/")
-        self.local = is_local(self.uri)
-        self.root = f"{self.uri}.tmp-{os.getpid()}" if self.local else self.uri
+    ``inputs`` are the folders and files the stage reads: see :func:`check_output`, called before anything is
+    written or deleted.
+    """
+
+    def __init__(self, uri: str, inputs=()):
+        self.local = is_local(uri)
+        self.uri = (local_path(uri) if self.local else uri).rstrip("/")
+        self.inputs = list(inputs)
+        self.root = f"{self.uri}.tmp-{os.getpid()}"
 
     def __enter__(self) -> str:
+        check_output(self.uri, self.inputs)
         if self.local:
             shutil.rmtree(self.root, ignore_errors=True)
             os.makedirs(self.root)
         else:
-            fs, path = filesystem_and_path(self.uri)
+            fs, path = filesystem_and_path(self.root)
             if fs.get_file_info(path).type != pafs.FileType.NotFound:
                 fs.delete_dir(path)
             fs.create_dir(path)
@@ -51,15 +112,28 @@ class Output:
         if exc_type is not None:
             if self.local:
                 shutil.rmtree(self.root, ignore_errors=True)
+            else:
+                fs, path = filesystem_and_path(self.root)
+                fs.delete_dir(path)
             return
-        write_bytes(join(self.root, SUCCESS_MARKER), b"")
         if self.local:
+            write_bytes(join(self.root, SUCCESS_MARKER), b"")
             # Move the old output aside before the swap, so there is never a moment without one.
             old = f"{self.uri}.old-{os.getpid()}"
             if os.path.exists(self.uri):
                 os.replace(self.uri, old)
             os.replace(self.root, self.uri)
             shutil.rmtree(old, ignore_errors=True)
+        else:
+            # No atomic rename on object stores: the new output is complete under root before the old one goes.
+            fs, path = filesystem_and_path(self.uri)
+            _, root = filesystem_and_path(self.root)
+            if fs.get_file_info(path).type != pafs.FileType.NotFound:
+                fs.delete_dir(path)
+            fs.create_dir(path, recursive=True)
+            pafs.copy_files(root, path, source_filesystem=fs, destination_filesystem=fs)
+            fs.delete_dir(root)
+            write_bytes(join(self.uri, SUCCESS_MARKER), b"")
 
 
 def makedirs(uri: str) -> None:

@@ -307,13 +307,14 @@ def validate_logs(logs: str, out: str, cfg: ValidationConfig | None = None, prog
     from crops_ray.runtime import init_ray
 
     cfg = cfg or ValidationConfig()
+    storage.check_output(out, [logs])
     files = {t: S.table_files(logs, t) for t in S.TABLES}
     for table, paths in files.items():  # fail fast, before any row is read
         S.check_file_schemas(paths, table, cfg.columns)
     init_ray()
     summaries = {t: TableSummary(rows_in=S.count_rows(files[t])) for t in S.TABLES}
     started = time.time()
-    with storage.Output(out) as staging:
+    with storage.Output(out, inputs=[logs]) as staging:
         progress(f"validating videos: {summaries['videos'].rows_in:,} rows in {len(files['videos'])} file(s)")
         video_ids = _validate_videos(files["videos"], staging, cfg)
         for table in ("search_log", "rec_log"):

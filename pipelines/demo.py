@@ -24,6 +24,7 @@ from crops_ray import buckets as B  # noqa: E402
 from crops_ray import report as R  # noqa: E402
 from crops_ray import schema as S  # noqa: E402
 from crops_ray.config import load_config  # noqa: E402
+from crops_ray.storage import OutputError, check_output  # noqa: E402
 from crops_ray.experiment import ABLATIONS, METHODS, TABLE1, ExperimentConfig, aggregate, online_ab, plot_table1, run_method, side_by_side, table1_markdown  # noqa: E402
 from crops_ray.validate import ValidationConfig, format_summary, validate_logs  # noqa: E402
 from crops_ray.world.generator import format_stats, generate_world, world_config  # noqa: E402
@@ -131,6 +132,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.doc_tower:
         cfg.train.doc_tower, cfg.train.shared_towers = args.doc_tower, args.doc_tower == "train"
     seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        check_output(args.out, [args.logs], replaces=False)
+    except OutputError as exc:
+        p.error(str(exc))
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
     results, sections, timings = [], [], {}

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from crops_ray.config import load_config  # noqa: E402
 from crops_ray.evaluate import EvalConfig, evaluate, format_metrics  # noqa: E402
 from crops_ray.index import KINDS  # noqa: E402
+from crops_ray.storage import check_output  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.index:
         cfg.index.kind = args.index
     try:
+        check_output(args.out, [args.logs, args.model if args.model and os.path.exists(args.model) else None], replaces=False)
         metrics = evaluate(args.logs, args.out, method=args.method, model=args.model, cfg=cfg)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray.config import load_config  # noqa: E402
+from crops_ray.storage import OutputError  # noqa: E402
 from crops_ray.world.generator import SCALES, WorldConfig, format_stats, generate_world  # noqa: E402
 
 
@@ -34,7 +35,11 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(WorldConfig, args.config, overrides)
     use_ray = args.ray if args.ray is not None else args.scale == "large"
     print(f"generating the {args.scale} world (seed {cfg.seed}, {cfg.users:,} users, {cfg.shards} shards{', on Ray' if use_ray else ''}) -> {args.out}")
-    stats = generate_world(args.out, cfg, use_ray=use_ray)
+    try:
+        stats = generate_world(args.out, cfg, use_ray=use_ray)
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     print(format_stats(stats))
     return stats
 

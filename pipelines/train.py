@@ -24,6 +24,7 @@ from crops_ray.config import load_config  # noqa: E402
 from crops_ray.hla import build_groups, load_samples, write_groups  # noqa: E402
 from crops_ray.models import model_path  # noqa: E402
 from crops_ray.runtime import init_ray  # noqa: E402
+from crops_ray.storage import check_output  # noqa: E402
 from crops_ray.train import DEFAULT_RUN_NAME, DOC_TOWERS, LOSSES, TrainJobConfig, train  # noqa: E402
 
 
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.doc_tower == "frozen":
             flags["shared_towers"] = False
         cfg = dataclasses.replace(job.train, **{k: v for k, v in flags.items() if v is not None})
+        check_output(args.out, [args.data], replaces=False)
         model_path(cfg.model)  # a missing model fails now, not after the groups are built and Ray has started
         samples, what = load_samples(args.data, job.levels)
         groups = build_groups(samples, job.groups)

@@ -17,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray.schema import LogSchemaError  # noqa: E402
+from crops_ray.storage import OutputError  # noqa: E402
 from crops_ray.validate import format_summary, load_validation_config, validate_logs  # noqa: E402
 
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None):
     cfg = load_validation_config(args.config, {"ts_min": args.ts_min, "ts_max": args.ts_max})
     try:
         summaries = validate_logs(args.logs, args.out, cfg)
-    except LogSchemaError as exc:
+    except (LogSchemaError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(format_summary(summaries))

@@ -68,7 +68,7 @@ def convert(source: str, out: str) -> dict[str, int]:
             rows["video_id"].append(f"cran-{doc}")
             rows["grade"].append(grade)
     qrels = pa.table(rows, schema=S.QRELS_SCHEMA)
-    with storage.Output(out) as root:
+    with storage.Output(out, inputs=[source]) as root:
         storage.write_table(videos, f"{root}/videos/part-00000.parquet")
         storage.write_table(qrels, f"{root}/eval/qrels.parquet")
     return {"documents": videos.num_rows, "queries": len(set(rows["query"])), "judgments": qrels.num_rows, "dropped_judgments": dropped}

@@ -22,14 +22,13 @@ from __future__ import annotations
 import html
 import os
 import re
-import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from crops_ray import schema as S
+from crops_ray import storage
 
 DAY = 86_400
 BASE_TS = 1_370_044_800  # 2013-06-01T00:00:00Z, around when the track's sessions were recorded
@@ -149,13 +148,9 @@ def read_sessions(xml_path: str, min_dwell_s: float = 0.0, base_ts: int = BASE_T
 
 def import_trec_session(xml_path: str, out: str, min_dwell_s: float = 0.0) -> ImportStats:
     """Write the log contract's layout (videos/, search_log/, rec_log/ with no rows) to ``out`` (replaced)."""
+    storage.check_output(out, [xml_path])
     videos, search, stats = read_sessions(xml_path, min_dwell_s)
-    staging = f"{out.rstrip('/')}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    for table, data in (("videos", videos), ("search_log", search), ("rec_log", S.REC_LOG_SCHEMA.empty_table())):
-        os.makedirs(f"{staging}/{table}")
-        pq.write_table(data, f"{staging}/{table}/part-00000.parquet")
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.replace(staging, out)
+    with storage.Output(out, inputs=[xml_path]) as staging:
+        for table, data in (("videos", videos), ("search_log", search), ("rec_log", S.REC_LOG_SCHEMA.empty_table())):
+            storage.write_table(data, f"{staging}/{table}/part-00000.parquet")
     return stats

@@ -221,9 +221,7 @@ def build_data(logs: str, out: str, cfg: EngineConfig | None = None, validate: b
     from crops_ray.runtime import init_ray
 
     cfg = cfg or EngineConfig()
-    inside = os.path.abspath(logs).rstrip("/") + "/"
-    if "://" not in out and (inside.startswith(os.path.abspath(out).rstrip("/") + "/")):
-        raise EngineInputError(f"--logs {logs} lies inside --out {out}, which this run replaces: write the output elsewhere")
+    storage.check_output(out, [logs, eval_dir])  # before anything is read, started or deleted
     if validate:  # whole-file problems fail before anything starts
         for table in S.TABLES:
             S.check_file_schemas(S.table_files(logs, table), table, S.LogColumns())
@@ -237,7 +235,7 @@ def build_data(logs: str, out: str, cfg: EngineConfig | None = None, validate: b
     previous_strategy = ctx.shuffle_strategy
     ctx.shuffle_strategy = cfg.shuffle_strategy
     try:
-        with storage.Output(out) as staging:
+        with storage.Output(out, inputs=[logs, eval_dir]) as staging:
             stats = _build(logs, staging, cfg, validate, eval_dir, progress)
             stats["seconds"]["total"] = round(time.time() - started, 2)
             if not cfg.keep_work:

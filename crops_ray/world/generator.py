@@ -550,6 +550,7 @@ def _write_shard(cat: Catalog, cfg: WorldConfig, shard: int, user_range: tuple[i
 def generate_world(out: str, cfg: WorldConfig, use_ray: bool = False, progress=print) -> dict:
     """Write the world to ``out`` (a local path or any URI pyarrow writes; see storage.Output); returns its statistics."""
     started = time.time()
+    storage.check_output(out)  # an existing folder we did not write is refused before minutes of generation
     cat = build_catalog(cfg)
     progress(f"catalog: {len(cat.video_ids):,} videos, {len(cat.queries):,} queries ({time.time() - started:.1f}s)")
     bounds = np.linspace(0, cfg.users, cfg.shards + 1).astype(int)
