@@ -421,7 +421,7 @@ def train_loop_per_worker(loop: dict) -> None:
     if checkpoint:
         with checkpoint.as_directory() as folder:
             encoder = Encoder.from_pretrained(os.path.join(folder, MODEL_DIR))
-            state = torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=False)
+            state = torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
     else:
         encoder = Encoder.from_pretrained(cfg.model, shared=cfg.shared_towers, max_length=cfg.max_length)
     encoder.config.max_length = cfg.max_length
@@ -490,9 +490,14 @@ def train_loop_per_worker(loop: dict) -> None:
                 (out.backward / cfg.grad_accum).backward()
             sums += out.level_sums.cpu()
             counts += out.level_counts.cpu()
-        if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        # The gradient after DDP's all-reduce is the same on every rank, so every rank sees a non-finite norm
+        # at the same step and they stop together; the last checkpoint stays the last good model.
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
         lr = optimizer.param_groups[0]["lr"]
+        if not torch.isfinite(norm):
+            ray.train.report({"step": step + 1, "total_steps": total_steps, "nonfinite": True, "grad_norm": float(norm),
+                              "loss": float(out.backward.detach()), "lr": lr, "resumed_from_step": start_step}, checkpoint=None)
+            return
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -671,6 +676,12 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
         stop.set()
         printer.join(timeout=10)
         ray.kill(queue.actor)
+    final = dict(result.metrics or {})
+    if final.get("nonfinite"):
+        raise NonFiniteTrainingError(
+            f"training stopped at step {final['step']}: the gradient norm is {final['grad_norm']} (loss {final['loss']}, "
+            f"lr {final['lr']:.3g}); no model was saved. Lower --lr or raise the warm-up; the last good checkpoint "
+            f"is under {storage}/{name}.")
     if result.checkpoint is None:
         raise RuntimeError(f"training under {storage}/{name} finished without a checkpoint")
 
@@ -681,7 +692,6 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
         shutil.copytree(os.path.join(folder, MODEL_DIR), tmp)
         shutil.rmtree(model_dir, ignore_errors=True)
         os.replace(tmp, model_dir)
-    final = dict(result.metrics or {})
     metrics = {
         "loss_name": cfg.loss,
         "steps": final.get("step"),
@@ -699,6 +709,10 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
     with open(os.path.join(out, "train_metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """The loss or gradient became NaN or infinite: training stops instead of saving a broken model."""
 
 
 def _ordered_ingest():

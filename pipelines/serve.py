@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     from crops_ray.runtime import init_ray
 
     init_ray(num_cpus=args.num_cpus)
-    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.start(http_options={"host": args.host, "port": args.port, "request_timeout_s": 30})
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     auth = " -H \"Authorization: Bearer $" + settings.auth_token_env + "\"" if token_set else ""

@@ -25,7 +25,7 @@ from crops_ray.hla import build_groups, load_samples, write_groups  # noqa: E402
 from crops_ray.models import model_path  # noqa: E402
 from crops_ray.runtime import init_ray  # noqa: E402
 from crops_ray.storage import check_output  # noqa: E402
-from crops_ray.train import DEFAULT_RUN_NAME, DOC_TOWERS, LOSSES, TrainJobConfig, train  # noqa: E402
+from crops_ray.train import DEFAULT_RUN_NAME, DOC_TOWERS, LOSSES, NonFiniteTrainingError, TrainJobConfig, train  # noqa: E402
 
 
 def format_summary(m: dict) -> str:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{job.groups.group_size} candidates ({groups_dir})")
         init_ray()
         metrics = train(groups_dir, args.out, cfg, storage=args.storage, name=args.name)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, NonFiniteTrainingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(format_summary(metrics))

@@ -37,11 +37,12 @@ APP_NAME = "crops"
 DEFAULT_TOKEN_ENV = "CROPS_SERVE_TOKEN"
 
 # Replica resources sized for a 2-core machine (all four fit in ~1.4 CPUs); serve/config.yaml overrides them.
+# max_queued_requests bounds what waits for a replica: beyond it a caller gets 503 (Retry-After), not a longer queue.
 DEFAULT_OPTIONS = {
-    "Gateway": {"num_cpus": 0.1, "max_ongoing_requests": 256},
-    "QueryEncoder": {"num_cpus": 0.5, "max_ongoing_requests": 128},
-    "Discriminator": {"num_cpus": 0.5, "max_ongoing_requests": 128},
-    "Retriever": {"num_cpus": 0.25, "max_ongoing_requests": 128},
+    "Gateway": {"num_cpus": 0.1, "max_ongoing_requests": 256, "max_queued_requests": 512},
+    "QueryEncoder": {"num_cpus": 0.5, "max_ongoing_requests": 128, "max_queued_requests": 512},
+    "Discriminator": {"num_cpus": 0.5, "max_ongoing_requests": 128, "max_queued_requests": 512},
+    "Retriever": {"num_cpus": 0.25, "max_ongoing_requests": 128, "max_queued_requests": 512},
 }
 
 
@@ -64,6 +65,7 @@ class ServeSettings(BaseModel):
     encode_batch_size: int = Field(64, ge=1, description="texts per forward pass inside a batch")
     threads: int | None = Field(None, ge=1, description="torch/FAISS threads per model replica; None: its num_cpus rounded, at least 1")
     auth_token_env: str = Field(DEFAULT_TOKEN_ENV, description="bearer token required on /v1/* when this variable is set")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="request body limit; larger bodies get 413 before they are parsed")
 
 
 # ------------------------------------------------------------------------------------------------ versions
@@ -310,6 +312,67 @@ class ErrorResponse(BaseModel):
     model: str
 
 
+class Guard:
+    """ASGI middleware run before FastAPI reads a body: the bearer token on /v1/* (401) and the body limit (413).
+
+    Authentication comes first, so an unauthenticated caller learns nothing from validation errors; the body is
+    read here, at most ``max_body_bytes`` of it (chunked bodies included), and replayed to the app.
+    """
+
+    def __init__(self, app, token: str | None, max_body_bytes: int, error_body):
+        self.app, self.token, self.max_body_bytes, self.error_body = app, token, max_body_bytes, error_body
+
+    async def _reply(self, send, status: int, message: str, headers: dict | None = None) -> None:
+        response = JSONResponse(self.error_body(message), status_code=status, headers=headers)
+        await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith(f"/{API_VERSION}/"):
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.token is not None:
+            scheme, _, given = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+                return await self._reply(send, 401, "missing or invalid bearer token (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"})
+        too_large = f"request body over {self.max_body_bytes:,} bytes; send fewer or shorter items"
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return await self._reply(send, 413, too_large)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_body_bytes:
+                return await self._reply(send, 413, too_large)
+        body, sent = b"".join(chunks), False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()  # after the body: disconnect notices
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+
+def _unavailable(exc: Exception) -> tuple[int, str] | None:
+    """503 and a message for the failures a retry can cure: a full queue, a replica that died or is restarting."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    if isinstance(exc, BackPressureError):
+        return 503, "the service is at capacity (queue full); retry shortly"
+    if isinstance(exc, (ActorDiedError, ActorUnavailableError, RayActorError, DeploymentUnavailableError)):
+        return 503, "a model replica failed or is restarting; retry shortly"
+    return None
+
+
 def make_api(backend: Backend, settings: ServeSettings, token: str | None) -> FastAPI:
     """The FastAPI app: routes, request validation (422), auth (401), content type (415), all errors as JSON.
 
@@ -326,11 +389,23 @@ def make_api(backend: Backend, settings: ServeSettings, token: str | None) -> Fa
         f"(the encoder's name@content-hash). Invalid requests get 422 (415 for a non-JSON body) with `error` and `detail`; "
         f"at most {settings.max_items} items per request and {settings.max_chars} characters per text.",
     )
-    errors = {401: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+    errors = {code: {"model": ErrorResponse} for code in (401, 413, 415, 422, 503)}
+
+    def error_body(message: str, detail: Any = None) -> dict:
+        return {"error": message, "detail": detail, "model": backend.versions.get("model", "")}
 
     def error(status: int, message: str, detail: Any = None, headers: dict | None = None) -> JSONResponse:
-        body = {"error": message, "detail": detail, "model": backend.versions["model"]}
-        return JSONResponse(body, status_code=status, headers=headers)
+        return JSONResponse(error_body(message, detail), status_code=status, headers=headers)
+
+    app.add_middleware(Guard, token=token, max_body_bytes=settings.max_body_bytes, error_body=error_body)
+
+    @app.exception_handler(Exception)
+    async def failed(_: Request, exc: Exception) -> JSONResponse:
+        # Never a bare 500 page: a cause a retry can cure is a 503 with Retry-After, anything else a JSON 500.
+        known = _unavailable(exc)
+        if known:
+            return error(known[0], known[1], headers={"Retry-After": "1"})
+        return error(500, f"internal error ({type(exc).__name__}); the request was not served")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

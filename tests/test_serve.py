@@ -353,3 +353,74 @@ def test_the_pipeline_checks_its_arguments_before_starting_ray(tmp_path, small, 
     with pytest.raises(SystemExit) as e:
         main(["--index", small.index_dir, "--set", "max_k=0"])
     assert e.value.code == 2 and "max_k" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ the HTTP surface without Ray
+
+
+class FakeBackend:
+    """make_api's Backend without models: fixed answers, or the exception a dying replica raises."""
+
+    versions = {"model": "fake@0"}
+
+    def __init__(self, fail: Exception | None = None):
+        self.fail = fail
+
+    async def encode(self, queries):
+        if self.fail:
+            raise self.fail
+        return np.zeros((len(queries), 2), np.float32), "fake@0"
+
+    async def score(self, pairs):
+        return np.zeros(len(pairs)), "disc@0"
+
+    async def search(self, query, k):
+        return ["v1"], [1.0], "fake@0", "index@0"
+
+    async def health(self):
+        return {"model": "fake@0"}
+
+
+def _client(backend=None, token=None, **settings):
+    from fastapi.testclient import TestClient
+
+    from serve.app import make_api
+
+    s = ServeSettings(index="unused", **settings)
+    return TestClient(make_api(backend or FakeBackend(), s, token), raise_server_exceptions=False)
+
+
+def test_a_body_over_the_limit_gets_413_before_it_is_parsed():
+    client = _client(max_body_bytes=2048)
+    big = {"queries": ["jaguar " * 40] * 10}  # ~3 KB of valid JSON
+    r = client.post("/v1/encode", json=big)
+    assert r.status_code == 413 and "2,048 bytes" in r.json()["error"] and r.json()["model"] == "fake@0"
+
+    def chunks():  # no Content-Length: the limit still holds on the bytes actually read
+        for _ in range(4):
+            yield b" " * 1000
+    r = client.post("/v1/encode", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert client.post("/v1/encode", json={"queries": ["jaguar"]}).status_code == 200  # under the limit: served
+
+
+def test_authentication_comes_before_the_body_is_read():
+    client = _client(token=TOKEN)
+    for kwargs in ({"content": b'{"queries": [', "headers": {"Content-Type": "application/json"}},  # malformed JSON
+                   {"content": b"x" * 5_000_000, "headers": {"Content-Type": "application/json"}},  # and oversized
+                   {"json": {"queries": ["a"]}, "headers": {"Authorization": f"Basic {TOKEN}"}}):
+        r = client.post("/v1/encode", **kwargs)
+        assert r.status_code == 401 and "bearer token" in r.json()["error"], r.text
+    ok = client.post("/v1/encode", json={"queries": ["a"]}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200 and ok.json()["dim"] == 2
+
+
+def test_a_dead_replica_or_a_full_queue_is_a_json_503_and_other_failures_a_json_500():
+    from ray.exceptions import ActorDiedError
+    from ray.serve.exceptions import BackPressureError
+
+    for exc, status, message in ((ActorDiedError(), 503, "replica failed"), (BackPressureError(num_queued_requests=5, max_queued_requests=5), 503, "capacity"),
+                                 (KeyError("boom"), 500, "internal error (KeyError)")):
+        r = _client(FakeBackend(fail=exc)).post("/v1/encode", json={"queries": ["a"]})
+        assert r.status_code == status and message in r.json()["error"] and r.json()["model"] == "fake@0", (exc, r.text)
+        assert (r.headers.get("retry-after") == "1") == (status == 503)

@@ -272,6 +272,18 @@ def test_pipeline_trains_two_workers_and_resumes(tiny_world, tiny_model, tmp_pat
 
 
 @pytest.mark.ray
+def test_a_diverging_run_stops_with_exit_2_and_saves_no_model(tiny_world, tiny_model, tmp_path, ray_local, capsys):
+    out = tmp_path / "crops"
+    with pytest.raises(SystemExit) as exit_:
+        train_main(["--data", tiny_world, "--out", str(out), "--model", tiny_model, *TINY, "--lr", "1e30", "--max-steps", "6",
+                    "--num-workers", "1", "--doc-tower", "frozen"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "training stopped at step" in err and "no model was saved" in err, err
+    assert not (out / "model").exists() and not (out / "train_metrics.json").exists()
+
+
+@pytest.mark.ray
 @pytest.mark.slow
 def test_killed_worker_restarts_from_the_checkpoint(tiny_groups, tiny_model, tmp_path, ray_local):
     marker = str(tmp_path / "killed")
