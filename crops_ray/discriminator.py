@@ -314,6 +314,25 @@ def _fine_tune_key(cfg: DiscriminatorConfig) -> str:
     return f"-ft{cfg.fine_tune_epochs}x{cfg.fine_tune_batch_size}lr{cfg.fine_tune_lr:g}s{cfg.fine_tune_seed}L{cfg.max_length}"
 
 
+def calibrated_weights(calibration: Calibration | None, cfg: DiscriminatorConfig) -> str:
+    """The weights a calibration belongs to (it was fitted on them): its own folder (a fine-tuned model, say) or a
+    packaged alias. Weights that are gone (another node, a wiped cache) are an error naming the folder, never a
+    quiet fallback to the base model, whose scores the calibration would map to the wrong theta."""
+    from crops_ray.models import model_path
+
+    if calibration is None or not calibration.model:
+        return model_path(cfg.model)
+    if os.path.exists(os.path.join(calibration.model, "config.json")):
+        return calibration.model
+    try:
+        return model_path(calibration.model)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"the calibration ({calibration.source}) belongs to the discriminator weights at {calibration.model}, which "
+            "are not there (another machine, or a wiped cache?): copy that folder there, or calibrate again "
+            "(drop the calibration file to refit on the embedded world)") from None
+
+
 def load_or_fit_calibration(cfg: DiscriminatorConfig, alpha: float = 0.6, progress=print) -> Calibration:
     """The calibration ``cfg`` asks for, fitting (and caching) it when needed.
 
@@ -371,12 +390,8 @@ class Discriminator:
         import torch
         from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-        from crops_ray.models import model_path
-
         self.cfg, self.calibration = cfg, calibration
-        # A calibration belongs to the weights it was fitted on (a fine-tuned folder, for instance): load those.
-        own = calibration is not None and calibration.model and os.path.exists(os.path.join(calibration.model, "config.json"))
-        self.model_dir = calibration.model if own else model_path(cfg.model)
+        self.model_dir = calibrated_weights(calibration, cfg)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         loader = AutoModel if cfg.kind == "bi-encoder" else AutoModelForSequenceClassification

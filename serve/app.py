@@ -536,10 +536,12 @@ def build_app(args: dict) -> serve.Application:
 
     The discriminator's calibration is resolved here, once, so every replica scores with the same one.
     """
-    from crops_ray.discriminator import DiscriminatorConfig, load_or_fit_calibration
+    from crops_ray.discriminator import DiscriminatorConfig, calibrated_weights, load_or_fit_calibration
 
     s = resolve_settings(args)
-    calibration = load_or_fit_calibration(DiscriminatorConfig(model=s.discriminator_model, calibration=s.calibration))
+    disc_cfg = DiscriminatorConfig(model=s.discriminator_model, calibration=s.calibration)
+    calibration = load_or_fit_calibration(disc_cfg)
+    calibrated_weights(calibration, disc_cfg)  # weights that are gone fail here, not in every replica
     batch = {"batching": s.batching, "max_batch_size": s.max_batch_size, "batch_wait_timeout_s": s.batch_wait_timeout_s, "threads": s.threads}
     gateway_env = {s.auth_token_env: os.environ[s.auth_token_env]} if os.environ.get(s.auth_token_env) else {}
 

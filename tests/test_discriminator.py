@@ -165,3 +165,21 @@ def test_actor_pool_stage_matches_the_plain_model(ray_local, disc):
             assert r["score"] is None or np.isnan(r["score"])
         if r["others"]:
             assert r["gate_score"] == pytest.approx(float(disc.raw_scores([r["query"]], ["jaguar cat"])[0]), abs=1e-5)
+
+
+def test_a_calibration_whose_weights_are_gone_is_an_error_not_the_base_model(tmp_path, monkeypatch):
+    """Fitted on a fine-tuned folder that another node or a wiped cache no longer has: refuse, naming the folder,
+    in the library, the engine's check and the Serve builder; a packaged alias still resolves."""
+    from crops_ray.discriminator import Calibration, Discriminator, calibrated_weights
+    from crops_ray.index import VectorIndex
+    from serve.app import build_app
+
+    gone = str(tmp_path / "discriminators" / "ft-1234")
+    cal = Calibration(a=10.0, b=-4.0, model=gone, kind="bi-encoder", source="world:1", labelled_pairs=10, positives=5)
+    with pytest.raises(FileNotFoundError, match="ft-1234"):
+        Discriminator(DiscriminatorConfig(), cal)
+    assert calibrated_weights(Calibration(**{**cal.__dict__, "model": "minilm"}), DiscriminatorConfig()).endswith("model")
+    cal.save(str(tmp_path / "cal.json"))
+    VectorIndex.build(["a"], np.eye(1, 4, dtype=np.float32)).save(str(tmp_path / "index"))
+    with pytest.raises(FileNotFoundError, match="ft-1234"):
+        build_app({"index": str(tmp_path / "index"), "calibration": str(tmp_path / "cal.json")})

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from crops_ray import schema as S
 from crops_ray import storage
-from crops_ray.discriminator import Calibration, DiscriminatorConfig, load_or_fit_calibration, score_dataset
+from crops_ray.discriminator import Calibration, DiscriminatorConfig, calibrated_weights, load_or_fit_calibration, score_dataset
 from crops_ray.engine import assemble as A
 from crops_ray.engine import world_knowledge as W
 from crops_ray.engine.recommendation import RecommendationConfig
@@ -272,6 +272,7 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
     progress(f"logs {logs}: " + ", ".join(f"{t} {n:,} rows" for t, n in rows_in.items()) + f"; sources {','.join(cfg.sources) or 'none (P0 only)'}; alpha {cfg.alpha}; {partitions} shuffle partitions")
 
     calibration = load_or_fit_calibration(cfg.discriminator, cfg.alpha, progress=lambda m: progress("      " + m))
+    calibrated_weights(calibration, cfg.discriminator)  # weights that are gone fail here, not inside every actor
     calibration.save(f"{staging}/discriminator_calibration.json")
     work = f"{staging}/_work"
     search_cols = ["request_id", "user_id", "query", "ts", "video_id", "stage"]
