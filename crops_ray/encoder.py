@@ -111,6 +111,14 @@ class Encoder(torch.nn.Module):
         doc_model = query_model if config.shared else copy.deepcopy(query_model)
         return cls(query_model, doc_model, AutoTokenizer.from_pretrained(folder), config)
 
+    @staticmethod
+    def output_dim(name_or_path: str) -> int:
+        """The embedding size of a saved or pretrained encoder, read from its config (no weights loaded)."""
+        folder = model_path(name_or_path)
+        query = os.path.join(folder, QUERY_FOLDER)
+        with open(os.path.join(query if os.path.isdir(query) else folder, "config.json")) as f:
+            return int(json.load(f)["hidden_size"])
+
     def save(self, folder: str) -> None:
         """Write a Hugging Face folder (safetensors + tokenizer) plus ``crops_encoder.json``."""
         os.makedirs(folder, exist_ok=True)

@@ -98,6 +98,9 @@ def retrieve(method: str, logs: str, queries: list[str], k: int, model: str | No
     if cfg.index.kind != "flat":
         progress(f"{cfg.index.kind} index recall@{k} against exact search: {index.recall_against_exact(emb, q, k):.4f}")
     if out:
+        from crops_ray.embed import _fingerprint
+
+        index.meta = {"encoder": _fingerprint(model_dir, []), "model": os.path.abspath(model_dir) if os.path.isdir(model_dir) else model_dir}
         index.save(f"{out}/index")
     return dict(zip(queries, ranked))
 

@@ -33,8 +33,9 @@ class IndexConfig:
 
 
 class VectorIndex:
-    def __init__(self, index: faiss.Index, ids: list[str], cfg: IndexConfig):
+    def __init__(self, index: faiss.Index, ids: list[str], cfg: IndexConfig, meta: dict | None = None):
         self.index, self.ids, self.cfg = index, ids, cfg
+        self.meta = dict(meta or {})  # what built it: {"encoder": the document tower's fingerprint, "model": ...}
 
     @classmethod
     def build(cls, ids: list[str], embeddings: np.ndarray, cfg: IndexConfig | None = None) -> "VectorIndex":
@@ -74,7 +75,7 @@ class VectorIndex:
         faiss.write_index(self.index, f"{folder}/index.faiss")
         pq.write_table(pa.table({"video_id": self.ids}), f"{folder}/ids.parquet")
         with open(f"{folder}/index.json", "w") as f:
-            json.dump({"config": asdict(self.cfg), "size": len(self.ids), "dim": self.index.d}, f, indent=2)
+            json.dump({"config": asdict(self.cfg), "size": len(self.ids), "dim": self.index.d, **self.meta}, f, indent=2)
 
     @classmethod
     def load(cls, folder: str) -> "VectorIndex":
@@ -82,5 +83,30 @@ class VectorIndex:
             if not os.path.exists(f"{folder}/{name}"):
                 raise FileNotFoundError(f"{folder}: not an index folder (missing {name})")
         with open(f"{folder}/index.json") as f:
-            cfg = IndexConfig(**json.load(f)["config"])
-        return cls(faiss.read_index(f"{folder}/index.faiss"), pq.read_table(f"{folder}/ids.parquet")["video_id"].to_pylist(), cfg)
+            info = json.load(f)
+        meta = {k: v for k, v in info.items() if k not in ("config", "size", "dim")}
+        return cls(faiss.read_index(f"{folder}/index.faiss"), pq.read_table(f"{folder}/ids.parquet")["video_id"].to_pylist(), IndexConfig(**info["config"]), meta)
+
+
+def check_index_matches(folder: str, model_dir: str) -> str:
+    """Refuse an index that the encoder at ``model_dir`` cannot search: no vectors, another dimension, or built by
+    another document tower (its fingerprint is in index.json). Returns how it was checked, for /healthz."""
+    from crops_ray.embed import _fingerprint
+    from crops_ray.encoder import Encoder
+
+    with open(f"{folder}/index.json") as f:
+        info = json.load(f)
+    if not info.get("size"):
+        raise ValueError(f"index {folder} has no vectors")
+    dim = Encoder.output_dim(model_dir)
+    if info.get("dim") != dim:
+        raise ValueError(f"index {folder} holds {info.get('dim')}-dimensional vectors, but the encoder {model_dir} makes {dim}-dimensional ones")
+    if "encoder" not in info:
+        return "dimension only (index.json names no encoder: written before crops-ray recorded it)"
+    from crops_ray.models import model_path
+
+    mine = _fingerprint(model_path(model_dir), [])
+    if info["encoder"] != mine:
+        raise ValueError(f"index {folder} was built by another document encoder ({info.get('model', '?')}, fingerprint "
+                         f"{info['encoder']}), not by {model_dir} ({mine}): rebuild the index with this model")
+    return f"encoder fingerprint {mine} and dimension {dim}"

@@ -205,7 +205,7 @@ class DiscriminatorDeployment(_BatchStats):
 class Retriever(_BatchStats):
     """Top-k video ids and inner-product scores for query embeddings (FAISS; one search per batch)."""
 
-    def __init__(self, index: str, batching: bool = True, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005, threads: int | None = None):
+    def __init__(self, index: str, batching: bool = True, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005, threads: int | None = None, checked: str = ""):
         import faiss
 
         from crops_ray.index import VectorIndex
@@ -213,13 +213,14 @@ class Retriever(_BatchStats):
         faiss.omp_set_num_threads(_replica_threads(threads))
         self.index = VectorIndex.load(index)
         self.version = content_version(index, (".faiss", ".parquet", ".json"))
+        self.checked = checked  # how build_app matched the index to the encoder
         self.batching = batching
         self._thread = _OneThread()
         self._search_batch.set_max_batch_size(max_batch_size)
         self._search_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def info(self) -> dict:
-        return {"index": self.version, "size": len(self.index.ids), "dim": int(self.index.index.d), **self.batch_stats()}
+        return {"index": self.version, "size": len(self.index.ids), "dim": int(self.index.index.d), "checked": self.checked, **self.batch_stats()}
 
     def _search(self, requests: list[tuple[np.ndarray, int]]) -> list[tuple[list[str], list[float]]]:
         ids, scores = self.index.search(np.stack([q for q, _ in requests]), max(k for _, k in requests))
@@ -486,7 +487,7 @@ class HandleBackend:
 
     async def health(self):
         info = await self.refresh()
-        return {**self.versions, "dim": info["encoder"]["dim"], "index_size": info["retriever"]["size"], "calibration": info["discriminator"]["calibration"]}
+        return {**self.versions, "dim": info["encoder"]["dim"], "index_size": info["retriever"]["size"], "index_check": info["retriever"].get("checked", ""), "calibration": info["discriminator"]["calibration"]}
 
 
 @serve.deployment(name="Gateway")
@@ -537,11 +538,13 @@ def build_app(args: dict) -> serve.Application:
     The discriminator's calibration is resolved here, once, so every replica scores with the same one.
     """
     from crops_ray.discriminator import DiscriminatorConfig, calibrated_weights, load_or_fit_calibration
+    from crops_ray.index import check_index_matches
 
     s = resolve_settings(args)
     disc_cfg = DiscriminatorConfig(model=s.discriminator_model, calibration=s.calibration)
     calibration = load_or_fit_calibration(disc_cfg)
     calibrated_weights(calibration, disc_cfg)  # weights that are gone fail here, not in every replica
+    index_check = check_index_matches(s.index, s.model)  # another encoder's index, another dimension, no vectors: refused
     batch = {"batching": s.batching, "max_batch_size": s.max_batch_size, "batch_wait_timeout_s": s.batch_wait_timeout_s, "threads": s.threads}
     gateway_env = {s.auth_token_env: os.environ[s.auth_token_env]} if os.environ.get(s.auth_token_env) else {}
 
@@ -554,5 +557,5 @@ def build_app(args: dict) -> serve.Application:
 
     encoder = QueryEncoder.options(**options("QueryEncoder")).bind(s.model, encode_batch_size=s.encode_batch_size, **batch)
     discriminator = DiscriminatorDeployment.options(**options("Discriminator")).bind(s.discriminator_model, asdict(calibration), **batch)
-    retriever = Retriever.options(**options("Retriever")).bind(s.index, **batch)
+    retriever = Retriever.options(**options("Retriever")).bind(s.index, checked=index_check, **batch)
     return Gateway.options(**options("Gateway", gateway_env)).bind(encoder, discriminator, retriever, s.model_dump())

@@ -285,7 +285,7 @@ def small(tmp_path):
     from crops_ray.discriminator import Calibration
     from crops_ray.index import VectorIndex
 
-    VectorIndex.build(["a", "b", "c"], np.eye(3, dtype=np.float32)).save(str(tmp_path / "index"))
+    VectorIndex.build(["a", "b", "c"], np.eye(3, 384, dtype=np.float32)).save(str(tmp_path / "index"))  # MiniLM's 384
     Calibration(a=10.0, b=-4.0, model="minilm", kind="bi-encoder", source="test", labelled_pairs=0, positives=0).save(str(tmp_path / "cal.json"))
     return SimpleNamespace(index_dir=str(tmp_path / "index"), settings={"index": str(tmp_path / "index"), "calibration": str(tmp_path / "cal.json")})
 
@@ -424,3 +424,28 @@ def test_a_dead_replica_or_a_full_queue_is_a_json_503_and_other_failures_a_json_
         r = _client(FakeBackend(fail=exc)).post("/v1/encode", json={"queries": ["a"]})
         assert r.status_code == status and message in r.json()["error"] and r.json()["model"] == "fake@0", (exc, r.text)
         assert (r.headers.get("retry-after") == "1") == (status == 503)
+
+
+def test_an_index_the_encoder_cannot_search_is_refused_at_build_time(tmp_path, small):
+    """Another dimension, no vectors, or another document encoder (fingerprint in index.json): refused by build_app."""
+    from crops_ray.embed import _fingerprint
+    from crops_ray.encoder import shallow_copy
+    from crops_ray.index import VectorIndex, check_index_matches
+    from crops_ray.models import model_path
+
+    def index(name, vectors, meta=None):
+        built = VectorIndex.build([f"v{i}" for i in range(len(vectors))], vectors)
+        built.meta = meta or {}
+        built.save(str(tmp_path / name))
+        return {**small.settings, "index": str(tmp_path / name)}
+
+    with pytest.raises(ValueError, match="3-dimensional vectors, but the encoder"):
+        build_app(index("dim3", np.eye(3, dtype=np.float32)))
+    with pytest.raises(ValueError, match="no vectors"):
+        build_app(index("empty", np.zeros((0, 384), np.float32)))
+    other = shallow_copy("minilm", str(tmp_path / "minilm-1l"), num_layers=1)
+    with pytest.raises(ValueError, match="another document encoder"):
+        build_app(index("other", np.eye(2, 384, dtype=np.float32), {"encoder": _fingerprint(other, []), "model": other}))
+    ok = index("mine", np.eye(2, 384, dtype=np.float32), {"encoder": _fingerprint(model_path("minilm"), []), "model": "minilm"})
+    assert check_index_matches(ok["index"], "minilm").startswith("encoder fingerprint")
+    assert build_app(ok)._bound_deployment.init_args[2]._bound_deployment.init_kwargs["checked"].startswith("encoder fingerprint")
