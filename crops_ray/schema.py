@@ -133,9 +133,17 @@ def table_files(root: str, table: str) -> list[str]:
     return [prefix + f for f in files]
 
 
+def is_nested(typ: pa.DataType) -> bool:
+    """Lists, structs, maps and unions (also dictionary-encoded): values a log column cannot hold."""
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    return pa.types.is_nested(typ) or pa.types.is_union(typ)
+
+
 def check_file_schemas(files: list[str], table: str, columns: LogColumns) -> pa.Schema:
     """Fail fast on a file that is not parquet or lacks a required column; return the first file's schema."""
     required = [n for n in SCHEMAS[table].names if n not in OPTIONAL_COLUMNS[table]]
+    sources = {columns.source_name(n): n for n in SCHEMAS[table].names}
     first: pa.Schema | None = None
     for path in files:
         fs, p = filesystem_and_path(path)
@@ -151,6 +159,13 @@ def check_file_schemas(files: list[str], table: str, columns: LogColumns) -> pa.
                     f"{path}: required column '{name}'{hint} of table '{table}' is missing; "
                     f"file has {schema.names}"
                 )
+        for field in schema:
+            if field.name in sources and is_nested(field.type):
+                raise LogSchemaError(f"{path}: column '{field.name}' of table '{table}' is a {field.type}; the contract's "
+                                     f"'{sources[field.name]}' is a single value per row (a string{' or a number' if sources[field.name] == 'ts' else ''})")
+            if field.name in SCHEMAS[table].names and field.name not in sources:
+                raise LogSchemaError(f"{path}: column '{field.name}' collides with the contract column that is mapped from "
+                                     f"'{columns.source_name(field.name)}'; rename or drop one of them")
         first = first or schema
     assert first is not None
     return first

@@ -57,6 +57,8 @@ def _to_utf8(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """Cast to string; return the array and a mask of values that were present but not valid UTF-8."""
     n = len(arr)
     bad = np.zeros(n, dtype=bool)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         try:
             arr.validate(full=True)
@@ -79,13 +81,20 @@ def _to_seconds(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
     if pa.types.is_timestamp(arr.type):
         seconds = pc.cast(arr, pa.timestamp("s", tz=arr.type.tz), safe=False)
         return seconds.cast(pa.int64()), bad
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
     if pa.types.is_integer(arr.type):
-        return arr.cast(pa.int64()), bad
+        try:
+            return arr.cast(pa.int64()), bad
+        except pa.ArrowInvalid:  # uint64 beyond int64: those values are bad, the rest convert
+            pass
 
     def seconds(v) -> int:
         f = float(v.decode() if isinstance(v, bytes) else v)
         if not np.isfinite(f) or f != int(f):
             raise ValueError(v)
+        if not -(2**63) <= int(f) < 2**63:
+            raise OverflowError(v)
         return int(f)
 
     return _convert_each(arr, seconds, pa.int64(), (ValueError, TypeError, OverflowError, UnicodeDecodeError))
@@ -107,9 +116,19 @@ def _convert_each(arr: pa.Array, convert, typ: pa.DataType, errors: tuple) -> tu
     return pa.array(values, type=typ), bad
 
 
+def _python_values(arr) -> list:
+    """Values as Python objects; temporal values Python cannot hold (a year past 9999) as their stored integers."""
+    try:
+        return arr.to_pylist()
+    except (OverflowError, ValueError):
+        if pa.types.is_temporal(arr.type):
+            return arr.cast(pa.int64()).to_pylist()
+        return [None if not v.is_valid else str(v) for v in arr]
+
+
 def _raw_json(batch: pa.Table, names: list[str], rows: np.ndarray) -> list[str]:
     """The original values of the quarantined rows, as JSON, so nothing is lost."""
-    cols = {n: batch.column(n).take(pa.array(rows)).to_pylist() for n in names}
+    cols = {n: _python_values(batch.column(n).take(pa.array(rows))) for n in names}
     out = []
     for i in range(len(rows)):
         record = {n: (v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v) for n, v in ((n, cols[n][i]) for n in names)}
@@ -126,6 +145,10 @@ def check_batch(
     """Canonical columns (renamed, cast), the extra columns, ``reason`` (null when the row is good) and ``raw``."""
     target = S.SCHEMAS[table]
     n = batch.num_rows
+    for name in target.names:
+        src = cfg.columns.source_name(name)
+        if src in batch.column_names and S.is_nested(batch.schema.field(src).type):
+            raise S.LogSchemaError(f"column '{src}' of table '{table}' is a {batch.schema.field(src).type}, not a single value per row")
     reason = np.full(n, None, dtype=object)
 
     def flag(mask: np.ndarray, why: str) -> None:

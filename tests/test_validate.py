@@ -74,6 +74,38 @@ def test_timestamps_strings_and_mapping():
     assert out["action"].null_count == 3  # the optional column is added, empty
 
 
+def test_a_shard_mixing_every_kind_of_bad_value_is_quarantined_not_crashed():
+    """Timestamps past int64 (string, float, uint64), a timestamp Python cannot hold, undecodable bytes in a row
+    quarantined for another reason: every row ends kept or quarantined with its raw values."""
+    n = 7
+    batch = pa.table({
+        "request_id": ["r"] * n, "user_id": pa.array([b"u", b"\xff", b"u", b"u", b"u", b"u", b"u"], pa.binary()),
+        "query": ["q"] * n,
+        "ts": pa.array([str(TS), "99999999999999999999999", "1e300", "-1e30", str(TS), "nan", str(TS)]),
+        "video_id": ["v1", "v1", "v1", "v1", "v-gone", "v1", "v1"], "stage": ["clicked"] * n,
+    })
+    out = check_batch(batch, "search_log", ValidationConfig(), pa.array(["v1"]))
+    assert out["reason"].to_pylist() == [None, "undecodable_user_id", "invalid_ts", "invalid_ts", "unknown_video_id", "invalid_ts", None]
+    raw = [json.loads(r) for r in out["raw"].to_pylist() if r is not None]
+    assert len(raw) == 5 and raw[0]["user_id"] == "\\xff" and raw[0]["ts"] == "99999999999999999999999" and raw[1]["ts"] == "1e300"
+    big = pa.table({"user_id": ["u"] * 3, "video_id": ["v1"] * 3,
+                    "ts": pa.array([2**64 - 1, TS, 10**15], pa.uint64())})
+    assert check_batch(big, "rec_log", ValidationConfig(), pa.array(["v1"]))["reason"].to_pylist() == ["invalid_ts", None, "ts_out_of_range"]
+    far = pa.table({"user_id": ["u"] * 2, "video_id": ["v1"] * 2, "ts": pa.array([10**15, TS], pa.timestamp("s"))})
+    out = check_batch(far, "rec_log", ValidationConfig(), pa.array(["v1"]))
+    assert out["reason"].to_pylist() == ["ts_out_of_range", None] and json.loads(out["raw"][0].as_py())["ts"] == 10**15
+
+
+def test_nested_columns_and_mapped_name_collisions_are_whole_file_errors(tmp_path):
+    path = str(tmp_path / "part-0.parquet")
+    pq.write_table(pa.table({**{k: [v] for k, v in _search().items()}, "query": pa.array([["jaguar", "cub"]])}), path)
+    with pytest.raises(LogSchemaError, match=r"part-0\.parquet: column 'query' of table 'search_log' is a list"):
+        check_file_schemas([path], "search_log", LogColumns())
+    pq.write_table(pa.table({**{k: [v] for k, v in _search().items()}, "uid": ["u9"]}), path)  # maps uid -> user_id
+    with pytest.raises(LogSchemaError, match="'user_id' collides with the contract column that is mapped from 'uid'"):
+        check_file_schemas([path], "search_log", LogColumns(columns={"user_id": "uid"}))
+
+
 def test_config_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown contract columns"):
         LogColumns(columns={"qury": "q"})
