@@ -34,10 +34,26 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, base: T | None = None) 
             inner = getattr(base, key) if base is not None else (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
             value = from_dict(hint, value, inner if dataclasses.is_dataclass(inner) else None)
-        elif hint is tuple or typing.get_origin(hint) is tuple:
-            value = tuple(value)
+        elif hint is not None:
+            value = _coerce(cls, key, hint, value)
         kwargs[key] = value
     return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+def _coerce(cls: type, key: str, hint: Any, value: Any) -> Any:
+    """The value as its field's type, by pydantic's lax rules: YAML's ``lr: 5e-5`` (a string to YAML 1.1) becomes
+    a float, ``[a, b]`` a tuple; a value that cannot be one is a ValueError naming the setting."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        adapter = TypeAdapter(hint)
+    except Exception:  # a type pydantic cannot describe: left as given
+        return value
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise ValueError(f"{cls.__name__}.{key}: {value!r} is not a valid {getattr(hint, '__name__', hint)} "
+                         f"({exc.errors()[0]['msg']})") from None
 
 
 def load_config(cls: type[T], path: str | None = None, overrides: dict[str, Any] | None = None) -> T:
