@@ -31,7 +31,7 @@ demo: $(STAMP)
 # One process: two pytest-xdist workers (-n 2 --dist loadfile, each with its own local Ray and cache) measured no
 # faster on 2 cores (30 min against ~21 min serial) and pushed the engine fixture to its timeout under load.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not ray and not slow" tests

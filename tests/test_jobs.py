@@ -35,7 +35,12 @@ def head():
 
     gcs, dashboard, client, agent = _free_ports(4)
     temp = tempfile.mkdtemp(prefix="crh", dir="/tmp")  # unix socket paths must stay short
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    # The head keeps idle workers as crops_ray.runtime.init_ray does for a local Ray (RAY_<setting> env vars are
+    # read by the raylet): on 2 CPUs Ray's default kills every spare worker a second after each stage.
+    from crops_ray.runtime import local_system_config
+
+    keep = {f"RAY_{k}": str(v) for k, v in local_system_config(2).items()}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", **keep}
     env.pop("RAY_ADDRESS", None)
     cmd = [RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
            f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}", "--min-worker-port=21000",
