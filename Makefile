@@ -28,8 +28,8 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python pipelines/demo.py --out runs/demo
 
-# One process: two pytest-xdist workers (-n 2 --dist loadfile, each with its own local Ray and cache) measured no
-# faster on 2 cores (30 min against ~21 min serial) and pushed the engine fixture to its timeout under load.
+# One process, one local Ray shared by every test that needs one (two pytest-xdist workers were slower on 2 cores:
+# 30 min against ~21 min serial, measured before the Ray start-up fixes in crops_ray/runtime.py).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15 tests
 

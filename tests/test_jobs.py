@@ -85,6 +85,7 @@ def submit(client, args, timeout=600):
     from ray.job_submission import JobStatus
 
     entrypoint = " ".join([sys.executable, *args])
+    started = time.time()
     deadline = time.time() + 60
     while True:
         try:
@@ -102,6 +103,7 @@ def submit(client, args, timeout=600):
         time.sleep(2)
     logs = client.get_job_logs(job)
     assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
+    print(f"job {os.path.basename(args[0])}: {time.time() - started:.0f}s")  # shown with -s or on failure
     return logs
 
 
