@@ -46,7 +46,10 @@ def assets(tmp_path_factory):
     model = shallow_copy("minilm", str(root / "minilm-2l"), 2)
     encoder = Encoder.from_pretrained(model)
     videos = pq.read_table(table_files(world, "videos")).slice(0, INDEXED_VIDEOS).to_pandas()
+    from crops_ray.embed import _fingerprint
+
     index = VectorIndex.build(videos["video_id"].tolist(), encoder.encode_docs(videos["text"].tolist()))
+    index.meta = {"encoder": _fingerprint(model, []), "model": model}  # as evaluation records it
     index.save(str(root / "index"))
     cfg = DiscriminatorConfig(model=model)
     fit = world_labelled_pairs(world, 200, heldout=False, seed=1)
@@ -106,6 +109,7 @@ def test_healthz_reports_what_is_served(url, assets):
     assert h["status"] == "ok" and h["auth"] is False
     assert h["model"] == model_version(assets.model) and h["model"].startswith("minilm-2l@")
     assert h["dim"] == assets.encoder.dim and h["index_size"] == INDEXED_VIDEOS
+    assert h["index_check"].startswith("encoder fingerprint")  # build_app matched the index to this encoder
     assert h["calibration"]["source"] == "test" and h["discriminator"].startswith(model_version(assets.model) + "+cal")
 
 
@@ -274,6 +278,55 @@ def test_bearer_token_when_the_variable_is_set(secure_url, assets):
     for path, good in (("/v1/score", {"pairs": [{"query": "a", "text": "b"}]}), ("/v1/search", {"query": "a", "k": 3})):
         assert post(secure_url, path, good).status_code == 401
         assert post(secure_url, path, good, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the replica's process through /proc")
+def test_a_replica_killed_mid_request_gives_a_json_503_and_the_next_request_succeeds(url):
+    """The query encoder's replica is killed while it encodes: the caller gets a JSON 503 (not a bare 500 page)
+    with Retry-After, and once Ray has restarted the replica the same request is served."""
+    import signal
+    import threading
+    import time
+
+    def replica_pids():
+        me, found = os.getpid(), []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                title = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+                if "ServeReplica:crops:QueryEncoder" not in title:
+                    continue
+                p = int(pid)
+                while p > 1:  # only this test session's own Ray
+                    p = int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
+                    if p == me:
+                        found.append(int(pid))
+                        break
+            except (OSError, ValueError, IndexError):
+                continue
+        return found
+
+    victims = replica_pids()
+    assert victims, "no QueryEncoder replica found"
+    body = {"queries": [f"jaguar cubs by the river, take {i}, " + "slow motion " * 150 for i in range(256)]}
+    threading.Timer(1.0, lambda: [os.kill(pid, signal.SIGKILL) for pid in victims]).start()
+    with ThreadPoolExecutor(6) as pool:  # seconds of queued work on the one replica when it dies
+        answers = list(pool.map(lambda _: requests.post(f"{url}/v1/encode", json=body, timeout=TIMEOUT), range(6)))
+    assert {r.status_code for r in answers} <= {200, 503}, [r.text[:200] for r in answers]
+    failed = [r for r in answers if r.status_code == 503]
+    assert failed, "every request finished before the replica died"
+    for r in failed:
+        assert r.headers.get("retry-after") == "1" and "replica failed" in r.json()["error"] and r.json()["model"]
+    deadline = time.time() + 90
+    while True:
+        r = requests.post(f"{url}/v1/encode", json={"queries": ["jaguar"]}, timeout=TIMEOUT)
+        if r.status_code == 200 or time.time() > deadline:
+            break
+        assert r.status_code == 503 and r.json()["error"], r.text  # while it restarts: JSON 503s only
+        time.sleep(1)
+    assert r.status_code == 200 and len(r.json()["embeddings"]) == 1
+    assert set(replica_pids()).isdisjoint(victims)  # a new replica process serves it
 
 
 # ---------------------------------------------------------------------------------- no Serve needed
