@@ -1,0 +1,54 @@
+"""Caches: keyed by the weights' content (not their path), and two runs at once leave one intact entry."""
+
+import json
+import multiprocessing
+import os
+import shutil
+
+from crops_ray.discriminator import DiscriminatorConfig, _model_fingerprint
+
+
+def _calibrate(cache: str, model: str, out: str) -> None:
+    """One run (its own process): the world calibration of ``model`` through the shared cache folder."""
+    from crops_ray.discriminator import load_or_fit_calibration
+
+    cal = load_or_fit_calibration(DiscriminatorConfig(model=model, calibration_pairs=120, cache_dir=cache), progress=lambda *_: None)
+    with open(out, "w") as f:
+        json.dump(cal.__dict__, f)
+
+
+def test_two_runs_at_once_fit_once_and_leave_one_intact_entry(tmp_path):
+    from crops_ray.encoder import shallow_copy
+
+    model = shallow_copy("minilm", str(tmp_path / "minilm-1l"), num_layers=1)
+    cache = str(tmp_path / "cache")
+    spawn = multiprocessing.get_context("spawn")  # fresh interpreters, as two jobs on one machine
+    runs = [spawn.Process(target=_calibrate, args=(cache, model, str(tmp_path / f"run{i}.json"))) for i in range(2)]
+    for p in runs:
+        p.start()
+    for p in runs:
+        p.join(timeout=600)
+    assert [p.exitcode for p in runs] == [0, 0]
+    first, second = (json.load(open(tmp_path / f"run{i}.json")) for i in range(2))
+    assert first == second  # the second waited for the first's entry instead of fitting its own
+    entries = os.listdir(os.path.join(cache, "calibration"))
+    assert len([e for e in entries if e.endswith(".json")]) == 1 and not [e for e in entries if ".tmp" in e]
+    stored = json.load(open(os.path.join(cache, "calibration", next(e for e in entries if e.endswith(".json")))))
+    assert stored == first
+
+
+def test_weights_are_identified_by_content_not_by_path(tmp_path):
+    from crops_ray.encoder import shallow_copy
+
+    a = shallow_copy("minilm", str(tmp_path / "a"), num_layers=1)
+    moved = shutil.copytree(a, tmp_path / "elsewhere" / "a")
+    assert _model_fingerprint(str(moved)) == _model_fingerprint(a)  # the same weights moved: the same entry
+    from safetensors.torch import load_file, save_file
+
+    changed = shutil.copytree(a, tmp_path / "changed")  # same files, same sizes, one weight nudged
+    weights = load_file(str(changed / "model.safetensors"))
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 1e-3
+    save_file(weights, str(changed / "model.safetensors"), metadata={"format": "pt"})
+    assert os.path.getsize(changed / "model.safetensors") == os.path.getsize(os.path.join(a, "model.safetensors"))
+    assert _model_fingerprint(str(changed)) != _model_fingerprint(a)
