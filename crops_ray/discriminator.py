@@ -36,6 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from crops_ray import storage
+
 KINDS = ("bi-encoder", "cross-encoder")
 
 
@@ -115,9 +117,12 @@ class Calibration:
         return 1.0 / (1.0 + np.exp(-(self.a * np.asarray(raw, dtype=np.float64) + self.b)))
 
     def save(self, path: str) -> None:
+        """Written whole or not at all (a name of its own, then an atomic rename): readers never see half a file."""
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
+        tmp = f"{path}.tmp-{os.getpid()}-{time.time_ns()}"
+        with open(tmp, "w") as f:
             json.dump(asdict(self), f, indent=2)
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str) -> Calibration:
@@ -247,12 +252,13 @@ def fit_calibration(disc: Discriminator, fit: pa.Table, heldout: pa.Table | None
 
 
 def _model_fingerprint(model_dir: str) -> str:
-    """Identifies the weights a calibration belongs to (folder path and weight file sizes)."""
-    parts = [os.path.abspath(model_dir)]
-    for name in sorted(os.listdir(model_dir)):
-        if name.endswith((".safetensors", ".bin")):
-            parts.append(f"{name}:{os.path.getsize(os.path.join(model_dir, name))}")
-    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
+    """Identifies the weights a calibration belongs to by their content (tensor names and values), not by the
+    folder's path or the files' sizes: the same weights elsewhere share the entry, other weights never do."""
+    from crops_ray.embed import _weights_digest
+
+    h = hashlib.sha1()
+    _weights_digest(model_dir, h)
+    return h.hexdigest()[:12]
 
 
 def fine_tune(cfg: DiscriminatorConfig, fit: pa.Table, out: str, progress=print) -> str:
@@ -263,7 +269,6 @@ def fine_tune(cfg: DiscriminatorConfig, fit: pa.Table, out: str, progress=print)
     """
     import torch
 
-    from crops_ray import storage
     from crops_ray.encoder import Encoder
 
     if cfg.kind != "bi-encoder":  # DiscriminatorConfig refuses fine_tune for other kinds; this is called directly too
@@ -361,6 +366,11 @@ def load_or_fit_calibration(cfg: DiscriminatorConfig, alpha: float = 0.6, progre
     # The world's version is in the key: a new generator writes other labelled pairs from the same seed.
     key = f"{_model_fingerprint(model_dir)}-{cfg.kind}-world{WORLD_VERSION}.{cfg.calibration_seed}-n{cfg.calibration_pairs}-g{cfg.calibration_min_grade}{_fine_tune_key(cfg)}-a{alpha}"
     cached = os.path.join(cache_dir(cfg), "calibration", f"{key}.json")
+    with storage.key_lock(cached):  # a second run at once waits here, then reads the first one's entry
+        return _cached_or_fitted(cfg, cached, alpha, key, progress)
+
+
+def _cached_or_fitted(cfg: DiscriminatorConfig, cached: str, alpha: float, key: str, progress) -> Calibration:
     if os.path.exists(cached):
         cal = Calibration.load(cached)
         if not cfg.fine_tune or os.path.exists(os.path.join(cal.model, "config.json")):

@@ -103,13 +103,20 @@ def _fingerprint(model_dir: str, files: list[str]) -> str:
 
 def encode_corpus(video_files: list[str], model_dir: str, cfg: EmbedConfig | None = None, progress=print) -> tuple[list[str], np.ndarray]:
     """(video ids, float32 [n, dim] L2-normalised embeddings), in a stable order (sorted by video id)."""
-    import ray.data
-
-    from crops_ray.runtime import init_ray
+    from crops_ray.storage import key_lock
 
     cfg = cfg or EmbedConfig()
     cache_dir = cfg.cache_dir or os.path.join(os.environ.get("CROPS_CACHE", os.path.expanduser("~/.cache/crops-ray")), "embeddings")
     cache = os.path.join(cache_dir, f"corpus-{_fingerprint(model_dir, video_files)}.parquet")
+    with key_lock(cache):  # two runs at once: one encodes, the other waits and reads its entry
+        return _cached_or_encoded(cache, cache_dir, video_files, model_dir, cfg, progress)
+
+
+def _cached_or_encoded(cache: str, cache_dir: str, video_files: list[str], model_dir: str, cfg: EmbedConfig, progress) -> tuple[list[str], np.ndarray]:
+    import ray.data
+
+    from crops_ray.runtime import init_ray
+
     if os.path.exists(cache):
         progress(f"corpus embeddings from cache {cache}")
         t = pq.read_table(cache)

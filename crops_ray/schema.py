@@ -159,13 +159,13 @@ def check_file_schemas(files: list[str], table: str, columns: LogColumns) -> pa.
                     f"{path}: required column '{name}'{hint} of table '{table}' is missing; "
                     f"file has {schema.names}"
                 )
-        for field in schema:
-            if field.name in sources and is_nested(field.type):
-                raise LogSchemaError(f"{path}: column '{field.name}' of table '{table}' is a {field.type}; the contract's "
-                                     f"'{sources[field.name]}' is a single value per row (a string{' or a number' if sources[field.name] == 'ts' else ''})")
-            if field.name in SCHEMAS[table].names and field.name not in sources:
-                raise LogSchemaError(f"{path}: column '{field.name}' collides with the contract column that is mapped from "
-                                     f"'{columns.source_name(field.name)}'; rename or drop one of them")
+        for col in schema:
+            if col.name in sources and is_nested(col.type):
+                raise LogSchemaError(f"{path}: column '{col.name}' of table '{table}' is a {col.type}; the contract's "
+                                     f"'{sources[col.name]}' is a single value per row (a string{' or a number' if sources[col.name] == 'ts' else ''})")
+            if col.name in SCHEMAS[table].names and col.name not in sources:
+                raise LogSchemaError(f"{path}: column '{col.name}' collides with the contract column that is mapped from "
+                                     f"'{columns.source_name(col.name)}'; rename or drop one of them")
         first = first or schema
     assert first is not None
     return first

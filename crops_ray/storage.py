@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -170,3 +171,18 @@ def read_table(uri_or_files, columns: list[str] | None = None) -> pa.Table:
         fs, path = filesystem_and_path(f)
         tables.append(pq.read_table(path, filesystem=fs, columns=columns))
     return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+
+
+@contextmanager
+def key_lock(path: str):
+    """An exclusive lock on ``path``.lock for as long as the block runs: one process fills a cache entry while
+    another run that wants the same entry waits, then finds it filled (POSIX advisory lock; released on exit)."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(f"{path}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
