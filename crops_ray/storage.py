@@ -175,12 +175,14 @@ def read_table(uri_or_files, columns: list[str] | None = None) -> pa.Table:
 
 @contextmanager
 def key_lock(path: str):
-    """An exclusive lock on ``path``.lock for as long as the block runs: one process fills a cache entry while
-    another run that wants the same entry waits, then finds it filled (POSIX advisory lock; released on exit)."""
+    """An exclusive lock for ``path`` as long as the block runs: one process fills a cache entry while another run
+    that wants the same entry waits, then finds it filled (POSIX advisory lock, released on exit). The lock file
+    lives in ``.locks/`` beside the entry, so a cache folder lists its entries only."""
     import fcntl
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(f"{path}.lock", "w") as f:
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(os.path.join(folder, ".locks"), exist_ok=True)
+    with open(os.path.join(folder, ".locks", f"{name}.lock"), "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield

@@ -495,8 +495,10 @@ def train_loop_per_worker(loop: dict) -> None:
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
         lr = optimizer.param_groups[0]["lr"]
         if not torch.isfinite(norm):
-            ray.train.report({"step": step + 1, "total_steps": total_steps, "nonfinite": True, "grad_norm": float(norm),
-                              "loss": float(out.backward.detach()), "lr": lr, "resumed_from_step": start_step}, checkpoint=None)
+            stopped = {"step": step + 1, "grad_norm": float(norm), "loss": float(out.backward.detach()), "lr": lr}
+            if rank == 0 and queue is not None:  # the driver learns why through the progress queue
+                queue.put({"nonfinite": stopped})
+            ray.train.report({**stopped, "total_steps": total_steps, "nonfinite": True, "resumed_from_step": start_step}, checkpoint=None)
             return
         optimizer.step()
         scheduler.step()
@@ -579,12 +581,17 @@ def _has_columns(fs, path: str) -> bool:
     return all(c in names for c in GROUPS_SCHEMA.names)
 
 
-def _drain(queue, stop: threading.Event, progress) -> None:
+def _drain(queue, stop: threading.Event, progress, events: list) -> None:
+    """Print the workers' progress lines; keep the structured events (a non-finite stop) in ``events``."""
     from ray.util.queue import Empty
 
     while True:
         try:
-            progress(queue.get(timeout=0.5))
+            message = queue.get(timeout=0.5)
+            if isinstance(message, dict):
+                events.append(message)
+            else:
+                progress(message)
         except Empty:
             if stop.is_set():
                 return
@@ -668,7 +675,8 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
     progress(f"training {cfg.loss} on {groups}: {total_steps} steps x {cfg.batch_size * cfg.grad_accum * cfg.num_workers} "
              f"groups (global batch), {cfg.num_workers} worker(s), storage {storage}/{name}")
     stop = threading.Event()
-    printer = threading.Thread(target=_drain, args=(queue, stop, progress), daemon=True)
+    events: list[dict] = []
+    printer = threading.Thread(target=_drain, args=(queue, stop, progress, events), daemon=True)
     printer.start()
     try:
         result = trainer.fit()
@@ -677,11 +685,12 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
         printer.join(timeout=10)
         ray.kill(queue.actor)
     final = dict(result.metrics or {})
-    if final.get("nonfinite"):
+    stopped = next((e["nonfinite"] for e in events if "nonfinite" in e), final if final.get("nonfinite") else None)
+    if stopped:
         raise NonFiniteTrainingError(
-            f"training stopped at step {final['step']}: the gradient norm is {final['grad_norm']} (loss {final['loss']}, "
-            f"lr {final['lr']:.3g}); no model was saved. Lower --lr or raise the warm-up; the last good checkpoint "
-            f"is under {storage}/{name}.")
+            f"training stopped at step {stopped['step']}: the gradient norm is {stopped['grad_norm']} (loss {stopped['loss']}, "
+            f"lr {stopped['lr']:.3g}); no model was saved. Lower --lr or raise the warm-up; the last good checkpoint "
+            f"(if any) is under {storage}/{name}.")
     if result.checkpoint is None:
         raise RuntimeError(f"training under {storage}/{name} finished without a checkpoint")
 

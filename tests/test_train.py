@@ -159,21 +159,23 @@ def test_step_plan_and_config_errors():
 
 
 def test_pipeline_errors_are_clear(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
     with pytest.raises(SystemExit) as exc:
         train_main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
     assert exc.value.code == 2 and "no such file or folder" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        train_main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--loss", "dpr"])
+        train_main(["--data", str(data), "--out", str(tmp_path / "out"), "--loss", "dpr"])
     assert exc.value.code == 2 and "invalid choice: 'dpr'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        train_main(["--data", str(tmp_path), "--out", str(tmp_path / "out")])
+        train_main(["--data", str(data), "--out", str(tmp_path / "out")])
     assert exc.value.code == 2 and "no parquet data" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        train_main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "no-model")])
+        train_main(["--data", str(data), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "no-model")])
     assert exc.value.code == 2 and "neither a local folder nor a packaged alias" in capsys.readouterr().err
     (tmp_path / "cfg.yaml").write_text("train: {batch_sise: 8}\n")
     with pytest.raises(SystemExit) as exc:
-        train_main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--config", str(tmp_path / "cfg.yaml")])
+        train_main(["--data", str(data), "--out", str(tmp_path / "out"), "--config", str(tmp_path / "cfg.yaml")])
     assert exc.value.code == 2 and "unknown setting(s) ['batch_sise']" in capsys.readouterr().err
 
 
