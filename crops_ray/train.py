@@ -684,8 +684,8 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
         stop.set()
         printer.join(timeout=10)
         ray.kill(queue.actor)
-    final = dict(result.metrics or {})
-    stopped = next((e["nonfinite"] for e in events if "nonfinite" in e), final if final.get("nonfinite") else None)
+    # Ray Train V2 keeps no metrics reported without a checkpoint, so the workers' stop arrives as a queue event.
+    stopped = next((e["nonfinite"] for e in events if "nonfinite" in e), None)
     if stopped:
         raise NonFiniteTrainingError(
             f"training stopped at step {stopped['step']}: the gradient norm is {stopped['grad_norm']} (loss {stopped['loss']}, "
@@ -693,6 +693,7 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
             f"(if any) is under {storage}/{name}.")
     if result.checkpoint is None:
         raise RuntimeError(f"training under {storage}/{name} finished without a checkpoint")
+    final = dict(result.metrics or {})
 
     model_dir = os.path.join(out, MODEL_DIR)
     with result.checkpoint.as_directory() as folder:
