@@ -37,9 +37,9 @@ def head():
     temp = tempfile.mkdtemp(prefix="crh", dir="/tmp")  # unix socket paths must stay short
     # The head keeps idle workers as crops_ray.runtime.init_ray does for a local Ray (RAY_<setting> env vars are
     # read by the raylet): on 2 CPUs Ray's default kills every spare worker a second after each stage.
-    from crops_ray.runtime import local_system_config
+    from crops_ray.runtime import LOCAL_TRAIN_ENV, local_system_config
 
-    keep = {f"RAY_{k}": str(v) for k, v in local_system_config(2).items()}
+    keep = {f"RAY_{k}": str(v) for k, v in local_system_config(2).items()} | LOCAL_TRAIN_ENV
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", **keep}
     env.pop("RAY_ADDRESS", None)
     cmd = [RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
