@@ -11,9 +11,17 @@ Methods (same data, same encoder initialisation, same training budget; only the 
 | ``crops`` | P0 + P1 + P2 + P3, HLA levels | H-InfoNCE |
 | ``crops_p1`` / ``crops_p2`` / ``crops_p3`` | P0 + one perspective | H-InfoNCE |
 | ``crops_binary`` | P0 + P1-P3, every positive source at one level | InfoNCE (multi-positive) |
+| ``ance`` | DPR's + 7 negatives per query, uniform from the index's top 200, re-queried every 50 steps | InfoNCE |
+| ``adore_star`` | DPR's + 7 negatives: STAR (uniform, initial model's top 200), then ADORE (current top 7) | InfoNCE |
+| ``trisampler`` | DPR's + 7 negatives from the top 200 (as ance), 60-degree region, TriSampler's sampling | InfoNCE |
 
 The ablations filter the engine's samples by ``source``; a video mined by several perspectives for one query
 was kept at its highest level (P1 over P2/P3), so it counts for that perspective only.
+
+The negative-sampling baselines (``NEGATIVE_BASELINES``, opt-in with ``--methods``) train on DPR's samples with
+DPR's loss and budget; only their negatives differ: mined from the frozen document tower's corpus encoding, never
+a labelled positive of the query (any sample at level 3 or above, any click). The rules, their parameters and
+where they depart from the original papers: :mod:`crops_ray.negatives`.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -32,10 +40,12 @@ import pyarrow.parquet as pq
 from crops_ray import schema as S
 from crops_ray.evaluate import EvalConfig, evaluate
 from crops_ray.hla import GroupConfig, build_groups, write_groups
+from crops_ray.negatives import NegativeConfig, labelled_positives
 from crops_ray.train import TrainConfig, train
 
 TABLE1 = ("bm25", "zero_shot", "dpr", "fs_lr", "crops")
 ABLATIONS = ("crops_p1", "crops_p2", "crops_p3", "crops_binary")
+NEGATIVE_BASELINES = ("ance", "adore_star", "trisampler")  # opt-in (--methods): not in the default demo
 LOG_SOURCES = ("clicked", "exposed", "ranked", "filtered")
 PERSPECTIVE_SOURCE = {"p1": "reformulation", "p2": "recommendation", "p3": "llm"}
 
@@ -47,6 +57,7 @@ class Method:
     sources: tuple = ()  # sample sources it trains on; () = no training
     loss: str = "h_infonce"
     binary: bool = False  # every positive source at one level
+    negatives: str = "none"  # a crops_ray.negatives rule: hard negatives mined from the model's own index
 
 
 METHODS = {
@@ -61,6 +72,10 @@ METHODS = {
         Method("crops_p2", "CroPS, P2 only", LOG_SOURCES + ("recommendation",)),
         Method("crops_p3", "CroPS, P3 only", LOG_SOURCES + ("llm",)),
         Method("crops_binary", "CroPS, binary labels + InfoNCE", LOG_SOURCES + tuple(PERSPECTIVE_SOURCE.values()), binary=True),
+        Method("ance", "ANCE (ANN negatives, InfoNCE)", LOG_SOURCES, "infonce", negatives="ance"),
+        Method("adore_star", "ADORE+STAR (static, then dynamic negatives)", LOG_SOURCES, "infonce",
+               negatives="star_adore"),
+        Method("trisampler", "TriSampler (quasi-triangular negatives)", LOG_SOURCES, "infonce", negatives="trisampler"),
     )
 }
 
@@ -122,7 +137,11 @@ def run_method(method: Method, logs: str, samples: pa.Table | None, out: str, cf
         tcfg = TrainConfig(**{**asdict(cfg.train), "loss": loss, "seed": seed})
         if tcfg.doc_tower == "frozen" and not tcfg.doc_embeddings:
             tcfg.doc_embeddings = frozen_doc_embeddings(logs, tcfg, cfg.eval, f"{out}/doc_embeddings.parquet", progress)
-        progress(f"[{method.name}] training on {groups.num_rows:,} groups from {chosen.num_rows:,} samples ({loss})")
+        if method.negatives != "none":
+            tcfg.negatives = mining_config(method, tcfg, chosen, out)
+        mined = "" if method.negatives == "none" else f", {method.negatives} negatives"
+        progress(f"[{method.name}] training on {groups.num_rows:,} groups from {chosen.num_rows:,} samples "
+                 f"({loss}{mined})")
         train_metrics = train(f"{out}/groups", out, tcfg, storage=f"{out}/checkpoints", name=method.name, progress=progress)
         metrics = evaluate(logs, f"{out}/eval", method="dense", model=f"{out}/model", cfg=cfg.eval, progress=progress)
     result = {"method": method.name, "seed": seed, "metrics": metrics, "train": train_metrics, "seconds": round(time.time() - started, 1)}
@@ -131,8 +150,21 @@ def run_method(method: Method, logs: str, samples: pa.Table | None, out: str, cf
     return result
 
 
+def mining_config(method: Method, tcfg: TrainConfig, chosen: pa.Table, out: str) -> NegativeConfig:
+    """``tcfg.negatives`` for a negative-sampling baseline: its rule, the frozen tower's corpus encoding to mine,
+    and its samples' labelled positives (written to ``out/positives.parquet``), which it never mines."""
+    if tcfg.doc_tower != "frozen" or not (tcfg.negatives.corpus or tcfg.doc_embeddings):
+        raise ValueError(f"method {method.name} mines the frozen document tower's corpus encoding: it needs "
+                         "train.doc_tower = frozen and train.max_length equal to the evaluation's")
+    positives = f"{out}/positives.parquet"
+    pq.write_table(labelled_positives(chosen, tcfg.negatives.positive_level), positives)
+    corpus = tcfg.negatives.corpus or tcfg.doc_embeddings
+    return replace(tcfg.negatives, rule=method.negatives, corpus=corpus, positives=positives)
+
+
 def frozen_doc_embeddings(logs: str, tcfg: TrainConfig, ecfg: EvalConfig, path: str, progress=print) -> str | None:
-    """The corpus through the frozen document tower, as (text, embedding) for the trainer's cache.
+    """The corpus through the frozen document tower, as (video_id, text, embedding) for the trainer's cache and
+    the hard-negative miners' index.
 
     The same encoding the evaluation makes (and caches), so a frozen tower encodes the corpus once for every
     method and for the zero-shot baseline. None when the training's ``max_length`` differs from the
@@ -148,7 +180,8 @@ def frozen_doc_embeddings(logs: str, tcfg: TrainConfig, ecfg: EvalConfig, path: 
     ids, emb = encode_corpus(files, model_path(tcfg.model), ecfg.embed, progress=progress)
     videos = pq.read_table(files, columns=["video_id", "text"]).to_pandas().drop_duplicates("video_id").set_index("video_id")["text"]
     flat = pa.array(emb.reshape(-1), type=pa.float32())
-    table = pa.table({"text": [videos[v] for v in ids], "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])})
+    table = pa.table({"video_id": ids, "text": [videos[v] for v in ids],
+                      "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])})
     pq.write_table(table, path)
     return path
 

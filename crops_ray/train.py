@@ -17,6 +17,11 @@ the mean loss over the whole global batch, as in one process.
 baseline) sees only search-log candidates, clicked = positive, other logged stages = hard negatives
 (:func:`candidate_labels`).
 
+**Mined hard negatives** (the ANCE, ADORE+STAR and TriSampler baselines: ``TrainConfig.negatives``, frozen document
+tower only): after the queries are encoded, each worker's :class:`crops_ray.negatives.NegativeMiner` picks videos
+from the model's own index for every local query (never a labelled positive) and :func:`append_candidates` adds
+them as candidate columns at label 0, negatives to the loss like any other.
+
 **Same number of steps on every rank.** The trainer fixes ``total_steps`` on the driver (``max_steps``, or
 ``epochs`` over the global dataset size); every rank cycles its shard (Ray splits the data into equal shards
 and batches drop their remainder), so no rank stops early and DDP never waits on a missing peer.
@@ -59,6 +64,7 @@ from crops_ray.config import from_dict
 from crops_ray.hla import GROUPS_SCHEMA, GroupConfig, LevelConfig, stable_hash
 from crops_ray.losses import DEFAULT_TEMPERATURE, h_infonce, infonce_from_labels
 from crops_ray.models import DEFAULT_ENCODER, model_path
+from crops_ray.negatives import NegativeConfig
 from crops_ray.schema import STAGES, filesystem_and_path
 
 LOSSES = ("h_infonce", "infonce")
@@ -106,8 +112,14 @@ class TrainConfig:
     max_failures: int = 1  # worker failures survived by restarting from the latest checkpoint
     log_every: int = 10
     shuffle_buffer: int = 256  # groups in each worker's seeded local shuffle buffer (0: off)
+    negatives: NegativeConfig = field(default_factory=NegativeConfig)  # mined hard negatives (rule "none": off)
 
     def __post_init__(self) -> None:
+        if isinstance(self.negatives, dict):  # TrainConfig(**asdict(cfg)) hands the section back as a dict
+            self.negatives = NegativeConfig(**self.negatives)
+        if self.negatives.rule != "none" and self.doc_tower != "frozen":
+            raise ValueError(f"negatives rule {self.negatives.rule!r} mines the frozen document tower's index: "
+                             "set doc_tower='frozen'")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {list(LOSSES)}")
         if self.doc_tower not in DOC_TOWERS:
@@ -219,6 +231,31 @@ def collate(rows: dict, encoder, loss: str, device: torch.device | str = "cpu", 
         cand_row=tensor(owner),
         n_docs=n_docs,
         doc_texts=docs or [""],
+    )
+
+
+def append_candidates(batch: Batch, mined: list[list[tuple[str, str]]]) -> Batch:
+    """``batch`` with extra candidates at label 0: ``mined[i]`` holds (video_id, text) pairs for local query ``i``
+    (frozen document tower: their embeddings come from the DocCache, by text)."""
+    owner = [i for i, pairs in enumerate(mined) for _ in pairs]
+    if not owner:
+        return batch
+    device = batch.cand_label.device
+
+    def tensor(values):
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+    vids = [stable_hash(str(v)) for pairs in mined for v, _ in pairs]
+    return Batch(
+        query_inputs=batch.query_inputs,
+        doc_inputs=None,
+        row_query_key=batch.row_query_key,
+        cand_query_key=torch.cat([batch.cand_query_key, batch.row_query_key[tensor(owner)]]),
+        cand_video_key=torch.cat([batch.cand_video_key, tensor(vids)]),
+        cand_label=torch.cat([batch.cand_label, torch.zeros(len(owner), dtype=batch.cand_label.dtype, device=device)]),
+        cand_row=torch.cat([batch.cand_row, tensor(owner)]),
+        n_docs=batch.n_docs + len(owner),
+        doc_texts=batch.doc_texts[: batch.n_docs] + [str(t) for pairs in mined for _, t in pairs],
     )
 
 
@@ -432,6 +469,12 @@ def train_loop_per_worker(loop: dict) -> None:
     if frozen and cfg.doc_embeddings:
         doc_cache.prefill(cfg.doc_embeddings, device)
     start_step = int(state.get("step", 0))
+    miner = None
+    if cfg.negatives.rule != "none":
+        from crops_ray.negatives import NegativeMiner
+
+        miner = NegativeMiner(cfg.negatives, cfg.temperature, total_steps, cfg.seed)
+    mined = torch.zeros(2, dtype=torch.float64)  # (negatives mined, queries) since the last report
     _seed_everything(stable_hash(f"{cfg.seed}/{rank}/{start_step}"))
     model = ray.train.torch.prepare_model(encoder)
     params = [p for p in encoder.parameters() if p.requires_grad]
@@ -479,11 +522,16 @@ def train_loop_per_worker(loop: dict) -> None:
     step = start_step
     while step < total_steps:
         for micro in range(cfg.grad_accum):
-            batch = collate(next(batches), encoder, cfg.loss, device, tokenize_docs=not frozen)
+            rows = next(batches)
+            batch = collate(rows, encoder, cfg.loss, device, tokenize_docs=not frozen)
             sync = nullcontext() if micro == cfg.grad_accum - 1 or world == 1 else model.no_sync()
             with sync:
                 with autocast():
                     q, d = model(batch.query_inputs, batch.doc_inputs)
+                if miner is not None:
+                    picked = miner.negatives(encoder, rows, q, step)
+                    batch = append_candidates(batch, [[(miner.ids[r], miner.texts[r]) for r in p] for p in picked])
+                    mined += torch.tensor([sum(map(len, picked)), len(picked)], dtype=torch.float64)
                 if frozen:
                     d = doc_cache(batch.doc_texts, device)
                 out = in_batch_loss(q.float(), d.float(), batch, cfg.loss, cfg.temperature, num_levels)
@@ -529,7 +577,10 @@ def train_loop_per_worker(loop: dict) -> None:
                 "samples_per_s": rate,  # after the first step of this attempt (it also starts the data pipeline)
                 "resumed_from_step": start_step,
                 "world_size": world,
+                **({"mined_per_query": float(mined[0] / mined[1].clamp_min(1)), "index_refreshes": miner.refreshes}
+                   if miner is not None else {}),
             }
+            mined.zero_()
             sums.zero_()
             counts.zero_()
             report(metrics, checkpoint_now)
@@ -543,12 +594,15 @@ def _run_settings_check(storage: str, name: str, cfg: TrainConfig) -> None:
     fs, base = filesystem_and_path(storage.rstrip("/"))
     path = f"{base}/{name}/{RUN_SETTINGS_FILE}"
     settings = {k: getattr(cfg, k) for k in RESUME_KEYS}
+    if cfg.negatives.rule != "none":  # absent from runs that mined nothing (and from runs written before mining)
+        settings["negatives"] = cfg.negatives.rule
     run = fs.get_file_info(pafs.FileSelector(f"{base}/{name}", allow_not_found=True))
     has_checkpoints = any(i.type == pafs.FileType.Directory and i.base_name.startswith(CHECKPOINT_PREFIX) for i in run)
     if has_checkpoints and fs.get_file_info(path).type == pafs.FileType.File:
         with fs.open_input_stream(path) as f:
             before = json.loads(f.read().decode())
-        differ = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+        keys = {**before, **settings}
+        differ = {k: (before.get(k), settings.get(k)) for k in keys if before.get(k) != settings.get(k)}
         if differ:
             raise ValueError(
                 f"{storage}/{name} holds a run started with other settings {differ} (before, now); "
@@ -647,6 +701,17 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
         cfg = TrainConfig(**{**asdict(cfg), "doc_embeddings": os.path.abspath(cfg.doc_embeddings)})
     if os.path.isdir(cfg.model):
         cfg = TrainConfig(**{**asdict(cfg), "model": os.path.abspath(cfg.model)})
+    if cfg.negatives.rule != "none":  # the miner reads the corpus embeddings and the labelled positives
+        files = {"corpus": cfg.negatives.corpus or cfg.doc_embeddings, "positives": cfg.negatives.positives}
+        for key, path in files.items():
+            if not path:
+                raise ValueError(f"negatives rule {cfg.negatives.rule!r} needs negatives.{key}" +
+                                 (" (or doc_embeddings)" if key == "corpus" else ""))
+            if "://" not in path:
+                if not os.path.exists(path):
+                    raise FileNotFoundError(f"negatives.{key} {path} does not exist")
+                files[key] = os.path.abspath(path)
+        cfg = TrainConfig(**{**asdict(cfg), "negatives": {**asdict(cfg.negatives), **files}})
     os.makedirs(out, exist_ok=True)
     storage = storage or os.path.join(out, "checkpoints")
     if "://" not in storage:
@@ -711,6 +776,7 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
         "resumed_from_step": final.get("resumed_from_step", 0),
         "num_workers": cfg.num_workers,
         "global_batch": cfg.batch_size * cfg.grad_accum * cfg.num_workers,
+        **{k: final[k] for k in ("mined_per_query", "index_refreshes") if k in final},
         "wall_s": round(time.perf_counter() - started, 2),
         "model": model_dir,
         "checkpoint": result.checkpoint.path,

@@ -25,7 +25,10 @@ from crops_ray import report as R  # noqa: E402
 from crops_ray import schema as S  # noqa: E402
 from crops_ray.config import load_config  # noqa: E402
 from crops_ray.storage import OutputError, check_output  # noqa: E402
-from crops_ray.experiment import ABLATIONS, METHODS, TABLE1, ExperimentConfig, aggregate, online_ab, plot_table1, run_method, side_by_side, table1_markdown  # noqa: E402
+from crops_ray.experiment import (  # noqa: E402
+    ABLATIONS, METHODS, NEGATIVE_BASELINES, TABLE1, ExperimentConfig, aggregate, online_ab, plot_table1, run_method,
+    side_by_side, table1_markdown,
+)
 from crops_ray.validate import ValidationConfig, format_summary, validate_logs  # noqa: E402
 from crops_ray.world.generator import format_stats, generate_world, world_config  # noqa: E402
 
@@ -113,7 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--scale", default="small", help="world scale: tiny, small, large")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (world and training); 3 give mean and spread")
     p.add_argument("--ablations", action="store_true", help="add crops_p1, crops_p2, crops_p3, crops_binary")
-    p.add_argument("--methods", help=f"comma-separated subset of {list(METHODS)}")
+    p.add_argument("--methods", help=f"comma-separated subset of {list(METHODS)}; the negative-sampling baselines "
+                   f"{list(NEGATIVE_BASELINES)} run only when named here")
     p.add_argument("--max-steps", type=int, help="training steps per method")
     p.add_argument("--doc-tower", choices=("frozen", "train"), help="frozen (default: query-side fine-tuning, the corpus encoded once) or train (both towers, as the paper; several times slower on CPUs)")
     p.add_argument("--config", help="YAML of ExperimentConfig settings (train, groups, eval)")
