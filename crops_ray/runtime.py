@@ -59,6 +59,10 @@ def init_ray(num_cpus: int | None = None, quiet: bool = True) -> None:
     # reuse the idle worker processes kept above.
     local = {k: v for k, v in LOCAL_TRAIN_ENV.items() if k not in os.environ} if not os.environ.get("RAY_ADDRESS") else {}
     os.environ.update(local)
+    if not os.environ.get("RAY_ADDRESS"):
+        # Ray 2.60 turns token authentication on for a new local Ray and says so in a WARNING line that reads like a
+        # failure; the behaviour stays (set RAY_AUTH_MODE to choose), the note goes.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         ray.init(**kwargs)
     finally:

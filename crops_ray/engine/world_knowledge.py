@@ -28,6 +28,8 @@ first). Kept rows have a null reason.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -126,6 +128,22 @@ def llm_path(cfg: WorldKnowledgeConfig, progress=print) -> str:
     raise FileNotFoundError(f"LLM {cfg.model!r} is neither a local folder nor a packaged alias ({sorted(PACKAGED_LLMS)})")
 
 
+@contextlib.contextmanager
+def _one_tensor_name_map():
+    """transformers (5.x) asks ``gguf.get_tensor_name_map(arch, n_blocks)`` for every module of the model it loads
+    and gguf builds the whole map each time: 397 builds, 10 s of SmolLM2's 35 s load on 2 cores. The map depends
+    on its two arguments only, so while a model loads it is built once per (arch, n_blocks); the weights are the
+    same bytes (tests/test_engine.py)."""
+    import gguf
+
+    original = gguf.get_tensor_name_map
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(original)
+    try:
+        yield
+    finally:
+        gguf.get_tensor_name_map = original
+
+
 def _dequantised(folder: str, gguf: str, cfg: WorldKnowledgeConfig, progress) -> str:
     size = os.path.getsize(os.path.join(folder, gguf))
     target = os.path.join(_cache_dir(cfg), "models", f"{gguf.rsplit('.', 1)[0]}-{size}")
@@ -136,7 +154,8 @@ def _dequantised(folder: str, gguf: str, cfg: WorldKnowledgeConfig, progress) ->
 
     progress(f"dequantising {gguf} once (about half a minute) -> {target}")
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+    with _one_tensor_name_map():
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
     model.hf_quantizer = None  # a plain float model from here on: save_pretrained writes a normal folder
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
