@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     # The online A/B test needs simulated users: a generated world (world.json), never a user's own logs.
     online = not args.no_online and (args.logs is None or os.path.exists(os.path.join(args.logs, "world.json")))
     steps = len(seeds) * (3 + len(methods) + online)
-    per_seed_ci, online_by_seed = {}, {}
+    per_seed_ci, per_seed_additivity, online_by_seed = {}, {}, {}
     step = 0
 
     def stage(what: str) -> None:
@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
             timings[f"seed {seed}: {name}"] = time.time() - t
         runs = R.load_per_query(root, methods)
         per_seed_ci[seed] = R.compare(runs, "crops", [m for m in methods if m != "crops"], seed=seed)
+        per_seed_additivity[seed] = R.additivity(runs, seed=seed)  # {} unless the ablations ran
         if online:
             stage(f"seed {seed}: simulated online A/B test (Table 2)")
             t = time.time()
@@ -250,6 +251,17 @@ def main(argv: list[str] | None = None) -> dict:
                         "confidence interval over queries (`crops_ray/significance.py`, scipy's BCa bootstrap); * marks an interval that "
                         "excludes 0; with several seeds the mean ± sd of the differences comes first.\n\n"
                         + R.significance_markdown(per_seed_ci, "CroPS", labels))
+    additivity_table, additivity = R.additivity_report(per_seed_additivity, labels)
+    if additivity_table:  # right after CroPS minus each baseline
+        at = next((i + 1 for i, text in enumerate(sections) if text.startswith("## Is the difference real?")),
+                  len(sections))
+        sections.insert(at, "## Do the perspectives add up? (ablations)\n\nEach perspective's gain over P0 "
+                        "(FS-LR-style: the log stages with HLA + H-InfoNCE), their sum, the gain of all of them "
+                        "(CroPS), and the interaction: CroPS's gain minus the sum, bootstrapped with the same "
+                        "resampled queries for every run (`crops_ray/report.py` `additivity`); additive when its "
+                        "interval holds 0. Last row: HLA + H-InfoNCE against binary labels + InfoNCE on the same "
+                        "samples. Points, paired 95% CI per seed, * excludes 0; with several seeds the mean ± sd "
+                        "first.\n\n" + additivity_table)
     if online_by_seed:
         first_summary, first_table = online_by_seed[seeds[0]]
         text = ["## Table 2: simulated online A/B test (first seed)", "",
@@ -281,6 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
         f.write("# crops-ray: Table 1 report\n\n" + "\n\n".join(sections) + "\n")
     with open(f"{args.out}/metrics.json", "w") as f:
         json.dump({"methods": summary, "significance": {str(k): v for k, v in per_seed_ci.items()}, "online": online_metrics(online_by_seed, seeds),
+                   "additivity": additivity,
                    "corpus_videos": corpus, "seeds": seeds, "runs": results, "seconds": timings}, f, indent=2, default=str)
     if args.readme:
         block = "\n".join(head[:-1]).replace("## ", "### ", 1)
@@ -290,6 +303,9 @@ def main(argv: list[str] | None = None) -> dict:
                 block += "\n\nOver the seeds (relative change vs DPR, mean ± sd):\n\n" + online_seeds_table(online_by_seed, labels)
         if any(per_seed_ci.values()):
             block += "\n\n### CroPS minus each baseline (points, paired bootstrap 95% CI over queries; * excludes 0)\n\n" + R.significance_markdown(per_seed_ci, "CroPS", labels)
+        if additivity_table:
+            block += ("\n\n### Do the perspectives add up? (points, paired bootstrap 95% CI over queries; * excludes 0)"
+                      "\n\n" + additivity_table)
         if args.reuse:
             timings["note"] = f"Regenerated with `--reuse` from the seed outputs under `{args.out}` (nothing rerun); see Measured numbers for the time."
         update_readme(args.readme, block, timings, f"{args.out}/table1.png")

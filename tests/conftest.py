@@ -21,3 +21,25 @@ def ray_local():
     init_ray(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tmp_path_factory, ray_local):
+    """The tiny world, validated by build_data itself (--validate), through every perspective once: (root, stats,
+    samples), with the world in root/world and the output in root/out. Shared by the engine's tests and the alpha
+    sweep's (a build costs about a minute and a half). The zero-shot discriminator: fine-tuning has its own test in
+    test_discriminator.py and costs minutes here."""
+    import pyarrow.parquet as pq
+
+    from crops_ray.discriminator import DiscriminatorConfig
+    from crops_ray.engine.build import EngineConfig, build_data
+    from crops_ray.engine.world_knowledge import WorldKnowledgeConfig
+    from crops_ray.world.generator import generate_world, world_config
+
+    cfg = EngineConfig(discriminator=DiscriminatorConfig(), world_knowledge=WorldKnowledgeConfig(
+        max_queries=2, samples_per_query=2, max_new_tokens=32, batch_size=4, torch_threads=1))
+    root = tmp_path_factory.mktemp("engine")
+    generate_world(str(root / "world"), world_config("tiny", seed=3), progress=lambda *_: None)
+    stats = build_data(str(root / "world"), str(root / "out"), cfg, validate=True, progress=print)
+    samples = pq.read_table(str(root / "out" / "samples")).to_pandas()
+    return root, stats, samples

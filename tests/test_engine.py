@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from crops_ray.config import from_dict
 from crops_ray.engine import assemble as A
 from crops_ray.engine import world_knowledge as W
 from crops_ray.engine.build import EngineConfig, EngineInputError, build_data, format_summary
@@ -21,7 +22,6 @@ from crops_ray.engine.reformulation import ReformulationConfig, lexical_similari
 from crops_ray.engine.users import mine_user, search_events
 from crops_ray.hla import LevelConfig
 from crops_ray.schema import SAMPLES_SCHEMA
-from crops_ray.discriminator import DiscriminatorConfig
 from pipelines.build_data import main as build_main
 from pipelines.build_data import parse_config
 
@@ -294,24 +294,10 @@ def test_unvalidated_logs_are_refused_with_a_hint(tmp_path):
 # ---------------------------------------------------------------------------------------------- end to end
 
 
-def _engine_cfg(**overrides) -> EngineConfig:
-    # The zero-shot discriminator (fine-tuning has its own test in test_discriminator.py and costs minutes here).
-    cfg = EngineConfig(discriminator=DiscriminatorConfig(), world_knowledge=W.WorldKnowledgeConfig(max_queries=2, samples_per_query=2, max_new_tokens=32, batch_size=4, torch_threads=1))
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
-    return cfg
-
-
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, ray_local):
-    """The tiny world, validated by build_data itself (--validate), through every perspective once."""
-    from crops_ray.world.generator import generate_world, world_config
-
-    root = tmp_path_factory.mktemp("engine")
-    generate_world(str(root / "world"), world_config("tiny", seed=3), progress=lambda *_: None)
-    stats = build_data(str(root / "world"), str(root / "out"), _engine_cfg(), validate=True, progress=print)
-    samples = pq.read_table(str(root / "out" / "samples")).to_pandas()
-    return root, stats, samples
+def tiny_run(tiny_engine):
+    """The tiny world through every perspective once (``conftest.tiny_engine``, shared with the alpha sweep's test)."""
+    return tiny_engine
 
 
 @pytest.mark.ray
@@ -408,7 +394,7 @@ def test_a_killed_discriminator_actor_is_restarted_and_its_batch_scored_again(ti
     out = root / "out"
     first = pq.read_table(str(out / "candidates")).to_pandas()
     assert first["needs_score"].sum() > 200  # enough batches of 64 that the kill lands mid-stage
-    cfg = _engine_cfg().discriminator
+    cfg = from_dict(EngineConfig, stats["config"]).discriminator  # the fixture run's own discriminator settings
     cfg.pool_min = cfg.pool_max = 1
     cfg.batch_size = 64
     calibration = Calibration.load(str(out / "discriminator_calibration.json"))

@@ -1,4 +1,7 @@
-"""Paired bootstrap CIs: scipy's result against a direct resampling in numpy, and the splits of a run."""
+"""Paired bootstrap CIs: scipy's result against a direct resampling in numpy, the splits of a run, and whether the
+ablation's gains add up (the interaction bootstrapped as one statistic)."""
+
+import json
 
 import numpy as np
 import pandas as pd
@@ -61,3 +64,90 @@ def test_compare_runs_and_bucket_split_use_the_pair_level_ratio():
     table = R.split_table({"a": a}, groups, "bucket", {"a": "A"}, metrics=(("recall@100_ct", "R@100 CT"),))
     assert "head: R@100 CT (2 q)" in table and "0.750" in table  # (2 + 1) / (2 + 2)
     assert "unseen: R@100 CT (1 q)" in table
+
+
+# ---------------------------------------------------------------------------------------------- additivity
+
+
+def _ablation_runs(extra_whole, seed=7, n=400):
+    """Per-query frames of P0 (fs_lr), P0 + each perspective and all of them (crops), plus crops_binary.
+
+    Each perspective adds its own hits to P0's; ``crops`` adds all three plus ``extra_whole`` (per query): zero for
+    exactly additive gains, noise that sums to zero for additive-on-average, a positive surplus for super-additive.
+    """
+    rng = np.random.default_rng(seed)
+    pairs = rng.integers(1, 6, size=n).astype(float)
+    base = rng.binomial(pairs.astype(int), 0.5).astype(float)
+    rates = {"crops_p1": 0.3, "crops_p2": 0.2, "crops_p3": 0.1}
+    gains = {m: rng.binomial(1, p, size=n).astype(float) for m, p in rates.items()}
+    ndcg_base = rng.random(n) * 0.8
+    hits = {"fs_lr": base, **{m: base + g for m, g in gains.items()}, "crops": base + sum(gains.values()) + extra_whole}
+    hits["crops_binary"] = hits["crops"] - rng.binomial(1, 0.2, size=n)
+    ndcg = {m: ndcg_base + 0.05 * (h - base) for m, h in hits.items()}  # NDCG moves with the hits
+    return {m: _per_query(h, pairs, ndcg[m]) for m, h in hits.items()}
+
+
+def _direct_interaction(runs, resamples, seed, parts=("crops_p1", "crops_p2", "crops_p3")):
+    """The interaction's percentile interval by plain resampling: (crops - P0) - sum_k (part_k - P0), pooled ratios."""
+    num = {m: runs[m]["hits@100_ct"].to_numpy(float) for m in runs}
+    den = runs["fs_lr"]["pairs_ct"].to_numpy(float)
+    idx = np.random.default_rng(seed).integers(0, len(den), size=(resamples, len(den)))
+    ratio = {m: v[idx].sum(1) / den[idx].sum(1) for m, v in num.items()}
+    stats = (ratio["crops"] - ratio["fs_lr"]) - sum(ratio[p] - ratio["fs_lr"] for p in parts)
+    return np.quantile(stats, [0.025, 0.975])
+
+
+def test_exactly_additive_gains_have_an_interaction_interval_at_zero():
+    runs = _ablation_runs(extra_whole=0.0)
+    out = R.additivity(runs, resamples=500)
+    ct = out["metrics"]["recall@100_ct"]
+    pairs, base = runs["fs_lr"]["pairs_ct"].sum(), runs["fs_lr"]["hits@100_ct"].sum()
+    for m in ("crops_p1", "crops_p2", "crops_p3"):
+        assert ct["gains"][m]["diff"] == pytest.approx((runs[m]["hits@100_ct"].sum() - base) / pairs)
+    assert ct["sum_of_gains"] == pytest.approx(ct["whole"]["diff"])
+    assert ct["interaction"]["diff"] == pytest.approx(0.0, abs=1e-12)
+    assert ct["interaction"]["ci_low"] <= 0.0 <= ct["interaction"]["ci_high"]
+    assert ct["interaction"]["verdict"] == "additive"
+    assert "recall@100_qr" not in out["metrics"]  # the frames have no QR columns: skipped, not a crash
+
+
+def test_additive_on_average_contains_zero_and_super_additive_excludes_it():
+    n = 400
+    noise = np.random.default_rng(11).permutation(np.r_[np.ones(60), -np.ones(60), np.zeros(n - 120)])  # sums to 0
+    out = R.additivity(_ablation_runs(extra_whole=noise, n=n), resamples=2000)
+    additive = out["metrics"]["recall@100_ct"]["interaction"]
+    assert additive["diff"] == pytest.approx(0.0, abs=1e-12)
+    assert additive["ci_low"] < 0.0 < additive["ci_high"] and additive["verdict"] == "additive"
+
+    surplus = np.random.default_rng(12).binomial(1, 0.3, size=n).astype(float)  # all three together find more
+    runs = _ablation_runs(extra_whole=surplus, n=n)
+    out = R.additivity(runs, resamples=4000, seed=1)
+    inter = out["metrics"]["recall@100_ct"]["interaction"]
+    assert inter["diff"] == pytest.approx(surplus.sum() / runs["fs_lr"]["pairs_ct"].sum())
+    assert inter["ci_low"] > 0 and inter["verdict"] == "super-additive"
+    low, high = _direct_interaction(runs, 20000, seed=2)
+    assert inter["ci_low"] == pytest.approx(low, abs=0.006) and inter["ci_high"] == pytest.approx(high, abs=0.006)
+    assert out["metrics"]["ndcg@4"]["interaction"]["verdict"] == "super-additive"
+    binary = out["metrics"]["recall@100_ct"]["labels_vs_binary"]
+    hits = {m: runs[m]["hits@100_ct"].sum() for m in ("crops", "crops_binary")}
+    assert binary["diff"] > 0
+    assert binary["diff"] == pytest.approx((hits["crops"] - hits["crops_binary"]) / runs["fs_lr"]["pairs_ct"].sum())
+
+
+def test_additivity_report_table_and_json_and_missing_runs():
+    runs = _ablation_runs(extra_whole=np.random.default_rng(12).binomial(1, 0.3, size=400).astype(float))
+    labels = {"fs_lr": "FS-LR-style", "crops": "CroPS", "crops_p1": "CroPS, P1 only", "crops_p2": "CroPS, P2 only",
+              "crops_p3": "CroPS, P3 only", "crops_binary": "CroPS, binary"}
+    per_seed = {0: R.additivity(runs, seed=0, resamples=300), 1: R.additivity(runs, seed=1, resamples=300)}
+    table, data = R.additivity_report(per_seed, labels)
+    assert set(data) == {"0", "1"} and data["0"]["parts"] == ["crops_p1", "crops_p2", "crops_p3"]
+    for row in ("P0 + P1 minus P0: CroPS, P1 only minus FS-LR-style", "sum of the perspectives' gains",
+                "P0 + all minus P0: CroPS minus FS-LR-style", "interaction: all minus the sum", "super-additive",
+                "binary labels + InfoNCE: CroPS minus CroPS, binary"):
+        assert row in table, row
+    assert " ± " in table  # two seeds: mean ± sd first
+    json.dumps(data)  # JSON-ready for metrics.json
+    without_p3 = {m: f for m, f in runs.items() if m != "crops_p3"}
+    assert R.additivity(without_p3, resamples=200)["parts"] == ["crops_p1", "crops_p2"]
+    assert R.additivity({"crops": runs["crops"], "crops_p1": runs["crops_p1"]}) == {}  # no P0 run
+    assert R.additivity_report({0: {}}, labels) == ("", {})

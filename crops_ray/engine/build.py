@@ -87,6 +87,13 @@ class EngineConfig:
             raise ValueError("shuffle_partitions must be >= 0, rows_per_partition and rows_per_bucket >= 1")
 
 
+def label_settings(cfg: EngineConfig) -> dict:
+    """:func:`assemble.label_candidates`' keyword arguments for ``cfg``: alpha and the reformulation gate (no gate
+    without P1). One rule for the engine and for anything that relabels its candidates (the alpha sweep)."""
+    gate = cfg.reformulation.gate if "p1" in cfg.sources else "none"
+    return {"alpha": cfg.alpha, "gate": gate, "gate_threshold": cfg.reformulation.gate_threshold}
+
+
 class EngineInputError(ValueError):
     """The input folder is not what build_data reads (with a message saying what to do)."""
 
@@ -299,10 +306,11 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
     progress(f"      {pair_rows:,} pairs")
 
     # 3. the discriminator over the pairs P1/P2 proposed
-    gate = cfg.reformulation.gate if p1_cfg else "none"
+    labels = label_settings(cfg)
+    gate = labels["gate"]
     with clock.stage("score", f"scoring mined pairs with the discriminator ({cfg.discriminator.kind}, {os.path.basename(calibration.model.rstrip('/'))})"):
         ds = score_dataset(_read(f"{work}/pairs"), cfg.discriminator, calibration, rows=pair_rows, mask_column="needs_score", gate_column="reformulated_queries" if gate == "discriminator" else None)
-        ds = ds.map_batches(A.label_candidates, batch_format="pyarrow", fn_kwargs={"alpha": cfg.alpha, "gate": gate, "gate_threshold": cfg.reformulation.gate_threshold}, num_cpus=cfg.map_num_cpus)
+        ds = ds.map_batches(A.label_candidates, batch_format="pyarrow", fn_kwargs=labels, num_cpus=cfg.map_num_cpus)
         _write(ds, f"{staging}/candidates", A.CANDIDATES_SCHEMA)
     counts = _sum_counts(f"{staging}/candidates", candidate_counts, ["score", "reformulation", "recommendation", "needs_score", "gate_pass", "reformulation_kept", "recommendation_kept", "log_level"])
     progress(f"      scored {counts.get('scored', 0):,} pairs; kept P1 {counts.get('p1_kept', 0):,} of {counts.get('p1_candidates', 0):,}, P2 {counts.get('p2_kept', 0):,} of {counts.get('p2_candidates', 0):,}")

@@ -2,7 +2,8 @@
 
 Relevant means a qrel of grade >= 2 (the discriminator's calibration target; grade 1 is marginal) for the pair. Reported per mined source: candidates,
 how many of them are relevant (the base rate), kept, precision of the kept ones and recall within the
-candidates; the discriminator's precision/recall at alpha over every pair it scored; and the filter-bubble
+candidates (:func:`quality_counts`, counters that add up over batches: the alpha sweep streams them); the
+discriminator's precision/recall at alpha over every pair it scored; and the filter-bubble
 check: for the ambiguous queries, minority-sense videos that search never exposed (never clicked or exposed
 for that query) that now are positives, per level.
 """
@@ -30,38 +31,58 @@ def has_truth(eval_dir: str | None) -> bool:
     return bool(eval_dir) and all(os.path.exists(f"{eval_dir}/{n}.parquet") for n in ("qrels", "video_truth", "queries"))
 
 
+def relevant_pairs(eval_dir: str, min_grade: int = 2) -> set[tuple[str, str]]:
+    """The (query, video_id) pairs the ground truth judges relevant: a judgment of grade >= ``min_grade``."""
+    qrels = pq.read_table(judgments_path(eval_dir), columns=["query", "video_id", "grade"]).to_pandas()
+    good = qrels["grade"] >= min_grade
+    return set(zip(qrels.loc[good, "query"], qrels.loc[good, "video_id"]))
+
+
+def is_relevant(queries, video_ids, relevant: set[tuple[str, str]]) -> np.ndarray:
+    """Per (query, video_id) pair, given as two sequences: is it in ``relevant``."""
+    return np.fromiter(((q, v) in relevant for q, v in zip(queries, video_ids)), dtype=bool, count=len(queries))
+
+
+def quality_counts(relevant: np.ndarray, proposed: np.ndarray, kept: np.ndarray) -> dict[str, int]:
+    """Counters for the precision and recall of what was kept among what was proposed (boolean arrays, one per
+    pair). They add up over batches, so a stream of candidates is measured the same as one table."""
+    proposed = np.asarray(proposed, dtype=bool)
+    kept = proposed & np.asarray(kept, dtype=bool)
+    relevant = proposed & np.asarray(relevant, dtype=bool)
+    return {"candidates": int(proposed.sum()), "relevant": int(relevant.sum()), "kept": int(kept.sum()),
+            "kept_relevant": int((kept & relevant).sum())}
+
+
+def quality(counts: dict[str, int]) -> dict:
+    """:func:`quality_counts` (summed) -> candidates, the relevant share, kept, precision, recall (None when 0/0)."""
+    n, rel, kept, hit = counts["candidates"], counts["relevant"], counts["kept"], counts["kept_relevant"]
+    return {
+        "candidates": n,
+        "relevant_candidates": round(rel / n, 4) if n else None,
+        "kept": kept,
+        "precision": round(hit / kept, 4) if kept else None,
+        "recall_within_candidates": round(hit / rel, 4) if rel else None,
+    }
+
+
 def evaluate_engine(out: str, eval_dir: str, alpha: float, min_grade: int = 2) -> dict:
     """Precision of what the engine in ``out`` mined, against ``eval_dir`` (qrels, video_truth, queries)."""
-    qrels = pq.read_table(judgments_path(eval_dir)).to_pandas()
-    good = qrels["grade"] >= min_grade
-    relevant = set(zip(qrels.loc[good, "query"], qrels.loc[good, "video_id"]))
+    relevant = relevant_pairs(eval_dir, min_grade)
     cands = _read(f"{out}/candidates", ["query", "video_id", "log_source", "reformulation", "recommendation", "needs_score", "score", "reformulation_kept", "recommendation_kept"])
-    cands["relevant"] = [(q, v) in relevant for q, v in zip(cands["query"], cands["video_id"])]
+    rel = is_relevant(cands["query"], cands["video_id"], relevant)
     report: dict = {"relevant_means": f"qrels grade >= {min_grade}", "alpha": alpha, "sources": {}}
     kept_any = np.zeros(len(cands), dtype=bool)
     for source in ("reformulation", "recommendation"):
-        c = cands[cands[source]]
-        kept = c[f"{source}_kept"].to_numpy()
-        kept_any |= cands[f"{source}_kept"].to_numpy()
-        rel = c["relevant"].to_numpy()
-        report["sources"][source] = {
-            "candidates": int(len(c)),
-            "relevant_candidates": round(float(rel.mean()), 4) if len(c) else None,
-            "kept": int(kept.sum()),
-            "precision": round(float(rel[kept].mean()), 4) if kept.any() else None,
-            "recall_within_candidates": round(float(kept[rel].mean()), 4) if rel.any() else None,
-        }
-    mined = cands[kept_any]
-    report["mined_positives"] = int(len(mined))
-    report["mined_precision"] = round(float(mined["relevant"].mean()), 4) if len(mined) else None
-    scored = cands[cands["needs_score"]]
-    above = (scored["score"] > alpha).to_numpy()
-    rel = scored["relevant"].to_numpy()
-    report["discriminator"] = {
-        "pairs": int(len(scored)),
-        "precision_at_alpha": round(float(rel[above].mean()), 4) if above.any() else None,
-        "recall_at_alpha": round(float(above[rel].mean()), 4) if rel.any() else None,
-    }
+        kept = cands[f"{source}_kept"].to_numpy(dtype=bool)
+        kept_any |= kept
+        report["sources"][source] = quality(quality_counts(rel, cands[source].to_numpy(dtype=bool), kept))
+    mined = quality(quality_counts(rel, kept_any, kept_any))
+    report["mined_positives"] = mined["kept"]
+    report["mined_precision"] = mined["precision"]
+    above = (cands["score"] > alpha).to_numpy()
+    scored = quality(quality_counts(rel, cands["needs_score"].to_numpy(dtype=bool), above))
+    report["discriminator"] = {"pairs": scored["candidates"], "precision_at_alpha": scored["precision"],
+                               "recall_at_alpha": scored["recall_within_candidates"]}
     report["bubble"] = minority_positives(out, eval_dir)
     return report
 
