@@ -2,30 +2,41 @@
 
 Layout (DPR in-batch with K candidates per query): the score matrix is ``[B, B*K]``; row ``i``'s own
 candidates are columns ``i*K .. i*K+K-1``.  ``h_infonce`` gets those K columns at levels drawn from 1..5
-and level 0 elsewhere; ``cross_entropy`` gets ``target = i*K``.  Scores are cosine-like, in [-1, 1].
-Both losses are timed interleaved (the machine may be shared): the median of several repeats after a
-warm-up, bounded in wall time per shape; small shapes get more repeats.  Prints one markdown table.
+and level 0 elsewhere; ``cross_entropy`` gets ``target = i*K``.  Two kinds of scores:
 
-    .venv/bin/python bench/loss.py [--repeats 20] [--threads 2] [--budget-s 12]
+* ``cosine``: uniform in [-1, 1], as a normalised bi-encoder produces (``s/t`` spans 40 at t = 0.05);
+* ``dot``: uniform in [50, 200], unnormalised dot products as DPR and ANCE score (``s/t`` spans 3000,
+  far past the range of ``exp``).
+
+Each row is run with ``torch.set_num_threads`` at each of ``--threads``.  Both losses are timed
+interleaved in this process (the machine may be shared): the median of several repeats after a warm-up,
+bounded in wall time per row; small shapes get more repeats.  Only the ratio is meant to be compared
+across runs.  Prints the load average before and after, and one markdown table.
+
+    .venv/bin/python bench/loss.py [--threads 1,2] [--batch-sizes 64,256,1024] [--k 8] [--repeats 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from crops_ray.losses import DEFAULT_TEMPERATURE, h_infonce
 
-BATCH_SIZES = (64, 256, 1024)
-CANDIDATES_PER_QUERY = (4, 16)
+BATCH_SIZES = "64,256,1024"
+THREADS = "1,2"
+CANDIDATES_PER_QUERY = 8
+SCORE_KINDS = {"cosine": (-1.0, 1.0), "dot": (50.0, 200.0)}  # uniform ranges
 MAX_LEVEL = 5
 DEFAULT_REPEATS = 20
-DEFAULT_THREADS = 2
-DEFAULT_BUDGET_S = 12.0  # per (device, B, K): stop repeating once this much wall time is spent
+DEFAULT_BUDGET_S = 8.0  # per row: stop repeating once this much wall time is spent
 WARMUP = 2
 SMALL_SHAPE_ELEMS = 2**20  # score matrices smaller than this get SMALL_SHAPE_REPEAT_FACTOR x repeats
 SMALL_SHAPE_REPEAT_FACTOR = 10
@@ -33,15 +44,15 @@ MIN_REPEATS = 3
 SEED = 0
 
 
-def make_inputs(batch: int, k: int, device: torch.device, generator: torch.Generator):
+def make_inputs(batch: int, k: int, kind: str, device: torch.device, generator: torch.Generator):
     """Return (scores [B, B*K] requiring grad, level labels [B, B*K], cross-entropy target [B])."""
     n = batch * k
-    # Cosine-like similarities in [-1, 1], as produced by a normalised bi-encoder.
-    scores = (torch.rand(batch, n, generator=generator) * 2 - 1).to(device).requires_grad_(True)
+    low, high = SCORE_KINDS[kind]
+    scores = (low + (high - low) * torch.rand(batch, n, generator=generator)).to(device).requires_grad_(True)
     labels = torch.zeros(batch, n, dtype=torch.long)
-    rows = torch.arange(batch).repeat_interleave(k)
-    cols = torch.arange(n)
-    labels[rows, cols] = torch.randint(1, MAX_LEVEL + 1, (n,), generator=generator)
+    labels[torch.arange(batch).repeat_interleave(k), torch.arange(n)] = torch.randint(
+        1, MAX_LEVEL + 1, (n,), generator=generator
+    )
     target = torch.arange(batch) * k
     return scores, labels.to(device), target.to(device)
 
@@ -80,34 +91,69 @@ def time_pair(steps, scores, device, repeats: int, budget_s: float) -> list[floa
     return [statistics.median(ts) for ts in times]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="max timed repeats per shape")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch CPU threads")
-    parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S, help="wall-time cap per timing")
-    args = parser.parse_args()
-    if args.repeats < 1 or args.threads < 1 or args.budget_s <= 0:
-        parser.error("--repeats and --threads must be >= 1 and --budget-s > 0")
-    torch.set_num_threads(args.threads)
-
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+def bench_row(device, threads, kind, batch, k, repeats, budget_s) -> dict:
+    """Time both losses on one input; ``threads`` is ``None`` on a GPU."""
     t = DEFAULT_TEMPERATURE
-    print(f"--repeats {args.repeats} (x{SMALL_SHAPE_REPEAT_FACTOR} below {SMALL_SHAPE_ELEMS} scores; "
-          f"median, >= {MIN_REPEATS}, <= {args.budget_s:g} s per shape), warm-up {WARMUP}, "
-          f"threads {args.threads}, torch {torch.__version__}\n")
-    print("| device | B | K | cross_entropy ms | h_infonce ms | ratio h/ce |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for device in devices:
-        for batch in BATCH_SIZES:
-            for k in CANDIDATES_PER_QUERY:
-                gen = torch.Generator().manual_seed(SEED)
-                scores, labels, target = make_inputs(batch, k, device, gen)
-                small = scores.numel() < SMALL_SHAPE_ELEMS
-                repeats = args.repeats * (SMALL_SHAPE_REPEAT_FACTOR if small else 1)
-                ce, hi = time_pair(
-                    [lambda: F.cross_entropy(scores / t, target), lambda: h_infonce(scores, labels, t)],
-                    scores, device, repeats, args.budget_s)
-                print(f"| {device.type} | {batch} | {k} | {ce:.3f} | {hi:.3f} | {hi / ce:.2f} |", flush=True)
+    scores, labels, target = make_inputs(batch, k, kind, device, torch.Generator().manual_seed(SEED))
+    if scores.numel() < SMALL_SHAPE_ELEMS:
+        repeats *= SMALL_SHAPE_REPEAT_FACTOR
+    ce, hi = time_pair(
+        [lambda: F.cross_entropy(scores / t, target), lambda: h_infonce(scores, labels, t)],
+        scores,
+        device,
+        repeats,
+        budget_s,
+    )
+    return {
+        "device": device.type,
+        "threads": threads if threads is not None else "-",
+        "scores": kind,
+        "B": batch,
+        "K": k,
+        "cross_entropy ms": ce,
+        "h_infonce ms": hi,
+        "ratio h/ce": hi / ce,
+    }
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def main(argv=None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", default=THREADS, help="comma-separated torch CPU thread counts")
+    parser.add_argument("--batch-sizes", default=BATCH_SIZES, help="comma-separated B")
+    parser.add_argument("--k", type=int, default=CANDIDATES_PER_QUERY, help="candidates per query")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="max timed repeats per row")
+    parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S, help="wall-time cap per row")
+    args = parser.parse_args(argv)
+    threads, batch_sizes = _ints(args.threads), _ints(args.batch_sizes)
+    if min(threads + batch_sizes) < 1 or args.k < 1 or args.repeats < 1 or args.budget_s <= 0:
+        parser.error("--threads, --batch-sizes, --k and --repeats must be >= 1 and --budget-s > 0")
+
+    load_before = os.getloadavg()
+    rows = []
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        for kind in SCORE_KINDS:
+            for batch in batch_sizes:
+                rows.append(bench_row(torch.device("cpu"), n_threads, kind, batch, args.k, args.repeats, args.budget_s))
+                print(f"  done: {rows[-1]}", file=sys.stderr, flush=True)
+    if torch.cuda.is_available():
+        for kind in SCORE_KINDS:
+            for batch in batch_sizes:
+                rows.append(bench_row(torch.device("cuda"), None, kind, batch, args.k, args.repeats, args.budget_s))
+    table = pd.DataFrame(rows).round({"cross_entropy ms": 3, "h_infonce ms": 3, "ratio h/ce": 2})
+    load = [", ".join(f"{v:.1f}" for v in loads) for loads in (load_before, os.getloadavg())]
+    print(
+        f"h_infonce vs cross_entropy, forward + backward, t = {DEFAULT_TEMPERATURE}, torch {torch.__version__}; "
+        f"median of <= {args.repeats} repeats (x{SMALL_SHAPE_REPEAT_FACTOR} below {SMALL_SHAPE_ELEMS} scores, "
+        f">= {MIN_REPEATS}, <= {args.budget_s:g} s per row), warm-up {WARMUP}; "
+        f"load average (1, 5, 15 min) before {load[0]}, after {load[1]}\n"
+    )
+    print(table.to_markdown(index=False))
+    return table
 
 
 if __name__ == "__main__":
