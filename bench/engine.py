@@ -22,17 +22,22 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+import numpy as np
+import pyarrow.parquet as pq
 
-from crops_ray.discriminator import Discriminator, DiscriminatorConfig, load_or_fit_calibration, score_dataset  # noqa: E402
+from crops_ray.discriminator import Discriminator, DiscriminatorConfig, load_or_fit_calibration, score_dataset
 
 
 def bench_pairs(world: str, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     """``n`` pairs over ``n`` distinct videos, each with a query it is graded relevant for (or a random one)."""
     rng = np.random.default_rng(seed)
     videos = pq.read_table(f"{world}/videos").to_pandas().set_index("video_id")["text"]
-    qrels = pq.read_table(f"{world}/eval/qrels.parquet").to_pandas().drop_duplicates("video_id").set_index("video_id")["query"]
+    qrels = (
+        pq.read_table(f"{world}/eval/qrels.parquet")
+        .to_pandas()
+        .drop_duplicates("video_id")
+        .set_index("video_id")["query"]
+    )
     ids = rng.choice(videos.index.to_numpy(), size=min(n, len(videos)), replace=False)
     queries = [qrels.get(v, qrels.iloc[int(rng.integers(len(qrels)))]) for v in ids]
     return queries, [videos[v] for v in ids]
@@ -44,7 +49,10 @@ def plain_loop(cfg: DiscriminatorConfig, cal, queries, texts, threads: int) -> t
     torch.set_num_threads(threads)
     started = time.perf_counter()
     disc = Discriminator(cfg, cal)
-    out = [disc.theta(queries[i : i + cfg.batch_size], texts[i : i + cfg.batch_size]) for i in range(0, len(queries), cfg.batch_size)]
+    out = [
+        disc.theta(queries[i : i + cfg.batch_size], texts[i : i + cfg.batch_size])
+        for i in range(0, len(queries), cfg.batch_size)
+    ]
     return time.perf_counter() - started, np.concatenate(out)
 
 
@@ -81,7 +89,13 @@ def main(argv: list[str] | None = None) -> str:
         generate_world(world, world_config("small"), progress=lambda *_: None)
     # 0.5 CPU per actor in Ray's accounting (2 actors at 1 CPU each can starve the other tasks on 2 cores), one
     # torch thread each: the pool uses the same cores as the plain loop.
-    cfg = DiscriminatorConfig(batch_size=args.batch_size, pool_min=1, pool_max=args.actors, num_cpus=0.5, torch_threads=max(1, args.threads // args.actors))
+    cfg = DiscriminatorConfig(
+        batch_size=args.batch_size,
+        pool_min=1,
+        pool_max=args.actors,
+        num_cpus=0.5,
+        torch_threads=max(1, args.threads // args.actors),
+    )
     cal = load_or_fit_calibration(cfg)
     queries, texts = bench_pairs(world, args.pairs)
     started = time.perf_counter()
@@ -98,13 +112,26 @@ def main(argv: list[str] | None = None) -> str:
     n = len(queries)
     best_plain, best_ray = min(plain), min(pooled)
     lines = [
-        f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared machine: compare rows of one run only)",
+        (
+            f"load average at the end: {os.getloadavg()[0]:.1f} on "
+            f"{os.cpu_count()} CPUs (shared machine: compare rows of one run only)"
+        ),
         "",
         "| measure | seconds | rate | note |",
         "|---|---:|---:|---|",
-        f"| discriminator, plain loop in one process ({args.threads} threads) | {best_plain:.1f} | {n / best_plain:.0f} pairs/s | best of {args.rounds}; model load included |",
-        f"| discriminator, Ray Data actor pool ({args.actors} actors x {cfg.torch_threads} thread) | {best_ray:.1f} | {n / best_ray:.0f} pairs/s | best of {args.rounds}; actor start and model load included |",
-        f"| Ray overhead | - | {100 * (best_ray / best_plain - 1):+.1f}% | target < 10%; max theta difference {diff:.1e} |",
+        (
+            f"| discriminator, plain loop in one process ({args.threads} threads) | {best_plain:.1f} | "
+            f"{n / best_plain:.0f} pairs/s | best of {args.rounds}; model load included |"
+        ),
+        (
+            f"| discriminator, Ray Data actor pool ({args.actors} actors x {cfg.torch_threads} thread) | "
+            f"{best_ray:.1f} | {n / best_ray:.0f} pairs/s | best of {args.rounds}; actor start and model load included "
+            "|"
+        ),
+        (
+            f"| Ray overhead | - | {100 * (best_ray / best_plain - 1):+.1f}% "
+            f"| target < 10%; max theta difference {diff:.1e} |"
+        ),
         f"| ray.init | {ray_init_s:.1f} | - | once per job, not in the rows above |",
     ]
     if not args.skip_e2e:
@@ -116,10 +143,15 @@ def main(argv: list[str] | None = None) -> str:
             print("validating the small world", flush=True)
             validate_logs(world, validated, progress=lambda *_: None)
         print("build_data on the small world", flush=True)
-        stats = build_data(validated, f"{work}/data", EngineConfig(), eval_dir=f"{world}/eval", progress=lambda m: print(m, flush=True))
+        stats = build_data(
+            validated, f"{work}/data", EngineConfig(), eval_dir=f"{world}/eval", progress=lambda m: print(m, flush=True)
+        )
         rows = sum(stats["rows_read"].values())
         total = stats["seconds"]["total"]
-        lines.append(f"| build_data, small world (P1+P2+P3, {stats['sources']['llm']['queries']} LLM queries) | {total:.1f} | {rows / total:,.0f} rows/s | {rows:,} rows read; {stats['samples']['rows']:,} samples |")
+        lines.append(
+            f"| build_data, small world (P1+P2+P3, {stats['sources']['llm']['queries']} LLM queries) | {total:.1f} | "
+            f"{rows / total:,.0f} rows/s | {rows:,} rows read; {stats['samples']['rows']:,} samples |"
+        )
         for stage, seconds in stats["seconds"].items():
             if stage != "total":
                 lines.append(f"| - {stage} | {seconds:.1f} | - | |")

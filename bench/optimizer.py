@@ -49,10 +49,19 @@ def main(argv=None) -> list[dict]:
             opt.zero_grad(set_to_none=True)
         weights = torch.cat([q.detach().flatten() for q in params])
         reference = weights if reference is None else reference
-        rows.append({"optimizer": name, "ms": 1000 * sum(times) / len(times), "max_weight_diff": float((weights - reference).abs().max())})
+        rows.append(
+            {
+                "optimizer": name,
+                "ms": 1000 * sum(times) / len(times),
+                "max_weight_diff": float((weights - reference).abs().max()),
+            }
+        )
     for r in rows:
         r["ratio"] = r["ms"] / rows[0]["ms"]
-    print(f"AdamW step, {sum(q.numel() for q in base.parameters() if q.requires_grad):,} parameters, {args.threads} thread(s), mean of {args.steps} steps")
+    print(
+        f"AdamW step, {sum(q.numel() for q in base.parameters() if q.requires_grad):,} parameters, {args.threads} "
+        f"thread(s), mean of {args.steps} steps"
+    )
     print("| optimizer | ms per step | vs default | max weight difference vs default |\n|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['optimizer']} | {r['ms']:.1f} | {r['ratio']:.2f} | {r['max_weight_diff']:.1e} |")

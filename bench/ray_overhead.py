@@ -63,8 +63,9 @@ def _child(folder: str, setting: dict, repeats: int) -> dict:
         ray.data.read_parquet(folder).map_batches(same, batch_format="pyarrow").materialize()
         out["read"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        ray.data.read_parquet(folder).map_batches(bucket, batch_format="pyarrow").groupby("bucket", num_partitions=2).map_groups(
-            same, batch_format="pyarrow").materialize()
+        ray.data.read_parquet(folder).map_batches(bucket, batch_format="pyarrow").groupby(
+            "bucket", num_partitions=2
+        ).map_groups(same, batch_format="pyarrow").materialize()
         out["groupby"].append(time.perf_counter() - start)
     ray.shutdown()
     return out
@@ -103,17 +104,22 @@ def _train_child(setting: dict, repeats: int) -> dict:
 
     if setting.get("local_train_env"):
         os.environ.update(LOCAL_TRAIN_ENV)  # inherited by the local Ray's processes, then gone from the driver
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _system_config=local_system_config(2))
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _system_config=local_system_config(2)
+    )
     for key in LOCAL_TRAIN_ENV:
         os.environ.pop(key, None)
     ray.data.DataContext.get_current().enable_progress_bars = False
     out: dict = {"fit": [], "before": [], "after": []}
     for run in range(repeats + 1):
         queue = Queue(actor_options={"num_cpus": 0})
-        trainer = TorchTrainer(_train_loop, train_loop_config={"queue": queue},
-                               scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 2}),
-                               run_config=RunConfig(name=f"run{run}", storage_path=tempfile.mkdtemp(prefix="bench-train-")),
-                               datasets={"train": ray.data.from_arrow(pa.table({"x": list(range(100))}))})
+        trainer = TorchTrainer(
+            _train_loop,
+            train_loop_config={"queue": queue},
+            scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 2}),
+            run_config=RunConfig(name=f"run{run}", storage_path=tempfile.mkdtemp(prefix="bench-train-")),
+            datasets={"train": ray.data.from_arrow(pa.table({"x": list(range(100))}))},
+        )
         start = time.time()
         trainer.fit()
         end = time.time()
@@ -133,16 +139,27 @@ def _train_part(repeats: int) -> dict:
     results = {}
     for name in TRAIN_SETTINGS:
         print(f"running: {name}", file=sys.stderr, flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--train-child", name, "--repeats", str(repeats)],
-                              env=env, capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--train-child", name, "--repeats", str(repeats)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     base = statistics.median(results[next(iter(TRAIN_SETTINGS))]["fit"][1:])
-    print(f"\nA Ray Train run's fixed cost: 1 worker, 100-row dataset shard, one checkpoint; median of {repeats} warm runs")
+    print(
+        "\nA Ray Train run's fixed cost: 1 worker, 100-row dataset "
+        f"shard, one checkpoint; median of {repeats} warm runs"
+    )
     print("| setting | fit s (first) | fit s | vs defaults | before the loop s | after the loop s |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         fit = statistics.median(r["fit"][1:])
-        print(f"| {name} | {r['fit'][0]:.2f} | {fit:.2f} | {fit / base:.2f} | {statistics.median(r['before'][1:]):.2f} | {statistics.median(r['after'][1:]):.2f} |")
+        print(
+            f"| {name} | {r['fit'][0]:.2f} | {fit:.2f} | {fit / base:.2f} | {statistics.median(r['before'][1:]):.2f} | "
+            f"{statistics.median(r['after'][1:]):.2f} |"
+        )
     return results
 
 
@@ -172,21 +189,35 @@ def main(argv=None) -> dict:
     rng = np.random.default_rng(0)
     for shard in range(2):  # two shards, as a small search log
         n = args.rows // 2
-        pq.write_table(pa.table({"n": np.arange(n), "query": [f"q{i}" for i in rng.integers(0, 500, n)]}), f"{folder}/part-{shard}.parquet")
+        pq.write_table(
+            pa.table({"n": np.arange(n), "query": [f"q{i}" for i in rng.integers(0, 500, n)]}),
+            f"{folder}/part-{shard}.parquet",
+        )
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     results = {}
     for name in SETTINGS:
         print(f"running: {name}", file=sys.stderr, flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--child", f"{folder}::{name}", "--repeats", str(args.repeats)],
-                              env=env, capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", f"{folder}::{name}", "--repeats", str(args.repeats)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     base = {op: statistics.median(results["Ray defaults"][op][1:]) for op in ("read", "groupby")}
-    print(f"Ray Data fixed costs, {args.rows:,} rows in 2 parquet shards, local Ray with 2 CPUs; median of {args.repeats} warm runs")
+    print(
+        f"Ray Data fixed costs, {args.rows:,} rows in 2 parquet shards, "
+        f"local Ray with 2 CPUs; median of {args.repeats} warm runs"
+    )
     print("| setting | read s (first) | read s | vs defaults | groupby s (first) | groupby s | vs defaults |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         read, group = statistics.median(r["read"][1:]), statistics.median(r["groupby"][1:])
-        print(f"| {name} | {r['read'][0]:.2f} | {read:.2f} | {read / base['read']:.2f} | {r['groupby'][0]:.2f} | {group:.2f} | {group / base['groupby']:.2f} |")
+        print(
+            f"| {name} | {r['read'][0]:.2f} | {read:.2f} | {read / base['read']:.2f} | {r['groupby'][0]:.2f} | "
+            f"{group:.2f} | {group / base['groupby']:.2f} |"
+        )
     if args.part == "both":
         results["train"] = _train_part(args.repeats)
     return results

@@ -60,7 +60,11 @@ class LocalBackend:
         self.encoder = Encoder.from_pretrained(settings.model).eval()
         self.index = VectorIndex.load(settings.index)
         self.disc = Discriminator(DiscriminatorConfig(model=settings.discriminator_model), calibration, device="cpu")
-        self.versions = {"model": model_version(settings.model), "discriminator": model_version(settings.discriminator_model), "index": content_version(settings.index, (".faiss", ".parquet", ".json"))}
+        self.versions = {
+            "model": model_version(settings.model),
+            "discriminator": model_version(settings.discriminator_model),
+            "index": content_version(settings.index, (".faiss", ".parquet", ".json")),
+        }
         self._pool = ThreadPoolExecutor(1)
 
     async def _run(self, fn, *args):
@@ -70,7 +74,9 @@ class LocalBackend:
         return await self._run(self.encoder.encode_queries, queries), self.versions["model"]
 
     async def score(self, pairs):
-        return await self._run(self.disc.theta, [q for q, _ in pairs], [t for _, t in pairs]), self.versions["discriminator"]
+        return await self._run(self.disc.theta, [q for q, _ in pairs], [t for _, t in pairs]), self.versions[
+            "discriminator"
+        ]
 
     async def search(self, query, k):
         def top_k():
@@ -91,7 +97,9 @@ def run_plain_server(settings_json: str, port: int, threads: int) -> None:
     from serve.app import ServeSettings, make_api
 
     settings = ServeSettings(**json.loads(settings_json))
-    calibration = load_or_fit_calibration(DiscriminatorConfig(model=settings.discriminator_model, calibration=settings.calibration))
+    calibration = load_or_fit_calibration(
+        DiscriminatorConfig(model=settings.discriminator_model, calibration=settings.calibration)
+    )
     app = make_api(LocalBackend(settings, calibration, threads), settings, token=None)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
@@ -99,7 +107,9 @@ def run_plain_server(settings_json: str, port: int, threads: int) -> None:
 # ------------------------------------------------------------------------------------------- the load
 
 
-async def load(url: str, path: str, bodies: list[dict], requests: int, concurrency: int) -> tuple[list[tuple[int, float]], float]:
+async def load(
+    url: str, path: str, bodies: list[dict], requests: int, concurrency: int
+) -> tuple[list[tuple[int, float]], float]:
     """``requests`` POSTs kept ``concurrency`` in flight: (status, seconds) per request, and the wall time."""
     import aiohttp
 
@@ -131,9 +141,12 @@ def summarize(results: list[tuple[int, float]], wall: float) -> dict:
     latencies = sorted(t for _, t in results)
     statuses = [s for s, _ in results]
     return {
-        "requests": len(results), "rps": len(results) / wall,
-        "p50_ms": 1e3 * statistics.median(latencies), "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-        "5xx": sum(s >= 500 for s in statuses), "other_errors": sum(s != 200 and s < 500 for s in statuses),
+        "requests": len(results),
+        "rps": len(results) / wall,
+        "p50_ms": 1e3 * statistics.median(latencies),
+        "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "5xx": sum(s >= 500 for s in statuses),
+        "other_errors": sum(s != 200 and s < 500 for s in statuses),
     }
 
 
@@ -175,7 +188,9 @@ def build_index(model: str, folder: str) -> list[str]:
     generate_world(world, world_config("tiny", seed=WORLD_SEED), progress=lambda *_: None)
     videos = pq.read_table(table_files(world, "videos"), columns=["video_id", "text"])
     encoder = Encoder.from_pretrained(model)
-    VectorIndex.build(videos["video_id"].to_pylist(), encoder.encode_docs(videos["text"].to_pylist())).save(f"{folder}/index")
+    VectorIndex.build(videos["video_id"].to_pylist(), encoder.encode_docs(videos["text"].to_pylist())).save(
+        f"{folder}/index"
+    )
     return pq.read_table(f"{world}/eval/queries.parquet")["query"].to_pylist()
 
 
@@ -195,8 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help="timed requests per (server, endpoint)")
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
-    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="the requests are split into rounds that alternate the servers")
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads per model replica and in the baseline")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=DEFAULT_ROUNDS,
+        help="the requests are split into rounds that alternate the servers",
+    )
+    p.add_argument(
+        "--threads", type=int, default=DEFAULT_THREADS, help="torch threads per model replica and in the baseline"
+    )
     p.add_argument("--plain-server", action="store_true", help=argparse.SUPPRESS)  # internal: the baseline process
     p.add_argument("--settings-json", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -221,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"encoding the tiny world's videos with {args.model} into a temporary index", flush=True)
         index, queries = f"{tmp.name}/index", build_index(args.model, tmp.name)
     settings = resolve_settings({"model": args.model, "index": index, "threads": args.threads})
-    bodies = {"/v1/encode": [{"queries": [q]} for q in queries], "/v1/search": [{"query": q, "k": SEARCH_K} for q in queries]}
+    bodies = {
+        "/v1/encode": [{"queries": [q]} for q in queries],
+        "/v1/search": [{"query": q, "k": SEARCH_K} for q in queries],
+    }
 
     # All three servers stay up, and the timed requests alternate between them in rounds, so that each sees the
     # same share of whatever else the machine is doing. Only one server is loaded at a time: Ray gets 4 logical
@@ -231,9 +256,21 @@ def main(argv: list[str] | None = None) -> int:
     serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
     servers = {}
     for name, batching in (("on", True), ("off", False)):
-        serve.run(build_app(settings.model_copy(update={"batching": batching})), name=f"bench-{name}", route_prefix=f"/{name}")
+        serve.run(
+            build_app(settings.model_copy(update={"batching": batching})), name=f"bench-{name}", route_prefix=f"/{name}"
+        )
         servers[("Ray Serve", name)] = f"http://127.0.0.1:{serve_port}/{name}"
-    cmd = [sys.executable, os.path.abspath(__file__), "--plain-server", "--port", str(plain_port), "--threads", str(args.threads), "--settings-json", settings.model_dump_json()]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--plain-server",
+        "--port",
+        str(plain_port),
+        "--threads",
+        str(args.threads),
+        "--settings-json",
+        settings.model_dump_json(),
+    ]
     plain = subprocess.Popen(cmd)
     servers[("plain FastAPI (uvicorn, 1 process)", "-")] = f"http://127.0.0.1:{plain_port}"
     encoder = serve.get_deployment_handle("QueryEncoder", app_name="bench-on")
@@ -245,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(load(url, endpoint, bodies[endpoint], args.warmup, args.concurrency))
         per_round = -(-args.requests // args.rounds)
         for r in range(args.rounds):
-            order = list(servers)[r % len(servers):] + list(servers)[: r % len(servers)]
+            order = list(servers)[r % len(servers) :] + list(servers)[: r % len(servers)]
             for server in order:
                 for endpoint in bodies:
                     n = min(per_round, args.requests - r * per_round)
@@ -253,16 +290,24 @@ def main(argv: list[str] | None = None) -> int:
                     got, wall = asyncio.run(load(servers[server], endpoint, bodies[endpoint], n, args.concurrency))
                     after = encoder.info.remote().result()
                     done, seconds, batches, batched = results[(server, endpoint)]
-                    results[(server, endpoint)] = (done + got, seconds + wall, batches + after["batches"] - before["batches"], batched + after["requests"] - before["requests"])
+                    results[(server, endpoint)] = (
+                        done + got,
+                        seconds + wall,
+                        batches + after["batches"] - before["batches"],
+                        batched + after["requests"] - before["requests"],
+                    )
     finally:
         plain.terminate()
         plain.wait(30)
         serve.shutdown()
         tmp.cleanup()
 
-    print(f"\n{args.requests} requests per row in {args.rounds} alternating rounds after {args.warmup} warm-up, concurrency "
-          f"{args.concurrency}, 1 query per request, k={SEARCH_K}; model {settings.model}, {args.threads} torch threads per "
-          f"model; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {time.time() - started:.0f}s in all\n")
+    print(
+        f"\n{args.requests} requests per row in {args.rounds} alternating rounds after {args.warmup} warm-up, "
+        f"concurrency {args.concurrency}, 1 query per request, k={SEARCH_K}; model {settings.model}, {args.threads} "
+        f"torch threads per model; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+        f"{time.time() - started:.0f}s in all\n"
+    )
     print("| server | batching | endpoint | req/s | p50 ms | p99 ms | mean encoder batch | 5xx | other errors |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     failed = 0
@@ -271,7 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         r = summarize(got, wall)
         failed += r["5xx"] + r["other_errors"]
         batch = f"{batched / batches:.2f}" if batching == "on" and batches else "-"
-        print(f"| {server} | {batching} | {endpoint} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {batch} | {r['5xx']} | {r['other_errors']} |")
+        print(
+            f"| {server} | {batching} | {endpoint} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {batch} "
+            f"| {r['5xx']} | {r['other_errors']} |"
+        )
     if failed:
         print(f"\nFAILED: {failed} requests did not answer 200", file=sys.stderr)
     return 1 if failed else 0

@@ -26,7 +26,7 @@ import pyarrow as pa
 import ray
 import torch
 
-from crops_ray import storage  # noqa: E402
+from crops_ray import storage
 from crops_ray.hla import GroupConfig, build_groups, load_samples, write_groups
 from crops_ray.losses import DEFAULT_TEMPERATURE
 from crops_ray.models import model_path
@@ -95,38 +95,73 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         groups = make_groups(tmp, args.scale)
         n = storage.read_table(groups).num_rows
-        print(f"{n} groups of {GROUP_SIZE} candidates ({args.scale} world), model {args.model}, max_length {args.max_length}, "
-              f"{args.steps} steps, {args.batch_size} queries per worker per step, {os.cpu_count()} CPUs, "
-              f"load average at start {os.getloadavg()[0]:.1f}\n")
+        print(
+            f"{n} groups of {GROUP_SIZE} candidates ({args.scale} world), model {args.model}, max_length "
+            f"{args.max_length}, {args.steps} steps, {args.batch_size} queries per worker per step, {os.cpu_count()} "
+            f"CPUs, load average at start {os.getloadavg()[0]:.1f}\n"
+        )
         init_ray()
         task = ray.remote(num_cpus=1)(sentence_transformers_rate)
-        anchor = lambda: ray.get(task.remote(groups, args.model, args.steps, args.batch_size, args.max_length, args.lr))  # noqa: E731
+
+        def anchor():
+            return ray.get(task.remote(groups, args.model, args.steps, args.batch_size, args.max_length, args.lr))
+
         if importlib.util.find_spec("sentence_transformers"):
             st_before = anchor()
         else:
             st_before = None
-            print("sentence-transformers is not installed: no anchor row (pip install -c constraints/cpu.txt sentence-transformers)\n")
+            print(
+                "sentence-transformers is not installed: no anchor row (pip install -c constraints/cpu.txt "
+                "sentence-transformers)\n"
+            )
         rows = []
         for workers in (1, 2):
-            cfg = TrainConfig(model=args.model, max_length=args.max_length, batch_size=args.batch_size, lr=args.lr,
-                              max_steps=args.steps, num_workers=workers, checkpoint_every=args.steps,
-                              log_every=args.steps, shuffle_buffer=0, seed=SEED)
-            m = train(groups, os.path.join(tmp, f"out-{workers}"), cfg, name=f"bench-{workers}", progress=lambda *_: None)
-            rows.append(("crops_ray.train h_infonce, Ray Train", workers, args.batch_size * workers, m["samples_per_s"], m["wall_s"]))
+            cfg = TrainConfig(
+                model=args.model,
+                max_length=args.max_length,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                max_steps=args.steps,
+                num_workers=workers,
+                checkpoint_every=args.steps,
+                log_every=args.steps,
+                shuffle_buffer=0,
+                seed=SEED,
+            )
+            m = train(
+                groups, os.path.join(tmp, f"out-{workers}"), cfg, name=f"bench-{workers}", progress=lambda *_: None
+            )
+            rows.append(
+                (
+                    "crops_ray.train h_infonce, Ray Train",
+                    workers,
+                    args.batch_size * workers,
+                    m["samples_per_s"],
+                    m["wall_s"],
+                )
+            )
         st_rate = None
         if st_before is not None:  # the anchor runs before and after the Ray rows: their mean evens out load drift
             st_after = anchor()
             st_rate = (st_before + st_after) / 2
-            rows.insert(0, ("sentence-transformers MNRL, 1 process (mean of before/after)", 1, args.batch_size, st_rate, None))
+            rows.insert(
+                0, ("sentence-transformers MNRL, 1 process (mean of before/after)", 1, args.batch_size, st_rate, None)
+            )
             print(f"sentence-transformers samples/s before {st_before:.1f}, after {st_after:.1f}\n")
 
     one_worker = rows[-2][3]
-    print("| trainer | workers | global batch | samples/s (steady) | wall s incl. start-up | vs sentence-transformers | vs 1 worker |")
+    print(
+        "| trainer | workers | global batch | samples/s (steady) | wall s incl. start-up | vs sentence-transformers | "
+        "vs 1 worker |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, workers, global_batch, rate, wall in rows:
         vs_st = f"{rate / st_rate:.2f}" if st_rate else "-"
         vs_one = f"{rate / one_worker:.2f}" if wall is not None else "-"
-        print(f"| {name} | {workers} | {global_batch} | {rate:.1f} | {wall if wall is not None else '-'} | {vs_st} | {vs_one} |")
+        print(
+            f"| {name} | {workers} | {global_batch} | {rate:.1f} | {wall if wall is not None else '-'} | {vs_st} | "
+            f"{vs_one} |"
+        )
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
 

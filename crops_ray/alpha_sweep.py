@@ -66,8 +66,10 @@ def read_build(data: str) -> tuple[dict, B.EngineConfig]:
     from crops_ray.config import from_dict
 
     if not os.path.exists(f"{data}/stats.json") or not storage.parquet_files(f"{data}/candidates"):
-        raise SweepInputError(f"{data} is not a build_data output (no stats.json or candidates/): pass the --out of "
-                              "`python pipelines/build_data.py`, whose candidates/ keep every mined pair's theta")
+        raise SweepInputError(
+            f"{data} is not a build_data output (no stats.json or candidates/): pass the --out of "
+            "`python pipelines/build_data.py`, whose candidates/ keep every mined pair's theta"
+        )
     with open(f"{data}/stats.json") as f:
         stats = json.load(f)
     return stats, from_dict(B.EngineConfig, stats["config"])
@@ -117,8 +119,9 @@ def _table_counts(table: pa.Table) -> dict[str, int]:
     return {name: int(table[name][0].as_py() or 0) for name in table.column_names}
 
 
-def sweep_counts(data: str, cfg: B.EngineConfig, alphas, relevant: set | None = None,
-                 progress=print) -> dict[float, dict]:
+def sweep_counts(
+    data: str, cfg: B.EngineConfig, alphas, relevant: set | None = None, progress=print
+) -> dict[float, dict]:
     """Per alpha: the engine's candidate counters, samples per source:level, and (with ``relevant`` pairs) the
     quality counters of P1, P2 and all mined pairs. One pass over the candidates, every alpha per batch."""
     out = {a: {"counts": {}, "samples": {}, "quality": {"p1": {}, "p2": {}, "mined": {}}} for a in alphas}
@@ -172,9 +175,12 @@ def sweep_rows(counted: dict[float, dict], truth: bool) -> list[dict]:
     rows = []
     for alpha, entry in sorted(counted.items()):
         c = entry["counts"]
-        row = {"alpha": alpha, **{k: c.get(k, 0) for k in ("p1_candidates", "p1_kept", "p2_candidates", "p2_kept")},
-               "samples": sum(entry["samples"].values()),
-               "samples_by_source_level": dict(sorted(entry["samples"].items()))}
+        row = {
+            "alpha": alpha,
+            **{k: c.get(k, 0) for k in ("p1_candidates", "p1_kept", "p2_candidates", "p2_kept")},
+            "samples": sum(entry["samples"].values()),
+            "samples_by_source_level": dict(sorted(entry["samples"].items())),
+        }
         if truth:
             for name in ("p1", "p2", "mined"):
                 counts = {"candidates": 0, "relevant": 0, "kept": 0, "kept_relevant": 0, **entry["quality"][name]}
@@ -193,8 +199,18 @@ def alpha_folder(out: str, alpha: float) -> str:
     return f"{out}/alpha-{alpha:g}"
 
 
-def downstream(data: str, cfg: B.EngineConfig, alphas, logs: str, out: str, exp_cfg, seed: int = 0,
-               log: pa.Table | None = None, reuse: bool = False, progress=print) -> dict[float, dict]:
+def downstream(
+    data: str,
+    cfg: B.EngineConfig,
+    alphas,
+    logs: str,
+    out: str,
+    exp_cfg,
+    seed: int = 0,
+    log: pa.Table | None = None,
+    reuse: bool = False,
+    progress=print,
+) -> dict[float, dict]:
     """CroPS trained and evaluated on each alpha's samples (``out/alpha-A/crops/``); per alpha its metrics.
 
     The same harness as the demo's Table 1 (:func:`crops_ray.experiment.run_method`, ``log`` the P0 samples from
@@ -224,8 +240,11 @@ def against_reference(out: str, alphas, reference: float, seed: int = 0) -> dict
     runs = {a: report.load_per_query(alpha_folder(out, a), ["crops"]).get("crops") for a in alphas}
     if runs.get(reference) is None:
         return {}
-    return {a: significance.compare_runs(per, runs[reference], seed=seed)
-            for a, per in runs.items() if per is not None and a != reference}
+    return {
+        a: significance.compare_runs(per, runs[reference], seed=seed)
+        for a, per in runs.items()
+        if per is not None and a != reference
+    }
 
 
 def add_downstream(rows: list[dict], metrics: dict[float, dict], versus: dict[float, dict]) -> None:
@@ -263,9 +282,11 @@ def mining_table(rows: list[dict], reference: float) -> str:
     """Markdown: per alpha, kept of candidates per source, precision/recall where there is ground truth."""
     table = []
     for r in rows:
-        line = {"alpha": _alpha_label(r["alpha"], reference),
-                "P1 kept": f"{r['p1_kept']:,} / {r['p1_candidates']:,}",
-                "P2 kept": f"{r['p2_kept']:,} / {r['p2_candidates']:,}"}
+        line = {
+            "alpha": _alpha_label(r["alpha"], reference),
+            "P1 kept": f"{r['p1_kept']:,} / {r['p1_candidates']:,}",
+            "P2 kept": f"{r['p2_kept']:,} / {r['p2_candidates']:,}",
+        }
         for name, label in (("p1", "P1"), ("p2", "P2"), ("mined", "mined")):
             if f"{name}_precision" in r:
                 line[f"{label} precision"] = _cell(r[f"{name}_precision"])
@@ -299,13 +320,17 @@ def summary_lines(rows: list[dict], reference: float) -> list[str]:
     lines = []
     for short, label in (("p1", "P1"), ("p2", "P2")):
         kept = [r[f"{short}_kept"] for r in rows]
-        lines.append(f"{label} kept {max(kept):,} at alpha {rows[0]['alpha']:g} down to {min(kept):,} at "
-                     f"{rows[-1]['alpha']:g} (of {rows[0][f'{short}_candidates']:,} candidates)")
+        lines.append(
+            f"{label} kept {max(kept):,} at alpha {rows[0]['alpha']:g} down to {min(kept):,} at "
+            f"{rows[-1]['alpha']:g} (of {rows[0][f'{short}_candidates']:,} candidates)"
+        )
     scored = [r for r in rows if r.get("mined_f1") is not None]
     if scored:
         best = max(scored, key=lambda r: r["mined_f1"])
-        lines.append(f"mined positives' F1 against the ground truth peaks at alpha {best['alpha']:g}: precision "
-                     f"{best['mined_precision']}, recall {best['mined_recall']}, F1 {best['mined_f1']}")
+        lines.append(
+            f"mined positives' F1 against the ground truth peaks at alpha {best['alpha']:g}: precision "
+            f"{best['mined_precision']}, recall {best['mined_recall']}, F1 {best['mined_f1']}"
+        )
     for key, label in DOWNSTREAM_METRICS:
         values = [(r["alpha"], r[key]) for r in rows if r.get(key) is not None]
         if not values:
@@ -313,8 +338,10 @@ def summary_lines(rows: list[dict], reference: float) -> list[str]:
         best = max(values, key=lambda v: v[1])
         spread = 100 * (max(v for _, v in values) - min(v for _, v in values))
         apart = [f"{r['alpha']:g}" for r in rows if r.get(f"{key}_vs_reference", {}).get("significant")]
-        lines.append(f"{label}: best at alpha {best[0]:g} ({100 * best[1]:.1f}); spread over alphas {spread:.1f} "
-                     f"points; alphas whose paired CI vs {reference:g} excludes 0: {', '.join(apart) or 'none'}")
+        lines.append(
+            f"{label}: best at alpha {best[0]:g} ({100 * best[1]:.1f}); spread over alphas {spread:.1f} "
+            f"points; alphas whose paired CI vs {reference:g} excludes 0: {', '.join(apart) or 'none'}"
+        )
     return lines
 
 
@@ -362,25 +389,57 @@ def write_outputs(result: dict, out: str) -> None:
     os.makedirs(out, exist_ok=True)
     with open(f"{out}/alpha_sweep.json", "w") as f:
         json.dump(result, f, indent=2, default=str)
-    truth = (f"relevant = {result['relevant_means']} in {result['ground_truth']}" if result["ground_truth"]
-             else "no ground truth: counts only")
-    parts = [f"# Alpha sweep of {result['data']}", "",
-             (f"The discriminator's scores from the build (alpha {reference:g}) thresholded again at each alpha; "
-              f"nothing re-scored. P3 held as built. {truth}."), "", mining_table(rows, reference)]
+    truth = (
+        f"relevant = {result['relevant_means']} in {result['ground_truth']}"
+        if result["ground_truth"]
+        else "no ground truth: counts only"
+    )
+    parts = [
+        f"# Alpha sweep of {result['data']}",
+        "",
+        (
+            f"The discriminator's scores from the build (alpha {reference:g}) thresholded again at each alpha; "
+            f"nothing re-scored. P3 held as built. {truth}."
+        ),
+        "",
+        mining_table(rows, reference),
+    ]
     table = downstream_table(rows, reference)
     if table:
-        parts += ["", f"## CroPS per alpha (seed {result['downstream']['seed']})", "",
-                  (f"Percent; in brackets the difference from alpha {reference:g} in points with its paired bootstrap "
-                   "95% CI over queries (* excludes 0)."), "", table]
-    parts += ["", "## Summary", "", *[f"- {line}" for line in result["summary"]], "",
-              "![alpha sweep](alpha_sweep.png)", ""]
+        parts += [
+            "",
+            f"## CroPS per alpha (seed {result['downstream']['seed']})",
+            "",
+            (
+                f"Percent; in brackets the difference from alpha {reference:g} in points with its paired bootstrap "
+                "95% CI over queries (* excludes 0)."
+            ),
+            "",
+            table,
+        ]
+    parts += [
+        "",
+        "## Summary",
+        "",
+        *[f"- {line}" for line in result["summary"]],
+        "",
+        "![alpha sweep](alpha_sweep.png)",
+        "",
+    ]
     with open(f"{out}/alpha_sweep.md", "w") as f:
         f.write("\n".join(parts))
     plot_sweep(rows, f"{out}/alpha_sweep.png", reference)
 
 
-def run_sweep(data: str, out: str, alphas=DEFAULT_ALPHAS, eval_dir: str | None = None, min_grade: int | None = None,
-              downstream_args: dict | None = None, progress=print) -> dict:
+def run_sweep(
+    data: str,
+    out: str,
+    alphas=DEFAULT_ALPHAS,
+    eval_dir: str | None = None,
+    min_grade: int | None = None,
+    downstream_args: dict | None = None,
+    progress=print,
+) -> dict:
     """The sweep end to end: counts (and quality with ``eval_dir``) for every alpha; CroPS per alpha when
     ``downstream_args`` (keyword arguments of :func:`downstream`: logs, exp_cfg, seed, log, reuse) are given.
     Relevant means a judgment of grade >= ``min_grade`` (default: the build's, as its stats.json measured).
@@ -392,14 +451,23 @@ def run_sweep(data: str, out: str, alphas=DEFAULT_ALPHAS, eval_dir: str | None =
     relevant = None
     if eval_dir:
         relevant = E.relevant_pairs(eval_dir, min_grade)
-    progress(f"[1/{steps}] relabelling the mined pairs of {data} at alpha {', '.join(f'{a:g}' for a in alphas)} "
-             f"(build alpha {cfg.alpha:g}; {'ground truth ' + eval_dir if eval_dir else 'no ground truth'})")
+    progress(
+        f"[1/{steps}] relabelling the mined pairs of {data} at alpha {', '.join(f'{a:g}' for a in alphas)} "
+        f"(build alpha {cfg.alpha:g}; {'ground truth ' + eval_dir if eval_dir else 'no ground truth'})"
+    )
     rows = sweep_rows(sweep_counts(data, cfg, alphas, relevant, progress), truth=relevant is not None)
-    result = {"data": data, "build_alpha": cfg.alpha, "alphas": list(alphas), "sources": list(cfg.sources),
-              "ground_truth": eval_dir, "relevant_means": f"qrels grade >= {min_grade}" if eval_dir else None,
-              "p3": "held as built (not re-thresholded)",
-              "build_kept": {short: stats["sources"][column]["kept"] for short, column in MINED},
-              "rows": rows, "downstream": None}
+    result = {
+        "data": data,
+        "build_alpha": cfg.alpha,
+        "alphas": list(alphas),
+        "sources": list(cfg.sources),
+        "ground_truth": eval_dir,
+        "relevant_means": f"qrels grade >= {min_grade}" if eval_dir else None,
+        "p3": "held as built (not re-thresholded)",
+        "build_kept": {short: stats["sources"][column]["kept"] for short, column in MINED},
+        "rows": rows,
+        "downstream": None,
+    }
     if downstream_args is not None:
         progress(f"[2/{steps}] training and evaluating CroPS once per alpha ({len(alphas)} runs)")
         metrics = downstream(data, cfg, alphas, out=out, progress=progress, **downstream_args)

@@ -14,6 +14,8 @@ class BM25Retriever:
 
     def search(self, queries: list[str], k: int) -> tuple[list[list[str]], np.ndarray]:
         k = min(k, len(self.ids))
-        docs, scores = self.model.retrieve(bm25s.tokenize(queries, stopwords="en", show_progress=False), k=k, show_progress=False, n_threads=1)
+        docs, scores = self.model.retrieve(
+            bm25s.tokenize(queries, stopwords="en", show_progress=False), k=k, show_progress=False, n_threads=1
+        )
         # bm25s pads with arbitrary documents at score 0 when fewer match: those are not retrieved.
         return [[self.ids[d] for d, s in zip(row, srow) if s > 0] for row, srow in zip(docs, scores)], scores

@@ -18,12 +18,15 @@ HEAD_MIN_REQUESTS = 20
 def bucket_of(requests) -> np.ndarray:
     """Bucket names for an array of training-period request counts."""
     n = np.asarray(requests)
-    return np.where(n == 0, "unseen", np.where(n <= TAIL_MAX_REQUESTS, "tail", np.where(n < HEAD_MIN_REQUESTS, "torso", "head")))
+    return np.where(
+        n == 0, "unseen", np.where(n <= TAIL_MAX_REQUESTS, "tail", np.where(n < HEAD_MIN_REQUESTS, "torso", "head"))
+    )
 
 
 def query_buckets(logs: str, queries: list[str]):
     """A pandas frame (query, train_requests, bucket) for ``queries``, counted from ``logs``' search log."""
     import pandas as pd
+
     from crops_ray import schema as S
     from crops_ray import storage
 

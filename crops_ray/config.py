@@ -31,8 +31,11 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, base: T | None = None) 
         hint = hints.get(key)
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             f = fields[key]
-            inner = getattr(base, key) if base is not None else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            inner = (
+                getattr(base, key)
+                if base is not None
+                else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            )
             value = from_dict(hint, value, inner if dataclasses.is_dataclass(inner) else None)
         elif hint is not None:
             value = _coerce(cls, key, hint, value)
@@ -52,8 +55,10 @@ def _coerce(cls: type, key: str, hint: Any, value: Any) -> Any:
     try:
         return adapter.validate_python(value)
     except ValidationError as exc:
-        raise ValueError(f"{cls.__name__}.{key}: {value!r} is not a valid {getattr(hint, '__name__', hint)} "
-                         f"({exc.errors()[0]['msg']})") from None
+        raise ValueError(
+            f"{cls.__name__}.{key}: {value!r} is not a valid {getattr(hint, '__name__', hint)} "
+            f"({exc.errors()[0]['msg']})"
+        ) from None
 
 
 def load_config(cls: type[T], path: str | None = None, overrides: dict[str, Any] | None = None) -> T:

@@ -84,13 +84,17 @@ class DiscriminatorConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"discriminator {name} must be >= 1, got {getattr(self, name)}")
         if self.fine_tune and self.kind != "bi-encoder":
-            raise ValueError("discriminator fine_tune supports kind='bi-encoder' only (build_data: --no-fine-tune-discriminator)")
+            raise ValueError(
+                "discriminator fine_tune supports kind='bi-encoder' only (build_data: --no-fine-tune-discriminator)"
+            )
         if self.pool_min > self.pool_max:
             raise ValueError(f"discriminator pool_min {self.pool_min} > pool_max {self.pool_max}")
 
 
 def cache_dir(cfg: DiscriminatorConfig | None = None) -> str:
-    folder = (cfg.cache_dir if cfg else None) or os.environ.get("CROPS_CACHE") or os.path.expanduser("~/.cache/crops-ray")
+    folder = (
+        (cfg.cache_dir if cfg else None) or os.environ.get("CROPS_CACHE") or os.path.expanduser("~/.cache/crops-ray")
+    )
     os.makedirs(folder, exist_ok=True)
     return folder
 
@@ -134,7 +138,14 @@ class Calibration:
         if missing:
             raise ValueError(f"{path}: not a discriminator calibration (missing {sorted(missing)})")
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known} | {"source": data.get("source", path), "labelled_pairs": data.get("labelled_pairs", 0), "positives": data.get("positives", 0)})
+        return cls(
+            **{k: v for k, v in data.items() if k in known}
+            | {
+                "source": data.get("source", path),
+                "labelled_pairs": data.get("labelled_pairs", 0),
+                "positives": data.get("positives", 0),
+            }
+        )
 
 
 def fit_logistic(raw: np.ndarray, labels: np.ndarray, l2: float = 1e-4, iterations: int = 50) -> tuple[float, float]:
@@ -175,9 +186,9 @@ def query_split(queries, heldout: bool) -> np.ndarray:
 def world_labelled_pairs(world: str, n: int, heldout: bool, seed: int = 0, min_grade: int = 2) -> pa.Table:
     """(query, text, label) pairs from a world's graded qrels: half relevant, half not (hard and random).
 
-    Relevant: grade >= ``min_grade``. Irrelevant (lower grades, marginal ones included): half from the query's own candidates' neighbourhood (videos of
-    the same ambiguous word or the same domain, grade 0), half random. Only the queries on one side of
-    :func:`query_split` are used, so a calibration fitted on one side is measured on the other.
+    Relevant: grade >= ``min_grade``. Irrelevant (lower grades, marginal ones included): half from the query's own
+    candidates' neighbourhood (videos of the same ambiguous word or the same domain, grade 0), half random. Only the
+    queries on one side of :func:`query_split` are used, so a calibration fitted on one side is measured on the other.
     """
     import pyarrow.parquet as pq
 
@@ -218,7 +229,13 @@ def world_labelled_pairs(world: str, n: int, heldout: bool, seed: int = 0, min_g
             if v not in relevant[q.query]:
                 negatives.append(v)
         rows.extend((q.query, videos[v], 0) for v in negatives)
-    return pa.table({"query": [r[0] for r in rows], "text": [r[1] for r in rows], "label": pa.array([r[2] for r in rows], pa.int8())})
+    return pa.table(
+        {
+            "query": [r[0] for r in rows],
+            "text": [r[1] for r in rows],
+            "label": pa.array([r[2] for r in rows], pa.int8()),
+        }
+    )
 
 
 def read_labelled_pairs(path: str) -> pa.Table:
@@ -236,14 +253,27 @@ def read_labelled_pairs(path: str) -> pa.Table:
     bad = pc.sum(pc.invert(pc.is_in(labels, pa.array([0, 1], pa.int8())))).as_py()
     if bad:
         raise ValueError(f"{path}: label must be 0 or 1 ({bad} rows are not)")
-    return pa.table({"query": pc.cast(t["query"], pa.string()), "text": pc.cast(t["text"], pa.string()), "label": labels})
+    return pa.table(
+        {"query": pc.cast(t["query"], pa.string()), "text": pc.cast(t["text"], pa.string()), "label": labels}
+    )
 
 
-def fit_calibration(disc: Discriminator, fit: pa.Table, heldout: pa.Table | None, source: str, alpha: float) -> Calibration:
+def fit_calibration(
+    disc: Discriminator, fit: pa.Table, heldout: pa.Table | None, source: str, alpha: float
+) -> Calibration:
     raw = disc.raw_scores(fit["query"].to_pylist(), fit["text"].to_pylist())
     labels = fit["label"].to_numpy()
     a, b = fit_logistic(raw, labels)
-    cal = Calibration(a=a, b=b, model=disc.model_dir, kind=disc.cfg.kind, source=source, labelled_pairs=fit.num_rows, positives=int(labels.sum()), alpha=alpha)
+    cal = Calibration(
+        a=a,
+        b=b,
+        model=disc.model_dir,
+        kind=disc.cfg.kind,
+        source=source,
+        labelled_pairs=fit.num_rows,
+        positives=int(labels.sum()),
+        alpha=alpha,
+    )
     if a > 0:
         cal.raw_threshold_at_alpha = float((np.log(alpha / (1 - alpha)) - b) / a)
     if heldout is not None and heldout.num_rows:
@@ -274,7 +304,9 @@ def fine_tune(cfg: DiscriminatorConfig, fit: pa.Table, out: str, progress=print)
     from crops_ray.encoder import Encoder
 
     if cfg.kind != "bi-encoder":  # DiscriminatorConfig refuses fine_tune for other kinds; this is called directly too
-        raise ValueError("fine_tune supports the bi-encoder discriminator; fine-tune a cross-encoder with its own tools")
+        raise ValueError(
+            "fine_tune supports the bi-encoder discriminator; fine-tune a cross-encoder with its own tools"
+        )
     torch.manual_seed(cfg.fine_tune_seed)
     enc = Encoder.from_pretrained(cfg.model, shared=True, max_length=cfg.max_length)
     enc.train()
@@ -292,7 +324,10 @@ def fine_tune(cfg: DiscriminatorConfig, fit: pa.Table, out: str, progress=print)
         for start in range(0, len(order), bs):
             if time.time() - last > 20:  # a few minutes on 2 cores: a line every ~20 s with what is left
                 last, spent = time.time(), time.time() - started
-                progress(f"fine-tuning the discriminator: step {done}/{steps}, {spent:.0f}s, about {spent / done * (steps - done):.0f}s left")
+                progress(
+                    f"fine-tuning the discriminator: step {done}/{steps}, {spent:.0f}s, about "
+                    f"{spent / done * (steps - done):.0f}s left"
+                )
             done += 1
             idx = order[start : start + bs]
             q = enc.embed("query", enc.tokenize([queries[i] for i in idx]))
@@ -302,13 +337,18 @@ def fine_tune(cfg: DiscriminatorConfig, fit: pa.Table, out: str, progress=print)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
-        progress(f"fine-tuning the discriminator: epoch {epoch + 1}/{cfg.fine_tune_epochs}, loss {total / len(order):.4f} ({time.time() - started:.0f}s)")
+        progress(
+            f"fine-tuning the discriminator: epoch {epoch + 1}/{cfg.fine_tune_epochs}, loss {total / len(order):.4f} "
+            f"({time.time() - started:.0f}s)"
+        )
     with storage.Output(out) as staging:
         enc.save(staging)
     return out
 
 
-def _fit(cfg: DiscriminatorConfig, fit: pa.Table, held: pa.Table, source: str, alpha: float, folder: str, progress) -> Calibration:
+def _fit(
+    cfg: DiscriminatorConfig, fit: pa.Table, held: pa.Table, source: str, alpha: float, folder: str, progress
+) -> Calibration:
     """Calibrate ``cfg``'s model on ``fit`` (fine-tuning it into ``folder`` first when ``cfg.fine_tune``)."""
     if cfg.fine_tune:
         if not os.path.exists(os.path.join(folder, "config.json")):
@@ -323,7 +363,10 @@ def _fit(cfg: DiscriminatorConfig, fit: pa.Table, held: pa.Table, source: str, a
 def _fine_tune_key(cfg: DiscriminatorConfig) -> str:
     if not cfg.fine_tune:
         return ""
-    return f"-ft{cfg.fine_tune_epochs}x{cfg.fine_tune_batch_size}lr{cfg.fine_tune_lr:g}s{cfg.fine_tune_seed}L{cfg.max_length}"
+    return (
+        f"-ft{cfg.fine_tune_epochs}x{cfg.fine_tune_batch_size}lr{cfg.fine_tune_lr:g}s{cfg.fine_tune_seed}"
+        f"L{cfg.max_length}"
+    )
 
 
 def calibrated_weights(calibration: Calibration | None, cfg: DiscriminatorConfig) -> str:
@@ -340,9 +383,10 @@ def calibrated_weights(calibration: Calibration | None, cfg: DiscriminatorConfig
         return model_path(calibration.model)
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"the calibration ({calibration.source}) belongs to the discriminator weights at {calibration.model}, which "
-            "are not there (another machine, or a wiped cache?): copy that folder there, or calibrate again "
-            "(drop the calibration file to refit on the embedded world)") from None
+            f"the calibration ({calibration.source}) belongs to the discriminator weights at {calibration.model}, "
+            "which are not there (another machine, or a wiped cache?): copy that folder there, or calibrate again "
+            "(drop the calibration file to refit on the embedded world)"
+        ) from None
 
 
 def load_or_fit_calibration(cfg: DiscriminatorConfig, alpha: float = 0.6, progress=print) -> Calibration:
@@ -365,13 +409,32 @@ def load_or_fit_calibration(cfg: DiscriminatorConfig, alpha: float = 0.6, progre
         fit, held = pairs.filter(pa.array(~heldout_mask)), pairs.filter(pa.array(heldout_mask))
         if fit.num_rows == 0 or held.num_rows == 0:  # too few queries to split: fit and report on all of it
             fit, held = pairs, pairs
-        progress(f"{'fine-tuning and ' if cfg.fine_tune else ''}calibrating the discriminator on {fit.num_rows:,} labelled pairs from {cfg.labelled_pairs}")
-        digest = hashlib.sha1(f"{_model_fingerprint(model_dir)}|{os.path.abspath(cfg.labelled_pairs)}|{os.path.getsize(cfg.labelled_pairs)}|{_fine_tune_key(cfg)}".encode()).hexdigest()[:12]
-        return _fit(cfg, fit, held, os.path.abspath(cfg.labelled_pairs), alpha, os.path.join(cache_dir(cfg), "discriminators", digest), progress)
+        progress(
+            f"{'fine-tuning and ' if cfg.fine_tune else ''}calibrating the discriminator on {fit.num_rows:,} labelled "
+            f"pairs from {cfg.labelled_pairs}"
+        )
+        digest = hashlib.sha1(
+            (
+                f"{_model_fingerprint(model_dir)}|{os.path.abspath(cfg.labelled_pairs)}|"
+                f"{os.path.getsize(cfg.labelled_pairs)}|{_fine_tune_key(cfg)}"
+            ).encode()
+        ).hexdigest()[:12]
+        return _fit(
+            cfg,
+            fit,
+            held,
+            os.path.abspath(cfg.labelled_pairs),
+            alpha,
+            os.path.join(cache_dir(cfg), "discriminators", digest),
+            progress,
+        )
     from crops_ray.world.generator import WORLD_VERSION
 
     # The world's version is in the key: a new generator writes other labelled pairs from the same seed.
-    key = f"{_model_fingerprint(model_dir)}-{cfg.kind}-world{WORLD_VERSION}.{cfg.calibration_seed}-n{cfg.calibration_pairs}-g{cfg.calibration_min_grade}{_fine_tune_key(cfg)}-a{alpha}"
+    key = (
+        f"{_model_fingerprint(model_dir)}-{cfg.kind}-world{WORLD_VERSION}.{cfg.calibration_seed}"
+        f"-n{cfg.calibration_pairs}-g{cfg.calibration_min_grade}{_fine_tune_key(cfg)}-a{alpha}"
+    )
     cached = os.path.join(cache_dir(cfg), "calibration", f"{key}.json")
     with storage.key_lock(cached):  # a second run at once waits here, then reads the first one's entry
         return _cached_or_fitted(cfg, cached, alpha, key, progress)
@@ -389,11 +452,26 @@ def _cached_or_fitted(cfg: DiscriminatorConfig, cached: str, alpha: float, key: 
     with tempfile.TemporaryDirectory(prefix="crops-calibration-") as tmp:
         world = f"{tmp}/world"
         generate_world(world, world_config("tiny", seed=cfg.calibration_seed), progress=lambda *_: None)
-        fit = world_labelled_pairs(world, cfg.calibration_pairs, heldout=False, seed=cfg.calibration_seed, min_grade=cfg.calibration_min_grade)
-        held = world_labelled_pairs(world, cfg.calibration_pairs, heldout=True, seed=cfg.calibration_seed, min_grade=cfg.calibration_min_grade)
-        cal = _fit(cfg, fit, held, f"world:{cfg.calibration_seed}:grade>={cfg.calibration_min_grade}", alpha, os.path.join(cache_dir(cfg), "discriminators", key), progress)
+        fit = world_labelled_pairs(
+            world, cfg.calibration_pairs, heldout=False, seed=cfg.calibration_seed, min_grade=cfg.calibration_min_grade
+        )
+        held = world_labelled_pairs(
+            world, cfg.calibration_pairs, heldout=True, seed=cfg.calibration_seed, min_grade=cfg.calibration_min_grade
+        )
+        cal = _fit(
+            cfg,
+            fit,
+            held,
+            f"world:{cfg.calibration_seed}:grade>={cfg.calibration_min_grade}",
+            alpha,
+            os.path.join(cache_dir(cfg), "discriminators", key),
+            progress,
+        )
     cal.save(cached)
-    progress(f"calibration a={cal.a:.2f} b={cal.b:.2f}; held-out precision {cal.precision_at_alpha:.3f} recall {cal.recall_at_alpha:.3f} at alpha {alpha} ({time.time() - started:.0f}s)")
+    progress(
+        f"calibration a={cal.a:.2f} b={cal.b:.2f}; held-out precision {cal.precision_at_alpha:.3f} recall "
+        f"{cal.recall_at_alpha:.3f} at alpha {alpha} ({time.time() - started:.0f}s)"
+    )
     return cal
 
 
@@ -427,7 +505,13 @@ class Discriminator:
         with torch.inference_mode():
             for start in range(0, len(texts), bs):
                 idx = order[start : start + bs]
-                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.cfg.max_length, return_tensors="pt").to(self.device)
+                enc = self.tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.cfg.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
                 hidden = self.model(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -443,7 +527,11 @@ class Discriminator:
                 self._cache[t] = e
             while len(self._cache) > self.cfg.cache_size:
                 self._cache.popitem(last=False)
-        return np.stack([self._cache[t] for t in texts]) if texts else np.empty((0, self.model.config.hidden_size), np.float32)
+        return (
+            np.stack([self._cache[t] for t in texts])
+            if texts
+            else np.empty((0, self.model.config.hidden_size), np.float32)
+        )
 
     # both kinds ---------------------------------------------------------------------------------------
     def raw_scores(self, queries: list[str], texts: list[str]) -> np.ndarray:
@@ -460,9 +548,18 @@ class Discriminator:
         bs = self.cfg.encode_batch_size
         with torch.inference_mode():
             for start in range(0, len(queries), bs):
-                enc = self.tokenizer(queries[start : start + bs], texts[start : start + bs], padding=True, truncation=True, max_length=self.cfg.max_length, return_tensors="pt").to(self.device)
+                enc = self.tokenizer(
+                    queries[start : start + bs],
+                    texts[start : start + bs],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.cfg.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
                 logits = self.model(**enc).logits
-                out[start : start + bs] = (logits[:, -1] if logits.shape[-1] > 1 else logits[:, 0]).float().cpu().numpy()
+                out[start : start + bs] = (
+                    (logits[:, -1] if logits.shape[-1] > 1 else logits[:, 0]).float().cpu().numpy()
+                )
         self.texts_encoded += len(queries)
         return out
 
@@ -483,7 +580,16 @@ class DiscriminatorScorer:
     also adds ``gate_score``: the best raw similarity between the query and any string of that list.
     """
 
-    def __init__(self, cfg: DiscriminatorConfig, calibration: dict, query_column: str = "query", text_column: str = "text", score_column: str = "score", mask_column: str | None = None, gate_column: str | None = None):
+    def __init__(
+        self,
+        cfg: DiscriminatorConfig,
+        calibration: dict,
+        query_column: str = "query",
+        text_column: str = "text",
+        score_column: str = "score",
+        mask_column: str | None = None,
+        gate_column: str | None = None,
+    ):
         import torch
 
         threads = cfg.torch_threads or max(1, int(round(cfg.num_cpus)))
@@ -493,7 +599,11 @@ class DiscriminatorScorer:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
-        rows = np.arange(n) if self.mask is None else np.flatnonzero(pc.fill_null(batch[self.mask], False).to_numpy(zero_copy_only=False))
+        rows = (
+            np.arange(n)
+            if self.mask is None
+            else np.flatnonzero(pc.fill_null(batch[self.mask], False).to_numpy(zero_copy_only=False))
+        )
         queries, texts = batch[self.q].to_pylist(), batch[self.t].to_pylist()
         score = np.full(n, np.nan, dtype=np.float32)
         if len(rows):
@@ -524,7 +634,12 @@ def pool_resources(cfg: DiscriminatorConfig) -> dict:
     gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
     num_gpus = cfg.num_gpus if cfg.num_gpus is not None else (1.0 if gpus else 0.0)
     pool_max = cfg.pool_max if not num_gpus else max(1, min(cfg.pool_max, int(gpus // num_gpus) or 1))
-    return {"num_cpus": cfg.num_cpus, "num_gpus": num_gpus, "pool_min": min(cfg.pool_min, pool_max), "pool_max": pool_max}
+    return {
+        "num_cpus": cfg.num_cpus,
+        "num_gpus": num_gpus,
+        "pool_min": min(cfg.pool_min, pool_max),
+        "pool_max": pool_max,
+    }
 
 
 def score_dataset(ds, cfg: DiscriminatorConfig, calibration: Calibration, rows: int | None = None, **columns):

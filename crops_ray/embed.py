@@ -46,7 +46,9 @@ class DocumentEncoder:
     def __call__(self, batch: pa.Table) -> pa.Table:
         emb = self.encoder.encode_docs(batch["text"].to_pylist(), batch_size=self.encode_batch_size)
         flat = pa.array(emb.reshape(-1), type=pa.float32())
-        return pa.table({"video_id": batch["video_id"], "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])})
+        return pa.table(
+            {"video_id": batch["video_id"], "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])}
+        )
 
 
 def _doc_tower(model_dir: str) -> tuple[str, dict]:
@@ -101,18 +103,24 @@ def _fingerprint(model_dir: str, files: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def encode_corpus(video_files: list[str], model_dir: str, cfg: EmbedConfig | None = None, progress=print) -> tuple[list[str], np.ndarray]:
+def encode_corpus(
+    video_files: list[str], model_dir: str, cfg: EmbedConfig | None = None, progress=print
+) -> tuple[list[str], np.ndarray]:
     """(video ids, float32 [n, dim] L2-normalised embeddings), in a stable order (sorted by video id)."""
     from crops_ray.storage import key_lock
 
     cfg = cfg or EmbedConfig()
-    cache_dir = cfg.cache_dir or os.path.join(os.environ.get("CROPS_CACHE", os.path.expanduser("~/.cache/crops-ray")), "embeddings")
+    cache_dir = cfg.cache_dir or os.path.join(
+        os.environ.get("CROPS_CACHE", os.path.expanduser("~/.cache/crops-ray")), "embeddings"
+    )
     cache = os.path.join(cache_dir, f"corpus-{_fingerprint(model_dir, video_files)}.parquet")
     with key_lock(cache):  # two runs at once: one encodes, the other waits and reads its entry
         return _cached_or_encoded(cache, cache_dir, video_files, model_dir, cfg, progress)
 
 
-def _cached_or_encoded(cache: str, cache_dir: str, video_files: list[str], model_dir: str, cfg: EmbedConfig, progress) -> tuple[list[str], np.ndarray]:
+def _cached_or_encoded(
+    cache: str, cache_dir: str, video_files: list[str], model_dir: str, cfg: EmbedConfig, progress
+) -> tuple[list[str], np.ndarray]:
     import ray.data
 
     from crops_ray.runtime import init_ray

@@ -125,7 +125,10 @@ class Encoder(torch.nn.Module):
         if self.config.shared:
             targets = [(self.query_model, folder)]
         else:
-            targets = [(self.query_model, os.path.join(folder, QUERY_FOLDER)), (self.doc_model, os.path.join(folder, DOC_FOLDER))]
+            targets = [
+                (self.query_model, os.path.join(folder, QUERY_FOLDER)),
+                (self.doc_model, os.path.join(folder, DOC_FOLDER)),
+            ]
         for model, target in targets:
             model.save_pretrained(target, safe_serialization=True)
             self.tokenizer.save_pretrained(target)

@@ -54,7 +54,9 @@ def load_targets(logs: str) -> Targets:
     found = {name: f"{logs.rstrip('/')}/eval/{name}.parquet" for name in TARGETS}
     found = {k: v for k, v in found.items() if v in present}
     if not found:
-        raise FileNotFoundError(f"{logs}/eval/ holds none of {[t + '.parquet' for t in TARGETS]}: nothing to evaluate against")
+        raise FileNotFoundError(
+            f"{logs}/eval/ holds none of {[t + '.parquet' for t in TARGETS]}: nothing to evaluate against"
+        )
     t = Targets()
     for name, path in found.items():
         table = storage.read_table(path)
@@ -62,7 +64,9 @@ def load_targets(logs: str) -> Targets:
         if missing:
             raise S.LogSchemaError(f"{path}: missing column(s) {missing}")
         if name == "qrels":
-            t.qrels = M.qrels_from_rows(zip(table["query"].to_pylist(), table["video_id"].to_pylist(), table["grade"].to_pylist()))
+            t.qrels = M.qrels_from_rows(
+                zip(table["query"].to_pylist(), table["video_id"].to_pylist(), table["grade"].to_pylist())
+            )
         else:
             setattr(t, name, list(zip(table["query"].to_pylist(), table["video_id"].to_pylist())))
     return t
@@ -73,7 +77,16 @@ def _corpus(logs: str) -> tuple[list[str], pa.Table]:
     return files, storage.read_table(files, columns=["video_id", "text"])
 
 
-def retrieve(method: str, logs: str, queries: list[str], k: int, model: str | None = None, cfg: EvalConfig | None = None, out: str | None = None, progress=print) -> dict[str, list[str]]:
+def retrieve(
+    method: str,
+    logs: str,
+    queries: list[str],
+    k: int,
+    model: str | None = None,
+    cfg: EvalConfig | None = None,
+    out: str | None = None,
+    progress=print,
+) -> dict[str, list[str]]:
     """The run: query -> top-k video ids, best first."""
     cfg = cfg or EvalConfig()
     files, corpus = _corpus(logs)
@@ -100,7 +113,10 @@ def retrieve(method: str, logs: str, queries: list[str], k: int, model: str | No
     if out:
         from crops_ray.embed import _fingerprint
 
-        index.meta = {"encoder": _fingerprint(model_dir, []), "model": os.path.abspath(model_dir) if os.path.isdir(model_dir) else model_dir}
+        index.meta = {
+            "encoder": _fingerprint(model_dir, []),
+            "model": os.path.abspath(model_dir) if os.path.isdir(model_dir) else model_dir,
+        }
         index.save(f"{out}/index")
     return dict(zip(queries, ranked))
 
@@ -138,7 +154,9 @@ def score_run(run: dict[str, list[str]], targets: Targets, cfg: EvalConfig) -> t
     return m, pa.Table.from_pandas(pd.DataFrame(list(per_query.values())), preserve_index=False)
 
 
-def evaluate(logs: str, out: str, method: str = "dense", model: str | None = None, cfg: EvalConfig | None = None, progress=print) -> dict[str, float]:
+def evaluate(
+    logs: str, out: str, method: str = "dense", model: str | None = None, cfg: EvalConfig | None = None, progress=print
+) -> dict[str, float]:
     cfg = cfg or EvalConfig()
     started = time.time()
     targets = load_targets(logs)
@@ -151,7 +169,12 @@ def evaluate(logs: str, out: str, method: str = "dense", model: str | None = Non
     metrics["seconds"] = round(time.time() - started, 2)
     pq.write_table(per_query, f"{out}/per_query.parquet")
     with open(f"{out}/metrics.json", "w") as f:
-        json.dump({"method": method, "model": model, "logs": logs, "metrics": metrics, "config": asdict(cfg)}, f, indent=2, default=str)
+        json.dump(
+            {"method": method, "model": model, "logs": logs, "metrics": metrics, "config": asdict(cfg)},
+            f,
+            indent=2,
+            default=str,
+        )
     return metrics
 
 
@@ -160,4 +183,3 @@ def format_metrics(metrics: dict[str, float]) -> str:
     for k, v in metrics.items():
         rows.append(f"| {k} | {v:.4f} |" if isinstance(v, float) and not isinstance(v, bool) else f"| {k} | {v} |")
     return "\n".join(rows)
-

@@ -71,10 +71,16 @@ METHODS = {
         Method("crops_p1", "CroPS, P1 only", LOG_SOURCES + ("reformulation",)),
         Method("crops_p2", "CroPS, P2 only", LOG_SOURCES + ("recommendation",)),
         Method("crops_p3", "CroPS, P3 only", LOG_SOURCES + ("llm",)),
-        Method("crops_binary", "CroPS, binary labels + InfoNCE", LOG_SOURCES + tuple(PERSPECTIVE_SOURCE.values()), binary=True),
+        Method(
+            "crops_binary",
+            "CroPS, binary labels + InfoNCE",
+            LOG_SOURCES + tuple(PERSPECTIVE_SOURCE.values()),
+            binary=True,
+        ),
         Method("ance", "ANCE (ANN negatives, InfoNCE)", LOG_SOURCES, "infonce", negatives="ance"),
-        Method("adore_star", "ADORE+STAR (static, then dynamic negatives)", LOG_SOURCES, "infonce",
-               negatives="star_adore"),
+        Method(
+            "adore_star", "ADORE+STAR (static, then dynamic negatives)", LOG_SOURCES, "infonce", negatives="star_adore"
+        ),
         Method("trisampler", "TriSampler (quasi-triangular negatives)", LOG_SOURCES, "infonce", negatives="trisampler"),
     )
 }
@@ -86,7 +92,18 @@ class ExperimentConfig:
     # The CPU demo's training: query-side fine-tuning (a frozen document tower, shared by every method and the
     # zero-shot baseline, so the corpus is encoded once per world). `doc_tower: train` trains both towers, as
     # the paper does, at several times the cost.
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=150, batch_size=32, max_length=64, lr=5e-5, checkpoint_every=1000, log_every=25, shared_towers=False, doc_tower="frozen"))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            max_steps=150,
+            batch_size=32,
+            max_length=64,
+            lr=5e-5,
+            checkpoint_every=1000,
+            log_every=25,
+            shared_towers=False,
+            doc_tower="frozen",
+        )
+    )
     groups: GroupConfig = field(default_factory=GroupConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -118,7 +135,16 @@ def method_samples(samples: pa.Table, method: Method, log: pa.Table | None = Non
     return kept
 
 
-def run_method(method: Method, logs: str, samples: pa.Table | None, out: str, cfg: ExperimentConfig, seed: int, progress=print, log: pa.Table | None = None) -> dict:
+def run_method(
+    method: Method,
+    logs: str,
+    samples: pa.Table | None,
+    out: str,
+    cfg: ExperimentConfig,
+    seed: int,
+    progress=print,
+    log: pa.Table | None = None,
+) -> dict:
     """Train (when the method trains) and evaluate one method into ``out``; returns its metrics."""
     os.makedirs(out, exist_ok=True)
     started = time.time()
@@ -140,11 +166,20 @@ def run_method(method: Method, logs: str, samples: pa.Table | None, out: str, cf
         if method.negatives != "none":
             tcfg.negatives = mining_config(method, tcfg, chosen, out)
         mined = "" if method.negatives == "none" else f", {method.negatives} negatives"
-        progress(f"[{method.name}] training on {groups.num_rows:,} groups from {chosen.num_rows:,} samples "
-                 f"({loss}{mined})")
-        train_metrics = train(f"{out}/groups", out, tcfg, storage=f"{out}/checkpoints", name=method.name, progress=progress)
+        progress(
+            f"[{method.name}] training on {groups.num_rows:,} groups from {chosen.num_rows:,} samples ({loss}{mined})"
+        )
+        train_metrics = train(
+            f"{out}/groups", out, tcfg, storage=f"{out}/checkpoints", name=method.name, progress=progress
+        )
         metrics = evaluate(logs, f"{out}/eval", method="dense", model=f"{out}/model", cfg=cfg.eval, progress=progress)
-    result = {"method": method.name, "seed": seed, "metrics": metrics, "train": train_metrics, "seconds": round(time.time() - started, 1)}
+    result = {
+        "method": method.name,
+        "seed": seed,
+        "metrics": metrics,
+        "train": train_metrics,
+        "seconds": round(time.time() - started, 1),
+    }
     with open(f"{out}/result.json", "w") as f:
         json.dump(result, f, indent=2, default=str)
     return result
@@ -154,8 +189,10 @@ def mining_config(method: Method, tcfg: TrainConfig, chosen: pa.Table, out: str)
     """``tcfg.negatives`` for a negative-sampling baseline: its rule, the frozen tower's corpus encoding to mine,
     and its samples' labelled positives (written to ``out/positives.parquet``), which it never mines."""
     if tcfg.doc_tower != "frozen" or not (tcfg.negatives.corpus or tcfg.doc_embeddings):
-        raise ValueError(f"method {method.name} mines the frozen document tower's corpus encoding: it needs "
-                         "train.doc_tower = frozen and train.max_length equal to the evaluation's")
+        raise ValueError(
+            f"method {method.name} mines the frozen document tower's corpus encoding: it needs "
+            "train.doc_tower = frozen and train.max_length equal to the evaluation's"
+        )
     positives = f"{out}/positives.parquet"
     pq.write_table(labelled_positives(chosen, tcfg.negatives.positive_level), positives)
     corpus = tcfg.negatives.corpus or tcfg.doc_embeddings
@@ -178,10 +215,20 @@ def frozen_doc_embeddings(logs: str, tcfg: TrainConfig, ecfg: EvalConfig, path: 
         return None
     files = S.table_files(logs, "videos")
     ids, emb = encode_corpus(files, model_path(tcfg.model), ecfg.embed, progress=progress)
-    videos = pq.read_table(files, columns=["video_id", "text"]).to_pandas().drop_duplicates("video_id").set_index("video_id")["text"]
+    videos = (
+        pq.read_table(files, columns=["video_id", "text"])
+        .to_pandas()
+        .drop_duplicates("video_id")
+        .set_index("video_id")["text"]
+    )
     flat = pa.array(emb.reshape(-1), type=pa.float32())
-    table = pa.table({"video_id": ids, "text": [videos[v] for v in ids],
-                      "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])})
+    table = pa.table(
+        {
+            "video_id": ids,
+            "text": [videos[v] for v in ids],
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1]),
+        }
+    )
     pq.write_table(table, path)
     return path
 
@@ -193,7 +240,11 @@ def aggregate(results: list[dict]) -> dict[str, dict[str, float]]:
         by_method.setdefault(r["method"], []).append(r["metrics"])
     out = {}
     for name, runs in by_method.items():
-        keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and k not in ("queries", "seconds") and not k.startswith("pairs_")]
+        keys = [
+            k
+            for k, v in runs[0].items()
+            if isinstance(v, (int, float)) and k not in ("queries", "seconds") and not k.startswith("pairs_")
+        ]
         row = {}
         for k in keys:
             values = np.array([r[k] for r in runs if k in r], dtype=float)
@@ -252,13 +303,21 @@ def side_by_side(world: str, runs: dict[str, str], queries: list[str], k: int = 
     """Top-k of two methods for some queries: text, the video's sense, and whether it is relevant (qrels)."""
     truth_path = f"{world}/eval/video_truth.parquet"
     truth = pq.read_table(truth_path).to_pandas().set_index("video_id") if os.path.exists(truth_path) else None
-    qrels = pq.read_table(f"{world}/eval/qrels.parquet").to_pandas() if os.path.exists(f"{world}/eval/qrels.parquet") else None
+    qrels = (
+        pq.read_table(f"{world}/eval/qrels.parquet").to_pandas()
+        if os.path.exists(f"{world}/eval/qrels.parquet")
+        else None
+    )
     videos = pq.read_table(S.table_files(world, "videos")).to_pandas().set_index("video_id")["text"]
     tops = {name: pq.read_table(path).to_pandas().set_index("query")["top10"] for name, path in runs.items()}
     parts = []
     names = list(runs)
     for query in queries:
-        graded = {} if qrels is None else dict(qrels.loc[qrels["query"] == query, ["video_id", "grade"]].itertuples(index=False))
+        graded = (
+            {}
+            if qrels is None
+            else dict(qrels.loc[qrels["query"] == query, ["video_id", "grade"]].itertuples(index=False))
+        )
         lines = [f"**{query}**", "", "| rank | " + " | ".join(names) + " |", "|---:|" + "---|" * len(names)]
         for r in range(k):
             cells = []
@@ -284,20 +343,35 @@ def method_model(name: str, root: str, cfg: ExperimentConfig) -> str | None:
     return cfg.train.model if not METHODS[name].sources else f"{root}/{name}/model"
 
 
-def online_ab(world: str, root: str, methods: list[str], out: str, cfg: ExperimentConfig, baseline: str = "dpr", ocfg=None, progress=print, reuse: bool = False):
+def online_ab(
+    world: str,
+    root: str,
+    methods: list[str],
+    out: str,
+    cfg: ExperimentConfig,
+    baseline: str = "dpr",
+    ocfg=None,
+    progress=print,
+    reuse: bool = False,
+):
     """The simulated online A/B test (the paper's Table 2) of ``methods`` trained under ``root`` on ``world``.
 
     Returns (summary frame, markdown table); writes ``out/online_counts.parquet`` (per user and arm) and
     ``out/online.json``. Needs a world written by the generator (``world.json``); raises FileNotFoundError
     otherwise, so a caller on a user's own logs can skip it with the reason.
     """
+    import pandas as pd
+
     from crops_ray.evaluate import retrieve
     from crops_ray.world import online as O
 
-    import pandas as pd
-
     ocfg = ocfg or O.OnlineConfig()
-    labels = {**{m: METHODS[m].label for m in methods}, "oracle": "Oracle (the intent's own videos)", "logging": "Logging engine (incumbent, term based)", "random": "Random"}
+    labels = {
+        **{m: METHODS[m].label for m in methods},
+        "oracle": "Oracle (the intent's own videos)",
+        "logging": "Logging engine (incumbent, term based)",
+        "random": "Random",
+    }
     if reuse and os.path.exists(f"{out}/online_counts.parquet"):  # summarise the counts an earlier run wrote
         counts = pd.read_parquet(f"{out}/online_counts.parquet")
         base = baseline if baseline in set(counts["arm"]) else "logging"
@@ -310,7 +384,9 @@ def online_ab(world: str, root: str, methods: list[str], out: str, cfg: Experime
     for name in methods:
         model = method_model(name, root, cfg)
         progress(f"online A/B: {METHODS[name].label} retrieves the top {ocfg.k} for {len(queries):,} queries")
-        runs[name] = retrieve("bm25" if model is None else "dense", world, queries, ocfg.k, model=model, cfg=cfg.eval, progress=progress)
+        runs[name] = retrieve(
+            "bm25" if model is None else "dense", world, queries, ocfg.k, model=model, cfg=cfg.eval, progress=progress
+        )
     counts = O.simulate(world, runs, ocfg, progress=progress, loaded=loaded, sessions=sessions)
     os.makedirs(out, exist_ok=True)
     counts.to_parquet(f"{out}/online_counts.parquet", index=False)
@@ -318,5 +394,10 @@ def online_ab(world: str, root: str, methods: list[str], out: str, cfg: Experime
     summary = O.summarize(counts, base, ocfg)
     table = O.table2_markdown(summary, base, labels)
     with open(f"{out}/online.json", "w") as f:
-        json.dump({"baseline": base, "config": asdict(ocfg), "arms": summary.set_index("arm").to_dict(orient="index")}, f, indent=2, default=float)
+        json.dump(
+            {"baseline": base, "config": asdict(ocfg), "arms": summary.set_index("arm").to_dict(orient="index")},
+            f,
+            indent=2,
+            default=float,
+        )
     return summary, table

@@ -4,9 +4,10 @@ The paper's defaults: 5 reformulation positives; 4 recommendation-feed, LLM and 
 clicked; 2 reached ranking, not exposed; 1 filtered between pre-ranking and ranking; 0 in-batch negatives.
 The mapping is configuration, so another domain can change it without touching code.
 
-**Training groups** (what the trainer reads). A training example is one query with a small group of its labelled candidates. Group building (``build_groups``)
-works per query, so its output for a query does not depend on the other queries (each query's random draws are
-seeded from ``(seed, query)``), and writes parquet with :data:`GROUPS_SCHEMA`, one row per example:
+**Training groups** (what the trainer reads). A training example is one query with a small group of its labelled
+candidates. Group building (``build_groups``) works per query, so its output for a query does not depend on the other
+queries (each query's random draws are seeded from ``(seed, query)``), and writes parquet with :data:`GROUPS_SCHEMA`,
+one row per example:
 
 - ``query`` string;
 - ``texts`` list<string>, ``video_ids`` list<string>, ``levels`` list<int8>, ``sources`` list<string>: the
@@ -112,14 +113,19 @@ def log_samples(search_log: pa.Table, videos: pa.Table, levels: LevelConfig | No
     clicked). Rows whose video is not in ``videos`` are dropped (validated logs have none). ``score`` is null.
     """
     levels = levels or LevelConfig()
-    for name, table, columns in (("search_log", search_log, ("query", "video_id", "stage")), ("videos", videos, ("video_id", "text"))):
+    for name, table, columns in (
+        ("search_log", search_log, ("query", "video_id", "stage")),
+        ("videos", videos, ("video_id", "text")),
+    ):
         missing = [c for c in columns if c not in table.column_names]
         if missing:
             raise ValueError(f"log_samples: {name} lacks column(s) {missing}; it has {table.column_names}")
     log = search_log.select(["query", "video_id", "stage"]).to_pandas()
     unknown = sorted(set(log["stage"].dropna()) - set(STAGES))
     if unknown:
-        raise ValueError(f"log_samples: unknown stages {unknown}; validate the logs first (contract stages: {list(STAGES)})")
+        raise ValueError(
+            f"log_samples: unknown stages {unknown}; validate the logs first (contract stages: {list(STAGES)})"
+        )
     log = log.dropna()
     log["level"] = log["stage"].map(levels.levels).astype("int8")
     log["rank"] = log["stage"].map({s: i for i, s in enumerate(STAGES)})  # ties between equal levels: funnel order
@@ -172,7 +178,9 @@ def build_groups(samples: pa.Table, cfg: GroupConfig | None = None) -> pa.Table:
     cfg = cfg or GroupConfig()
     missing = [c for c in ("query", "video_id", "text", "level", "source") if c not in samples.column_names]
     if missing:
-        raise ValueError(f"build_groups: samples lack column(s) {missing}; expected the samples schema {SAMPLES_SCHEMA.names}")
+        raise ValueError(
+            f"build_groups: samples lack column(s) {missing}; expected the samples schema {SAMPLES_SCHEMA.names}"
+        )
     df = samples.select(["query", "video_id", "text", "level", "source"]).to_pandas()
     df = df.dropna(subset=["query", "video_id", "text", "level"])
     df = df[df["level"] > IN_BATCH_LEVEL]
@@ -237,7 +245,9 @@ def load_samples(data: str, levels: LevelConfig | None = None) -> tuple[pa.Table
     except (OSError, pa.ArrowInvalid) as exc:
         raise ValueError(f"{data}: neither a log folder (search_log/, videos/) nor samples parquet ({exc})") from exc
     if samples.num_columns == 0:
-        raise ValueError(f"{data}: holds no parquet data (expected a log folder with search_log/ and videos/, or samples)")
+        raise ValueError(
+            f"{data}: holds no parquet data (expected a log folder with search_log/ and videos/, or samples)"
+        )
     missing = [c for c in ("query", "video_id", "text", "level", "source") if c not in samples.column_names]
     if missing:
         raise ValueError(f"{data}: neither a log folder (search_log/, videos/) nor samples (columns {missing} missing)")

@@ -75,7 +75,9 @@ class VectorIndex:
         faiss.write_index(self.index, f"{folder}/index.faiss")
         pq.write_table(pa.table({"video_id": self.ids}), f"{folder}/ids.parquet")
         with open(f"{folder}/index.json", "w") as f:
-            json.dump({"config": asdict(self.cfg), "size": len(self.ids), "dim": self.index.d, **self.meta}, f, indent=2)
+            json.dump(
+                {"config": asdict(self.cfg), "size": len(self.ids), "dim": self.index.d, **self.meta}, f, indent=2
+            )
 
     @classmethod
     def load(cls, folder: str) -> "VectorIndex":
@@ -85,7 +87,12 @@ class VectorIndex:
         with open(f"{folder}/index.json") as f:
             info = json.load(f)
         meta = {k: v for k, v in info.items() if k not in ("config", "size", "dim")}
-        return cls(faiss.read_index(f"{folder}/index.faiss"), pq.read_table(f"{folder}/ids.parquet")["video_id"].to_pylist(), IndexConfig(**info["config"]), meta)
+        return cls(
+            faiss.read_index(f"{folder}/index.faiss"),
+            pq.read_table(f"{folder}/ids.parquet")["video_id"].to_pylist(),
+            IndexConfig(**info["config"]),
+            meta,
+        )
 
 
 def check_index_matches(folder: str, model_dir: str) -> str:
@@ -100,13 +107,18 @@ def check_index_matches(folder: str, model_dir: str) -> str:
         raise ValueError(f"index {folder} has no vectors")
     dim = Encoder.output_dim(model_dir)
     if info.get("dim") != dim:
-        raise ValueError(f"index {folder} holds {info.get('dim')}-dimensional vectors, but the encoder {model_dir} makes {dim}-dimensional ones")
+        raise ValueError(
+            f"index {folder} holds {info.get('dim')}-dimensional vectors, "
+            f"but the encoder {model_dir} makes {dim}-dimensional ones"
+        )
     if "encoder" not in info:
         return "dimension only (index.json names no encoder: written before crops-ray recorded it)"
     from crops_ray.models import model_path
 
     mine = _fingerprint(model_path(model_dir), [])
     if info["encoder"] != mine:
-        raise ValueError(f"index {folder} was built by another document encoder ({info.get('model', '?')}, fingerprint "
-                         f"{info['encoder']}), not by {model_dir} ({mine}): rebuild the index with this model")
+        raise ValueError(
+            f"index {folder} was built by another document encoder ({info.get('model', '?')}, fingerprint "
+            f"{info['encoder']}), not by {model_dir} ({mine}): rebuild the index with this model"
+        )
     return f"encoder fingerprint {mine} and dimension {dim}"

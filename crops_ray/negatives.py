@@ -118,8 +118,14 @@ def quasi_triangle_angle(cos_q_pos, cos_q_neg) -> np.ndarray:
     return np.degrees(np.abs(np.arccos(clip(cos_q_pos)) - np.arccos(clip(cos_q_neg))))
 
 
-def trisampler_weights(cos_q_neg: np.ndarray, cos_q_pos: float, cos_pos_neg: np.ndarray, temperature: float,
-                       max_angle: float = 60.0, score_width: float = 4.0) -> np.ndarray:
+def trisampler_weights(
+    cos_q_neg: np.ndarray,
+    cos_q_pos: float,
+    cos_pos_neg: np.ndarray,
+    temperature: float,
+    max_angle: float = 60.0,
+    score_width: float = 4.0,
+) -> np.ndarray:
     """Unnormalised sampling weights of the candidates d- of one query q with positive d+ (0 outside the region).
 
     ``exp(-((cos(q,d-) - cos(q,d+)) / temperature)^2 / score_width) * ReLU(cos(d+,d-) - cos(q,d-))`` inside
@@ -162,11 +168,14 @@ class NegativeMiner:
         try:
             corpus = storage.read_table(cfg.corpus, columns=["video_id", "text", "embedding"])
         except (KeyError, pa.ArrowInvalid) as exc:
-            raise ValueError(f"negatives.corpus {cfg.corpus}: needs columns video_id, text, embedding "
-                             f"(crops_ray.experiment.frozen_doc_embeddings writes them): {exc}") from exc
+            raise ValueError(
+                f"negatives.corpus {cfg.corpus}: needs columns video_id, text, embedding "
+                f"(crops_ray.experiment.frozen_doc_embeddings writes them): {exc}"
+            ) from exc
         self.ids, self.texts = corpus["video_id"].to_pylist(), corpus["text"].to_pylist()
         self.embeddings = np.ascontiguousarray(
-            corpus["embedding"].combine_chunks().flatten().to_numpy().reshape(corpus.num_rows, -1), dtype=np.float32)
+            corpus["embedding"].combine_chunks().flatten().to_numpy().reshape(corpus.num_rows, -1), dtype=np.float32
+        )
         self.index = VectorIndex.build(self.ids, self.embeddings).index  # exact inner product = cosine
         self.row_of = {v: i for i, v in enumerate(self.ids)}
         by_text: dict[str, list[int]] = {}
@@ -240,8 +249,14 @@ class NegativeMiner:
             if anchor is None:  # no positive to place the region around
                 return pool[:0]
             positive = self.embeddings[anchor]
-            weights = trisampler_weights(scores, float(emb @ positive), self.embeddings[pool] @ positive,
-                                         self.temperature, self.cfg.max_angle, self.cfg.score_width)
+            weights = trisampler_weights(
+                scores,
+                float(emb @ positive),
+                self.embeddings[pool] @ positive,
+                self.temperature,
+                self.cfg.max_angle,
+                self.cfg.score_width,
+            )
             return weighted_negatives(pool, weights, n, rng)
         if mode == "dynamic":
             return top_negatives(pool, n)

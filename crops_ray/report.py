@@ -16,7 +16,12 @@ import pyarrow.parquet as pq
 from crops_ray import buckets as B
 from crops_ray import significance
 
-SPLIT_METRICS = (("recall@100_ct", "R@100 CT"), ("recall@20_ct", "R@20 CT"), ("recall@100_qr", "R@100 QR"), ("ndcg@4", "NDCG@4"))
+SPLIT_METRICS = (
+    ("recall@100_ct", "R@100 CT"),
+    ("recall@20_ct", "R@20 CT"),
+    ("recall@100_qr", "R@100 QR"),
+    ("ndcg@4", "NDCG@4"),
+)
 RECALL_KS = (10, 20, 50, 100)
 
 
@@ -49,7 +54,7 @@ def query_groups(logs: str, queries: list[str]) -> pd.DataFrame:
 def ratio(frame: pd.DataFrame, metric: str) -> float:
     """A Table-1 metric over the queries of ``frame`` (pair-level for recall, a mean for NDCG)."""
     if metric.startswith("recall@"):
-        k, target = metric[len("recall@"):].split("_")
+        k, target = metric[len("recall@") :].split("_")
         hits, pairs = f"hits@{k}_{target}", f"pairs_{target}"
         if hits not in frame or frame[pairs].fillna(0).sum() == 0:
             return float("nan")
@@ -60,10 +65,18 @@ def ratio(frame: pd.DataFrame, metric: str) -> float:
 def _scored(frame: pd.DataFrame, metric: str) -> int:
     """How many queries of ``frame`` the metric scores (those with target pairs, or with judgments)."""
     column = f"pairs_{metric.rsplit('_', 1)[1]}" if metric.startswith("recall@") else metric
-    return int(frame[column].fillna(0).gt(0).sum()) if metric.startswith("recall@") and column in frame else int(frame[column].notna().sum()) if column in frame else 0
+    return (
+        int(frame[column].fillna(0).gt(0).sum())
+        if metric.startswith("recall@") and column in frame
+        else int(frame[column].notna().sum())
+        if column in frame
+        else 0
+    )
 
 
-def split_table(runs: dict[str, pd.DataFrame], groups: pd.DataFrame, by: str, labels: dict[str, str], metrics=SPLIT_METRICS) -> str:
+def split_table(
+    runs: dict[str, pd.DataFrame], groups: pd.DataFrame, by: str, labels: dict[str, str], metrics=SPLIT_METRICS
+) -> str:
     """One markdown table: rows methods, columns (group, metric); the header counts the group's queries."""
     if by not in groups or groups[by].isna().all():
         return ""
@@ -92,11 +105,17 @@ def recall_curve_table(runs: dict[str, pd.DataFrame], labels: dict[str, str]) ->
     return pd.DataFrame(rows).set_index("method").to_markdown(floatfmt=".3f")
 
 
-def compare(runs: dict[str, pd.DataFrame], method: str, baselines: list[str], seed: int = 0, resamples: int = 2000) -> dict[str, dict]:
+def compare(
+    runs: dict[str, pd.DataFrame], method: str, baselines: list[str], seed: int = 0, resamples: int = 2000
+) -> dict[str, dict]:
     """``method`` vs each baseline: per metric, the paired bootstrap CI of the difference over queries."""
     if method not in runs:
         return {}
-    return {b: significance.compare_runs(runs[method], runs[b], resamples=resamples, seed=seed) for b in baselines if b in runs and b != method}
+    return {
+        b: significance.compare_runs(runs[method], runs[b], resamples=resamples, seed=seed)
+        for b in baselines
+        if b in runs and b != method
+    }
 
 
 def interval_cell(c: dict) -> str:
@@ -156,8 +175,15 @@ def _verdict(c: dict) -> str:
     return "additive" if not c["significant"] else ("super-additive" if c["ci_low"] > 0 else "sub-additive")
 
 
-def additivity(runs: dict[str, pd.DataFrame], seed: int = 0, resamples: int = 2000, base: str = ADDITIVITY_BASE,
-               parts=tuple(ADDITIVITY_PARTS), whole: str = ADDITIVITY_WHOLE, binary: str = ADDITIVITY_BINARY) -> dict:
+def additivity(
+    runs: dict[str, pd.DataFrame],
+    seed: int = 0,
+    resamples: int = 2000,
+    base: str = ADDITIVITY_BASE,
+    parts=tuple(ADDITIVITY_PARTS),
+    whole: str = ADDITIVITY_WHOLE,
+    binary: str = ADDITIVITY_BINARY,
+) -> dict:
     """Do the perspectives' gains add up? One seed's per-query runs -> per metric, paired bootstrap CIs of:
 
     - each perspective's gain over P0 (``part - base``) and the gain of all of them (``whole - base``);
@@ -182,8 +208,12 @@ def additivity(runs: dict[str, pd.DataFrame], seed: int = 0, resamples: int = 20
         gains = {p: ci(frame[p], frame[base]) for p in present}
         interaction = ci(frame[whole] + (k - 1) * frame[base], sum(frame[p] for p in present))
         interaction["verdict"] = _verdict(interaction)
-        out["metrics"][metric] = {"gains": gains, "sum_of_gains": float(sum(g["diff"] for g in gains.values())),
-                                  "whole": ci(frame[whole], frame[base]), "interaction": interaction}
+        out["metrics"][metric] = {
+            "gains": gains,
+            "sum_of_gains": float(sum(g["diff"] for g in gains.values())),
+            "whole": ci(frame[whole], frame[base]),
+            "interaction": interaction,
+        }
     if binary in runs:
         out["binary"] = binary
         for metric, c in significance.compare_runs(runs[whole], runs[binary], resamples=resamples, seed=seed).items():
@@ -217,7 +247,8 @@ def additivity_report(per_seed: dict[int, dict], labels: dict[str, str]) -> tupl
         rows.setdefault(f"P0 + all minus P0: {whole} minus {base}", {})[metric] = seeds_cell(everything)
         inter = [e["interaction"] for e in entries if "interaction" in e]
         rows.setdefault("interaction: all minus the sum (CI holds 0: additive)", {})[metric] = (
-            seeds_cell(inter) + " " + ", ".join(c["verdict"] for c in inter))
+            seeds_cell(inter) + " " + ", ".join(c["verdict"] for c in inter)
+        )
         binary = [e["labels_vs_binary"] for e in entries if "labels_vs_binary" in e]
         if binary:
             name = first.get("binary", ADDITIVITY_BINARY)

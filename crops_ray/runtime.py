@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 
+
 # Environment every Ray worker gets. Models load from local folders and PyPI packages, never from a hub, unless
 # the driver was started with HF_HUB_OFFLINE=0 (a cluster that may pull models sets that before submitting).
 def worker_env() -> dict[str, str]:
@@ -52,12 +53,16 @@ def init_ray(num_cpus: int | None = None, quiet: bool = True) -> None:
         # ray.init() would join the latest one). To join a cluster, set RAY_ADDRESS.
         # Workers of a local Ray inherit this process's environment (set just above), so no runtime_env: one
         # costs every worker process an extra setup step (an actor started in 2.2 s with it, 1.4 s without).
-        kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False, _system_config=local_system_config(num_cpus))
+        kwargs.update(
+            address="local", num_cpus=num_cpus, include_dashboard=False, _system_config=local_system_config(num_cpus)
+        )
     # Under `ray job submit` the job's runtime env (runtime_env.yaml) applies; repeating keys here would conflict.
     # LOCAL_TRAIN_ENV is set for the local Ray's processes only (they inherit it when ray.init starts them): set in
     # the driver, Ray Train would copy it into a runtime_env for its controller and workers, which then could not
     # reuse the idle worker processes kept above.
-    local = {k: v for k, v in LOCAL_TRAIN_ENV.items() if k not in os.environ} if not os.environ.get("RAY_ADDRESS") else {}
+    local = (
+        {k: v for k, v in LOCAL_TRAIN_ENV.items() if k not in os.environ} if not os.environ.get("RAY_ADDRESS") else {}
+    )
     os.environ.update(local)
     if not os.environ.get("RAY_ADDRESS"):
         # Ray 2.60 turns token authentication on for a new local Ray and says so in a WARNING line that reads like a

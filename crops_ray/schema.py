@@ -122,7 +122,8 @@ def table_files(root: str, table: str) -> list[str]:
         files = sorted(
             i.path
             for i in infos
-            if i.type == pafs.FileType.File and not any(p.startswith((".", "_")) for p in i.path[len(folder) :].split("/") if p)
+            if i.type == pafs.FileType.File
+            and not any(p.startswith((".", "_")) for p in i.path[len(folder) :].split("/") if p)
         )
         if not files:
             raise LogSchemaError(f"{root}: table '{table}' folder {folder} holds no data files")
@@ -156,16 +157,20 @@ def check_file_schemas(files: list[str], table: str, columns: LogColumns) -> pa.
             if name not in schema.names:
                 hint = f" (mapped from '{column}')" if name != column else ""
                 raise LogSchemaError(
-                    f"{path}: required column '{name}'{hint} of table '{table}' is missing; "
-                    f"file has {schema.names}"
+                    f"{path}: required column '{name}'{hint} of table '{table}' is missing; file has {schema.names}"
                 )
         for col in schema:
             if col.name in sources and is_nested(col.type):
-                raise LogSchemaError(f"{path}: column '{col.name}' of table '{table}' is a {col.type}; the contract's "
-                                     f"'{sources[col.name]}' is a single value per row (a string{' or a number' if sources[col.name] == 'ts' else ''})")
+                raise LogSchemaError(
+                    f"{path}: column '{col.name}' of table '{table}' is a {col.type}; the contract's "
+                    f"'{sources[col.name]}' is a single value per row (a "
+                    f"string{' or a number' if sources[col.name] == 'ts' else ''})"
+                )
             if col.name in SCHEMAS[table].names and col.name not in sources:
-                raise LogSchemaError(f"{path}: column '{col.name}' collides with the contract column that is mapped from "
-                                     f"'{columns.source_name(col.name)}'; rename or drop one of them")
+                raise LogSchemaError(
+                    f"{path}: column '{col.name}' collides with the contract column that is mapped from "
+                    f"'{columns.source_name(col.name)}'; rename or drop one of them"
+                )
         first = first or schema
     assert first is not None
     return first

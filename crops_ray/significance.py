@@ -27,7 +27,13 @@ class Interval:
         return not (self.low <= 0.0 <= self.high)
 
     def as_dict(self) -> dict:
-        return {"diff": self.diff, "ci_low": self.low, "ci_high": self.high, "queries": self.queries, "significant": self.significant}
+        return {
+            "diff": self.diff,
+            "ci_low": self.low,
+            "ci_high": self.high,
+            "queries": self.queries,
+            "significant": self.significant,
+        }
 
 
 def ratio_difference(num_a: np.ndarray, num_b: np.ndarray, den: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -36,7 +42,9 @@ def ratio_difference(num_a: np.ndarray, num_b: np.ndarray, den: np.ndarray, axis
     return (np.sum(num_a, axis=axis) - np.sum(num_b, axis=axis)) / d
 
 
-def paired_bootstrap(num_a, num_b, den=None, resamples: int = 2000, confidence: float = 0.95, seed: int = 0, method: str = "BCa") -> Interval:
+def paired_bootstrap(
+    num_a, num_b, den=None, resamples: int = 2000, confidence: float = 0.95, seed: int = 0, method: str = "BCa"
+) -> Interval:
     """Paired bootstrap CI of ``sum(num_a)/sum(den) - sum(num_b)/sum(den)`` over queries.
 
     ``num_a``/``num_b``: per-query numerators of the two methods (hits, or per-query NDCG); ``den``: per-query
@@ -53,12 +61,28 @@ def paired_bootstrap(num_a, num_b, den=None, resamples: int = 2000, confidence: 
     diff = float(ratio_difference(a, b, n))
     if np.allclose(a, b):
         return Interval(diff, diff, diff, len(a))
-    res = stats.bootstrap((a, b, n), ratio_difference, paired=True, vectorized=True, n_resamples=resamples,
-                          confidence_level=confidence, method=method, random_state=np.random.default_rng(seed))
+    res = stats.bootstrap(
+        (a, b, n),
+        ratio_difference,
+        paired=True,
+        vectorized=True,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method=method,
+        random_state=np.random.default_rng(seed),
+    )
     low, high = res.confidence_interval
     if not (np.isfinite(low) and np.isfinite(high)):  # BCa can fail on degenerate samples: fall back
-        res = stats.bootstrap((a, b, n), ratio_difference, paired=True, vectorized=True, n_resamples=resamples,
-                              confidence_level=confidence, method="percentile", random_state=np.random.default_rng(seed))
+        res = stats.bootstrap(
+            (a, b, n),
+            ratio_difference,
+            paired=True,
+            vectorized=True,
+            n_resamples=resamples,
+            confidence_level=confidence,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
         low, high = res.confidence_interval
     return Interval(diff, float(low), float(high), len(a))
 
@@ -71,7 +95,9 @@ METRICS = {
 }
 
 
-def compare_runs(a: pd.DataFrame, b: pd.DataFrame, metrics: dict = METRICS, resamples: int = 2000, seed: int = 0) -> dict[str, dict]:
+def compare_runs(
+    a: pd.DataFrame, b: pd.DataFrame, metrics: dict = METRICS, resamples: int = 2000, seed: int = 0
+) -> dict[str, dict]:
     """Per metric, the paired CI of A - B from two ``per_query`` frames (queries both runs scored)."""
     out = {}
     for name, (num, den) in metrics.items():
@@ -81,5 +107,7 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, metrics: dict = METRICS, resa
         joined = a[["query", *cols]].merge(b[["query", num]], on="query", suffixes=("_a", "_b")).dropna()
         if den:
             joined = joined[joined[den] > 0]
-        out[name] = paired_bootstrap(joined[f"{num}_a"], joined[f"{num}_b"], joined[den] if den else None, resamples=resamples, seed=seed).as_dict()
+        out[name] = paired_bootstrap(
+            joined[f"{num}_a"], joined[f"{num}_b"], joined[den] if den else None, resamples=resamples, seed=seed
+        ).as_dict()
     return out

@@ -36,7 +36,7 @@ def is_local(uri: str) -> bool:
 def local_path(uri: str) -> str:
     """``file:///a/b`` -> ``/a/b``; other local paths unchanged (so ``file://`` outputs are real folders)."""
     if uri.startswith("file://"):
-        uri = uri[len("file://"):]
+        uri = uri[len("file://") :]
         if not uri.startswith("/"):
             raise OutputError(f"file:// URIs must be absolute (file:///path), got file://{uri}")
     return uri
@@ -64,8 +64,10 @@ def check_output(out: str, inputs=(), replaces: bool = True) -> None:
         source = _normalized(given)
         if _inside(target, source) or _inside(source, target):
             relation = "is" if target == source else ("lies inside" if _inside(target, source) else "contains")
-            raise OutputError(f"output {out} {relation} the input {given}: writing it would replace or delete that input. "
-                              f"Choose an --out outside every input.")
+            raise OutputError(
+                f"output {out} {relation} the input {given}: writing it would replace or delete that input. "
+                f"Choose an --out outside every input."
+            )
     if not replaces:
         return
     fs, path = filesystem_and_path(out if not is_local(out) else local_path(out))
@@ -76,8 +78,10 @@ def check_output(out: str, inputs=(), replaces: bool = True) -> None:
         entries = fs.get_file_info(pafs.FileSelector(path))
         ours = any(e.base_name == SUCCESS_MARKER for e in entries)
         if entries and not ours:
-            raise OutputError(f"output {out} already exists and was not written by crops-ray (no {SUCCESS_MARKER} marker); "
-                              f"it would be replaced. Choose another --out, or move that folder away yourself.")
+            raise OutputError(
+                f"output {out} already exists and was not written by crops-ray (no {SUCCESS_MARKER} marker); "
+                f"it would be replaced. Choose another --out, or move that folder away yourself."
+            )
 
 
 def join(root: str, *parts: str) -> str:

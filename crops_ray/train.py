@@ -118,8 +118,10 @@ class TrainConfig:
         if isinstance(self.negatives, dict):  # TrainConfig(**asdict(cfg)) hands the section back as a dict
             self.negatives = NegativeConfig(**self.negatives)
         if self.negatives.rule != "none" and self.doc_tower != "frozen":
-            raise ValueError(f"negatives rule {self.negatives.rule!r} mines the frozen document tower's index: "
-                             "set doc_tower='frozen'")
+            raise ValueError(
+                f"negatives rule {self.negatives.rule!r} mines the "
+                "frozen document tower's index: set doc_tower='frozen'"
+            )
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {list(LOSSES)}")
         if self.doc_tower not in DOC_TOWERS:
@@ -130,8 +132,14 @@ class TrainConfig:
             raise ValueError("doc_embeddings prefill a frozen document tower's cache: set doc_tower='frozen'")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}")
-        positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "num_workers": self.num_workers,
-                    "checkpoint_every": self.checkpoint_every, "log_every": self.log_every, "max_length": self.max_length}
+        positive = {
+            "batch_size": self.batch_size,
+            "grad_accum": self.grad_accum,
+            "num_workers": self.num_workers,
+            "checkpoint_every": self.checkpoint_every,
+            "log_every": self.log_every,
+            "max_length": self.max_length,
+        }
         bad = {k: v for k, v in positive.items() if not isinstance(v, int) or v < 1}
         if bad:
             raise ValueError(f"TrainConfig: these settings must be integers >= 1: {bad}")
@@ -174,7 +182,9 @@ def in_batch_labels(
     otherwise 0 (an in-batch negative).
     """
     same_query = row_query_key[:, None] == col_query_key[None, :]
-    labels = torch.where(same_query, col_label[None, :], torch.zeros((), dtype=col_label.dtype, device=col_label.device))
+    labels = torch.where(
+        same_query, col_label[None, :], torch.zeros((), dtype=col_label.dtype, device=col_label.device)
+    )
     if own_video_key.numel() and col_video_key.numel():
         by_video = torch.where(own_video_key[:, None] == col_video_key[None, :], own_label[:, None], 0)
         known = torch.zeros_like(labels).scatter_reduce(0, own_row[:, None].expand_as(by_video), by_video, "amax")
@@ -294,14 +304,18 @@ class DocCache:
         texts = table["text"].to_pylist()
         emb = table["embedding"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
         if emb.shape[1] != self.encoder.dim:
-            raise ValueError(f"doc_embeddings {path}: dimension {emb.shape[1]}, but the document tower's is {self.encoder.dim}")
+            raise ValueError(
+                f"doc_embeddings {path}: dimension {emb.shape[1]}, but the document tower's is {self.encoder.dim}"
+            )
         sample = sorted(range(len(texts)), key=lambda i: stable_hash(texts[i]))[:check]
         if sample:
             fresh = DocCache(self.encoder, batch_size=self.batch_size)([texts[i] for i in sample], device).cpu().numpy()
             worst = float(np.abs(fresh - emb[sample]).max())
             if worst > atol:
-                raise ValueError(f"doc_embeddings {path} were not made by this document tower (max difference {worst:.2e} "
-                                 f"on {len(sample)} texts; same weights and max_length?)")
+                raise ValueError(
+                    f"doc_embeddings {path} were not made by this document tower (max difference {worst:.2e} "
+                    f"on {len(sample)} texts; same weights and max_length?)"
+                )
         for text, row in zip(texts[-self.max_size :], emb[-self.max_size :]):
             self._cache[text] = torch.from_numpy(np.array(row, dtype=np.float32))
         return len(texts)
@@ -357,14 +371,22 @@ class StepLoss:
         return float(self.level_sums.sum() / self.level_counts.sum().clamp_min(1))
 
 
-def in_batch_loss(q: torch.Tensor, d: torch.Tensor, batch: Batch, loss: str, temperature: float, num_levels: int) -> StepLoss:
+def in_batch_loss(
+    q: torch.Tensor, d: torch.Tensor, batch: Batch, loss: str, temperature: float, num_levels: int
+) -> StepLoss:
     """The loss of local queries ``q`` [B, dim] against the global batch of candidates (see the module docstring)."""
     d = d[: batch.n_docs]
     meta = torch.stack([batch.cand_query_key, batch.cand_video_key, batch.cand_label])
     all_docs, all_meta, _ = gather_columns(d, meta)
     scores = q @ all_docs.T
     labels = in_batch_labels(
-        batch.row_query_key, batch.cand_video_key, batch.cand_label, batch.cand_row, all_meta[0], all_meta[1], all_meta[2]
+        batch.row_query_key,
+        batch.cand_video_key,
+        batch.cand_label,
+        batch.cand_row,
+        all_meta[0],
+        all_meta[1],
+        all_meta[2],
     )
     if labels.numel() and int(labels.max()) >= num_levels:
         raise ValueError(f"a label {int(labels.max())} is >= num_levels={num_levels}")
@@ -413,7 +435,14 @@ def _batches(shard, cfg: TrainConfig, rank: int, start_micro: int, micro_per_epo
     epoch, skip = divmod(start_micro, micro_per_epoch)
     while True:
         seen = 0
-        shuffle = {"local_shuffle_buffer_size": cfg.shuffle_buffer, "local_shuffle_seed": stable_hash(f"{cfg.seed}/{epoch}/{rank}") % 2**31} if cfg.shuffle_buffer else {}
+        shuffle = (
+            {
+                "local_shuffle_buffer_size": cfg.shuffle_buffer,
+                "local_shuffle_seed": stable_hash(f"{cfg.seed}/{epoch}/{rank}") % 2**31,
+            }
+            if cfg.shuffle_buffer
+            else {}
+        )
         for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow", drop_last=True, **shuffle):
             seen += 1
             if skip:
@@ -427,8 +456,10 @@ def _batches(shard, cfg: TrainConfig, rank: int, start_micro: int, micro_per_epo
 
 def _format_progress(m: dict) -> str:
     levels = "  ".join(f"L{k.rsplit('_', 1)[1]} {v:.3f}" for k, v in sorted(m.items()) if k.startswith("loss_level_"))
-    return (f"step {m['step']}/{m['total_steps']}  loss {m['loss']:.4f}  [{levels}]  lr {m['lr']:.2e}  "
-            f"{m['samples_per_s']:.1f} samples/s")
+    return (
+        f"step {m['step']}/{m['total_steps']}  loss {m['loss']:.4f}  [{levels}]  lr {m['lr']:.2e}  "
+        f"{m['samples_per_s']:.1f} samples/s"
+    )
 
 
 def train_loop_per_worker(loop: dict) -> None:
@@ -502,9 +533,20 @@ def train_loop_per_worker(loop: dict) -> None:
         folder = tempfile.mkdtemp(prefix="crops-ckpt-")
         try:
             encoder.save(os.path.join(folder, MODEL_DIR))
-            torch.save({"step": metrics["step"], "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "metrics": metrics}, os.path.join(folder, STATE_FILE))
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder), checkpoint_dir_name=f"{CHECKPOINT_PREFIX}{metrics['step']:08d}")
+            torch.save(
+                {
+                    "step": metrics["step"],
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "metrics": metrics,
+                },
+                os.path.join(folder, STATE_FILE),
+            )
+            ray.train.report(
+                metrics,
+                checkpoint=Checkpoint.from_directory(folder),
+                checkpoint_dir_name=f"{CHECKPOINT_PREFIX}{metrics['step']:08d}",
+            )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -546,7 +588,10 @@ def train_loop_per_worker(loop: dict) -> None:
             stopped = {"step": step + 1, "grad_norm": float(norm), "loss": float(out.backward.detach()), "lr": lr}
             if rank == 0 and queue is not None:  # the driver learns why through the progress queue
                 queue.put({"nonfinite": stopped})
-            ray.train.report({**stopped, "total_steps": total_steps, "nonfinite": True, "resumed_from_step": start_step}, checkpoint=None)
+            ray.train.report(
+                {**stopped, "total_steps": total_steps, "nonfinite": True, "resumed_from_step": start_step},
+                checkpoint=None,
+            )
             return
         optimizer.step()
         scheduler.step()
@@ -565,7 +610,11 @@ def train_loop_per_worker(loop: dict) -> None:
         if step % cfg.log_every == 0 or checkpoint_now:
             now = time.perf_counter()
             elapsed, steady = now - t0, now - t_steady
-            rate = (step - start_step - 1) * samples_per_step / steady if step > start_step + 1 else samples_per_step / elapsed
+            rate = (
+                (step - start_step - 1) * samples_per_step / steady
+                if step > start_step + 1
+                else samples_per_step / elapsed
+            )
             metrics = {
                 "step": step,
                 "total_steps": total_steps,
@@ -577,8 +626,11 @@ def train_loop_per_worker(loop: dict) -> None:
                 "samples_per_s": rate,  # after the first step of this attempt (it also starts the data pipeline)
                 "resumed_from_step": start_step,
                 "world_size": world,
-                **({"mined_per_query": float(mined[0] / mined[1].clamp_min(1)), "index_refreshes": miner.refreshes}
-                   if miner is not None else {}),
+                **(
+                    {"mined_per_query": float(mined[0] / mined[1].clamp_min(1)), "index_refreshes": miner.refreshes}
+                    if miner is not None
+                    else {}
+                ),
             }
             mined.zero_()
             sums.zero_()
@@ -658,15 +710,22 @@ def plan_steps(num_groups: int, cfg: TrainConfig) -> tuple[int, int]:
     micro_per_epoch = (num_groups // cfg.num_workers) // cfg.batch_size
     if micro_per_epoch == 0:
         raise ValueError(
-            f"{num_groups} training groups are too few for batch_size={cfg.batch_size} x num_workers={cfg.num_workers}: "
-            "lower the batch size or the number of workers, or add data"
+            f"{num_groups} training groups are too few for batch_size={cfg.batch_size} x "
+            f"num_workers={cfg.num_workers}: lower the batch size or the number of workers, or add data"
         )
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum))
     return total, micro_per_epoch
 
 
-def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, name: str = DEFAULT_RUN_NAME,
-          progress=print, crash: dict | None = None) -> dict:
+def train(
+    groups: str,
+    out: str,
+    cfg: TrainConfig,
+    storage: str | None = None,
+    name: str = DEFAULT_RUN_NAME,
+    progress=print,
+    crash: dict | None = None,
+) -> dict:
     """Train on the groups parquet at ``groups``; write ``out/model/`` and ``out/train_metrics.json`` (a local
     folder); return the metrics.
 
@@ -680,14 +739,15 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
     from ray.train.torch import TorchTrainer
     from ray.util.queue import Queue
 
-
     started = time.perf_counter()
     fs, path = filesystem_and_path(groups.rstrip("/"))
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{groups}: no such groups file or folder")
     levels = pq.read_table(path, filesystem=fs, columns=["levels"]) if _has_columns(fs, path) else None
     if levels is None:
-        raise ValueError(f"{groups}: not a groups table {GROUPS_SCHEMA.names}; build it with crops_ray.hla.build_groups")
+        raise ValueError(
+            f"{groups}: not a groups table {GROUPS_SCHEMA.names}; build it with crops_ray.hla.build_groups"
+        )
     if levels.num_rows == 0:
         raise ValueError(f"{groups}: no training groups")
     total_steps, micro_per_epoch = plan_steps(levels.num_rows, cfg)
@@ -705,8 +765,10 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
         files = {"corpus": cfg.negatives.corpus or cfg.doc_embeddings, "positives": cfg.negatives.positives}
         for key, path in files.items():
             if not path:
-                raise ValueError(f"negatives rule {cfg.negatives.rule!r} needs negatives.{key}" +
-                                 (" (or doc_embeddings)" if key == "corpus" else ""))
+                raise ValueError(
+                    f"negatives rule {cfg.negatives.rule!r} needs negatives.{key}"
+                    + (" (or doc_embeddings)" if key == "corpus" else "")
+                )
             if "://" not in path:
                 if not os.path.exists(path):
                     raise FileNotFoundError(f"negatives.{key} {path} does not exist")
@@ -722,12 +784,20 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
     dataset = ray.data.read_parquet(groups if "://" in groups else os.path.abspath(groups))
     data_config = DataConfig(execution_options=_ordered_ingest())
     queue = Queue(actor_options={"num_cpus": 0})
-    loop = {"train": asdict(cfg), "total_steps": total_steps, "micro_per_epoch": micro_per_epoch,
-            "num_levels": num_levels, "progress": queue, "crash": crash}
+    loop = {
+        "train": asdict(cfg),
+        "total_steps": total_steps,
+        "micro_per_epoch": micro_per_epoch,
+        "num_levels": num_levels,
+        "progress": queue,
+        "crash": crash,
+    }
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop,
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cpus}),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cpus}
+        ),
         run_config=RunConfig(
             name=name,
             storage_path=storage,
@@ -737,8 +807,10 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
         datasets={"train": dataset},
         dataset_config=data_config,
     )
-    progress(f"training {cfg.loss} on {groups}: {total_steps} steps x {cfg.batch_size * cfg.grad_accum * cfg.num_workers} "
-             f"groups (global batch), {cfg.num_workers} worker(s), storage {storage}/{name}")
+    progress(
+        f"training {cfg.loss} on {groups}: {total_steps} steps x {cfg.batch_size * cfg.grad_accum * cfg.num_workers} "
+        f"groups (global batch), {cfg.num_workers} worker(s), storage {storage}/{name}"
+    )
     stop = threading.Event()
     events: list[dict] = []
     printer = threading.Thread(target=_drain, args=(queue, stop, progress, events), daemon=True)
@@ -753,9 +825,10 @@ def train(groups: str, out: str, cfg: TrainConfig, storage: str | None = None, n
     stopped = next((e["nonfinite"] for e in events if "nonfinite" in e), None)
     if stopped:
         raise NonFiniteTrainingError(
-            f"training stopped at step {stopped['step']}: the gradient norm is {stopped['grad_norm']} (loss {stopped['loss']}, "
-            f"lr {stopped['lr']:.3g}); no model was saved. Lower --lr or raise the warm-up; the last good checkpoint "
-            f"(if any) is under {storage}/{name}.")
+            f"training stopped at step {stopped['step']}: the gradient norm is {stopped['grad_norm']} (loss "
+            f"{stopped['loss']}, lr {stopped['lr']:.3g}); no model was saved. Lower --lr or raise the warm-up; the "
+            f"last good checkpoint (if any) is under {storage}/{name}."
+        )
     if result.checkpoint is None:
         raise RuntimeError(f"training under {storage}/{name} finished without a checkpoint")
     final = dict(result.metrics or {})
@@ -796,7 +869,9 @@ def _ordered_ingest():
     from ray.data import DataContext, ExecutionOptions
 
     current = DataContext.get_current().execution_options
-    return ExecutionOptions(resource_limits=current.resource_limits, preserve_order=True, verbose_progress=current.verbose_progress)
+    return ExecutionOptions(
+        resource_limits=current.resource_limits, preserve_order=True, verbose_progress=current.verbose_progress
+    )
 
 
 @dataclass

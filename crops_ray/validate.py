@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from crops_ray import schema as S
 from crops_ray import storage
 from crops_ray.config import load_config
@@ -131,7 +132,10 @@ def _raw_json(batch: pa.Table, names: list[str], rows: np.ndarray) -> list[str]:
     cols = {n: _python_values(batch.column(n).take(pa.array(rows))) for n in names}
     out = []
     for i in range(len(rows)):
-        record = {n: (v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v) for n, v in ((n, cols[n][i]) for n in names)}
+        record = {
+            n: (v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v)
+            for n, v in ((n, cols[n][i]) for n in names)
+        }
         out.append(json.dumps(record, default=str, ensure_ascii=False))
     return out
 
@@ -148,7 +152,9 @@ def check_batch(
     for name in target.names:
         src = cfg.columns.source_name(name)
         if src in batch.column_names and S.is_nested(batch.schema.field(src).type):
-            raise S.LogSchemaError(f"column '{src}' of table '{table}' is a {batch.schema.field(src).type}, not a single value per row")
+            raise S.LogSchemaError(
+                f"column '{src}' of table '{table}' is a {batch.schema.field(src).type}, not a single value per row"
+            )
     reason = np.full(n, None, dtype=object)
 
     def flag(mask: np.ndarray, why: str) -> None:
@@ -189,7 +195,9 @@ def check_batch(
         known = pc.is_in(canonical["video_id"], value_set=video_ids)
         flag(~pc.fill_null(known, False).to_numpy(zero_copy_only=False), "unknown_video_id")
 
-    extras = [c for c in batch.column_names if c not in set(sources.values()) and c not in (S.QUARANTINE_REASON, RAW_COLUMN)]
+    extras = [
+        c for c in batch.column_names if c not in set(sources.values()) and c not in (S.QUARANTINE_REASON, RAW_COLUMN)
+    ]
     columns = {name: canonical[name] for name in target.names}
     columns.update({c: batch.column(c) for c in extras})
     columns[S.QUARANTINE_REASON] = pa.array(reason.tolist(), type=pa.string())
@@ -259,7 +267,9 @@ def _validate_videos(files: list[str], out: str, cfg: ValidationConfig) -> pa.Ar
 
     # "First copy wins" needs file order: keep Ray Data's output in input order for this table.
     ray.data.DataContext.get_current().execution_options.preserve_order = True
-    ds = ray.data.read_parquet(files).map_batches(check_batch, fn_kwargs={"table": "videos", "cfg": cfg}, batch_format="pyarrow", batch_size=cfg.batch_size)
+    ds = ray.data.read_parquet(files).map_batches(
+        check_batch, fn_kwargs={"table": "videos", "cfg": cfg}, batch_format="pyarrow", batch_size=cfg.batch_size
+    )
     kept_writer = _ShardWriter(f"{out}/videos", cfg.rows_per_shard)
     bad_writer = _ShardWriter(f"{out}/quarantine/videos", cfg.rows_per_shard)
     seen: set[str] = set()
@@ -280,7 +290,9 @@ def _validate_videos(files: list[str], out: str, cfg: ValidationConfig) -> pa.Ar
             raw = batch[RAW_COLUMN].to_pylist()
             for i, text in zip(dup_rows, _raw_json(batch, ["video_id", "text"], np.array(dup_rows))):
                 raw[i] = text
-            batch = batch.set_column(batch.schema.get_field_index(S.QUARANTINE_REASON), S.QUARANTINE_REASON, pa.array(reason, pa.string()))
+            batch = batch.set_column(
+                batch.schema.get_field_index(S.QUARANTINE_REASON), S.QUARANTINE_REASON, pa.array(reason, pa.string())
+            )
             batch = batch.set_column(batch.schema.get_field_index(RAW_COLUMN), RAW_COLUMN, pa.array(raw, pa.string()))
         kept_writer.add(_kept(batch))
         bad_writer.add(_quarantined(batch))
@@ -307,7 +319,9 @@ def _validate_events(table: str, files: list[str], out: str, cfg: ValidationConf
     # Two lazy passes (kept, then quarantine) instead of materialising: large logs never sit in the object store.
     # (A single checker pass into a scratch folder, split by two plain reads, measured slower on small logs: every
     # Ray Data execution costs seconds of start-up on 2 cores.)
-    checked.filter(expr=col(S.QUARANTINE_REASON).is_null()).drop_columns([S.QUARANTINE_REASON, RAW_COLUMN]).write_parquet(f"{out}/{table}")
+    checked.filter(expr=col(S.QUARANTINE_REASON).is_null()).drop_columns(
+        [S.QUARANTINE_REASON, RAW_COLUMN]
+    ).write_parquet(f"{out}/{table}")
     checked.filter(expr=col(S.QUARANTINE_REASON).is_not_null()).write_parquet(f"{out}/quarantine/{table}")
 
 
@@ -347,8 +361,14 @@ def validate_logs(logs: str, out: str, cfg: ValidationConfig | None = None, prog
             s.kept, _ = _count_folder(f"{staging}/{table}")
             s.quarantined, s.reasons = _count_folder(f"{staging}/quarantine/{table}", by_reason=True)
             if not s.conserved:
-                raise RuntimeError(f"validation lost rows in {table}: in {s.rows_in} != kept {s.kept} + quarantined {s.quarantined}")
-        report = {"logs": logs, "seconds": round(time.time() - started, 2), "tables": {t: asdict(s) for t, s in summaries.items()}}
+                raise RuntimeError(
+                    f"validation lost rows in {table}: in {s.rows_in} != kept {s.kept} + quarantined {s.quarantined}"
+                )
+        report = {
+            "logs": logs,
+            "seconds": round(time.time() - started, 2),
+            "tables": {t: asdict(s) for t, s in summaries.items()},
+        }
         storage.write_bytes(f"{staging}/validation.json", json.dumps(report, indent=2).encode())
     return summaries
 

@@ -21,9 +21,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray import alpha_sweep as AS  # noqa: E402
-from crops_ray.engine.evaluate import judgments_path  # noqa: E402
-from crops_ray.storage import check_output  # noqa: E402
+from crops_ray import alpha_sweep as AS
+from crops_ray.engine.evaluate import judgments_path
+from crops_ray.storage import check_output
 
 
 def ground_truth(eval_dir: str | None, logs: str | None) -> str | None:
@@ -58,8 +58,9 @@ def downstream_args(args, stats: dict) -> dict | None:
     from crops_ray.hla import load_samples
 
     if not args.logs:
-        raise AS.SweepInputError("--downstream needs --logs: the folder with videos/ and eval/ the methods are "
-                                 "evaluated on")
+        raise AS.SweepInputError(
+            "--downstream needs --logs: the folder with videos/ and eval/ the methods are evaluated on"
+        )
     cfg = load_config(ExperimentConfig, args.config)
     if args.max_steps:
         cfg.train.max_steps = args.max_steps
@@ -72,22 +73,36 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="a build_data output (stats.json, candidates/ with theta)")
     p.add_argument("--out", required=True, help="folder for alpha_sweep.{json,md,png} (outside every input)")
-    p.add_argument("--alphas", help="comma-separated thresholds (default "
-                   f"{','.join(f'{a:g}' for a in AS.DEFAULT_ALPHAS)})")
-    p.add_argument("--logs", help="the logs the build came from (a world's folder): LOGS/eval is the ground truth, "
-                   "and --downstream evaluates on them")
-    p.add_argument("--eval", dest="eval_dir", help="ground truth folder (judgments.parquet or qrels.parquet) to "
-                   "measure precision against (default LOGS/eval)")
-    p.add_argument("--min-grade", type=int, help="a pair is relevant at this qrels grade or above (default: the "
-                   "build's discriminator.calibration_min_grade, 2, as its stats.json)")
-    p.add_argument("--downstream", action="store_true", help="also train and evaluate CroPS per alpha (minutes "
-                   "per alpha)")
+    p.add_argument(
+        "--alphas", help=f"comma-separated thresholds (default {','.join(f'{a:g}' for a in AS.DEFAULT_ALPHAS)})"
+    )
+    p.add_argument(
+        "--logs",
+        help="the logs the build came from (a world's folder): LOGS/eval is the ground truth, "
+        "and --downstream evaluates on them",
+    )
+    p.add_argument(
+        "--eval",
+        dest="eval_dir",
+        help="ground truth folder (judgments.parquet or qrels.parquet) to "
+        "measure precision against (default LOGS/eval)",
+    )
+    p.add_argument(
+        "--min-grade",
+        type=int,
+        help="a pair is relevant at this qrels grade or above (default: the "
+        "build's discriminator.calibration_min_grade, 2, as its stats.json)",
+    )
+    p.add_argument(
+        "--downstream", action="store_true", help="also train and evaluate CroPS per alpha (minutes per alpha)"
+    )
     p.add_argument("--validated", help="validated logs for the P0 samples (default: the logs the build read)")
     p.add_argument("--config", help="YAML of ExperimentConfig settings (train, groups, eval) for --downstream")
     p.add_argument("--max-steps", type=int, help="training steps per alpha")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--reuse", action="store_true", help="with --downstream: read back alphas already trained "
-                   "under --out")
+    p.add_argument(
+        "--reuse", action="store_true", help="with --downstream: read back alphas already trained under --out"
+    )
     args = p.parse_args(argv)
     try:
         alphas = AS.parse_alphas(args.alphas)

@@ -23,9 +23,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import load_config  # noqa: E402
-from crops_ray.engine.build import EngineConfig, EngineInputError, build_data, format_summary  # noqa: E402
-from crops_ray.schema import LogSchemaError  # noqa: E402
+from crops_ray.config import load_config
+from crops_ray.engine.build import EngineConfig, EngineInputError, build_data, format_summary
+from crops_ray.schema import LogSchemaError
 
 
 def _nested(data: dict, path: str, value) -> None:
@@ -74,12 +74,16 @@ def parse_config(args: argparse.Namespace) -> EngineConfig:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--logs", required=True, help="validated log folder (pipelines/validate.py output), or raw logs with --validate")
+    p.add_argument(
+        "--logs", required=True, help="validated log folder (pipelines/validate.py output), or raw logs with --validate"
+    )
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
     p.add_argument("--config", help="YAML of EngineConfig settings")
     p.add_argument("--validate", action="store_true", help="validate raw --logs into OUT/validated first")
     p.add_argument("--eval", dest="eval_dir", help="ground truth folder (a world's eval/) to measure precision against")
-    p.add_argument("--sources", help="perspectives to mine, comma-separated subset of p1,p2,p3 ('' for log stages only)")
+    p.add_argument(
+        "--sources", help="perspectives to mine, comma-separated subset of p1,p2,p3 ('' for log stages only)"
+    )
     p.add_argument("--alpha", type=float, help="keep mined candidates with theta > alpha (paper: 0.6)")
     p.add_argument("--window-s", type=int, help="reformulation window in seconds (paper: 90)")
     p.add_argument("--gate", choices=["discriminator", "lexical", "none"], help="reformulation similarity gate")
@@ -93,8 +97,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--discriminator-model", help="packaged alias (minilm) or a local Hugging Face folder")
     p.add_argument("--discriminator-kind", choices=["bi-encoder", "cross-encoder"])
     p.add_argument("--calibration", help="a discriminator calibration JSON to use as is")
-    p.add_argument("--fine-tune-discriminator", action=argparse.BooleanOptionalAction, default=None,
-                   help="fine-tune the bi-encoder discriminator on the labelled pairs before calibrating (default on; cached)")
+    p.add_argument(
+        "--fine-tune-discriminator",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fine-tune the bi-encoder discriminator on the labelled pairs before calibrating (default on; cached)",
+    )
     p.add_argument("--labelled-pairs", help="parquet/CSV with query, text, label to calibrate the discriminator on")
     p.add_argument("--partitions", type=int, help="shuffle partitions (default: from the input size)")
     p.add_argument("--keep-work", action="store_true", help="keep intermediate parquet in OUT/_work/")

@@ -20,18 +20,26 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray import buckets as B  # noqa: E402
-from crops_ray import report as R  # noqa: E402
-from crops_ray import schema as S  # noqa: E402
-from crops_ray.config import load_config  # noqa: E402
-from crops_ray.storage import OutputError, check_output  # noqa: E402
-from crops_ray.experiment import (  # noqa: E402
-    ABLATIONS, METHODS, NEGATIVE_BASELINES, TABLE1, ExperimentConfig, aggregate, online_ab, plot_table1, run_method,
-    side_by_side, table1_markdown,
+from crops_ray import buckets as B
+from crops_ray import report as R
+from crops_ray import schema as S
+from crops_ray.config import load_config
+from crops_ray.experiment import (
+    ABLATIONS,
+    METHODS,
+    NEGATIVE_BASELINES,
+    TABLE1,
+    ExperimentConfig,
+    aggregate,
+    online_ab,
+    plot_table1,
+    run_method,
+    side_by_side,
+    table1_markdown,
 )
-from crops_ray.validate import ValidationConfig, format_summary, validate_logs  # noqa: E402
-from crops_ray.world.generator import format_stats, generate_world, world_config  # noqa: E402
-
+from crops_ray.storage import OutputError, check_output
+from crops_ray.validate import ValidationConfig, format_summary, validate_logs
+from crops_ray.world.generator import format_stats, generate_world, world_config
 
 # The CPU demo's data-engine settings (a YAML passed with --engine-config applies on top): the default calibration
 # set halved (the fine-tuned discriminator still reaches ~0.98 held-out precision) and P3 on 4 queries (the CPU LLM
@@ -67,8 +75,17 @@ def update_readme(readme: str, table: str, timings: dict, chart: str) -> None:
     docs = os.path.join(os.path.dirname(os.path.abspath(readme)), "docs")
     os.makedirs(docs, exist_ok=True)
     shutil.copyfile(chart, os.path.join(docs, "table1.png"))
-    block = "\n".join([START, table, "", "![Table 1](docs/table1.png)", "",
-                        timings.get("note") or f"Wall time of the whole run on this machine: {timings['total'] / 60:.1f} min.", END])
+    block = "\n".join(
+        [
+            START,
+            table,
+            "",
+            "![Table 1](docs/table1.png)",
+            "",
+            timings.get("note") or f"Wall time of the whole run on this machine: {timings['total'] / 60:.1f} min.",
+            END,
+        ]
+    )
     head, rest = text.split(START, 1)
     with open(readme, "w") as f:
         f.write(head + block + rest.split(END, 1)[1])
@@ -85,7 +102,12 @@ def online_metrics(online_by_seed: dict, seeds: list[int]) -> dict:
         rows = [frame.set_index("arm").loc[arm] for frame, _ in online_by_seed.values()]
         entry = {k: float(rows[0][k]) for k in ("ctr", "lpr", "rqr")}
         entry.update({f"{k}_rel_vs_baseline": float(rows[0][f"{k}_rel"]) for k in ("ctr", "lpr", "rqr")})
-        entry.update({f"{k}_rel_ci": [float(rows[0][f"{k}_rel_low"]), float(rows[0][f"{k}_rel_high"])] for k in ("ctr", "lpr", "rqr")})
+        entry.update(
+            {
+                f"{k}_rel_ci": [float(rows[0][f"{k}_rel_low"]), float(rows[0][f"{k}_rel_high"])]
+                for k in ("ctr", "lpr", "rqr")
+            }
+        )
         if len(rows) > 1:
             for k in ("ctr", "lpr", "rqr"):
                 values = np.array([float(r[k]) for r in rows])
@@ -116,15 +138,30 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--scale", default="small", help="world scale: tiny, small, large")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (world and training); 3 give mean and spread")
     p.add_argument("--ablations", action="store_true", help="add crops_p1, crops_p2, crops_p3, crops_binary")
-    p.add_argument("--methods", help=f"comma-separated subset of {list(METHODS)}; the negative-sampling baselines "
-                   f"{list(NEGATIVE_BASELINES)} run only when named here")
+    p.add_argument(
+        "--methods",
+        help=f"comma-separated subset of {list(METHODS)}; the negative-sampling baselines "
+        f"{list(NEGATIVE_BASELINES)} run only when named here",
+    )
     p.add_argument("--max-steps", type=int, help="training steps per method")
-    p.add_argument("--doc-tower", choices=("frozen", "train"), help="frozen (default: query-side fine-tuning, the corpus encoded once) or train (both towers, as the paper; several times slower on CPUs)")
+    p.add_argument(
+        "--doc-tower",
+        choices=("frozen", "train"),
+        help="frozen (default: query-side fine-tuning, the corpus encoded once) or train (both towers, as the paper; "
+        "several times slower on CPUs)",
+    )
     p.add_argument("--config", help="YAML of ExperimentConfig settings (train, groups, eval)")
     p.add_argument("--engine-config", help="YAML of the data engine's EngineConfig")
-    p.add_argument("--readme", help="also write the table and chart into this README (between its table1 markers) and docs/")
+    p.add_argument(
+        "--readme", help="also write the table and chart into this README (between its table1 markers) and docs/"
+    )
     p.add_argument("--no-online", action="store_true", help="skip the simulated online A/B test (Table 2)")
-    p.add_argument("--reuse", action="store_true", help="a seed whose data, methods and online test are already under --out is read back, not rerun (regenerates the report)")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="a seed whose data, methods and online test are already under --out is read back, not rerun "
+        "(regenerates the report)",
+    )
     args = p.parse_args(argv)
     methods = args.methods.split(",") if args.methods else list(TABLE1) + (list(ABLATIONS) if args.ablations else [])
     unknown = [m for m in methods if m not in METHODS]
@@ -172,7 +209,11 @@ def main(argv: list[str] | None = None) -> dict:
                 sections.append("## The world (first seed)\n\n" + format_stats(stats))
         else:
             step += 1
-        reused = args.reuse and os.path.exists(f"{root}/data/stats.json") and all(os.path.exists(f"{root}/{m}/result.json") for m in methods)
+        reused = (
+            args.reuse
+            and os.path.exists(f"{root}/data/stats.json")
+            and all(os.path.exists(f"{root}/{m}/result.json") for m in methods)
+        )
         stage(f"seed {seed}: validating {logs}" + (" (reused)" if reused else ""))
         if not reused:
             t = time.time()
@@ -190,12 +231,18 @@ def main(argv: list[str] | None = None) -> dict:
             if seed == seeds[0]:
                 sections.append("## The CroPS data engine (first seed)\n\n" + engine_summary(engine_stats))
         elif needs_data:
-            from crops_ray.engine.build import build_data, format_summary as engine_summary
+            from crops_ray.engine.build import build_data
+            from crops_ray.engine.build import format_summary as engine_summary
             from crops_ray.hla import load_samples
 
             stage(f"seed {seed}: building the CroPS data (P0-P3, HLA)")
             t = time.time()
-            engine_stats = build_data(f"{root}/validated", f"{root}/data", _engine_config(args.engine_config, seed), eval_dir=f"{logs}/eval" if os.path.isdir(f"{logs}/eval") else None)
+            engine_stats = build_data(
+                f"{root}/validated",
+                f"{root}/data",
+                _engine_config(args.engine_config, seed),
+                eval_dir=f"{logs}/eval" if os.path.isdir(f"{logs}/eval") else None,
+            )
             timings[f"seed {seed}: build data"] = time.time() - t
             samples, _ = load_samples(f"{root}/data")
             log, _ = load_samples(f"{root}/validated")  # P0 straight from the log: what the baselines train on
@@ -230,84 +277,164 @@ def main(argv: list[str] | None = None) -> dict:
     corpus = S.count_rows(S.table_files(world, "videos"))
     labels = {m: METHODS[m].label for m in methods}
     where = "your logs" if args.logs else f"the {args.scale} world"
-    head = [f"## Table 1 on {where} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}: {args.seeds}; corpus: {corpus:,} videos)",
-            "", "Percent; with several seeds, mean ± standard deviation.", "", table, "", "![Table 1](table1.png)"]
+    head = [
+        (
+            f"## Table 1 on {where} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}: "
+            f"{args.seeds}; corpus: {corpus:,} videos)"
+        ),
+        "",
+        "Percent; with several seeds, mean ± standard deviation.",
+        "",
+        table,
+        "",
+        "![Table 1](table1.png)",
+    ]
     sections.insert(0, "\n".join(head))
     runs = R.load_per_query(first, methods)
     if runs:
         groups = R.query_groups(world, sorted({q for per in runs.values() for q in per["query"]}))
-        sections.insert(1, f"## Recall at K (first seed; corpus: {corpus:,} videos)\n\nThe paper's K = 100 was selective in a corpus of "
-                        "millions; here the smaller cut-offs show where methods separate.\n\n" + R.recall_curve_table(runs, labels))
+        sections.insert(
+            1,
+            f"## Recall at K (first seed; corpus: {corpus:,} videos)\n\nThe paper's K = 100 was selective in a corpus "
+            "of "
+            "millions; here the smaller cut-offs show where methods separate.\n\n" + R.recall_curve_table(runs, labels),
+        )
         by_bucket = R.split_table(runs, groups, "bucket", labels)
-        sections.insert(2, f"## By query bucket (first seed; corpus: {corpus:,} videos)\n\nBuckets by how often the training log typed the "
-                        f"query: head >= {B.HEAD_MIN_REQUESTS} requests, torso 3-{B.HEAD_MIN_REQUESTS - 1}, tail 1-2, unseen 0 "
-                        "(`crops_ray/buckets.py`). Pair-level recall within each bucket.\n\n" + by_bucket)
+        sections.insert(
+            2,
+            f"## By query bucket (first seed; corpus: {corpus:,} videos)\n\nBuckets by how often the training log "
+            f"typed the query: head >= {B.HEAD_MIN_REQUESTS} requests, torso 3-{B.HEAD_MIN_REQUESTS - 1}, tail 1-2, "
+            "unseen 0 "
+            "(`crops_ray/buckets.py`). Pair-level recall within each bucket.\n\n" + by_bucket,
+        )
         by_kind = R.split_table(runs, groups, "kind", labels)
         if by_kind:
-            sections.insert(3, f"## By query kind (first seed; corpus: {corpus:,} videos)\n\nThe world's query kinds from `eval/queries.parquet`: "
-                            "a bare ambiguous word, a sense query, a subtopic query, a long-tail query (subtopic + angle).\n\n" + by_kind)
+            sections.insert(
+                3,
+                f"## By query kind (first seed; corpus: {corpus:,} videos)\n\nThe world's query kinds from "
+                "`eval/queries.parquet`: a bare ambiguous word, a sense query, a subtopic query, a long-tail query "
+                "(subtopic + angle).\n\n" + by_kind,
+            )
     if any(per_seed_ci.values()):
-        sections.insert(4, "## Is the difference real? CroPS minus each baseline\n\nPercentage points per seed, with the paired bootstrap 95% "
-                        "confidence interval over queries (`crops_ray/significance.py`, scipy's BCa bootstrap); * marks an interval that "
-                        "excludes 0; with several seeds the mean ± sd of the differences comes first.\n\n"
-                        + R.significance_markdown(per_seed_ci, "CroPS", labels))
+        sections.insert(
+            4,
+            "## Is the difference real? CroPS minus each baseline\n\nPercentage points per seed, with the paired "
+            "bootstrap 95% confidence interval over queries (`crops_ray/significance.py`, scipy's BCa bootstrap); * "
+            "marks an interval that excludes 0; with several seeds the mean ± sd of the differences comes first.\n\n"
+            + R.significance_markdown(per_seed_ci, "CroPS", labels),
+        )
     additivity_table, additivity = R.additivity_report(per_seed_additivity, labels)
     if additivity_table:  # right after CroPS minus each baseline
-        at = next((i + 1 for i, text in enumerate(sections) if text.startswith("## Is the difference real?")),
-                  len(sections))
-        sections.insert(at, "## Do the perspectives add up? (ablations)\n\nEach perspective's gain over P0 "
-                        "(FS-LR-style: the log stages with HLA + H-InfoNCE), their sum, the gain of all of them "
-                        "(CroPS), and the interaction: CroPS's gain minus the sum, bootstrapped with the same "
-                        "resampled queries for every run (`crops_ray/report.py` `additivity`); additive when its "
-                        "interval holds 0. Last row: HLA + H-InfoNCE against binary labels + InfoNCE on the same "
-                        "samples. Points, paired 95% CI per seed, * excludes 0; with several seeds the mean ± sd "
-                        "first.\n\n" + additivity_table)
+        at = next(
+            (i + 1 for i, text in enumerate(sections) if text.startswith("## Is the difference real?")), len(sections)
+        )
+        sections.insert(
+            at,
+            "## Do the perspectives add up? (ablations)\n\nEach perspective's gain over P0 "
+            "(FS-LR-style: the log stages with HLA + H-InfoNCE), their sum, the gain of all of them "
+            "(CroPS), and the interaction: CroPS's gain minus the sum, bootstrapped with the same "
+            "resampled queries for every run (`crops_ray/report.py` `additivity`); additive when its "
+            "interval holds 0. Last row: HLA + H-InfoNCE against binary labels + InfoNCE on the same "
+            "samples. Points, paired 95% CI per seed, * excludes 0; with several seeds the mean ± sd "
+            "first.\n\n" + additivity_table,
+        )
     if online_by_seed:
         first_summary, first_table = online_by_seed[seeds[0]]
-        text = ["## Table 2: simulated online A/B test (first seed)", "",
-                "Each retriever is the platform's retrieval channel (top 100 into the same ranker) for a fresh period of the same "
-                "world: same users, intents and random draws in every arm (`crops_ray/world/online.py`). CTR: requests with a click; "
-                "LPR: requests with a long play; RQR: sessions that reformulated within 90 s. Relative change vs DPR with a 95% "
-                "paired bootstrap interval over users. The paper (Kuaishou, dense model): CTR +0.869%, LPR +0.483%, RQR -0.646%.",
-                "", first_table]
+        text = [
+            "## Table 2: simulated online A/B test (first seed)",
+            "",
+            (
+                "Each retriever is the platform's retrieval channel (top 100 into the same ranker) for a fresh period "
+                "of the same world: same users, intents and random draws in every arm (`crops_ray/world/online.py`). "
+                "CTR: requests with a click; LPR: requests with a long play; RQR: sessions that reformulated within "
+                "90 s. Relative change vs DPR with a 95% paired bootstrap interval over users. The paper (Kuaishou, "
+                "dense model): CTR +0.869%, LPR +0.483%, RQR -0.646%."
+            ),
+            "",
+            first_table,
+        ]
         if len(online_by_seed) > 1:
-            text += ["", "Over the seeds (relative change vs DPR, mean ± sd):", "", online_seeds_table(online_by_seed, labels)]
+            text += [
+                "",
+                "Over the seeds (relative change vs DPR, mean ± sd):",
+                "",
+                online_seeds_table(online_by_seed, labels),
+            ]
         sections.append("\n".join(text))
     elif not online and not args.no_online:
-        sections.append("## Table 2: simulated online A/B test\n\nSkipped: these logs are not a generated world (no world.json), so there are no simulated users to run an A/B test on.")
+        sections.append(
+            "## Table 2: simulated online A/B test\n\nSkipped: these logs are not a generated world (no world.json), "
+            "so there are no simulated users to run an A/B test on."
+        )
     if os.path.exists(f"{world}/eval/video_truth.parquet"):
         from crops_ray.world.bubble import bubble_table, plot_bubble
 
         bubble = bubble_table(world)
         plot_bubble(bubble, f"{args.out}/filter_bubble.png")
-        sections.append("## The filter bubble in the logs\n\nShare of minority-sense videos for requests that typed a bare ambiguous word.\n\n"
-                        + bubble.to_markdown(index=False, floatfmt=".3f") + "\n\n![filter bubble](filter_bubble.png)")
+        sections.append(
+            "## The filter bubble in the logs\n\nShare of minority-sense videos for requests that typed a bare "
+            "ambiguous word.\n\n"
+            + bubble.to_markdown(index=False, floatfmt=".3f")
+            + "\n\n![filter bubble](filter_bubble.png)"
+        )
         if {"dpr", "crops"} <= set(methods):
             words = list(bubble.sort_values("requests", ascending=False)["word"][:3])
             side = {"DPR": f"{first}/dpr/eval/per_query.parquet", "CroPS": f"{first}/crops/eval/per_query.parquet"}
-            sections.append("## DPR vs CroPS, top-10 for ambiguous queries\n\n✓ relevant in the qrels, ✗ not; the video's sense in italics.\n\n"
-                            + side_by_side(world, side, words))
+            sections.append(
+                "## DPR vs CroPS, top-10 for ambiguous queries\n\n✓ relevant in the qrels, ✗ not; the video's sense in "
+                "italics.\n\n" + side_by_side(world, side, words)
+            )
     timings["total"] = time.time() - started
-    sections.append("## Time (this machine)\n\n| stage | seconds |\n|---|---:|\n" + "\n".join(f"| {k} | {v:.0f} |" for k, v in timings.items() if isinstance(v, (int, float))))
+    sections.append(
+        "## Time (this machine)\n\n| stage | seconds |\n|---|---:|\n"
+        + "\n".join(f"| {k} | {v:.0f} |" for k, v in timings.items() if isinstance(v, (int, float)))
+    )
     with open(f"{args.out}/report.md", "w") as f:
         f.write("# crops-ray: Table 1 report\n\n" + "\n\n".join(sections) + "\n")
     with open(f"{args.out}/metrics.json", "w") as f:
-        json.dump({"methods": summary, "significance": {str(k): v for k, v in per_seed_ci.items()}, "online": online_metrics(online_by_seed, seeds),
-                   "additivity": additivity,
-                   "corpus_videos": corpus, "seeds": seeds, "runs": results, "seconds": timings}, f, indent=2, default=str)
+        json.dump(
+            {
+                "methods": summary,
+                "significance": {str(k): v for k, v in per_seed_ci.items()},
+                "online": online_metrics(online_by_seed, seeds),
+                "additivity": additivity,
+                "corpus_videos": corpus,
+                "seeds": seeds,
+                "runs": results,
+                "seconds": timings,
+            },
+            f,
+            indent=2,
+            default=str,
+        )
     if args.readme:
         block = "\n".join(head[:-1]).replace("## ", "### ", 1)
         if online_by_seed:
-            block += "\n\n### Table 2: simulated online A/B test (seed " + str(seeds[0]) + ")\n\n" + online_by_seed[seeds[0]][1]
+            block += (
+                "\n\n### Table 2: simulated online A/B test (seed "
+                + str(seeds[0])
+                + ")\n\n"
+                + online_by_seed[seeds[0]][1]
+            )
             if len(online_by_seed) > 1:
-                block += "\n\nOver the seeds (relative change vs DPR, mean ± sd):\n\n" + online_seeds_table(online_by_seed, labels)
+                block += "\n\nOver the seeds (relative change vs DPR, mean ± sd):\n\n" + online_seeds_table(
+                    online_by_seed, labels
+                )
         if any(per_seed_ci.values()):
-            block += "\n\n### CroPS minus each baseline (points, paired bootstrap 95% CI over queries; * excludes 0)\n\n" + R.significance_markdown(per_seed_ci, "CroPS", labels)
+            block += (
+                "\n\n### CroPS minus each baseline (points, paired bootstrap 95% CI over queries; * excludes 0)\n\n"
+                + R.significance_markdown(per_seed_ci, "CroPS", labels)
+            )
         if additivity_table:
-            block += ("\n\n### Do the perspectives add up? (points, paired bootstrap 95% CI over queries; * excludes 0)"
-                      "\n\n" + additivity_table)
+            block += (
+                "\n\n### Do the perspectives add up? (points, paired bootstrap 95% CI over queries; * excludes 0)"
+                "\n\n" + additivity_table
+            )
         if args.reuse:
-            timings["note"] = f"Regenerated with `--reuse` from the seed outputs under `{args.out}` (nothing rerun); see Measured numbers for the time."
+            timings["note"] = (
+                "Regenerated with `--reuse` from the seed outputs under "
+                f"`{args.out}` (nothing rerun); see Measured numbers for the time."
+            )
         update_readme(args.readme, block, timings, f"{args.out}/table1.png")
     print("\n" + table)
     print(f"\ndemo finished in {timings['total']:.0f}s; report: {args.out}/report.md")

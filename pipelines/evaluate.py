@@ -2,7 +2,8 @@
 
     python pipelines/evaluate.py --model runs/train/model --logs runs/world --out runs/eval/crops
     python pipelines/evaluate.py --method bm25 --logs runs/world --out runs/eval/bm25
-    python pipelines/evaluate.py --model minilm --logs runs/cranfield --out runs/eval/zero_shot   # the pretrained encoder
+    # the pretrained encoder:
+    python pipelines/evaluate.py --model minilm --logs runs/cranfield --out runs/eval/zero_shot
 
 The corpus is LOGS/videos; targets are whichever of LOGS/eval/{ct,qr,qrels}.parquet exist. Writes
 OUT/metrics.json, OUT/per_query.parquet and, for a model, OUT/index/ (FAISS; what Serve loads).
@@ -16,10 +17,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import load_config  # noqa: E402
-from crops_ray.evaluate import EvalConfig, evaluate, format_metrics  # noqa: E402
-from crops_ray.index import KINDS  # noqa: E402
-from crops_ray.storage import check_output  # noqa: E402
+from crops_ray.config import load_config
+from crops_ray.evaluate import EvalConfig, evaluate, format_metrics
+from crops_ray.index import KINDS
+from crops_ray.storage import check_output
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.index:
         cfg.index.kind = args.index
     try:
-        check_output(args.out, [args.logs, args.model if args.model and os.path.exists(args.model) else None], replaces=False)
+        check_output(
+            args.out, [args.logs, args.model if args.model and os.path.exists(args.model) else None], replaces=False
+        )
         metrics = evaluate(args.logs, args.out, method=args.method, model=args.model, cfg=cfg)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,26 +15,36 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import load_config  # noqa: E402
-from crops_ray.storage import OutputError  # noqa: E402
-from crops_ray.world.generator import SCALES, WorldConfig, format_stats, generate_world  # noqa: E402
+from crops_ray.config import load_config
+from crops_ray.storage import OutputError
+from crops_ray.world.generator import SCALES, WorldConfig, format_stats, generate_world
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
-    p.add_argument("--scale", default="small", choices=sorted(SCALES), help="tiny (tests), small (demo), large (millions of rows)")
+    p.add_argument(
+        "--scale", default="small", choices=sorted(SCALES), help="tiny (tests), small (demo), large (millions of rows)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", help="YAML file of WorldConfig settings (applied over the scale)")
     p.add_argument("--users", type=int, help="override the number of users")
     p.add_argument("--shards", type=int, help="override the number of user shards (output files)")
-    p.add_argument("--ray", action=argparse.BooleanOptionalAction, default=None, help="generate shards as Ray tasks (default: only for --scale large)")
+    p.add_argument(
+        "--ray",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="generate shards as Ray tasks (default: only for --scale large)",
+    )
     args = p.parse_args(argv)
     cli = {"seed": args.seed, "users": args.users, "shards": args.shards}
     overrides = {**SCALES[args.scale], **{k: v for k, v in cli.items() if v is not None}}
     cfg = load_config(WorldConfig, args.config, overrides)
     use_ray = args.ray if args.ray is not None else args.scale == "large"
-    print(f"generating the {args.scale} world (seed {cfg.seed}, {cfg.users:,} users, {cfg.shards} shards{', on Ray' if use_ray else ''}) -> {args.out}")
+    print(
+        f"generating the {args.scale} world (seed {cfg.seed}, {cfg.users:,} users, {cfg.shards} "
+        f"shards{', on Ray' if use_ray else ''}) -> {args.out}"
+    )
     try:
         stats = generate_world(args.out, cfg, use_ray=use_ray)
     except OutputError as exc:

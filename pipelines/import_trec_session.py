@@ -17,16 +17,25 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.adapters.trec_session import import_trec_session  # noqa: E402
+from crops_ray.adapters.trec_session import import_trec_session
 
-DEFAULT_XML = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "trec-session-2013", "sessiontrack2013.xml")
+DEFAULT_XML = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "..",
+    "shared",
+    "data",
+    "trec-session-2013",
+    "sessiontrack2013.xml",
+)
 
 
 def main(argv: list[str] | None = None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--xml", default=DEFAULT_XML, help="sessiontrack2013.xml (default: the copy in ../shared/data)")
     p.add_argument("--out", required=True, help="output log folder (replaced)")
-    p.add_argument("--min-dwell-s", type=float, default=0.0, help="count a click only if its dwell reached this many seconds")
+    p.add_argument(
+        "--min-dwell-s", type=float, default=0.0, help="count a click only if its dwell reached this many seconds"
+    )
     args = p.parse_args(argv)
     try:
         stats = import_trec_session(os.path.normpath(args.xml), args.out, args.min_dwell_s)

@@ -18,9 +18,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import load_config  # noqa: E402
-from crops_ray.experiment import METHODS, TABLE1, ExperimentConfig, online_ab  # noqa: E402
-from crops_ray.world.online import OnlineConfig  # noqa: E402
+from crops_ray.config import load_config
+from crops_ray.experiment import METHODS, TABLE1, ExperimentConfig, online_ab
+from crops_ray.world.online import OnlineConfig
 
 
 def main(argv: list[str] | None = None):
@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None):
     if unknown:
         p.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
     if not os.path.exists(os.path.join(args.world, "world.json")):
-        print(f"online A/B skipped: {args.world} is not a generated world (no world.json); the simulation needs its users")
+        print(
+            f"online A/B skipped: {args.world} is not a generated world (no world.json); the simulation needs its users"
+        )
         return None
     missing = [m for m in methods if METHODS[m].sources and not os.path.isdir(os.path.join(args.runs, m, "model"))]
     if missing:
@@ -46,7 +48,9 @@ def main(argv: list[str] | None = None):
     ocfg = OnlineConfig()
     if args.sessions_per_user:
         ocfg.sessions_per_user = args.sessions_per_user
-    summary, table = online_ab(args.world, args.runs, methods, args.out, load_config(ExperimentConfig, args.config), args.baseline, ocfg)
+    summary, table = online_ab(
+        args.world, args.runs, methods, args.out, load_config(ExperimentConfig, args.config), args.baseline, ocfg
+    )
     print("\n" + table)
     return summary
 

@@ -25,7 +25,12 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def parse_settings(args: argparse.Namespace) -> dict:
     import yaml
 
-    settings = {"model": args.model, "index": args.index, "discriminator_model": args.discriminator_model, "calibration": args.calibration}
+    settings = {
+        "model": args.model,
+        "index": args.index,
+        "discriminator_model": args.discriminator_model,
+        "calibration": args.calibration,
+    }
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -36,9 +41,13 @@ def parse_settings(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="minilm", help="encoder folder written by training, or 'minilm' (pretrained, zero-shot)")
+    p.add_argument(
+        "--model", default="minilm", help="encoder folder written by training, or 'minilm' (pretrained, zero-shot)"
+    )
     p.add_argument("--index", required=True, help="index folder written by evaluation (OUT/index/)")
-    p.add_argument("--calibration", help="discriminator calibration JSON (default: fitted once on the embedded world, cached)")
+    p.add_argument(
+        "--calibration", help="discriminator calibration JSON (default: fitted once on the embedded world, cached)"
+    )
     p.add_argument("--discriminator-model", default="minilm")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -58,8 +67,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     token_set = bool(os.environ.get(settings.auth_token_env))
     if args.host not in LOOPBACK and not token_set and not args.allow_no_auth:
-        print(f"error: --host {args.host} is reachable from other machines; set ${settings.auth_token_env} to require a "
-              "bearer token (or pass --allow-no-auth)", file=sys.stderr)
+        print(
+            f"error: --host {args.host} is reachable from other machines; set ${settings.auth_token_env} to require a "
+            "bearer token (or pass --allow-no-auth)",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
     from ray import serve
@@ -70,9 +82,15 @@ def main(argv: list[str] | None = None) -> None:
     serve.start(http_options={"host": args.host, "port": args.port, "request_timeout_s": 30})
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
-    auth = " -H \"Authorization: Bearer $" + settings.auth_token_env + "\"" if token_set else ""
-    print(f"\nserving {settings.model} with index {settings.index} at {url} (API docs: {url}/docs; auth {'on' if token_set else 'off'})")
-    print(f"  curl -s {url}/v1/search -H 'Content-Type: application/json'{auth} -d '{{\"query\": \"jaguar cubs\", \"k\": 5}}'")
+    auth = ' -H "Authorization: Bearer $' + settings.auth_token_env + '"' if token_set else ""
+    print(
+        f"\nserving {settings.model} with index {settings.index} at {url} (API docs: {url}/docs; auth "
+        f"{'on' if token_set else 'off'})"
+    )
+    print(
+        f"  curl -s {url}/v1/search -H 'Content-Type: application/json'{auth}"
+        ' -d \'{"query": "jaguar cubs", "k": 5}\''
+    )
     print("Ctrl-C stops.", flush=True)
 
     stop = threading.Event()

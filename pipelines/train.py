@@ -1,8 +1,9 @@
-"""Train the CroPS dual encoder (or the DPR baseline) on Ray Train.
+r"""Train the CroPS dual encoder (or the DPR baseline) on Ray Train.
 
     python pipelines/train.py --data runs/validated --out runs/crops --loss h_infonce --num-workers 2
     python pipelines/train.py --data runs/validated --out runs/dpr --loss infonce --num-workers 2
-    ray job submit --working-dir . -- python pipelines/train.py --data /abs/validated --out /abs/crops --storage s3://bucket/runs
+    ray job submit --working-dir . -- \
+        python pipelines/train.py --data /abs/validated --out /abs/crops --storage s3://bucket/runs
 
 --data is a log folder (search_log/ + videos/: samples come from the logged stages), a folder holding the data
 engine's samples/, or a samples parquet folder. Writes OUT/groups/ (the HLA training groups), OUT/model/ (a
@@ -20,27 +21,29 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import load_config  # noqa: E402
-from crops_ray.hla import build_groups, load_samples, write_groups  # noqa: E402
-from crops_ray.models import model_path  # noqa: E402
-from crops_ray.runtime import init_ray  # noqa: E402
-from crops_ray.storage import check_output  # noqa: E402
-from crops_ray.train import DEFAULT_RUN_NAME, DOC_TOWERS, LOSSES, NonFiniteTrainingError, TrainJobConfig, train  # noqa: E402
+from crops_ray.config import load_config
+from crops_ray.hla import build_groups, load_samples, write_groups
+from crops_ray.models import model_path
+from crops_ray.runtime import init_ray
+from crops_ray.storage import check_output
+from crops_ray.train import DEFAULT_RUN_NAME, DOC_TOWERS, LOSSES, NonFiniteTrainingError, TrainJobConfig, train
 
 
 def format_summary(m: dict) -> str:
     levels = ", ".join(f"L{k} {v:.4f}" for k, v in sorted(m["loss_per_level"].items()))
-    return "\n".join([
-        "| training | value |",
-        "|---|---:|",
-        f"| loss | {m['loss_name']} |",
-        f"| steps | {m['steps']} (resumed from {m['resumed_from_step']}) |",
-        f"| final loss | {m['final_loss']:.4f} |",
-        f"| loss per level | {levels} |",
-        f"| workers x global batch | {m['num_workers']} x {m['global_batch']} |",
-        f"| samples/s | {m['samples_per_s']:.1f} |",
-        f"| wall time | {m['wall_s']:.1f} s |",
-    ])
+    return "\n".join(
+        [
+            "| training | value |",
+            "|---|---:|",
+            f"| loss | {m['loss_name']} |",
+            f"| steps | {m['steps']} (resumed from {m['resumed_from_step']}) |",
+            f"| final loss | {m['final_loss']:.4f} |",
+            f"| loss per level | {levels} |",
+            f"| workers x global batch | {m['num_workers']} x {m['global_batch']} |",
+            f"| samples/s | {m['samples_per_s']:.1f} |",
+            f"| wall time | {m['wall_s']:.1f} s |",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -49,9 +52,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", required=True, help="output folder: groups/, model/, train_metrics.json")
     p.add_argument("--loss", choices=LOSSES, help="h_infonce (CroPS, default) or infonce (DPR baseline: clicks only)")
     p.add_argument("--num-workers", type=int, help="Ray Train workers (default 1)")
-    p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=None, help="one GPU per worker, NCCL, bf16")
-    p.add_argument("--storage", help="checkpoint storage: local path or URI such as s3://bucket/runs (default OUT/checkpoints)")
-    p.add_argument("--name", default=DEFAULT_RUN_NAME, help="run name under --storage; the same storage and name resume")
+    p.add_argument(
+        "--use-gpu", action=argparse.BooleanOptionalAction, default=None, help="one GPU per worker, NCCL, bf16"
+    )
+    p.add_argument(
+        "--storage", help="checkpoint storage: local path or URI such as s3://bucket/runs (default OUT/checkpoints)"
+    )
+    p.add_argument(
+        "--name", default=DEFAULT_RUN_NAME, help="run name under --storage; the same storage and name resume"
+    )
     p.add_argument("--model", help="initial weights: packaged alias (minilm) or a local Hugging Face folder")
     p.add_argument("--max-steps", type=int, help="optimizer steps (default: --epochs over the data)")
     p.add_argument("--epochs", type=float)
@@ -59,7 +68,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float)
     p.add_argument("--max-length", type=int, help="tokens per text")
     p.add_argument("--seed", type=int)
-    p.add_argument("--doc-tower", choices=DOC_TOWERS, help="train (both towers, default) or frozen (query-side fine-tuning: fast on CPUs)")
+    p.add_argument(
+        "--doc-tower",
+        choices=DOC_TOWERS,
+        help="train (both towers, default) or frozen (query-side fine-tuning: fast on CPUs)",
+    )
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--log-every", type=int)
     p.add_argument("--config", help="YAML with sections train, groups, levels")
@@ -67,10 +80,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     try:
         job = load_config(TrainJobConfig, args.config)
-        flags = {"loss": args.loss, "num_workers": args.num_workers, "use_gpu": args.use_gpu, "model": args.model,
-                 "max_steps": args.max_steps, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                 "max_length": args.max_length, "seed": args.seed, "checkpoint_every": args.checkpoint_every,
-                 "log_every": args.log_every, "doc_tower": args.doc_tower}
+        flags = {
+            "loss": args.loss,
+            "num_workers": args.num_workers,
+            "use_gpu": args.use_gpu,
+            "model": args.model,
+            "max_steps": args.max_steps,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "max_length": args.max_length,
+            "seed": args.seed,
+            "checkpoint_every": args.checkpoint_every,
+            "log_every": args.log_every,
+            "doc_tower": args.doc_tower,
+        }
         if args.doc_tower == "frozen":
             flags["shared_towers"] = False
         cfg = dataclasses.replace(job.train, **{k: v for k, v in flags.items() if v is not None})
@@ -83,8 +107,10 @@ def main(argv: list[str] | None = None) -> dict:
         os.makedirs(args.out, exist_ok=True)
         groups_dir = os.path.join(args.out, "groups")
         write_groups(groups, groups_dir, job.groups.rows_per_shard)
-        print(f"{what} -> {samples.num_rows:,} samples -> {groups.num_rows:,} training groups of up to "
-              f"{job.groups.group_size} candidates ({groups_dir})")
+        print(
+            f"{what} -> {samples.num_rows:,} samples -> {groups.num_rows:,} training groups of up to "
+            f"{job.groups.group_size} candidates ({groups_dir})"
+        )
         init_ray()
         metrics = train(groups_dir, args.out, cfg, storage=args.storage, name=args.name)
     except (FileNotFoundError, ValueError, NonFiniteTrainingError) as exc:

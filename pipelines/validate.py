@@ -16,14 +16,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.schema import LogSchemaError  # noqa: E402
-from crops_ray.storage import OutputError  # noqa: E402
-from crops_ray.validate import format_summary, load_validation_config, validate_logs  # noqa: E402
+from crops_ray.schema import LogSchemaError
+from crops_ray.storage import OutputError
+from crops_ray.validate import format_summary, load_validation_config, validate_logs
 
 
 def main(argv: list[str] | None = None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--logs", required=True, help="log folder: videos/, search_log/, rec_log/ (folders or .parquet files)")
+    p.add_argument(
+        "--logs", required=True, help="log folder: videos/, search_log/, rec_log/ (folders or .parquet files)"
+    )
     p.add_argument("--out", required=True, help="output folder for validated logs (replaced atomically)")
     p.add_argument("--config", help="YAML of ValidationConfig settings")
     p.add_argument("--ts-min", type=int)

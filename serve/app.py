@@ -54,18 +54,30 @@ class ServeSettings(BaseModel):
     model: str = Field("minilm", description="encoder folder written by training, or 'minilm' (pretrained, zero-shot)")
     index: str = Field(description="index folder written by evaluation (OUT/index/)")
     discriminator_model: str = Field("minilm", description="discriminator backbone (alias or Hugging Face folder)")
-    calibration: str | None = Field(None, description="calibration JSON; None: crops_ray.discriminator.load_or_fit_calibration (fitted once on the embedded world, cached)")
+    calibration: str | None = Field(
+        None,
+        description="calibration JSON; None: crops_ray.discriminator.load_or_fit_calibration (fitted once on the "
+        "embedded world, cached)",
+    )
     max_items: int = Field(256, ge=1, description="queries per /v1/encode, pairs per /v1/score")
-    max_chars: int = Field(2000, ge=1, description="characters per text; longer is refused (422); within it the tokenizer truncates")
+    max_chars: int = Field(
+        2000, ge=1, description="characters per text; longer is refused (422); within it the tokenizer truncates"
+    )
     max_k: int = Field(1000, ge=1)
     default_k: int = Field(100, ge=1)
     batching: bool = Field(True, description="@serve.batch on the model deployments; False: one request per model call")
     max_batch_size: int = Field(16, ge=1, description="requests per batch")
     batch_wait_timeout_s: float = Field(0.005, ge=0)
     encode_batch_size: int = Field(64, ge=1, description="texts per forward pass inside a batch")
-    threads: int | None = Field(None, ge=1, description="torch/FAISS threads per model replica; None: its num_cpus rounded, at least 1")
-    auth_token_env: str = Field(DEFAULT_TOKEN_ENV, description="bearer token required on /v1/* when this variable is set")
-    max_body_bytes: int = Field(1_048_576, ge=1024, description="request body limit; larger bodies get 413 before they are parsed")
+    threads: int | None = Field(
+        None, ge=1, description="torch/FAISS threads per model replica; None: its num_cpus rounded, at least 1"
+    )
+    auth_token_env: str = Field(
+        DEFAULT_TOKEN_ENV, description="bearer token required on /v1/* when this variable is set"
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="request body limit; larger bodies get 413 before they are parsed"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ versions
@@ -119,7 +131,11 @@ class _BatchStats:
     batches = requests = largest_batch = 0
 
     def _record(self, size: int) -> None:
-        self.batches, self.requests, self.largest_batch = self.batches + 1, self.requests + size, max(self.largest_batch, size)
+        self.batches, self.requests, self.largest_batch = (
+            self.batches + 1,
+            self.requests + size,
+            max(self.largest_batch, size),
+        )
 
     def batch_stats(self) -> dict:
         return {"batches": self.batches, "requests": self.requests, "largest_batch": self.largest_batch}
@@ -133,7 +149,15 @@ def _split(rows: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 class QueryEncoder(_BatchStats):
     """The query tower: a list of texts -> float32 [n, dim], unit length (exactly Encoder.encode_queries)."""
 
-    def __init__(self, model: str, batching: bool = True, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005, encode_batch_size: int = 64, threads: int | None = None):
+    def __init__(
+        self,
+        model: str,
+        batching: bool = True,
+        max_batch_size: int = 16,
+        batch_wait_timeout_s: float = 0.005,
+        encode_batch_size: int = 64,
+        threads: int | None = None,
+    ):
         import torch
 
         from crops_ray.encoder import Encoder
@@ -148,7 +172,12 @@ class QueryEncoder(_BatchStats):
         self._encode_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def info(self) -> dict:
-        return {"model": self.version, "dim": self.encoder.dim, "max_length": self.encoder.config.max_length, **self.batch_stats()}
+        return {
+            "model": self.version,
+            "dim": self.encoder.dim,
+            "max_length": self.encoder.config.max_length,
+            **self.batch_stats(),
+        }
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self.encoder.encode_queries(texts, batch_size=self.encode_batch_size)
@@ -168,7 +197,15 @@ class QueryEncoder(_BatchStats):
 class DiscriminatorDeployment(_BatchStats):
     """theta(query, text) in [0, 1]: crops_ray.discriminator.Discriminator with a fixed calibration."""
 
-    def __init__(self, model: str, calibration: dict, batching: bool = True, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005, threads: int | None = None):
+    def __init__(
+        self,
+        model: str,
+        calibration: dict,
+        batching: bool = True,
+        max_batch_size: int = 16,
+        batch_wait_timeout_s: float = 0.005,
+        threads: int | None = None,
+    ):
         import torch
 
         from crops_ray.discriminator import Calibration, Discriminator, DiscriminatorConfig
@@ -185,7 +222,11 @@ class DiscriminatorDeployment(_BatchStats):
 
     def info(self) -> dict:
         cal = self.disc.calibration
-        return {"discriminator": self.version, "calibration": {"a": cal.a, "b": cal.b, "source": cal.source, "alpha": cal.alpha}, **self.batch_stats()}
+        return {
+            "discriminator": self.version,
+            "calibration": {"a": cal.a, "b": cal.b, "source": cal.source, "alpha": cal.alpha},
+            **self.batch_stats(),
+        }
 
     def _theta(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         return self.disc.theta([q for q, _ in pairs], [t for _, t in pairs])
@@ -205,7 +246,15 @@ class DiscriminatorDeployment(_BatchStats):
 class Retriever(_BatchStats):
     """Top-k video ids and inner-product scores for query embeddings (FAISS; one search per batch)."""
 
-    def __init__(self, index: str, batching: bool = True, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005, threads: int | None = None, checked: str = ""):
+    def __init__(
+        self,
+        index: str,
+        batching: bool = True,
+        max_batch_size: int = 16,
+        batch_wait_timeout_s: float = 0.005,
+        threads: int | None = None,
+        checked: str = "",
+    ):
         import faiss
 
         from crops_ray.index import VectorIndex
@@ -220,17 +269,25 @@ class Retriever(_BatchStats):
         self._search_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def info(self) -> dict:
-        return {"index": self.version, "size": len(self.index.ids), "dim": int(self.index.index.d), "checked": self.checked, **self.batch_stats()}
+        return {
+            "index": self.version,
+            "size": len(self.index.ids),
+            "dim": int(self.index.index.d),
+            "checked": self.checked,
+            **self.batch_stats(),
+        }
 
     def _search(self, requests: list[tuple[np.ndarray, int]]) -> list[tuple[list[str], list[float]]]:
         ids, scores = self.index.search(np.stack([q for q, _ in requests]), max(k for _, k in requests))
-        return [(row[:k], [float(s) for s in srow[: min(k, len(row))]]) for (_, k), row, srow in zip(requests, ids, scores)]
+        return [
+            (row[:k], [float(s) for s in srow[: min(k, len(row))]]) for (_, k), row, srow in zip(requests, ids, scores)
+        ]
 
     async def search(self, query: np.ndarray, k: int) -> tuple[list[str], list[float], str]:
         if self.batching:
             ids, scores = await self._search_batch((query, k))
         else:
-            (ids, scores), = await self._thread.run(self._search, [(query, k)])
+            ((ids, scores),) = await self._thread.run(self._search, [(query, k)])
         return ids, scores, self.version
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
@@ -264,8 +321,14 @@ def request_models(s: ServeSettings) -> dict[str, type[BaseModel]]:
     Text = Annotated[StrictStr, StringConstraints(min_length=1, max_length=s.max_chars), AfterValidator(_not_blank)]
 
     class EncodeRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"queries": ["jaguar cubs", "python tutorial"]}]})
-        queries: list[Text] = Field(min_length=1, max_length=s.max_items, description=f"1..{s.max_items} non-blank texts of at most {s.max_chars} characters")
+        model_config = ConfigDict(
+            extra="forbid", json_schema_extra={"examples": [{"queries": ["jaguar cubs", "python tutorial"]}]}
+        )
+        queries: list[Text] = Field(
+            min_length=1,
+            max_length=s.max_items,
+            description=f"1..{s.max_items} non-blank texts of at most {s.max_chars} characters",
+        )
 
     class Pair(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -273,13 +336,23 @@ def request_models(s: ServeSettings) -> dict[str, type[BaseModel]]:
         text: Text
 
     class ScoreRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"pairs": [{"query": "jaguar", "text": "Jaguar cubs in the wild"}]}]})
-        pairs: list[Pair] = Field(min_length=1, max_length=s.max_items, description=f"1..{s.max_items} (query, text) pairs")
+        model_config = ConfigDict(
+            extra="forbid",
+            json_schema_extra={"examples": [{"pairs": [{"query": "jaguar", "text": "Jaguar cubs in the wild"}]}]},
+        )
+        pairs: list[Pair] = Field(
+            min_length=1, max_length=s.max_items, description=f"1..{s.max_items} (query, text) pairs"
+        )
 
     class SearchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"query": "jaguar cubs", "k": 10}]})
         query: Text
-        k: StrictInt = Field(s.default_k, ge=1, le=s.max_k, description=f"results to return, 1..{s.max_k} (fewer when the index is smaller)")
+        k: StrictInt = Field(
+            s.default_k,
+            ge=1,
+            le=s.max_k,
+            description=f"results to return, 1..{s.max_k} (fewer when the index is smaller)",
+        )
 
     return {"encode": EncodeRequest, "score": ScoreRequest, "search": SearchRequest}
 
@@ -335,7 +408,12 @@ class Guard:
         if self.token is not None:
             scheme, _, given = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
-                return await self._reply(send, 401, "missing or invalid bearer token (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"})
+                return await self._reply(
+                    send,
+                    401,
+                    "missing or invalid bearer token (Authorization: Bearer <token>)",
+                    {"WWW-Authenticate": "Bearer"},
+                )
         too_large = f"request body over {self.max_body_bytes:,} bytes; send fewer or shorter items"
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
@@ -387,8 +465,8 @@ def make_api(backend: Backend, settings: ServeSettings, token: str | None) -> Fa
         title="crops-ray",
         version=API_VERSION,
         description="Query encoder, discriminator and dense retrieval of a CroPS model. Every response carries `model` "
-        f"(the encoder's name@content-hash). Invalid requests get 422 (415 for a non-JSON body) with `error` and `detail`; "
-        f"at most {settings.max_items} items per request and {settings.max_chars} characters per text.",
+        "(the encoder's name@content-hash). Invalid requests get 422 (415 for a non-JSON body) with `error` and "
+        f"`detail`; at most {settings.max_items} items per request and {settings.max_chars} characters per text.",
     )
     errors = {code: {"model": ErrorResponse} for code in (401, 413, 415, 422, 503)}
 
@@ -411,10 +489,14 @@ def make_api(backend: Backend, settings: ServeSettings, token: str | None) -> Fa
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         # Only where and why: echoing the input back could return megabytes.
-        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
         if first["type"] == "json_invalid":
-            return error(422, f"invalid request: the body is not valid JSON ({first.get('ctx', {}).get('error', '')})", detail)
+            return error(
+                422, f"invalid request: the body is not valid JSON ({first.get('ctx', {}).get('error', '')})", detail
+            )
         if tuple(first["loc"]) == ("body",) and first["type"] == "missing":
             return error(422, "invalid request: the body is empty; send a JSON object", detail)
         where = ".".join(str(x) for x in first["loc"] if x != "body") or "body"
@@ -428,7 +510,11 @@ def make_api(backend: Backend, settings: ServeSettings, token: str | None) -> Fa
         if token is None:
             return
         if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise HTTPException(401, "missing or invalid bearer token (Authorization: Bearer <token>)", headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "missing or invalid bearer token (Authorization: Bearer <token>)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     def json_body(request: Request) -> None:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -437,20 +523,40 @@ def make_api(backend: Backend, settings: ServeSettings, token: str | None) -> Fa
 
     guarded = [Depends(authorized), Depends(json_body)]
 
-    @app.post(f"/{API_VERSION}/encode", response_model=EncodeResponse, responses=errors, dependencies=guarded, summary="Query embeddings")
+    @app.post(
+        f"/{API_VERSION}/encode",
+        response_model=EncodeResponse,
+        responses=errors,
+        dependencies=guarded,
+        summary="Query embeddings",
+    )
     async def encode(body: EncodeRequest) -> JSONResponse:
         emb, version = await backend.encode(list(body.queries))
         return JSONResponse({"embeddings": emb.tolist(), "dim": int(emb.shape[1]), "model": version})
 
-    @app.post(f"/{API_VERSION}/score", response_model=ScoreResponse, responses=errors, dependencies=guarded, summary="Calibrated discriminator theta")
+    @app.post(
+        f"/{API_VERSION}/score",
+        response_model=ScoreResponse,
+        responses=errors,
+        dependencies=guarded,
+        summary="Calibrated discriminator theta",
+    )
     async def score(body: ScoreRequest) -> JSONResponse:
         theta, version = await backend.score([(p.query, p.text) for p in body.pairs])
         return JSONResponse({"scores": theta.tolist(), "discriminator": version, "model": backend.versions["model"]})
 
-    @app.post(f"/{API_VERSION}/search", response_model=SearchResponse, responses=errors, dependencies=guarded, summary="Top-k videos for a query")
+    @app.post(
+        f"/{API_VERSION}/search",
+        response_model=SearchResponse,
+        responses=errors,
+        dependencies=guarded,
+        summary="Top-k videos for a query",
+    )
     async def search(body: SearchRequest) -> JSONResponse:
         ids, scores, model, index = await backend.search(body.query, body.k)
-        return JSONResponse({"results": [{"video_id": v, "score": s} for v, s in zip(ids, scores)], "index": index, "model": model})
+        return JSONResponse(
+            {"results": [{"video_id": v, "score": s} for v, s in zip(ids, scores)], "index": index, "model": model}
+        )
 
     @app.get("/healthz", summary="Liveness of every deployment, and what they serve")
     async def healthz() -> JSONResponse:
@@ -470,7 +576,9 @@ class HandleBackend:
         self.versions: dict[str, str] = {}
 
     async def refresh(self) -> dict:
-        enc, disc, ret = await asyncio.gather(self.encoder.info.remote(), self.discriminator.info.remote(), self.retriever.info.remote())
+        enc, disc, ret = await asyncio.gather(
+            self.encoder.info.remote(), self.discriminator.info.remote(), self.retriever.info.remote()
+        )
         self.versions = {"model": enc["model"], "discriminator": disc["discriminator"], "index": ret["index"]}
         return {"encoder": enc, "discriminator": disc, "retriever": ret}
 
@@ -487,7 +595,13 @@ class HandleBackend:
 
     async def health(self):
         info = await self.refresh()
-        return {**self.versions, "dim": info["encoder"]["dim"], "index_size": info["retriever"]["size"], "index_check": info["retriever"].get("checked", ""), "calibration": info["discriminator"]["calibration"]}
+        return {
+            **self.versions,
+            "dim": info["encoder"]["dim"],
+            "index_size": info["retriever"]["size"],
+            "index_check": info["retriever"].get("checked", ""),
+            "calibration": info["discriminator"]["calibration"],
+        }
 
 
 @serve.deployment(name="Gateway")
@@ -544,8 +658,15 @@ def build_app(args: dict) -> serve.Application:
     disc_cfg = DiscriminatorConfig(model=s.discriminator_model, calibration=s.calibration)
     calibration = load_or_fit_calibration(disc_cfg)
     calibrated_weights(calibration, disc_cfg)  # weights that are gone fail here, not in every replica
-    index_check = check_index_matches(s.index, s.model)  # another encoder's index, another dimension, no vectors: refused
-    batch = {"batching": s.batching, "max_batch_size": s.max_batch_size, "batch_wait_timeout_s": s.batch_wait_timeout_s, "threads": s.threads}
+    index_check = check_index_matches(
+        s.index, s.model
+    )  # another encoder's index, another dimension, no vectors: refused
+    batch = {
+        "batching": s.batching,
+        "max_batch_size": s.max_batch_size,
+        "batch_wait_timeout_s": s.batch_wait_timeout_s,
+        "threads": s.threads,
+    }
     gateway_env = {s.auth_token_env: os.environ[s.auth_token_env]} if os.environ.get(s.auth_token_env) else {}
 
     def options(name: str, env: dict | None = None) -> dict:
@@ -555,7 +676,11 @@ def build_app(args: dict) -> serve.Application:
             actor["runtime_env"] = {"env_vars": env}
         return {"ray_actor_options": actor, **o}
 
-    encoder = QueryEncoder.options(**options("QueryEncoder")).bind(s.model, encode_batch_size=s.encode_batch_size, **batch)
-    discriminator = DiscriminatorDeployment.options(**options("Discriminator")).bind(s.discriminator_model, asdict(calibration), **batch)
+    encoder = QueryEncoder.options(**options("QueryEncoder")).bind(
+        s.model, encode_batch_size=s.encode_batch_size, **batch
+    )
+    discriminator = DiscriminatorDeployment.options(**options("Discriminator")).bind(
+        s.discriminator_model, asdict(calibration), **batch
+    )
     retriever = Retriever.options(**options("Retriever")).bind(s.index, checked=index_check, **batch)
     return Gateway.options(**options("Gateway", gateway_env)).bind(encoder, discriminator, retriever, s.model_dump())

@@ -36,8 +36,12 @@ def tiny_engine(tmp_path_factory, ray_local):
     from crops_ray.engine.world_knowledge import WorldKnowledgeConfig
     from crops_ray.world.generator import generate_world, world_config
 
-    cfg = EngineConfig(discriminator=DiscriminatorConfig(), world_knowledge=WorldKnowledgeConfig(
-        max_queries=2, samples_per_query=2, max_new_tokens=32, batch_size=4, torch_threads=1))
+    cfg = EngineConfig(
+        discriminator=DiscriminatorConfig(),
+        world_knowledge=WorldKnowledgeConfig(
+            max_queries=2, samples_per_query=2, max_new_tokens=32, batch_size=4, torch_threads=1
+        ),
+    )
     root = tmp_path_factory.mktemp("engine")
     generate_world(str(root / "world"), world_config("tiny", seed=3), progress=lambda *_: None)
     stats = build_data(str(root / "world"), str(root / "out"), cfg, validate=True, progress=print)

@@ -29,10 +29,22 @@ def _synthetic_build(root, n=300, seed=0):
     rows, grades = [], []
     for i in range(n):
         p1, p2 = i % 4 in (1, 3), i % 4 in (2, 3)  # log only, P1, P2, both
-        row = {"query": f"q{i % 17}", "video_id": f"v{i}", "text": f"video {i}", "log_level": None, "log_source": None,
-               "clicks": 0, "reformulation": p1, "reformulated_queries": [], "reformulation_users": int(p1),
-               "recommendation": p2, "recommendation_users": int(p2), "needs_score": p1 or p2, "score": None,
-               "gate_score": None}
+        row = {
+            "query": f"q{i % 17}",
+            "video_id": f"v{i}",
+            "text": f"video {i}",
+            "log_level": None,
+            "log_source": None,
+            "clicks": 0,
+            "reformulation": p1,
+            "reformulated_queries": [],
+            "reformulation_users": int(p1),
+            "recommendation": p2,
+            "recommendation_users": int(p2),
+            "needs_score": p1 or p2,
+            "score": None,
+            "gate_score": None,
+        }
         if not (p1 or p2) or rng.random() < 0.3:
             stages = ((1, "filtered"), (2, "ranked"), (3, "exposed"), (4, "clicked"))
             row["log_level"], row["log_source"] = stages[i % 4]
@@ -62,8 +74,10 @@ def _direct(frame: pd.DataFrame, alpha: float) -> dict:
     rel = frame["grade"] >= 2
     above = frame["score"].fillna(-1) > alpha
     out = {}
-    for short, column, kept in (("p1", "reformulation", frame["reformulation"] & frame["gate_pass"] & above),
-                                ("p2", "recommendation", frame["recommendation"] & above)):
+    for short, column, kept in (
+        ("p1", "reformulation", frame["reformulation"] & frame["gate_pass"] & above),
+        ("p2", "recommendation", frame["recommendation"] & above),
+    ):
         proposed = frame[column]
         out[f"{short}_kept"] = int(kept.sum())
         out[f"{short}_precision"] = rel[kept].mean() if kept.any() else None
@@ -92,8 +106,13 @@ def test_parse_alphas():
 
 def test_sweep_of_a_synthetic_build_counts_and_quality(tmp_path):
     frame = _synthetic_build(tmp_path / "data")
-    result = AS.run_sweep(str(tmp_path / "data"), str(tmp_path / "out"), AS.DEFAULT_ALPHAS, str(tmp_path / "data_eval"),
-                          progress=lambda *_: None)
+    result = AS.run_sweep(
+        str(tmp_path / "data"),
+        str(tmp_path / "out"),
+        AS.DEFAULT_ALPHAS,
+        str(tmp_path / "data_eval"),
+        progress=lambda *_: None,
+    )
     _check_rows(result["rows"], frame, {"p1_kept": result["build_kept"]["p1"], "p2_kept": result["build_kept"]["p2"]})
     assert result["build_alpha"] == 0.6 and result["downstream"] is None
     at = {r["alpha"]: r for r in result["rows"]}
@@ -105,7 +124,8 @@ def test_sweep_of_a_synthetic_build_counts_and_quality(tmp_path):
     samples = AS.alpha_samples(str(tmp_path / "data"), AS.read_build(str(tmp_path / "data"))[1], 0.6)
     stored = pq.read_table(str(tmp_path / "data" / "candidates"))
     assert samples.sort_by([("query", "ascending"), ("video_id", "ascending")]).equals(
-        A.to_samples(stored, EngineConfig().levels).sort_by([("query", "ascending"), ("video_id", "ascending")]))
+        A.to_samples(stored, EngineConfig().levels).sort_by([("query", "ascending"), ("video_id", "ascending")])
+    )
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert files == {"alpha_sweep.json", "alpha_sweep.md", "alpha_sweep.png"}
     md = (tmp_path / "out" / "alpha_sweep.md").read_text()
@@ -137,8 +157,16 @@ def test_downstream_trains_crops_once_per_alpha_on_that_alphas_samples(tmp_path,
         pairs = np.random.default_rng(0).integers(1, 4, size=60)  # the same targets for every run
         rng = np.random.default_rng(int(alpha * 10))
         hits = np.minimum(pairs, rng.binomial(pairs, 0.4 + 0.3 * alpha))  # higher alpha finds more, here
-        per = pd.DataFrame({"query": [f"q{i}" for i in range(60)], "hits@100_ct": hits, "pairs_ct": pairs,
-                            "hits@100_qr": hits, "pairs_qr": pairs, "ndcg@4": hits / pairs})
+        per = pd.DataFrame(
+            {
+                "query": [f"q{i}" for i in range(60)],
+                "hits@100_ct": hits,
+                "pairs_ct": pairs,
+                "hits@100_qr": hits,
+                "pairs_qr": pairs,
+                "ndcg@4": hits / pairs,
+            }
+        )
         os.makedirs(f"{folder}/eval", exist_ok=True)
         per.to_parquet(f"{folder}/eval/per_query.parquet")
         recall = hits.sum() / pairs.sum()
@@ -204,8 +232,10 @@ def test_sweep_of_the_tiny_world_reproduces_build_data_at_its_alpha(tiny_engine,
     root, stats, samples = tiny_engine
     result = sweep_main(["--data", str(root / "out"), "--logs", str(root / "world"), "--out", str(tmp_path / "sweep")])
     assert result["ground_truth"] == str(root / "world" / "eval")
-    build_kept = {"p1_kept": stats["sources"]["reformulation"]["kept"],
-                  "p2_kept": stats["sources"]["recommendation"]["kept"]}
+    build_kept = {
+        "p1_kept": stats["sources"]["reformulation"]["kept"],
+        "p2_kept": stats["sources"]["recommendation"]["kept"],
+    }
     cands = pq.read_table(str(root / "out" / "candidates")).to_pandas()
     judged = root / "world" / "eval" / "judgments.parquet"  # every query the world typed; qrels: the evaluation's
     judged = judged if judged.exists() else judged.with_name("qrels.parquet")

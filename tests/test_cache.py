@@ -12,7 +12,9 @@ def _calibrate(cache: str, model: str, out: str) -> None:
     """One run (its own process): the world calibration of ``model`` through the shared cache folder."""
     from crops_ray.discriminator import load_or_fit_calibration
 
-    cal = load_or_fit_calibration(DiscriminatorConfig(model=model, calibration_pairs=120, cache_dir=cache), progress=lambda *_: None)
+    cal = load_or_fit_calibration(
+        DiscriminatorConfig(model=model, calibration_pairs=120, cache_dir=cache), progress=lambda *_: None
+    )
     with open(out, "w") as f:
         json.dump(cal.__dict__, f)
 

@@ -25,7 +25,14 @@ RAY_PIN = "2.60.0"
 # Ray's accelerator_type names for the GPU families we might pick (ray.util.accelerators).
 AWS_GPU_FAMILY = {"g5": "A10G", "g6": "L4", "g6e": "L40S", "p4d": "A100", "p5": "H100"}
 # vCPUs of the instance types used, so a changed InstanceType without changed resources is caught.
-AWS_VCPUS = {"m6i.2xlarge": 8, "m6i.4xlarge": 16, "m6i.8xlarge": 32, "g5.2xlarge": 8, "g6e.2xlarge": 8, "g6e.4xlarge": 16}
+AWS_VCPUS = {
+    "m6i.2xlarge": 8,
+    "m6i.4xlarge": 16,
+    "m6i.8xlarge": 32,
+    "g5.2xlarge": 8,
+    "g6e.2xlarge": 8,
+    "g6e.4xlarge": 16,
+}
 WORLD = {"0.0.0.0/0", "::/0"}
 PRIVATE_PORTS = (8265, 8000)  # dashboard / job API, Serve HTTP
 
@@ -166,7 +173,9 @@ def _ip_permissions(obj):
 
 
 def _opens_to_world(rule: dict, port: int) -> bool:
-    cidrs = {r.get("CidrIp") for r in rule.get("IpRanges", [])} | {r.get("CidrIpv6") for r in rule.get("Ipv6Ranges", [])}
+    cidrs = {r.get("CidrIp") for r in rule.get("IpRanges", [])} | {
+        r.get("CidrIpv6") for r in rule.get("Ipv6Ranges", [])
+    }
     if not cidrs & WORLD:
         return False
     if str(rule.get("IpProtocol")) == "-1":
@@ -185,10 +194,16 @@ def test_private_ports_not_open_to_world(prepared):
 
 
 def test_world_rule_detector_is_not_vacuous():
-    assert _opens_to_world({"IpProtocol": "tcp", "FromPort": 8000, "ToPort": 8265, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}, 8265)
+    assert _opens_to_world(
+        {"IpProtocol": "tcp", "FromPort": 8000, "ToPort": 8265, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}, 8265
+    )
     assert _opens_to_world({"IpProtocol": "-1", "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}, 8000)
-    assert not _opens_to_world({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}, 8265)
-    assert not _opens_to_world({"IpProtocol": "tcp", "FromPort": 8265, "ToPort": 8265, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}, 8265)
+    assert not _opens_to_world(
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}, 8265
+    )
+    assert not _opens_to_world(
+        {"IpProtocol": "tcp", "FromPort": 8265, "ToPort": 8265, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}, 8265
+    )
 
 
 def test_aws_node_types_match_instances(prepared):

@@ -8,7 +8,9 @@ from crops_ray.train import TrainConfig, TrainJobConfig
 
 def test_yaml_scalars_become_their_field_types(tmp_path):
     path = tmp_path / "job.yaml"
-    path.write_text("train:\n  lr: 5e-5\n  max_steps: '30'\n  doc_tower: frozen\n  shared_towers: 'false'\n")  # YAML 1.1 reads 5e-5 as a string
+    path.write_text(
+        "train:\n  lr: 5e-5\n  max_steps: '30'\n  doc_tower: frozen\n  shared_towers: 'false'\n"
+    )  # YAML 1.1 reads 5e-5 as a string
     cfg = load_config(TrainJobConfig, str(path))
     assert cfg.train.lr == 5e-5 and isinstance(cfg.train.lr, float) and cfg.train.max_steps == 30
     assert cfg.train.batch_size == TrainConfig().batch_size  # untouched settings keep their defaults

@@ -81,7 +81,11 @@ def disc():
 
 def test_real_model_ranks_related_text_higher_and_encodes_each_text_once(disc):
     queries = ["jaguar big cat", "jaguar big cat", "python list comprehension"]
-    texts = ["A jaguar stalks caimans on the river bank in the Pantanal.", "Carbonara with guanciale and pecorino.", "Python list comprehensions explained in one minute."]
+    texts = [
+        "A jaguar stalks caimans on the river bank in the Pantanal.",
+        "Carbonara with guanciale and pecorino.",
+        "Python list comprehensions explained in one minute.",
+    ]
     raw = disc.raw_scores(queries, texts)
     assert raw[0] > raw[1] + 0.2 and raw[2] > raw[1] + 0.2
     before = disc.texts_encoded
@@ -96,7 +100,12 @@ def test_real_model_ranks_related_text_higher_and_encodes_each_text_once(disc):
 
 def test_user_labelled_pairs_calibrate_the_model(tmp_path):
     rows = []
-    topics = {"jaguar big cat": "A jaguar stalks its prey along the riverbank at night.", "python programming": "Writing Python functions and classes for beginners.", "sourdough bread": "Feeding a sourdough starter and baking a crusty loaf.", "electric guitar": "Learning power chords on an electric guitar."}
+    topics = {
+        "jaguar big cat": "A jaguar stalks its prey along the riverbank at night.",
+        "python programming": "Writing Python functions and classes for beginners.",
+        "sourdough bread": "Feeding a sourdough starter and baking a crusty loaf.",
+        "electric guitar": "Learning power chords on an electric guitar.",
+    }
     for q, good in topics.items():
         for other_q, other in topics.items():
             rows.append({"query": q, "text": good if other_q == q else other, "label": int(other_q == q)})
@@ -118,16 +127,30 @@ def test_fine_tuned_discriminator_is_cached_and_loaded_through_its_calibration(t
     from crops_ray.encoder import shallow_copy
 
     small = shallow_copy("minilm", str(tmp_path / "m1"), num_layers=1)
-    topics = {"jaguar cubs": "Jaguar cubs play by the river with their mother.", "jaguar hunting": "A jaguar hunts caimans at night.",
-              "python decorators": "Python decorators explained with examples.", "python snake care": "Caring for a ball python snake.",
-              "sourdough starter": "Feeding a sourdough starter every day.", "sourdough shaping": "Shaping a sourdough loaf before baking."}
+    topics = {
+        "jaguar cubs": "Jaguar cubs play by the river with their mother.",
+        "jaguar hunting": "A jaguar hunts caimans at night.",
+        "python decorators": "Python decorators explained with examples.",
+        "python snake care": "Caring for a ball python snake.",
+        "sourdough starter": "Feeding a sourdough starter every day.",
+        "sourdough shaping": "Shaping a sourdough loaf before baking.",
+    }
     rows = [{"query": q, "text": t, "label": int(q == tq)} for q in topics for tq, t in topics.items()] * 4
     pq.write_table(pa.Table.from_pylist(rows), str(tmp_path / "pairs.parquet"))
-    cfg = DiscriminatorConfig(model=small, labelled_pairs=str(tmp_path / "pairs.parquet"), fine_tune=True, fine_tune_epochs=3,
-                              fine_tune_lr=1e-4, fine_tune_batch_size=16, cache_dir=str(tmp_path / "cache"))
+    cfg = DiscriminatorConfig(
+        model=small,
+        labelled_pairs=str(tmp_path / "pairs.parquet"),
+        fine_tune=True,
+        fine_tune_epochs=3,
+        fine_tune_lr=1e-4,
+        fine_tune_batch_size=16,
+        cache_dir=str(tmp_path / "cache"),
+    )
     said = []
     cal = load_or_fit_calibration(cfg, alpha=0.6, progress=said.append)
-    losses = [float(m.split("loss ")[1].split()[0]) for m in said if m.startswith("fine-tuning the discriminator: epoch")]
+    losses = [
+        float(m.split("loss ")[1].split()[0]) for m in said if m.startswith("fine-tuning the discriminator: epoch")
+    ]
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert cal.model.startswith(str(tmp_path / "cache")) and cal.source.endswith(":fine-tuned")
     assert Discriminator(DiscriminatorConfig(model=small), cal).model_dir == cal.model  # the weights it calibrates
@@ -142,7 +165,10 @@ def test_fine_tuned_discriminator_is_cached_and_loaded_through_its_calibration(t
 def test_world_calibration_is_precise_on_held_out_queries():
     """The default calibration: fitted on half the queries of a world with another seed, measured on the rest."""
     cal = load_or_fit_calibration(DiscriminatorConfig(), alpha=0.6)
-    print(f"a={cal.a:.2f} b={cal.b:.2f} raw threshold {cal.raw_threshold_at_alpha:.3f}; held-out precision {cal.precision_at_alpha:.3f} recall {cal.recall_at_alpha:.3f} on {cal.heldout_pairs} pairs")
+    print(
+        f"a={cal.a:.2f} b={cal.b:.2f} raw threshold {cal.raw_threshold_at_alpha:.3f}; held-out precision "
+        f"{cal.precision_at_alpha:.3f} recall {cal.recall_at_alpha:.3f} on {cal.heldout_pairs} pairs"
+    )
     assert cal.source.startswith("world:") and cal.heldout_pairs > 500
     assert cal.precision_at_alpha > 0.75 and cal.recall_at_alpha > 0.5
     assert 0.3 < cal.raw_threshold_at_alpha < 0.6  # a cosine: 0.49 measured (relevant = grade >= 2)
@@ -152,10 +178,27 @@ def test_world_calibration_is_precise_on_held_out_queries():
 def test_actor_pool_stage_matches_the_plain_model(ray_local, disc):
     import ray.data
 
-    cal = Calibration(a=10.0, b=-3.0, model=disc.model_dir, kind="bi-encoder", source="test", labelled_pairs=1, positives=1)
-    rows = [{"query": q, "text": t, "score_me": i % 3 != 0, "others": ["jaguar cat"] if i % 2 else []} for i, (q, t) in enumerate([("jaguar", "Jaguar cubs in the Pantanal."), ("jaguar", "Jaguar E-type restoration."), ("python", "Python decorators explained."), ("python", "Ball python feeding day."), ("bass", "Slap bass lesson."), ("bass", "Largemouth bass fishing.")] * 5)]
+    cal = Calibration(
+        a=10.0, b=-3.0, model=disc.model_dir, kind="bi-encoder", source="test", labelled_pairs=1, positives=1
+    )
+    rows = [
+        {"query": q, "text": t, "score_me": i % 3 != 0, "others": ["jaguar cat"] if i % 2 else []}
+        for i, (q, t) in enumerate(
+            [
+                ("jaguar", "Jaguar cubs in the Pantanal."),
+                ("jaguar", "Jaguar E-type restoration."),
+                ("python", "Python decorators explained."),
+                ("python", "Ball python feeding day."),
+                ("bass", "Slap bass lesson."),
+                ("bass", "Largemouth bass fishing."),
+            ]
+            * 5
+        )
+    ]
     cfg = DiscriminatorConfig(batch_size=7)
-    out = score_dataset(ray.data.from_items(rows).repartition(3), cfg, cal, mask_column="score_me", gate_column="others").take_all()
+    out = score_dataset(
+        ray.data.from_items(rows).repartition(3), cfg, cal, mask_column="score_me", gate_column="others"
+    ).take_all()
     assert len(out) == len(rows)
     disc.calibration = cal
     for r in out:
@@ -178,7 +221,9 @@ def test_a_calibration_whose_weights_are_gone_is_an_error_not_the_base_model(tmp
     cal = Calibration(a=10.0, b=-4.0, model=gone, kind="bi-encoder", source="world:1", labelled_pairs=10, positives=5)
     with pytest.raises(FileNotFoundError, match="ft-1234"):
         Discriminator(DiscriminatorConfig(), cal)
-    assert calibrated_weights(Calibration(**{**cal.__dict__, "model": "minilm"}), DiscriminatorConfig()).endswith("model")
+    assert calibrated_weights(Calibration(**{**cal.__dict__, "model": "minilm"}), DiscriminatorConfig()).endswith(
+        "model"
+    )
     cal.save(str(tmp_path / "cal.json"))
     VectorIndex.build(["a"], np.eye(1, 4, dtype=np.float32)).save(str(tmp_path / "index"))
     with pytest.raises(FileNotFoundError, match="ft-1234"):

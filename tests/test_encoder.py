@@ -9,7 +9,12 @@ import torch
 
 from crops_ray.encoder import CONFIG_NAME, Encoder, shallow_copy
 
-TEXTS = ["jaguar", "a jaguar stalking prey in the rainforest", "the 2024 jaguar f-type coupe", "how to brew java coffee"]
+TEXTS = [
+    "jaguar",
+    "a jaguar stalking prey in the rainforest",
+    "the 2024 jaguar f-type coupe",
+    "how to brew java coffee",
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,10 @@ def test_saved_folder_loads_with_transformers_alone(tiny_model, tmp_path):
     np.testing.assert_allclose(Encoder.from_pretrained(str(tmp_path / "model")).encode_docs(TEXTS), expected, atol=1e-5)
 
     # What a user without crops_ray does: AutoModel + AutoTokenizer, mean pooling, L2 normalisation.
-    model, tok = AutoModel.from_pretrained(str(tmp_path / "model")).eval(), AutoTokenizer.from_pretrained(str(tmp_path / "model"))
+    model, tok = (
+        AutoModel.from_pretrained(str(tmp_path / "model")).eval(),
+        AutoTokenizer.from_pretrained(str(tmp_path / "model")),
+    )
     inputs = tok(TEXTS, padding=True, truncation=True, max_length=32, return_tensors="pt")
     with torch.no_grad():
         hidden = model(**inputs).last_hidden_state
@@ -89,7 +97,9 @@ def test_default_model_is_the_pretrained_minilm():
     enc = Encoder.from_pretrained("minilm")
     assert enc.query_model.config.num_hidden_layers == 6 and enc.dim == 384
     q = enc.encode_queries(["big cat hunting in the jungle"])
-    d = enc.encode_docs(["A jaguar stalks its prey through the rainforest", "How to brew the perfect cup of java coffee"])
+    d = enc.encode_docs(
+        ["A jaguar stalks its prey through the rainforest", "How to brew the perfect cup of java coffee"]
+    )
     cat, coffee = (q @ d.T)[0]
     assert cat > coffee + 0.1  # a trained model, not random weights
 

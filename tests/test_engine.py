@@ -41,26 +41,35 @@ def _search(rows):
 
 
 def test_reformulation_credits_later_clicks_to_the_original_query():
-    log = _search([
-        ("r1", "u1", "jaguar", T, [("car1", "exposed"), ("car2", "exposed")]),
-        ("r2", "u1", "jaguar", T + 10, [("car1", "exposed")]),  # the same query again: a retry, no credit
-        ("r3", "u1", "jaguar big cat", T + 40, [("cat1", "clicked"), ("cat2", "clicked"), ("cat3", "exposed")]),
-        ("r4", "u1", "pasta carbonara", T + 400, [("pasta1", "clicked")]),  # outside 90 s of everything
-        ("r5", "u2", "jaguar big cat", T + 30, [("cat9", "clicked")]),  # another user: not u1's reformulation
-    ])
+    log = _search(
+        [
+            ("r1", "u1", "jaguar", T, [("car1", "exposed"), ("car2", "exposed")]),
+            ("r2", "u1", "jaguar", T + 10, [("car1", "exposed")]),  # the same query again: a retry, no credit
+            ("r3", "u1", "jaguar big cat", T + 40, [("cat1", "clicked"), ("cat2", "clicked"), ("cat3", "exposed")]),
+            ("r4", "u1", "pasta carbonara", T + 400, [("pasta1", "clicked")]),  # outside 90 s of everything
+            ("r5", "u2", "jaguar big cat", T + 30, [("cat9", "clicked")]),  # another user: not u1's reformulation
+        ]
+    )
     got = reformulation_candidates(log, ReformulationConfig(gate="none"))
     pairs = sorted(zip(got["user_id"], got["query"], got["video_id"], got["offset_s"]))
-    assert pairs == [("u1", "jaguar", "cat1", 30), ("u1", "jaguar", "cat1", 40), ("u1", "jaguar", "cat2", 30), ("u1", "jaguar", "cat2", 40)]
+    assert pairs == [
+        ("u1", "jaguar", "cat1", 30),
+        ("u1", "jaguar", "cat1", 40),
+        ("u1", "jaguar", "cat2", 30),
+        ("u1", "jaguar", "cat2", 40),
+    ]
     assert set(got["reformulated_query"]) == {"jaguar big cat"}
 
 
 def test_reformulation_window_and_lexical_gate():
-    log = _search([
-        ("a1", "u1", "python snake", T, [("s0", "exposed")]),
-        ("a2", "u1", "python snake feeding", T + 90, [("s1", "clicked")]),  # exactly at the window edge: in
-        ("a3", "u1", "sourdough starter", T + 80, [("b1", "clicked")]),  # unrelated follow-up
-        ("a4", "u1", "ball python morphs", T + 200, [("s2", "clicked")]),  # 110 s after a2: out
-    ])
+    log = _search(
+        [
+            ("a1", "u1", "python snake", T, [("s0", "exposed")]),
+            ("a2", "u1", "python snake feeding", T + 90, [("s1", "clicked")]),  # exactly at the window edge: in
+            ("a3", "u1", "sourdough starter", T + 80, [("b1", "clicked")]),  # unrelated follow-up
+            ("a4", "u1", "ball python morphs", T + 200, [("s2", "clicked")]),  # 110 s after a2: out
+        ]
+    )
     ungated = reformulation_candidates(log, ReformulationConfig(gate="none"))
     assert ("python snake", "b1") in set(zip(ungated["query"], ungated["video_id"]))
     gated = reformulation_candidates(log, ReformulationConfig(gate="lexical"))
@@ -82,9 +91,18 @@ def test_reformulation_config_rejects_bad_values(bad):
 
 
 def test_recommendation_window_both_sides_cap_and_nearest_first():
-    searches = pd.DataFrame([("u1", "jaguar", T), ("u1", "jaguar", T + 5000), ("u2", "jaguar", T)], columns=["user_id", "query", "ts"])
+    searches = pd.DataFrame(
+        [("u1", "jaguar", T), ("u1", "jaguar", T + 5000), ("u2", "jaguar", T)], columns=["user_id", "query", "ts"]
+    )
     feed = pd.DataFrame(
-        [("u1", "v_before", T - 50), ("u1", "v_after", T + 10), ("u1", "v_far", T - 10_000), ("u1", "v_near2", T + 4990), ("u1", "v_after", T + 3000), ("u3", "v_other", T)],
+        [
+            ("u1", "v_before", T - 50),
+            ("u1", "v_after", T + 10),
+            ("u1", "v_far", T - 10_000),
+            ("u1", "v_near2", T + 4990),
+            ("u1", "v_after", T + 3000),
+            ("u3", "v_other", T),
+        ],
         columns=["user_id", "video_id", "ts"],
     )
     cfg = RecommendationConfig(before_s=100, after_s=100, per_user=10)
@@ -100,14 +118,37 @@ def test_recommendation_window_both_sides_cap_and_nearest_first():
 
 
 def test_mine_user_runs_both_miners_on_the_shuffle_input():
-    log = _search([("r1", "u1", "jaguar", T, [("c1", "exposed"), ("c2", "exposed")]), ("r2", "u1", "jaguar cat", T + 20, [("c4", "ranked"), ("c3", "clicked")])])
+    log = _search(
+        [
+            ("r1", "u1", "jaguar", T, [("c1", "exposed"), ("c2", "exposed")]),
+            ("r2", "u1", "jaguar cat", T + 20, [("c4", "ranked"), ("c3", "clicked")]),
+        ]
+    )
     events = search_events(pa.Table.from_pandas(log, preserve_index=False), buckets=4).to_pandas()
     assert len(events) == 3  # one row per request plus the clicked row: exposed/ranked rows stay behind
     assert events["bucket"].nunique() == 1 and 0 <= events["bucket"].iloc[0] < 4
-    feed = pd.DataFrame({"bucket": events["bucket"].iloc[:1], "user_id": ["u1"], "log": ["rec"], "request_id": [None], "query": [None], "ts": [T + 60], "video_id": ["f1"], "stage": [None], "action": ["like"]})
-    out = mine_user(pd.concat([events, feed], ignore_index=True), ReformulationConfig(gate="none"), RecommendationConfig())
+    feed = pd.DataFrame(
+        {
+            "bucket": events["bucket"].iloc[:1],
+            "user_id": ["u1"],
+            "log": ["rec"],
+            "request_id": [None],
+            "query": [None],
+            "ts": [T + 60],
+            "video_id": ["f1"],
+            "stage": [None],
+            "action": ["like"],
+        }
+    )
+    out = mine_user(
+        pd.concat([events, feed], ignore_index=True), ReformulationConfig(gate="none"), RecommendationConfig()
+    )
     rows = set(zip(out["source"].to_pylist(), out["query"].to_pylist(), out["video_id"].to_pylist()))
-    assert rows == {("reformulation", "jaguar", "c3"), ("recommendation", "jaguar", "f1"), ("recommendation", "jaguar cat", "f1")}
+    assert rows == {
+        ("reformulation", "jaguar", "c3"),
+        ("recommendation", "jaguar", "f1"),
+        ("recommendation", "jaguar cat", "f1"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- pairs and levels
@@ -121,14 +162,44 @@ def test_collapse_videos_dedupes_per_query_and_attaches_text():
     levels = LevelConfig().levels
     rows = [
         dict(video_id="v0", query="jaguar", source="filtered", text=None, reformulated_query=None, user_id="u9"),
-        dict(video_id="v0", query=None, source=A.VIDEO_ROW, text="Jaguar XK restoration", reformulated_query=None, user_id=None),
-        dict(video_id="v1", query=None, source=A.VIDEO_ROW, text="Jaguar cubs swimming", reformulated_query=None, user_id=None),
+        dict(
+            video_id="v0",
+            query=None,
+            source=A.VIDEO_ROW,
+            text="Jaguar XK restoration",
+            reformulated_query=None,
+            user_id=None,
+        ),
+        dict(
+            video_id="v1",
+            query=None,
+            source=A.VIDEO_ROW,
+            text="Jaguar cubs swimming",
+            reformulated_query=None,
+            user_id=None,
+        ),
         dict(video_id="v1", query="jaguar", source="exposed", text=None, reformulated_query=None, user_id="u1"),
         dict(video_id="v1", query="jaguar", source="clicked", text=None, reformulated_query=None, user_id="u2"),
         dict(video_id="v1", query="jaguar", source="ranked", text=None, reformulated_query=None, user_id="u3"),
-        dict(video_id="v1", query="jaguar", source="reformulation", text=None, reformulated_query="jaguar cub", user_id="u1"),
-        dict(video_id="v1", query="jaguar", source="reformulation", text=None, reformulated_query="jaguar cub", user_id="u4"),
-        dict(video_id="v1", query="big cats", source="recommendation", text=None, reformulated_query=None, user_id="u5"),
+        dict(
+            video_id="v1",
+            query="jaguar",
+            source="reformulation",
+            text=None,
+            reformulated_query="jaguar cub",
+            user_id="u1",
+        ),
+        dict(
+            video_id="v1",
+            query="jaguar",
+            source="reformulation",
+            text=None,
+            reformulated_query="jaguar cub",
+            user_id="u4",
+        ),
+        dict(
+            video_id="v1", query="big cats", source="recommendation", text=None, reformulated_query=None, user_id="u5"
+        ),
     ]
     out = A.collapse_videos(_group(rows), levels)
     assert out.schema == A.PAIR_SCHEMA
@@ -136,26 +207,88 @@ def test_collapse_videos_dedupes_per_query_and_attaches_text():
     assert [(r["video_id"], r["query"]) for r in out] == [("v0", "jaguar"), ("v1", "big cats"), ("v1", "jaguar")]
     assert (out[0]["log_level"], out[0]["needs_score"], out[0]["text"]) == (1, False, "Jaguar XK restoration")
     big, jag = out[1:]
-    assert (jag["log_level"], jag["log_source"], jag["clicks"], jag["reformulation"], jag["reformulated_queries"], jag["reformulation_users"]) == (4, "clicked", 1, True, ["jaguar cub"], 2)
-    assert (big["log_level"], big["recommendation"], big["needs_score"], big["text"]) == (None, True, True, "Jaguar cubs swimming")
+    assert (
+        jag["log_level"],
+        jag["log_source"],
+        jag["clicks"],
+        jag["reformulation"],
+        jag["reformulated_queries"],
+        jag["reformulation_users"],
+    ) == (4, "clicked", 1, True, ["jaguar cub"], 2)
+    assert (big["log_level"], big["recommendation"], big["needs_score"], big["text"]) == (
+        None,
+        True,
+        True,
+        "Jaguar cubs swimming",
+    )
     without_v1 = [r for r in rows if not (r["video_id"] == "v1" and r["source"] == A.VIDEO_ROW)]
-    assert {r["video_id"] for r in A.collapse_videos(_group(without_v1), levels).to_pylist()} == {"v0"}  # v1 unknown: dropped
+    assert {r["video_id"] for r in A.collapse_videos(_group(without_v1), levels).to_pylist()} == {
+        "v0"
+    }  # v1 unknown: dropped
 
 
 def _candidates(rows):
-    base = dict(text="t", log_level=None, log_source=None, clicks=0, reformulation=False, reformulated_queries=[], reformulation_users=0, recommendation=False, recommendation_users=0, needs_score=False, score=None, gate_score=None)
-    return pa.Table.from_pylist([{**base, **r} for r in rows], schema=pa.schema([f for f in A.CANDIDATES_SCHEMA if f.name not in ("gate_pass", "reformulation_kept", "recommendation_kept")]))
+    base = dict(
+        text="t",
+        log_level=None,
+        log_source=None,
+        clicks=0,
+        reformulation=False,
+        reformulated_queries=[],
+        reformulation_users=0,
+        recommendation=False,
+        recommendation_users=0,
+        needs_score=False,
+        score=None,
+        gate_score=None,
+    )
+    return pa.Table.from_pylist(
+        [{**base, **r} for r in rows],
+        schema=pa.schema(
+            [f for f in A.CANDIDATES_SCHEMA if f.name not in ("gate_pass", "reformulation_kept", "recommendation_kept")]
+        ),
+    )
 
 
 def test_labels_gate_alpha_and_highest_level_wins():
-    scored = _candidates([
-        dict(query="q", video_id="a", log_level=4, log_source="clicked", clicks=2, reformulation=True, needs_score=True, score=0.9, gate_score=0.8),
-        dict(query="q", video_id="b", log_level=3, log_source="exposed", recommendation=True, needs_score=True, score=0.7),
-        dict(query="q", video_id="c", log_level=4, log_source="clicked", recommendation=True, needs_score=True, score=0.95),
-        dict(query="q", video_id="d", reformulation=True, needs_score=True, score=0.95, gate_score=0.1),  # gate rejects
-        dict(query="q", video_id="e", recommendation=True, needs_score=True, score=0.5),  # theta <= alpha
-        dict(query="q", video_id="f", log_level=1, log_source="filtered"),
-    ])
+    scored = _candidates(
+        [
+            dict(
+                query="q",
+                video_id="a",
+                log_level=4,
+                log_source="clicked",
+                clicks=2,
+                reformulation=True,
+                needs_score=True,
+                score=0.9,
+                gate_score=0.8,
+            ),
+            dict(
+                query="q",
+                video_id="b",
+                log_level=3,
+                log_source="exposed",
+                recommendation=True,
+                needs_score=True,
+                score=0.7,
+            ),
+            dict(
+                query="q",
+                video_id="c",
+                log_level=4,
+                log_source="clicked",
+                recommendation=True,
+                needs_score=True,
+                score=0.95,
+            ),
+            dict(
+                query="q", video_id="d", reformulation=True, needs_score=True, score=0.95, gate_score=0.1
+            ),  # gate rejects
+            dict(query="q", video_id="e", recommendation=True, needs_score=True, score=0.5),  # theta <= alpha
+            dict(query="q", video_id="f", log_level=1, log_source="filtered"),
+        ]
+    )
     labelled = A.label_candidates(scored, alpha=0.6, gate="discriminator", gate_threshold=0.3)
     assert labelled.schema == A.CANDIDATES_SCHEMA
     assert labelled["reformulation_kept"].to_pylist() == [True, False, False, False, False, False]
@@ -178,8 +311,16 @@ def test_labels_gate_alpha_and_highest_level_wins():
 @pytest.mark.parametrize(
     "answer,truncated,expected",
     [
-        ('Sure! Here is a video:\n\nTitle: **Jaguar cubs at play**\nCaption: Two cubs wrestle by the river.', False, ["Jaguar cubs at play. Two cubs wrestle by the river."]),
-        ("1. Python basics for kids\n2. Python decorators in 60 seconds\n- Fast loops in Python", False, ["Python basics for kids", "Python decorators in 60 seconds", "Fast loops in Python"]),
+        (
+            "Sure! Here is a video:\n\nTitle: **Jaguar cubs at play**\nCaption: Two cubs wrestle by the river.",
+            False,
+            ["Jaguar cubs at play. Two cubs wrestle by the river."],
+        ),
+        (
+            "1. Python basics for kids\n2. Python decorators in 60 seconds\n- Fast loops in Python",
+            False,
+            ["Python basics for kids", "Python decorators in 60 seconds", "Fast loops in Python"],
+        ),
         ("A long first sentence. And a second one that was cut", True, ["A long first sentence."]),
         ("A lone fragment with no end", True, ["A lone fragment with no end"]),
         ("```python\nprint('hi')\n```", False, []),
@@ -205,7 +346,15 @@ def test_quality_control_counts_each_filter():
         "Why jaguars have the strongest bite of any big cat.",  # kept
     ]
     out = W.quality_control(example, answers, [False] * len(answers), qc)
-    assert [d["reason"] for d in out] == ["copies_example", "empty", "too_short", None, "duplicate", "near_duplicate", None]
+    assert [d["reason"] for d in out] == [
+        "copies_example",
+        "empty",
+        "too_short",
+        None,
+        "duplicate",
+        "near_duplicate",
+        None,
+    ]
     W.apply_theta(out, [0.9, 0.5], alpha=0.6, cap=5)
     assert [d["reason"] for d in out][3::3] == [None, "below_alpha"]
     out2 = W.quality_control(example, answers, [False] * len(answers), qc)
@@ -216,7 +365,10 @@ def test_quality_control_counts_each_filter():
 
 
 def test_example_choice_and_prompts_are_deterministic():
-    examples = pd.DataFrame([("b", "v2", "t2", 5, 9), ("a", "v1", "t1", 5, 9), ("c", "v3", "t3", 1, 20)], columns=["query", "video_id", "text", "clicks", "total_clicks"])
+    examples = pd.DataFrame(
+        [("b", "v2", "t2", 5, 9), ("a", "v1", "t1", 5, 9), ("c", "v3", "t3", 1, 20)],
+        columns=["query", "video_id", "text", "clicks", "total_clicks"],
+    )
     chosen = W.choose_queries(examples, 2)
     assert list(chosen["query"]) == ["c", "a"]  # most clicks first, ties by text
     cfg = W.WorldKnowledgeConfig(samples_per_query=3)
@@ -229,7 +381,9 @@ def test_example_choice_and_prompts_are_deterministic():
 def test_vllm_backend_builds_ray_data_llm_config_without_a_gpu(tmp_path):
     """Only the configuration is checked here (this machine has no GPU and no vLLM); see the module docs."""
     pytest.importorskip("ray.data.llm")
-    cfg = W.WorldKnowledgeConfig(backend="vllm", model=str(tmp_path), max_model_len=2048, vllm_batch_size=16, tensor_parallel_size=2)
+    cfg = W.WorldKnowledgeConfig(
+        backend="vllm", model=str(tmp_path), max_model_len=2048, vllm_batch_size=16, tensor_parallel_size=2
+    )
     config = W.vllm_processor_config(cfg, str(tmp_path))
     assert config.model_source == str(tmp_path)
     assert config.engine_kwargs["max_model_len"] == 2048 and config.engine_kwargs["tensor_parallel_size"] == 2
@@ -240,15 +394,39 @@ def test_vllm_backend_builds_ray_data_llm_config_without_a_gpu(tmp_path):
     pre = W._vllm_preprocess(row, vars(cfg))
     assert pre["sampling_params"]["max_tokens"] == cfg.max_new_tokens and pre["sampling_params"]["seed"] == 8
     assert pre["messages"][0]["role"] == "user"
-    gathered = W._gather_samples(pd.DataFrame([{**row, "sample": k, "example_video_id": "v", "generated_text": f"g{k}", "prompt_tokens": 10, "generated_tokens": 64 if k else 5} for k in (1, 0)]), 64)
-    assert gathered["generations"].to_pylist() == [["g0", "g1"]] and gathered["truncated"].to_pylist() == [[False, True]]
+    gathered = W._gather_samples(
+        pd.DataFrame(
+            [
+                {
+                    **row,
+                    "sample": k,
+                    "example_video_id": "v",
+                    "generated_text": f"g{k}",
+                    "prompt_tokens": 10,
+                    "generated_tokens": 64 if k else 5,
+                }
+                for k in (1, 0)
+            ]
+        ),
+        64,
+    )
+    assert gathered["generations"].to_pylist() == [["g0", "g1"]] and gathered["truncated"].to_pylist() == [
+        [False, True]
+    ]
 
 
 @pytest.mark.slow
 def test_cpu_llm_generates_the_same_answers_for_the_same_batch():
     cfg = W.WorldKnowledgeConfig(samples_per_query=2, max_new_tokens=12, torch_threads=1)
     gen = W.TransformersGenerator(cfg)
-    batch = pa.Table.from_pylist(W.prompt_rows(pd.DataFrame([("jaguar", "v1", "Jaguar cubs swimming in the Pantanal.")], columns=["query", "video_id", "text"]), cfg))
+    batch = pa.Table.from_pylist(
+        W.prompt_rows(
+            pd.DataFrame(
+                [("jaguar", "v1", "Jaguar cubs swimming in the Pantanal.")], columns=["query", "video_id", "text"]
+            ),
+            cfg,
+        )
+    )
     first, second = gen(batch), gen(batch)
     assert first.schema == W.GENERATED_SCHEMA
     assert first["generations"].to_pylist() == second["generations"].to_pylist()
@@ -271,7 +449,27 @@ def test_config_validation_and_command_line(tmp_path):
     yaml_file.write_text("alpha: 0.7\nreformulation:\n  window_s: 60\nworld_knowledge:\n  max_queries: 3\n")
     import argparse
 
-    args = argparse.Namespace(config=str(yaml_file), sources="p1,p3", alpha=None, window_s=120, gate=None, rec_per_user=50, rec_window_s=None, llm_backend=None, llm_model=None, llm_max_queries=None, llm_samples=None, llm_max_new_tokens=None, discriminator_model=None, discriminator_kind=None, calibration=None, labelled_pairs=None, fine_tune_discriminator=None, partitions=None, keep_work=False)
+    args = argparse.Namespace(
+        config=str(yaml_file),
+        sources="p1,p3",
+        alpha=None,
+        window_s=120,
+        gate=None,
+        rec_per_user=50,
+        rec_window_s=None,
+        llm_backend=None,
+        llm_model=None,
+        llm_max_queries=None,
+        llm_samples=None,
+        llm_max_new_tokens=None,
+        discriminator_model=None,
+        discriminator_kind=None,
+        calibration=None,
+        labelled_pairs=None,
+        fine_tune_discriminator=None,
+        partitions=None,
+        keep_work=False,
+    )
     cfg = parse_config(args)
     assert cfg.sources == ("p1", "p3") and cfg.alpha == 0.7 and cfg.reformulation.window_s == 120
     assert cfg.recommendation.per_user == 50 and cfg.world_knowledge.max_queries == 3
@@ -310,15 +508,30 @@ def test_build_data_outputs_and_stats(tiny_run):
     levels = LevelConfig().levels
     assert all(levels[s] == lv for s, lv in zip(samples["source"], samples["level"]))
     mined = samples[samples["source"].isin(["reformulation", "recommendation", "llm"])]
-    assert (mined["score"] > 0.6).all() and samples.loc[samples["source"].isin(["clicked", "exposed", "ranked", "filtered"]) & samples["score"].isna()].shape[0] > 0
+    assert (mined["score"] > 0.6).all() and samples.loc[
+        samples["source"].isin(["clicked", "exposed", "ranked", "filtered"]) & samples["score"].isna()
+    ].shape[0] > 0
     saved = json.loads((out / "stats.json").read_text())
     assert saved["rows_read"]["search_log"] > 0 and saved["quarantined"]["search_log"] == 0
     for source in ("reformulation", "recommendation"):
         assert saved["sources"][source]["candidates"] >= saved["sources"][source]["kept"] > 0, source
     # The CPU LLM's 4 descriptions may all fail quality control; each is accounted for below.
     assert saved["sources"]["llm"]["candidates"] > 0
-    assert set(saved["seconds"]) >= {"validate", "users", "pairs", "score", "llm_generate", "llm_verify", "assemble", "total"}
-    assert saved["discriminator"]["pairs_scored"] > 0 and saved["llm"]["calls"] == 4 and saved["llm"]["generated_tokens"] > 0
+    assert set(saved["seconds"]) >= {
+        "validate",
+        "users",
+        "pairs",
+        "score",
+        "llm_generate",
+        "llm_verify",
+        "assemble",
+        "total",
+    }
+    assert (
+        saved["discriminator"]["pairs_scored"] > 0
+        and saved["llm"]["calls"] == 4
+        and saved["llm"]["generated_tokens"] > 0
+    )
     llm = samples[samples["source"] == "llm"]
     assert llm["video_id"].str.startswith("llm-").all() and (llm["level"] == 4).all() and len(llm) <= 2 * 3
     described = pq.read_table(str(out / "llm_descriptions")).to_pandas()
@@ -419,12 +632,18 @@ def test_a_killed_discriminator_actor_is_restarted_and_its_batch_scored_again(ti
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
-    again = score_dataset(ray.data.from_arrow(pairs), cfg, calibration, rows=pairs.num_rows, mask_column="needs_score").to_pandas()
+    again = score_dataset(
+        ray.data.from_arrow(pairs), cfg, calibration, rows=pairs.num_rows, mask_column="needs_score"
+    ).to_pandas()
     thread.join(timeout=5)
     assert events and events[0][0] == "killed", "the discriminator actor was never seen working"
     assert any(e[0] == "replacement" for e in events), "no replacement actor started after the kill"
     key = ["query", "video_id"]
     a = first.sort_values(key).reset_index(drop=True)
     b = again.sort_values(key).reset_index(drop=True)
-    assert len(b) == len(a) and a[key].astype(str).values.tolist() == b[key].astype(str).values.tolist()  # none lost or twice
-    np.testing.assert_allclose(a["score"].to_numpy(dtype=float), b["score"].to_numpy(dtype=float), atol=1e-5, equal_nan=True)
+    assert (
+        len(b) == len(a) and a[key].astype(str).values.tolist() == b[key].astype(str).values.tolist()
+    )  # none lost or twice
+    np.testing.assert_allclose(
+        a["score"].to_numpy(dtype=float), b["score"].to_numpy(dtype=float), atol=1e-5, equal_nan=True
+    )

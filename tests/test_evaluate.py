@@ -47,7 +47,9 @@ def test_targets_are_optional_but_not_all(tmp_path, tiny):
     t = load_targets(str(tmp_path / "logs"))
     assert t.ct is None and t.qr is None and t.qrels
     with pytest.raises(SystemExit) as e:  # a clear message, exit 2, for a missing model
-        evaluate_main(["--logs", str(tmp_path / "logs"), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "no-such-model")])
+        evaluate_main(
+            ["--logs", str(tmp_path / "logs"), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "no-such-model")]
+        )
     assert e.value.code == 2
 
 
@@ -76,13 +78,20 @@ def test_dense_evaluation_beats_chance_and_saves_an_index(tiny, tmp_path, ray_lo
 
     model = shallow_copy("minilm", str(tmp_path / "minilm-2l"), 2)
     cfg = EvalConfig(embed=EmbedConfig(cache_dir=str(tmp_path / "cache"), actor_num_cpus=0.5))
-    metrics = evaluate(str(tiny), str(tmp_path / "dense"), method="dense", model=model, cfg=cfg, progress=lambda *_: None)
+    metrics = evaluate(
+        str(tiny), str(tmp_path / "dense"), method="dense", model=model, cfg=cfg, progress=lambda *_: None
+    )
     _check_fractions(metrics)
     # A pretrained encoder, even shallow, finds relevant videos far above chance (100 of ~1000 videos = 0.1).
     assert metrics["recall@100_ct"] > 0.3
-    assert VectorIndex.load(str(tmp_path / "dense" / "index")).index.ntotal == pq.read_metadata(str(next((tiny / "videos").glob("*.parquet")))).num_rows
+    assert (
+        VectorIndex.load(str(tmp_path / "dense" / "index")).index.ntotal
+        == pq.read_metadata(str(next((tiny / "videos").glob("*.parquet")))).num_rows
+    )
     assert len([e for e in os.listdir(tmp_path / "cache") if not e.startswith(".")]) == 1  # encoded once and cached
-    again = evaluate(str(tiny), str(tmp_path / "dense2"), method="dense", model=model, cfg=cfg, progress=lambda *_: None)
+    again = evaluate(
+        str(tiny), str(tmp_path / "dense2"), method="dense", model=model, cfg=cfg, progress=lambda *_: None
+    )
     assert again["recall@100_ct"] == metrics["recall@100_ct"]
 
 
@@ -108,7 +117,11 @@ def test_a_yaml_section_changes_only_the_settings_it_names(tmp_path):
     cfg = load_config(ExperimentConfig, str(tmp_path / "exp.yaml"))
     assert cfg.train.max_steps == 300 and cfg.groups.group_size == 4
     default = ExperimentConfig()
-    assert (cfg.train.doc_tower, cfg.train.shared_towers, cfg.train.batch_size) == (default.train.doc_tower, default.train.shared_towers, default.train.batch_size)
+    assert (cfg.train.doc_tower, cfg.train.shared_towers, cfg.train.batch_size) == (
+        default.train.doc_tower,
+        default.train.shared_towers,
+        default.train.batch_size,
+    )
     (tmp_path / "bad.yaml").write_text("train: {doc_tower: frozen, shared_towers: true}\n")
     with pytest.raises(ValueError, match="shared_towers=False"):
         load_config(ExperimentConfig, str(tmp_path / "bad.yaml"))
@@ -123,15 +136,38 @@ def test_baselines_train_on_the_log_itself_and_ablations_add_one_perspective():
     from crops_ray.schema import SAMPLES_SCHEMA
 
     def table(rows):
-        return pa.Table.from_pylist([{"query": q, "video_id": v, "text": v, "level": lv, "source": s, "score": None} for q, v, lv, s in rows], schema=SAMPLES_SCHEMA)
+        return pa.Table.from_pylist(
+            [{"query": q, "video_id": v, "text": v, "level": lv, "source": s, "score": None} for q, v, lv, s in rows],
+            schema=SAMPLES_SCHEMA,
+        )
 
     # v1 was clicked AND mined by P1: the engine's samples keep it at level 5 only.
-    samples = table([("jaguar", "v1", 5, "reformulation"), ("jaguar", "v2", 1, "filtered"), ("jaguar", "v3", 4, "recommendation"), ("jaguar", "v4", 4, "llm")])
+    samples = table(
+        [
+            ("jaguar", "v1", 5, "reformulation"),
+            ("jaguar", "v2", 1, "filtered"),
+            ("jaguar", "v3", 4, "recommendation"),
+            ("jaguar", "v4", 4, "llm"),
+        ]
+    )
     log = table([("jaguar", "v1", 4, "clicked"), ("jaguar", "v2", 1, "filtered"), ("jaguar", "v3", 1, "filtered")])
-    rows = lambda t: sorted(zip(t["video_id"].to_pylist(), t["level"].to_pylist(), t["source"].to_pylist()))
-    assert rows(method_samples(samples, METHODS["dpr"], log)) == [("v1", 4, "clicked"), ("v2", 1, "filtered"), ("v3", 1, "filtered")]
+
+    def rows(t):
+        return sorted(zip(t["video_id"].to_pylist(), t["level"].to_pylist(), t["source"].to_pylist()))
+
+    assert rows(method_samples(samples, METHODS["dpr"], log)) == [
+        ("v1", 4, "clicked"),
+        ("v2", 1, "filtered"),
+        ("v3", 1, "filtered"),
+    ]
     assert rows(method_samples(samples, METHODS["crops"], log)) == rows(samples)
-    assert rows(method_samples(samples, METHODS["crops_p2"], log)) == [("v1", 4, "clicked"), ("v2", 1, "filtered"), ("v3", 4, "recommendation")]
+    assert rows(method_samples(samples, METHODS["crops_p2"], log)) == [
+        ("v1", 4, "clicked"),
+        ("v2", 1, "filtered"),
+        ("v3", 4, "recommendation"),
+    ]
     binary = method_samples(samples, METHODS["crops_binary"], log)
     assert set(binary["source"].to_pylist()) == {"clicked", "filtered"} and rows(binary)[0] == ("v1", 5, "clicked")
-    assert rows(method_samples(samples, METHODS["dpr"])) == [("v2", 1, "filtered")]  # without the log: the click is lost
+    assert rows(method_samples(samples, METHODS["dpr"])) == [
+        ("v2", 1, "filtered")
+    ]  # without the log: the click is lost

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from crops_ray import storage
 from crops_ray.hla import (
     GROUPS_SCHEMA,
     GroupConfig,
@@ -16,7 +17,6 @@ from crops_ray.hla import (
     log_samples,
     write_groups,
 )
-from crops_ray import storage
 from crops_ray.schema import SAMPLES_SCHEMA
 from crops_ray.world.generator import generate_world, world_config
 
@@ -45,14 +45,16 @@ def tiny_world(tmp_path_factory):
 
 
 def test_log_samples_keep_the_best_stage_of_each_pair():
-    log = _log([
-        ("r1", "jaguar", "v1", "exposed"),
-        ("r2", "jaguar", "v1", "clicked"),  # clicked in another request: the pair is a click
-        ("r1", "jaguar", "v2", "filtered"),
-        ("r2", "jaguar", "v2", "ranked"),
-        ("r1", "jaguar", "v9", "exposed"),  # not in videos: dropped
-        ("r3", "java", "v1", "filtered"),
-    ])
+    log = _log(
+        [
+            ("r1", "jaguar", "v1", "exposed"),
+            ("r2", "jaguar", "v1", "clicked"),  # clicked in another request: the pair is a click
+            ("r1", "jaguar", "v2", "filtered"),
+            ("r2", "jaguar", "v2", "ranked"),
+            ("r1", "jaguar", "v9", "exposed"),  # not in videos: dropped
+            ("r3", "java", "v1", "filtered"),
+        ]
+    )
     samples = log_samples(log, VIDEOS)
     assert samples.schema == SAMPLES_SCHEMA
     got = {(r["query"], r["video_id"]): (r["level"], r["source"], r["text"]) for r in samples.to_pylist()}
@@ -72,9 +74,24 @@ def test_log_samples_reject_unknown_stages():
 
 
 def test_groups_anchor_on_the_top_level_and_cap_sizes():
-    rows = [("jaguar", f"v{i}", lv, src) for i, (lv, src) in enumerate(
-        [(5, "reformulation"), (4, "clicked"), (3, "exposed"), (3, "exposed"), (2, "ranked"), (2, "ranked"),
-         (1, "filtered"), (1, "filtered"), (1, "filtered"), (1, "filtered"), (0, "exposed")])]
+    rows = [
+        ("jaguar", f"v{i}", lv, src)
+        for i, (lv, src) in enumerate(
+            [
+                (5, "reformulation"),
+                (4, "clicked"),
+                (3, "exposed"),
+                (3, "exposed"),
+                (2, "ranked"),
+                (2, "ranked"),
+                (1, "filtered"),
+                (1, "filtered"),
+                (1, "filtered"),
+                (1, "filtered"),
+                (0, "exposed"),
+            ]
+        )
+    ]
     rows += [("java", "w1", 3, "exposed"), ("java", "w2", 3, "exposed"), ("java", "w3", 2, "ranked")]
     groups = build_groups(_samples(rows), GroupConfig(group_size=4, max_examples_per_query=3))
     assert groups.schema == GROUPS_SCHEMA
@@ -99,13 +116,17 @@ def test_groups_prefer_higher_levels():
     rows += [("q", f"hi{i}", 3, "exposed") for i in range(20)] + [("q", f"lo{i}", 1, "filtered") for i in range(20)]
     counts = collections.Counter()
     for seed in range(20):
-        for g in build_groups(_samples(rows), GroupConfig(group_size=6, max_examples_per_query=1, seed=seed)).to_pylist():
+        for g in build_groups(
+            _samples(rows), GroupConfig(group_size=6, max_examples_per_query=1, seed=seed)
+        ).to_pylist():
             counts.update(g["levels"][1:])
     # weight 2**3 vs 2**1 per candidate: about 4 of 5 companions are level 3, and level 1 still appears
     assert counts[3] > 3 * counts[1] > 0
     uniform = collections.Counter()
     for seed in range(20):
-        for g in build_groups(_samples(rows), GroupConfig(group_size=6, max_examples_per_query=1, level_preference=1.0, seed=seed)).to_pylist():
+        for g in build_groups(
+            _samples(rows), GroupConfig(group_size=6, max_examples_per_query=1, level_preference=1.0, seed=seed)
+        ).to_pylist():
             uniform.update(g["levels"][1:])
     assert uniform[1] > counts[1]
 
@@ -127,7 +148,10 @@ def test_groups_are_seeded_and_per_query():
 def test_a_pair_from_several_sources_keeps_its_highest_level():
     rows = [("q", "v1", 3, "exposed"), ("q", "v1", 5, "reformulation"), ("q", "v2", 2, "ranked")]
     (group,) = build_groups(_samples(rows)).to_pylist()
-    assert list(zip(group["video_ids"], group["levels"], group["sources"])) == [("v1", 5, "reformulation"), ("v2", 2, "ranked")]
+    assert list(zip(group["video_ids"], group["levels"], group["sources"])) == [
+        ("v1", 5, "reformulation"),
+        ("v2", 2, "ranked"),
+    ]
 
 
 def test_write_groups_shards_and_reads_back(tmp_path):

@@ -42,9 +42,23 @@ def head():
     keep = {f"RAY_{k}": str(v) for k, v in local_system_config(2).items()} | LOCAL_TRAIN_ENV
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", **keep}
     env.pop("RAY_ADDRESS", None)
-    cmd = [RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
-           f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}", "--min-worker-port=21000",
-           "--max-worker-port=21999", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=true"]
+    cmd = [
+        RAY,
+        "start",
+        "--head",
+        "--block",
+        f"--port={gcs}",
+        f"--dashboard-port={dashboard}",
+        "--dashboard-host=127.0.0.1",
+        f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent}",
+        "--min-worker-port=21000",
+        "--max-worker-port=21999",
+        "--num-cpus=2",
+        f"--temp-dir={temp}",
+        "--disable-usage-stats",
+        "--include-dashboard=true",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     try:
@@ -114,13 +128,29 @@ def test_pipeline_chain_as_jobs(head, tmp_path):
     from crops_ray.encoder import shallow_copy
 
     world, data, model = tmp_path / "world", tmp_path / "data", tmp_path / "crops"
-    logs = submit(head, ["pipelines/generate_world.py", "--scale", "tiny", "--seed", "5", "--users", "40", "--out", str(world)])
+    logs = submit(
+        head, ["pipelines/generate_world.py", "--scale", "tiny", "--seed", "5", "--users", "40", "--out", str(world)]
+    )
     assert "| search log rows |" in logs
 
     # Raw logs validated inside the job (OUT/validated, quarantine included), then P1 and P2 through the
     # discriminator's actor pool with the real MiniLM (P3's CPU LLM has its own tests).
-    logs = submit(head, ["pipelines/build_data.py", "--logs", str(world), "--validate", "--out", str(data), "--sources", "p1,p2",
-                         "--eval", str(world / "eval"), "--no-fine-tune-discriminator"])
+    logs = submit(
+        head,
+        [
+            "pipelines/build_data.py",
+            "--logs",
+            str(world),
+            "--validate",
+            "--out",
+            str(data),
+            "--sources",
+            "p1,p2",
+            "--eval",
+            str(world / "eval"),
+            "--no-fine-tune-discriminator",
+        ],
+    )
     stats = json.load(open(data / "stats.json"))
     assert stats["sources"]["reformulation"]["kept"] > 0 and stats["sources"]["recommendation"]["kept"] > 0
     assert stats["rows_read"]["search_log"] > 0 and "| reformulation (P1) |" in logs
@@ -128,11 +158,44 @@ def test_pipeline_chain_as_jobs(head, tmp_path):
         assert any(name.endswith(".parquet") for name in os.listdir(data / "validated" / table))
 
     small = shallow_copy("minilm", str(tmp_path / "minilm-1l"), num_layers=1)  # a real, shallower transformer
-    logs = submit(head, ["pipelines/train.py", "--data", str(data), "--out", str(model), "--model", small,
-                         "--max-steps", "3", "--batch-size", "8", "--max-length", "32", "--doc-tower", "frozen"])
+    logs = submit(
+        head,
+        [
+            "pipelines/train.py",
+            "--data",
+            str(data),
+            "--out",
+            str(model),
+            "--model",
+            small,
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "32",
+            "--doc-tower",
+            "frozen",
+        ],
+    )
     assert "| final loss |" in logs and os.path.exists(model / "model" / "crops_encoder.json")
 
-    logs = submit(head, ["pipelines/evaluate.py", "--logs", str(world), "--model", str(model / "model"), "--out", str(tmp_path / "eval")])
+    logs = submit(
+        head,
+        [
+            "pipelines/evaluate.py",
+            "--logs",
+            str(world),
+            "--model",
+            str(model / "model"),
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+    )
     metrics = json.load(open(tmp_path / "eval" / "metrics.json"))["metrics"]
-    assert 0.0 < metrics["recall@100_ct"] <= 1.0 and 0.0 <= metrics["recall@100_qr"] <= 1.0 and 0.0 < metrics["ndcg@4"] <= 1.0
+    assert (
+        0.0 < metrics["recall@100_ct"] <= 1.0
+        and 0.0 <= metrics["recall@100_qr"] <= 1.0
+        and 0.0 < metrics["ndcg@4"] <= 1.0
+    )
     assert "recall@100_ct" in logs

@@ -27,7 +27,9 @@ def _random_case(seed, n_queries=12, n_docs=60):
 @pytest.mark.parametrize("k", [4, 10])
 def test_ndcg_matches_trec_eval(seed, k):
     qrels, run, scores = _random_case(seed)
-    evaluator = pytrec_eval.RelevanceEvaluator({q: j for q, j in qrels.items()}, {f"ndcg_cut.{k}", "recip_rank", "recall.100"})
+    evaluator = pytrec_eval.RelevanceEvaluator(
+        {q: j for q, j in qrels.items()}, {f"ndcg_cut.{k}", "recip_rank", "recall.100"}
+    )
     ref = evaluator.evaluate({q: s for q, s in scores.items() if s})
     ours = ndcg_per_query(run, qrels, k)
     # trec_eval reports queries present in the run; among those, it skips none but scores 0 without relevant
@@ -49,7 +51,9 @@ def test_ndcg_matches_trec_eval(seed, k):
 def test_mrr_matches_trec_eval():
     qrels, run, scores = _random_case(99, n_queries=30)
     ref = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate({q: s for q, s in scores.items() if s})
-    ours_by_query = {q: mrr_at_k({q: run[q]}, {q: qrels[q]}, 1000) for q in ref if any(g > 0 for g in qrels[q].values())}
+    ours_by_query = {
+        q: mrr_at_k({q: run[q]}, {q: qrels[q]}, 1000) for q in ref if any(g > 0 for g in qrels[q].values())
+    }
     for q, value in ours_by_query.items():
         assert value == pytest.approx(ref[q]["recip_rank"], abs=1e-9)
 

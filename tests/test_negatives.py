@@ -42,8 +42,14 @@ from crops_ray.world.generator import generate_world, world_config
 def _samples(rows):
     """rows: (query, video_id, level, source)."""
     q, v, lv, src = zip(*rows)
-    columns = {"query": list(q), "video_id": list(v), "text": [f"t{x}" for x in v], "level": pa.array(lv, pa.int8()),
-               "source": list(src), "score": pa.nulls(len(rows), pa.float32())}
+    columns = {
+        "query": list(q),
+        "video_id": list(v),
+        "text": [f"t{x}" for x in v],
+        "level": pa.array(lv, pa.int8()),
+        "source": list(src),
+        "score": pa.nulls(len(rows), pa.float32()),
+    }
     return pa.table(columns, schema=S.SAMPLES_SCHEMA)
 
 
@@ -51,9 +57,17 @@ def _samples(rows):
 
 
 def test_labelled_positives_are_every_level_3_or_above_sample_and_every_click():
-    samples = _samples([("q", "a", 4, "clicked"), ("q", "b", 3, "exposed"), ("q", "c", 2, "ranked"),
-                        ("q", "d", 1, "filtered"), ("q", "e", 5, "reformulation"),
-                        ("r", "a", 2, "clicked"), ("r", "b", 2, "ranked")])  # a click below level 3 still counts
+    samples = _samples(
+        [
+            ("q", "a", 4, "clicked"),
+            ("q", "b", 3, "exposed"),
+            ("q", "c", 2, "ranked"),
+            ("q", "d", 1, "filtered"),
+            ("q", "e", 5, "reformulation"),
+            ("r", "a", 2, "clicked"),
+            ("r", "b", 2, "ranked"),
+        ]
+    )  # a click below level 3 still counts
     got = labelled_positives(samples).to_pylist()
     assert sorted((p["query"], p["video_id"]) for p in got) == [("q", "a"), ("q", "b"), ("q", "e"), ("r", "a")]
 
@@ -63,7 +77,7 @@ def test_search_pools_rank_best_first_and_never_return_an_excluded_row():
     corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
     index = VectorIndex.build([str(i) for i in range(6)], corpus).index
     query = np.array([[1.0, 0.2, 0, 0]], np.float32)
-    (rows, scores), = search_pools(index, query, k=4, excluded=[{0, 5}])
+    ((rows, scores),) = search_pools(index, query, k=4, excluded=[{0, 5}])
     assert rows.tolist() == [1, 2]  # rows 0 and 5 score highest but are excluded
     assert np.all(np.diff(scores) <= 0)
     rng = np.random.default_rng(0)
@@ -147,8 +161,16 @@ def _tiny_bert(folder: str) -> str:
 
     tokenizer = AutoTokenizer.from_pretrained(model_path("minilm"))
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
+    BertModel(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -176,8 +198,15 @@ def mining(tmp_path_factory):
     tcfg = TrainConfig(loss="infonce", shared_towers=False, doc_tower="frozen", max_length=32, doc_embeddings=corpus)
     negatives = mining_config(METHODS["ance"], tcfg, samples, str(root))
     positives = pq.read_table(negatives.positives).to_pandas().groupby("query")["video_id"].agg(set).to_dict()
-    return {"model": model, "corpus": corpus, "emb": emb, "ids": videos["video_id"].tolist(), "positives": positives,
-            "groups": groups, "negatives": negatives}
+    return {
+        "model": model,
+        "corpus": corpus,
+        "emb": emb,
+        "ids": videos["video_id"].tolist(),
+        "positives": positives,
+        "groups": groups,
+        "negatives": negatives,
+    }
 
 
 def _top(emb, q, k):
@@ -190,8 +219,9 @@ def test_each_rule_trains_on_the_tiny_world_and_draws_by_its_rule(mining, rule):
     # TriSampler's boundary is narrowed to 2 degrees, about the median angle of this (random) model's candidates.
     steps, batch_size, k, n, max_angle = 4, 8, len(mining["ids"]), 40, 2.0
     refresh = 2 if rule == "ance" else 50  # ance: a second snapshot at step 2; trisampler: the initial model throughout
-    cfg = dataclasses.replace(mining["negatives"], rule=rule, k=k, num_negatives=n, refresh_every=refresh,
-                              max_angle=max_angle)
+    cfg = dataclasses.replace(
+        mining["negatives"], rule=rule, k=k, num_negatives=n, refresh_every=refresh, max_angle=max_angle
+    )
     enc = Encoder.from_pretrained(mining["model"], shared=False, max_length=32)
     enc.freeze_docs()
     enc.train()
@@ -227,8 +257,15 @@ def test_each_rule_trains_on_the_tiny_world_and_draws_by_its_rule(mining, rule):
                 anchor = emb[row_of[videos[0]]]
                 assert np.all(quasi_triangle_angle(float(q0[i] @ anchor), emb[got] @ q0[i]) <= max_angle + 1e-3)
         batch = append_candidates(batch, [[(miner.ids[r], miner.texts[r]) for r in p] for p in picked])
-        labels = in_batch_labels(batch.row_query_key, batch.cand_video_key, batch.cand_label, batch.cand_row,
-                                 batch.cand_query_key, batch.cand_video_key, batch.cand_label)
+        labels = in_batch_labels(
+            batch.row_query_key,
+            batch.cand_video_key,
+            batch.cand_label,
+            batch.cand_row,
+            batch.cand_query_key,
+            batch.cand_video_key,
+            batch.cand_label,
+        )
         mined_cols = torch.arange(batch.n_docs - sum(map(len, picked)), batch.n_docs)
         assert labels[batch.cand_row[mined_cols], mined_cols].tolist() == [0] * len(mined_cols)  # its query's negative
         d = cache(batch.doc_texts, "cpu")
@@ -242,4 +279,3 @@ def test_each_rule_trains_on_the_tiny_world_and_draws_by_its_rule(mining, rule):
     assert miner.refreshes == (2 if rule == "ance" else 1)
     assert any((a - b).abs().max() > 0 for a, b in zip(before, enc.query_model.parameters()))
     assert cache.encoded == 0  # every mined text came from the frozen corpus encoding
-

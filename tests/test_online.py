@@ -36,7 +36,9 @@ def test_common_random_numbers_identical_arms_give_identical_figures(world):
     ocfg = O.OnlineConfig(k=10**6, users=60)
     queries = O.queries_needed(path, ocfg, loaded=loaded)
     run = _engine_run(cat, queries)
-    counts = O.simulate(path, {"a": run, "b": dict(run)}, ocfg, built_in=("logging",), progress=lambda *_: None, loaded=loaded)
+    counts = O.simulate(
+        path, {"a": run, "b": dict(run)}, ocfg, built_in=("logging",), progress=lambda *_: None, loaded=loaded
+    )
     by_arm = {arm: frame.drop(columns="arm").reset_index(drop=True) for arm, frame in counts.groupby("arm")}
     # The incumbent's candidates handed in as a run are the logging arm itself: same draws, same users.
     assert by_arm["a"].equals(by_arm["b"]) and by_arm["a"].equals(by_arm["logging"])
@@ -71,5 +73,8 @@ def test_pipeline_skips_logs_that_are_not_a_world_with_a_reason(tmp_path, capsys
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     (tmp_path / "logs").mkdir()
-    assert module.main(["--world", str(tmp_path / "logs"), "--runs", str(tmp_path), "--out", str(tmp_path / "out")]) is None
+    assert (
+        module.main(["--world", str(tmp_path / "logs"), "--runs", str(tmp_path), "--out", str(tmp_path / "out")])
+        is None
+    )
     assert "skipped" in capsys.readouterr().out and not (tmp_path / "out").exists()

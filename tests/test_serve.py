@@ -58,10 +58,22 @@ def assets(tmp_path_factory):
     calibration.save(str(root / "calibration.json"))
     queries = pq.read_table(f"{world}/eval/queries.parquet")["query"].to_pylist()
     return SimpleNamespace(
-        model=model, index_dir=str(root / "index"), calibration=str(root / "calibration.json"), encoder=encoder,
-        index=index, discriminator=Discriminator(cfg, calibration), videos=videos, queries=queries,
+        model=model,
+        index_dir=str(root / "index"),
+        calibration=str(root / "calibration.json"),
+        encoder=encoder,
+        index=index,
+        discriminator=Discriminator(cfg, calibration),
+        videos=videos,
+        queries=queries,
         # A 50 ms batch window (default 5 ms) so that the concurrency test sees batches form even on a fast machine.
-        settings={"model": model, "index": str(root / "index"), "discriminator_model": model, "calibration": str(root / "calibration.json"), "batch_wait_timeout_s": 0.05},
+        settings={
+            "model": model,
+            "index": str(root / "index"),
+            "discriminator_model": model,
+            "calibration": str(root / "calibration.json"),
+            "batch_wait_timeout_s": 0.05,
+        },
     )
 
 
@@ -83,7 +95,9 @@ def secure_url(url, assets):
 
     from serve.app import Gateway
 
-    handles = [serve.get_deployment_handle(name, app_name=APP_NAME) for name in ("QueryEncoder", "Discriminator", "Retriever")]
+    handles = [
+        serve.get_deployment_handle(name, app_name=APP_NAME) for name in ("QueryEncoder", "Discriminator", "Retriever")
+    ]
     settings = resolve_settings({**assets.settings, "auth_token_env": TOKEN_ENV}).model_dump()
     gateway = Gateway.options(ray_actor_options={"num_cpus": 0.05, "runtime_env": {"env_vars": {TOKEN_ENV: TOKEN}}})
     serve.run(gateway.bind(*handles, settings), name="secure", route_prefix="/secure")
@@ -116,7 +130,12 @@ def test_healthz_reports_what_is_served(url, assets):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_encode_returns_exactly_the_library_embeddings(url, assets):
-    texts = ["jaguar cubs", "python tutorial for beginners", "Ünïcödé 日本語 🐆", "long " * 300]  # the last is truncated
+    texts = [
+        "jaguar cubs",
+        "python tutorial for beginners",
+        "Ünïcödé 日本語 🐆",
+        "long " * 300,
+    ]  # the last is truncated
     r = post(url, "/v1/encode", {"queries": texts})
     assert r.status_code == 200
     body = r.json()
@@ -140,7 +159,9 @@ def test_concurrent_requests_are_batched_and_not_mixed_up(url, assets):
     for qs, r in zip(requests_, answers):
         assert r.status_code == 200
         # Encoded in a batch with other requests: equal to encoding alone up to float rounding (padding differs).
-        np.testing.assert_allclose(np.asarray(r.json()["embeddings"], np.float32), assets.encoder.encode_queries(qs), atol=1e-6, rtol=0)
+        np.testing.assert_allclose(
+            np.asarray(r.json()["embeddings"], np.float32), assets.encoder.encode_queries(qs), atol=1e-6, rtol=0
+        )
     after = encoder.info.remote().result()
     assert after["requests"] - before["requests"] == len(requests_)
     assert after["batches"] - before["batches"] < len(requests_) and after["largest_batch"] > 1
@@ -150,14 +171,21 @@ def test_concurrent_requests_are_batched_and_not_mixed_up(url, assets):
 @pytest.mark.slow
 def test_score_returns_the_calibrated_theta(url, assets):
     video = assets.videos["text"].tolist()
-    pairs = [("jaguar", video[0]), ("python tutorial", video[1]), ("python tutorial", video[1]), ("mercury planet", video[2])]
+    pairs = [
+        ("jaguar", video[0]),
+        ("python tutorial", video[1]),
+        ("python tutorial", video[1]),
+        ("mercury planet", video[2]),
+    ]
     r = post(url, "/v1/score", {"pairs": [{"query": q, "text": t} for q, t in pairs]})
     assert r.status_code == 200
     body = r.json()
     want = assets.discriminator.theta([q for q, _ in pairs], [t for _, t in pairs])
     np.testing.assert_allclose(body["scores"], want, atol=1e-6, rtol=0)
     assert all(0.0 <= s <= 1.0 for s in body["scores"]) and body["scores"][1] == body["scores"][2]
-    assert body["discriminator"].startswith(model_version(assets.model)) and body["model"] == model_version(assets.model)
+    assert body["discriminator"].startswith(model_version(assets.model)) and body["model"] == model_version(
+        assets.model
+    )
 
 
 @pytest.mark.ray
@@ -199,35 +227,133 @@ BAD_REQUESTS = [
     ("encode-missing-field", "post", "/v1/encode", {"json": {}}, 422, "queries: Field required"),
     ("encode-empty-list", "post", "/v1/encode", {"json": {"queries": []}}, 422, "at least 1 item"),
     ("encode-not-a-list", "post", "/v1/encode", {"json": {"queries": "jaguar"}}, 422, "valid list"),
-    ("encode-item-not-a-string", "post", "/v1/encode", {"json": {"queries": ["ok", 3]}}, 422, "queries.1: Input should be a valid string"),
+    (
+        "encode-item-not-a-string",
+        "post",
+        "/v1/encode",
+        {"json": {"queries": ["ok", 3]}},
+        422,
+        "queries.1: Input should be a valid string",
+    ),
     ("encode-null-item", "post", "/v1/encode", {"json": {"queries": [None]}}, 422, "valid string"),
-    ("encode-empty-string", "post", "/v1/encode", {"json": {"queries": ["ok", ""]}}, 422, "queries.1: String should have at least 1 character"),
+    (
+        "encode-empty-string",
+        "post",
+        "/v1/encode",
+        {"json": {"queries": ["ok", ""]}},
+        422,
+        "queries.1: String should have at least 1 character",
+    ),
     ("encode-blank-string", "post", "/v1/encode", {"json": {"queries": ["  \n"]}}, 422, "non-whitespace"),
     ("encode-too-many", "post", "/v1/encode", {"json": {"queries": ["q"] * 257}}, 422, "at most 256 items"),
     ("encode-too-long", "post", "/v1/encode", {"json": {"queries": [LONG]}}, 422, "at most 2000 characters"),
-    ("encode-unknown-field", "post", "/v1/encode", {"json": {"queries": ["a"], "top_k": 5}}, 422, "top_k: Extra inputs are not permitted"),
+    (
+        "encode-unknown-field",
+        "post",
+        "/v1/encode",
+        {"json": {"queries": ["a"], "top_k": 5}},
+        422,
+        "top_k: Extra inputs are not permitted",
+    ),
     ("encode-body-is-a-list", "post", "/v1/encode", {"json": ["a"]}, 422, "valid dictionary"),
     ("malformed-json", "post", "/v1/encode", {"data": '{"queries": [', "headers": JSON}, 422, "not valid JSON"),
     ("empty-body", "post", "/v1/encode", {"data": "", "headers": JSON}, 422, "the body is empty"),
-    ("wrong-content-type", "post", "/v1/encode", {"data": '{"queries": ["a"]}', "headers": {"Content-Type": "text/plain"}}, 415, "Content-Type: application/json"),
+    (
+        "wrong-content-type",
+        "post",
+        "/v1/encode",
+        {"data": '{"queries": ["a"]}', "headers": {"Content-Type": "text/plain"}},
+        415,
+        "Content-Type: application/json",
+    ),
     ("form-content-type", "post", "/v1/search", {"data": {"query": "a"}}, 415, "application/x-www-form-urlencoded"),
     ("score-missing-field", "post", "/v1/score", {"json": {"queries": ["a"]}}, 422, "pairs: Field required"),
     ("score-empty-list", "post", "/v1/score", {"json": {"pairs": []}}, 422, "at least 1 item"),
     ("score-pair-not-an-object", "post", "/v1/score", {"json": {"pairs": [["a", "b"]]}}, 422, "pairs.0"),
-    ("score-pair-missing-text", "post", "/v1/score", {"json": {"pairs": [{"query": "a"}]}}, 422, "pairs.0.text: Field required"),
-    ("score-text-not-a-string", "post", "/v1/score", {"json": {"pairs": [{"query": "a", "text": 5}]}}, 422, "pairs.0.text: Input should be a valid string"),
+    (
+        "score-pair-missing-text",
+        "post",
+        "/v1/score",
+        {"json": {"pairs": [{"query": "a"}]}},
+        422,
+        "pairs.0.text: Field required",
+    ),
+    (
+        "score-text-not-a-string",
+        "post",
+        "/v1/score",
+        {"json": {"pairs": [{"query": "a", "text": 5}]}},
+        422,
+        "pairs.0.text: Input should be a valid string",
+    ),
     ("score-empty-query", "post", "/v1/score", {"json": {"pairs": [{"query": "", "text": "t"}]}}, 422, "pairs.0.query"),
-    ("score-too-many", "post", "/v1/score", {"json": {"pairs": [{"query": "q", "text": "t"}] * 257}}, 422, "at most 256 items"),
-    ("score-too-long", "post", "/v1/score", {"json": {"pairs": [{"query": "q", "text": LONG}]}}, 422, "at most 2000 characters"),
-    ("score-unknown-field-in-pair", "post", "/v1/score", {"json": {"pairs": [{"query": "q", "text": "t", "label": 1}]}}, 422, "pairs.0.label: Extra inputs"),
+    (
+        "score-too-many",
+        "post",
+        "/v1/score",
+        {"json": {"pairs": [{"query": "q", "text": "t"}] * 257}},
+        422,
+        "at most 256 items",
+    ),
+    (
+        "score-too-long",
+        "post",
+        "/v1/score",
+        {"json": {"pairs": [{"query": "q", "text": LONG}]}},
+        422,
+        "at most 2000 characters",
+    ),
+    (
+        "score-unknown-field-in-pair",
+        "post",
+        "/v1/score",
+        {"json": {"pairs": [{"query": "q", "text": "t", "label": 1}]}},
+        422,
+        "pairs.0.label: Extra inputs",
+    ),
     ("search-missing-query", "post", "/v1/search", {"json": {"k": 5}}, 422, "query: Field required"),
-    ("search-empty-query", "post", "/v1/search", {"json": {"query": ""}}, 422, "query: String should have at least 1 character"),
-    ("search-query-not-a-string", "post", "/v1/search", {"json": {"query": ["a"]}}, 422, "query: Input should be a valid string"),
+    (
+        "search-empty-query",
+        "post",
+        "/v1/search",
+        {"json": {"query": ""}},
+        422,
+        "query: String should have at least 1 character",
+    ),
+    (
+        "search-query-not-a-string",
+        "post",
+        "/v1/search",
+        {"json": {"query": ["a"]}},
+        422,
+        "query: Input should be a valid string",
+    ),
     ("search-query-too-long", "post", "/v1/search", {"json": {"query": LONG}}, 422, "at most 2000 characters"),
-    ("search-k-zero", "post", "/v1/search", {"json": {"query": "a", "k": 0}}, 422, "k: Input should be greater than or equal to 1"),
+    (
+        "search-k-zero",
+        "post",
+        "/v1/search",
+        {"json": {"query": "a", "k": 0}},
+        422,
+        "k: Input should be greater than or equal to 1",
+    ),
     ("search-k-negative", "post", "/v1/search", {"json": {"query": "a", "k": -3}}, 422, "greater than or equal to 1"),
-    ("search-k-too-large", "post", "/v1/search", {"json": {"query": "a", "k": 1001}}, 422, "k: Input should be less than or equal to 1000"),
-    ("search-k-a-string", "post", "/v1/search", {"json": {"query": "a", "k": "5"}}, 422, "k: Input should be a valid integer"),
+    (
+        "search-k-too-large",
+        "post",
+        "/v1/search",
+        {"json": {"query": "a", "k": 1001}},
+        422,
+        "k: Input should be less than or equal to 1000",
+    ),
+    (
+        "search-k-a-string",
+        "post",
+        "/v1/search",
+        {"json": {"query": "a", "k": "5"}},
+        422,
+        "k: Input should be a valid integer",
+    ),
     ("search-k-a-float", "post", "/v1/search", {"json": {"query": "a", "k": 2.5}}, 422, "valid integer"),
     ("search-k-a-bool", "post", "/v1/search", {"json": {"query": "a", "k": True}}, 422, "valid integer"),
     ("search-k-null", "post", "/v1/search", {"json": {"query": "a", "k": None}}, 422, "valid integer"),
@@ -238,7 +364,9 @@ BAD_REQUESTS = [
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.parametrize("method,path,kwargs,status,message", [b[1:] for b in BAD_REQUESTS], ids=[b[0] for b in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    "method,path,kwargs,status,message", [b[1:] for b in BAD_REQUESTS], ids=[b[0] for b in BAD_REQUESTS]
+)
 def test_bad_requests_get_a_4xx_with_a_message(url, assets, method, path, kwargs, status, message):
     r = getattr(requests, method)(url + path, timeout=TIMEOUT, **kwargs)
     assert r.status_code == status, r.text
@@ -265,7 +393,11 @@ def test_bearer_token_when_the_variable_is_set(secure_url, assets):
     body = {"queries": ["jaguar"]}
     assert requests.get(f"{secure_url}/healthz", timeout=TIMEOUT).json()["auth"] is True  # health stays open
     missing = post(secure_url, "/v1/encode", body)
-    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer" and "bearer token" in missing.json()["error"]
+    assert (
+        missing.status_code == 401
+        and missing.headers["www-authenticate"] == "Bearer"
+        and "bearer token" in missing.json()["error"]
+    )
     wrong = post(secure_url, "/v1/encode", body, headers={"Authorization": "Bearer not-the-token"})
     assert wrong.status_code == 401
     basic = post(secure_url, "/v1/encode", body, headers={"Authorization": "Basic dXNlcjpwYXNz"})
@@ -274,7 +406,9 @@ def test_bearer_token_when_the_variable_is_set(secure_url, assets):
     assert invalid_unauthenticated.status_code == 401  # no validation details before authentication
     ok = post(secure_url, "/v1/encode", body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 200
-    np.testing.assert_array_equal(np.asarray(ok.json()["embeddings"], np.float32), assets.encoder.encode_queries(["jaguar"]))
+    np.testing.assert_array_equal(
+        np.asarray(ok.json()["embeddings"], np.float32), assets.encoder.encode_queries(["jaguar"])
+    )
     for path, good in (("/v1/score", {"pairs": [{"query": "a", "text": "b"}]}), ("/v1/search", {"query": "a", "k": 3})):
         assert post(secure_url, path, good).status_code == 401
         assert post(secure_url, path, good, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
@@ -339,8 +473,13 @@ def small(tmp_path):
     from crops_ray.index import VectorIndex
 
     VectorIndex.build(["a", "b", "c"], np.eye(3, 384, dtype=np.float32)).save(str(tmp_path / "index"))  # MiniLM's 384
-    Calibration(a=10.0, b=-4.0, model="minilm", kind="bi-encoder", source="test", labelled_pairs=0, positives=0).save(str(tmp_path / "cal.json"))
-    return SimpleNamespace(index_dir=str(tmp_path / "index"), settings={"index": str(tmp_path / "index"), "calibration": str(tmp_path / "cal.json")})
+    Calibration(a=10.0, b=-4.0, model="minilm", kind="bi-encoder", source="test", labelled_pairs=0, positives=0).save(
+        str(tmp_path / "cal.json")
+    )
+    return SimpleNamespace(
+        index_dir=str(tmp_path / "index"),
+        settings={"index": str(tmp_path / "index"), "calibration": str(tmp_path / "cal.json")},
+    )
 
 
 def test_settings_refuse_missing_folders_and_unknown_keys(tmp_path):
@@ -452,6 +591,7 @@ def test_a_body_over_the_limit_gets_413_before_it_is_parsed():
     def chunks():  # no Content-Length: the limit still holds on the bytes actually read
         for _ in range(4):
             yield b" " * 1000
+
     r = client.post("/v1/encode", content=chunks(), headers={"Content-Type": "application/json"})
     assert r.status_code == 413
     assert client.post("/v1/encode", json={"queries": ["jaguar"]}).status_code == 200  # under the limit: served
@@ -459,9 +599,11 @@ def test_a_body_over_the_limit_gets_413_before_it_is_parsed():
 
 def test_authentication_comes_before_the_body_is_read():
     client = _client(token=TOKEN)
-    for kwargs in ({"content": b'{"queries": [', "headers": {"Content-Type": "application/json"}},  # malformed JSON
-                   {"content": b"x" * 5_000_000, "headers": {"Content-Type": "application/json"}},  # and oversized
-                   {"json": {"queries": ["a"]}, "headers": {"Authorization": f"Basic {TOKEN}"}}):
+    for kwargs in (
+        {"content": b'{"queries": [', "headers": {"Content-Type": "application/json"}},  # malformed JSON
+        {"content": b"x" * 5_000_000, "headers": {"Content-Type": "application/json"}},  # and oversized
+        {"json": {"queries": ["a"]}, "headers": {"Authorization": f"Basic {TOKEN}"}},
+    ):
         r = client.post("/v1/encode", **kwargs)
         assert r.status_code == 401 and "bearer token" in r.json()["error"], r.text
     ok = client.post("/v1/encode", json={"queries": ["a"]}, headers={"Authorization": f"Bearer {TOKEN}"})
@@ -472,8 +614,11 @@ def test_a_dead_replica_or_a_full_queue_is_a_json_503_and_other_failures_a_json_
     from ray.exceptions import ActorDiedError
     from ray.serve.exceptions import BackPressureError
 
-    for exc, status, message in ((ActorDiedError(), 503, "replica failed"), (BackPressureError(num_queued_requests=5, max_queued_requests=5), 503, "capacity"),
-                                 (KeyError("boom"), 500, "internal error (KeyError)")):
+    for exc, status, message in (
+        (ActorDiedError(), 503, "replica failed"),
+        (BackPressureError(num_queued_requests=5, max_queued_requests=5), 503, "capacity"),
+        (KeyError("boom"), 500, "internal error (KeyError)"),
+    ):
         r = _client(FakeBackend(fail=exc)).post("/v1/encode", json={"queries": ["a"]})
         assert r.status_code == status and message in r.json()["error"] and r.json()["model"] == "fake@0", (exc, r.text)
         assert (r.headers.get("retry-after") == "1") == (status == 503)
@@ -498,7 +643,16 @@ def test_an_index_the_encoder_cannot_search_is_refused_at_build_time(tmp_path, s
         build_app(index("empty", np.zeros((0, 384), np.float32)))
     other = shallow_copy("minilm", str(tmp_path / "minilm-1l"), num_layers=1)
     with pytest.raises(ValueError, match="another document encoder"):
-        build_app(index("other", np.eye(2, 384, dtype=np.float32), {"encoder": _fingerprint(other, []), "model": other}))
-    ok = index("mine", np.eye(2, 384, dtype=np.float32), {"encoder": _fingerprint(model_path("minilm"), []), "model": "minilm"})
+        build_app(
+            index("other", np.eye(2, 384, dtype=np.float32), {"encoder": _fingerprint(other, []), "model": other})
+        )
+    ok = index(
+        "mine", np.eye(2, 384, dtype=np.float32), {"encoder": _fingerprint(model_path("minilm"), []), "model": "minilm"}
+    )
     assert check_index_matches(ok["index"], "minilm").startswith("encoder fingerprint")
-    assert build_app(ok)._bound_deployment.init_args[2]._bound_deployment.init_kwargs["checked"].startswith("encoder fingerprint")
+    assert (
+        build_app(ok)
+        ._bound_deployment.init_args[2]
+        ._bound_deployment.init_kwargs["checked"]
+        .startswith("encoder fingerprint")
+    )

@@ -51,7 +51,9 @@ def test_paired_beats_unpaired_power():
 
 
 def _per_query(hits, pairs, ndcg):
-    return pd.DataFrame({"query": [f"q{i}" for i in range(len(hits))], "hits@100_ct": hits, "pairs_ct": pairs, "ndcg@4": ndcg})
+    return pd.DataFrame(
+        {"query": [f"q{i}" for i in range(len(hits))], "hits@100_ct": hits, "pairs_ct": pairs, "ndcg@4": ndcg}
+    )
 
 
 def test_compare_runs_and_bucket_split_use_the_pair_level_ratio():
@@ -136,14 +138,25 @@ def test_additive_on_average_contains_zero_and_super_additive_excludes_it():
 
 def test_additivity_report_table_and_json_and_missing_runs():
     runs = _ablation_runs(extra_whole=np.random.default_rng(12).binomial(1, 0.3, size=400).astype(float))
-    labels = {"fs_lr": "FS-LR-style", "crops": "CroPS", "crops_p1": "CroPS, P1 only", "crops_p2": "CroPS, P2 only",
-              "crops_p3": "CroPS, P3 only", "crops_binary": "CroPS, binary"}
+    labels = {
+        "fs_lr": "FS-LR-style",
+        "crops": "CroPS",
+        "crops_p1": "CroPS, P1 only",
+        "crops_p2": "CroPS, P2 only",
+        "crops_p3": "CroPS, P3 only",
+        "crops_binary": "CroPS, binary",
+    }
     per_seed = {0: R.additivity(runs, seed=0, resamples=300), 1: R.additivity(runs, seed=1, resamples=300)}
     table, data = R.additivity_report(per_seed, labels)
     assert set(data) == {"0", "1"} and data["0"]["parts"] == ["crops_p1", "crops_p2", "crops_p3"]
-    for row in ("P0 + P1 minus P0: CroPS, P1 only minus FS-LR-style", "sum of the perspectives' gains",
-                "P0 + all minus P0: CroPS minus FS-LR-style", "interaction: all minus the sum", "super-additive",
-                "binary labels + InfoNCE: CroPS minus CroPS, binary"):
+    for row in (
+        "P0 + P1 minus P0: CroPS, P1 only minus FS-LR-style",
+        "sum of the perspectives' gains",
+        "P0 + all minus P0: CroPS minus FS-LR-style",
+        "interaction: all minus the sum",
+        "super-additive",
+        "binary labels + InfoNCE: CroPS minus CroPS, binary",
+    ):
         assert row in table, row
     assert " ± " in table  # two seeds: mean ± sd first
     json.dumps(data)  # JSON-ready for metrics.json

@@ -26,10 +26,23 @@ def logs(tmp_path):
     """A small raw log folder in the contract's layout (one row per table)."""
     root = tmp_path / "data" / "logs"
     storage.write_table(pa.table({"video_id": ["v1"], "text": ["jaguar cub"]}), f"{root}/videos/part-0.parquet")
-    storage.write_table(pa.table({"request_id": ["r1"], "user_id": ["u1"], "query": ["jaguar"], "ts": [1_767_300_000],
-                                  "video_id": ["v1"], "stage": ["clicked"]}), f"{root}/search_log/part-0.parquet")
-    storage.write_table(pa.table({"user_id": ["u1"], "ts": [1_767_300_010], "video_id": ["v1"], "action": ["like"]}),
-                        f"{root}/rec_log/part-0.parquet")
+    storage.write_table(
+        pa.table(
+            {
+                "request_id": ["r1"],
+                "user_id": ["u1"],
+                "query": ["jaguar"],
+                "ts": [1_767_300_000],
+                "video_id": ["v1"],
+                "stage": ["clicked"],
+            }
+        ),
+        f"{root}/search_log/part-0.parquet",
+    )
+    storage.write_table(
+        pa.table({"user_id": ["u1"], "ts": [1_767_300_010], "video_id": ["v1"], "action": ["like"]}),
+        f"{root}/rec_log/part-0.parquet",
+    )
     return root
 
 
@@ -62,8 +75,10 @@ def test_train_evaluate_and_the_trec_importer_refuse_overlapping_outputs(logs, t
     from pipelines.train import main as train_main
 
     before = _digest(logs.parent)
-    for main, args in ((train_main, ["--data", str(logs), "--out", str(logs / "crops")]),
-                       (evaluate_main, ["--method", "bm25", "--logs", str(logs), "--out", str(logs.parent)])):
+    for main, args in (
+        (train_main, ["--data", str(logs), "--out", str(logs / "crops")]),
+        (evaluate_main, ["--method", "bm25", "--logs", str(logs), "--out", str(logs.parent)]),
+    ):
         with pytest.raises(SystemExit) as exit_:
             main(args)
         assert exit_.value.code == 2, args

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from crops_ray.encoder import Encoder, shallow_copy
 from crops_ray import storage
+from crops_ray.encoder import Encoder, shallow_copy
 from crops_ray.hla import build_groups, load_samples, write_groups
 from crops_ray.losses import h_infonce
 from crops_ray.train import (
@@ -55,8 +55,13 @@ def _rows(groups):
 
 def _group(query, cands):
     """cands: (video_id, level, source)."""
-    return {"query": query, "texts": [f"{query} video {v}" for v, _, _ in cands], "video_ids": [v for v, _, _ in cands],
-            "levels": [lv for _, lv, _ in cands], "sources": [s for _, _, s in cands]}
+    return {
+        "query": query,
+        "texts": [f"{query} video {v}" for v, _, _ in cands],
+        "video_ids": [v for v, _, _ in cands],
+        "levels": [lv for _, lv, _ in cands],
+        "sources": [s for _, _, s in cands],
+    }
 
 
 # ------------------------------------------------------------------------------------------- labels
@@ -75,8 +80,12 @@ def test_in_batch_labels_own_group_same_query_shared_video_and_negatives():
     t = lambda xs: torch.tensor(xs)  # noqa: E731
     labels = in_batch_labels(
         row_query_key=t([1, 2]),
-        own_video_key=t([10, 11, 12, 10]), own_label=t([4, 2, 3, 1]), own_row=t([0, 0, 1, 1]),
-        col_query_key=t([1, 1, 2, 2, 1]), col_video_key=t([10, 11, 12, 10, 13]), col_label=t([4, 2, 3, 1, 3]),
+        own_video_key=t([10, 11, 12, 10]),
+        own_label=t([4, 2, 3, 1]),
+        own_row=t([0, 0, 1, 1]),
+        col_query_key=t([1, 1, 2, 2, 1]),
+        col_video_key=t([10, 11, 12, 10, 13]),
+        col_label=t([4, 2, 3, 1, 3]),
     )
     assert labels.tolist() == [
         [4, 2, 0, 4, 3],  # video a in q2's group is q1's level-4 video; q1's other group (d) keeps its level
@@ -86,8 +95,11 @@ def test_in_batch_labels_own_group_same_query_shared_video_and_negatives():
 
 def test_single_process_loss_is_h_infonce_on_the_batch_matrix(tiny_model):
     enc = Encoder.from_pretrained(tiny_model, max_length=32).eval()
-    groups = [_group("jaguar", [("a", 4, "clicked"), ("b", 2, "ranked")]), _group("java", [("c", 3, "exposed")]),
-              _group("jaguar", [("d", 5, "reformulation"), ("a", 4, "clicked")])]
+    groups = [
+        _group("jaguar", [("a", 4, "clicked"), ("b", 2, "ranked")]),
+        _group("java", [("c", 3, "exposed")]),
+        _group("jaguar", [("d", 5, "reformulation"), ("a", 4, "clicked")]),
+    ]
     batch = collate(_rows(groups), enc, "h_infonce")
     q, d = enc(batch.query_inputs, batch.doc_inputs)
     out = in_batch_loss(q, d, batch, "h_infonce", 0.05, num_levels=6)
@@ -123,9 +135,16 @@ def test_frozen_doc_tower_trains_the_query_tower_only_and_encodes_each_text_once
     import pyarrow.parquet as pq
 
     texts = ["jaguar cubs in the wild", "the new jaguar coupe", "java coffee beans"]
+
     def write(emb, path):
-        pq.write_table(pa.table({"text": texts, "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])}), path)
+        pq.write_table(
+            pa.table(
+                {"text": texts, "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])}
+            ),
+            path,
+        )
         return path
+
     good = write(enc.encode_docs(texts), str(tmp_path / "good.parquet"))
     warm = DocCache(enc)
     assert warm.prefill(good, "cpu") == 3
@@ -240,7 +259,9 @@ def test_two_workers_equal_one_process_on_the_concatenated_batch(tiny_model, tin
         grad = enc.query_model.encoder.layer[0].output.dense.weight.grad
         assert ddp[loss]["loss"] == pytest.approx(out.value, rel=1e-5), loss
         assert ddp[loss]["grad_norm"] == pytest.approx(float(grad.norm()), rel=1e-4), loss
-        np.testing.assert_allclose(ddp[loss]["grad"], grad[:4, :8].flatten().numpy(), rtol=1e-3, atol=1e-7, err_msg=loss)
+        np.testing.assert_allclose(
+            ddp[loss]["grad"], grad[:4, :8].flatten().numpy(), rtol=1e-3, atol=1e-7, err_msg=loss
+        )
     assert ddp["h_infonce"]["loss"] != pytest.approx(ddp["infonce"]["loss"])
 
 
@@ -249,8 +270,21 @@ def test_two_workers_equal_one_process_on_the_concatenated_batch(tiny_model, tin
 def test_pipeline_trains_two_workers_and_resumes(tiny_world, tiny_model, tmp_path, ray_local, capsys):
     out = str(tmp_path / "crops")
     (tmp_path / "job.yaml").write_text("train: {warmup_ratio: 0.5, batch_size: 4}\ngroups: {group_size: 6}\n")
-    args = ["--data", tiny_world, "--out", out, "--loss", "h_infonce", "--num-workers", "2", "--model", tiny_model, *TINY,
-            "--config", str(tmp_path / "job.yaml")]
+    args = [
+        "--data",
+        tiny_world,
+        "--out",
+        out,
+        "--loss",
+        "h_infonce",
+        "--num-workers",
+        "2",
+        "--model",
+        tiny_model,
+        *TINY,
+        "--config",
+        str(tmp_path / "job.yaml"),
+    ]
     first = train_main(args + ["--max-steps", "2"])
     printed = capsys.readouterr().out
     assert max(len(t) for t in storage.read_table(os.path.join(out, "groups"))["texts"].to_pylist()) == 6  # YAML
@@ -277,8 +311,25 @@ def test_pipeline_trains_two_workers_and_resumes(tiny_world, tiny_model, tmp_pat
 def test_a_diverging_run_stops_with_exit_2_and_saves_no_model(tiny_world, tiny_model, tmp_path, ray_local, capsys):
     out = tmp_path / "crops"
     with pytest.raises(SystemExit) as exit_:
-        train_main(["--data", tiny_world, "--out", str(out), "--model", tiny_model, *TINY, "--lr", "1e30", "--max-steps", "6",
-                    "--num-workers", "1", "--doc-tower", "frozen"])
+        train_main(
+            [
+                "--data",
+                tiny_world,
+                "--out",
+                str(out),
+                "--model",
+                tiny_model,
+                *TINY,
+                "--lr",
+                "1e30",
+                "--max-steps",
+                "6",
+                "--num-workers",
+                "1",
+                "--doc-tower",
+                "frozen",
+            ]
+        )
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "training stopped at step" in err and "no model was saved" in err, err
@@ -289,10 +340,24 @@ def test_a_diverging_run_stops_with_exit_2_and_saves_no_model(tiny_world, tiny_m
 @pytest.mark.slow
 def test_killed_worker_restarts_from_the_checkpoint(tiny_groups, tiny_model, tmp_path, ray_local):
     marker = str(tmp_path / "killed")
-    cfg = TrainConfig(model=tiny_model, max_length=32, batch_size=4, grad_accum=2, num_workers=2, max_steps=4,
-                      checkpoint_every=2, log_every=1, max_failures=1)
-    metrics = train(tiny_groups, str(tmp_path / "out"), cfg, crash={"step": 3, "rank": 1, "marker": marker},
-                    progress=lambda *_: None)
+    cfg = TrainConfig(
+        model=tiny_model,
+        max_length=32,
+        batch_size=4,
+        grad_accum=2,
+        num_workers=2,
+        max_steps=4,
+        checkpoint_every=2,
+        log_every=1,
+        max_failures=1,
+    )
+    metrics = train(
+        tiny_groups,
+        str(tmp_path / "out"),
+        cfg,
+        crash={"step": 3, "rank": 1, "marker": marker},
+        progress=lambda *_: None,
+    )
     assert open(marker).read().startswith("worker 1 killed at step 3")
     assert metrics["steps"] == 4 and metrics["global_batch"] == 16  # 4 groups x 2 micro-batches x 2 workers
     assert metrics["resumed_from_step"] == 2  # restarted from the step-2 checkpoint, not from scratch
@@ -308,8 +373,16 @@ def test_seeded_single_worker_runs_repeat_exactly(tiny_groups, tiny_model, tmp_p
 
     from crops_ray.embed import _fingerprint
 
-    cfg = TrainConfig(loss="infonce", model=tiny_model, max_length=64, batch_size=8, max_steps=2, seed=4,
-                      shared_towers=False, doc_tower="frozen")
+    cfg = TrainConfig(
+        loss="infonce",
+        model=tiny_model,
+        max_length=64,
+        batch_size=8,
+        max_steps=2,
+        seed=4,
+        shared_towers=False,
+        doc_tower="frozen",
+    )
     runs = []
     for name in ("a", "b"):
         out = str(tmp_path / name)

@@ -1,4 +1,6 @@
-"""The TREC 2013 Session Track adapter: XML -> the log contract, and the engine's reformulation miner on the real log."""
+"""The TREC 2013 Session Track adapter: XML -> the log contract, and the engine's reformulation miner on the real
+log.
+"""
 
 import os
 
@@ -17,16 +19,20 @@ SMALL_XML = """<sessiontrack2013>
   <interaction num="1" starttime="10.5">
    <query>jaguar</query>
    <results>
-    <result rank="1"><url>u</url><clueweb12id>doc-car</clueweb12id><title>Jaguar XK &amp;mdash; review</title><snippet>The CittÃ\xa0 car</snippet></result>
-    <result rank="2"><url>u</url><clueweb12id>doc-cat</clueweb12id><title>Jaguar (Panthera onca)</title><snippet>Big cat of the Americas</snippet></result>
+    <result rank="1"><url>u</url><clueweb12id>doc-car</clueweb12id>
+     <title>Jaguar XK &amp;mdash; review</title><snippet>The CittÃ\xa0 car</snippet></result>
+    <result rank="2"><url>u</url><clueweb12id>doc-cat</clueweb12id>
+     <title>Jaguar (Panthera onca)</title><snippet>Big cat of the Americas</snippet></result>
     <result rank="3"><url>u</url><clueweb12id></clueweb12id><title>no id</title><snippet>x</snippet></result>
    </results>
   </interaction>
   <interaction num="2" starttime="50">
    <query>jaguar   animal</query>
    <results>
-    <result rank="1"><url>u</url><clueweb12id>doc-cat</clueweb12id><title>Jaguar (Panthera onca)</title><snippet>Big cat of the Americas</snippet></result>
-    <result rank="2"><url>u</url><clueweb12id>doc-cub</clueweb12id><title>Jaguar cubs</title><snippet>Cubs learn to swim</snippet></result>
+    <result rank="1"><url>u</url><clueweb12id>doc-cat</clueweb12id>
+     <title>Jaguar (Panthera onca)</title><snippet>Big cat of the Americas</snippet></result>
+    <result rank="2"><url>u</url><clueweb12id>doc-cub</clueweb12id>
+     <title>Jaguar cubs</title><snippet>Cubs learn to swim</snippet></result>
    </results>
    <clicked>
     <click num="1" starttime="60" endtime="NA"><rank>2</rank></click>
@@ -49,8 +55,10 @@ def test_xml_maps_to_the_log_contract(tmp_path):
     assert docs["doc-car"] == "Jaguar XK — review. The Città car"  # entities decoded twice, mojibake repaired
     rows = {(r["request_id"], r["video_id"]): r for r in search.to_pylist()}
     assert {k: r["stage"] for k, r in rows.items()} == {
-        ("trec-s7-i1", "doc-car"): "exposed", ("trec-s7-i1", "doc-cat"): "exposed",
-        ("trec-s7-i2", "doc-cat"): "clicked", ("trec-s7-i2", "doc-cub"): "clicked",
+        ("trec-s7-i1", "doc-car"): "exposed",
+        ("trec-s7-i1", "doc-cat"): "exposed",
+        ("trec-s7-i2", "doc-cat"): "clicked",
+        ("trec-s7-i2", "doc-cub"): "clicked",
     }
     r = rows[("trec-s7-i2", "doc-cub")]
     assert (r["user_id"], r["query"], r["ts"]) == ("trec-s7", "jaguar animal", BASE_TS + 7 * DAY + 50)
@@ -61,7 +69,10 @@ def test_xml_maps_to_the_log_contract(tmp_path):
     assert [r["stage"] for r in strict.to_pylist() if r["request_id"] == "trec-s7-i2"] == ["exposed", "exposed"]
     out = tmp_path / "logs"
     import_trec_session(str(xml), str(out))
-    assert S.count_rows(S.table_files(str(out), "rec_log")) == 0 and S.count_rows(S.table_files(str(out), "search_log")) == 4
+    assert (
+        S.count_rows(S.table_files(str(out), "rec_log")) == 0
+        and S.count_rows(S.table_files(str(out), "search_log")) == 4
+    )
 
 
 def test_bad_input_is_reported(tmp_path):
@@ -96,11 +107,20 @@ def test_engine_mines_reformulation_positives_from_the_real_log(tmp_path, ray_lo
     from crops_ray.engine.build import EngineConfig, build_data
 
     import_trec_session(TREC_XML, str(tmp_path / "logs"))
-    stats = build_data(str(tmp_path / "logs"), str(tmp_path / "out"), EngineConfig(sources=("p1",), discriminator=DiscriminatorConfig()), validate=True, progress=print)
+    stats = build_data(
+        str(tmp_path / "logs"),
+        str(tmp_path / "out"),
+        EngineConfig(sources=("p1",), discriminator=DiscriminatorConfig()),
+        validate=True,
+        progress=print,
+    )
     p1 = stats["sources"]["reformulation"]
     cands = pq.read_table(str(tmp_path / "out" / "candidates")).to_pandas()
     kept = cands[cands["reformulation_kept"]]
-    print(f"TREC 2013: {p1['candidates']} reformulation candidates, gate removed {p1['gate_removed']}, theta<=alpha {p1['below_alpha']}, kept {p1['kept']}")
+    print(
+        f"TREC 2013: {p1['candidates']} reformulation candidates, gate removed {p1['gate_removed']}, theta<=alpha "
+        f"{p1['below_alpha']}, kept {p1['kept']}"
+    )
     for r in kept.sort_values("score", ascending=False).head(8).itertuples():
         print(f"  {r.query!r} <- via {r.reformulated_queries[0]!r}: {r.text[:90]!r} theta={r.score:.2f}")
     assert p1["candidates"] > 50 and 0 < p1["kept"] < p1["candidates"]

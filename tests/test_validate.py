@@ -36,10 +36,16 @@ BAD_SEARCH_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("row,reason", BAD_SEARCH_ROWS, ids=[r for _, r in BAD_SEARCH_ROWS] and [f"{i}-{r}" for i, (_, r) in enumerate(BAD_SEARCH_ROWS)])
+@pytest.mark.parametrize(
+    "row,reason",
+    BAD_SEARCH_ROWS,
+    ids=[r for _, r in BAD_SEARCH_ROWS] and [f"{i}-{r}" for i, (_, r) in enumerate(BAD_SEARCH_ROWS)],
+)
 def test_each_bad_search_row_gets_its_reason(row, reason):
     good = _search(request_id="r0")
-    batch = pa.Table.from_pylist([good, row], schema=pa.schema([(k, pa.int64() if k == "ts" else pa.string()) for k in good]))
+    batch = pa.Table.from_pylist(
+        [good, row], schema=pa.schema([(k, pa.int64() if k == "ts" else pa.string()) for k in good])
+    )
     out = check_batch(batch, "search_log", ValidationConfig(), pa.array(["v1"]))
     assert out["reason"].to_pylist() == [None, reason]
     raw = json.loads(out["raw"][1].as_py())
@@ -47,7 +53,12 @@ def test_each_bad_search_row_gets_its_reason(row, reason):
 
 
 def test_undecodable_text_and_binary_ids():
-    batch = pa.table({"video_id": pa.array([b"v1", b"v2", b"\xff"], pa.binary()), "text": pa.array([b"fine", b"caf\xe9", b"ok"], pa.binary())})
+    batch = pa.table(
+        {
+            "video_id": pa.array([b"v1", b"v2", b"\xff"], pa.binary()),
+            "text": pa.array([b"fine", b"caf\xe9", b"ok"], pa.binary()),
+        }
+    )
     out = check_batch(batch, "videos", ValidationConfig())
     assert out["reason"].to_pylist() == [None, "undecodable_text", "undecodable_video_id"]
     assert out["text"][0].as_py() == "fine"
@@ -55,12 +66,22 @@ def test_undecodable_text_and_binary_ids():
 
 
 def test_timestamps_strings_and_mapping():
-    cfg = ValidationConfig(columns=LogColumns(columns={"query": "search_text", "ts": "event_time"}, stages={"click": "clicked", "impression": "exposed"}))
-    batch = pa.table({
-        "request_id": ["a", "b", "c", "d"], "user_id": ["u"] * 4, "search_text": ["q"] * 4,
-        "event_time": pa.array([TS * 1000, TS * 1000, TS * 1000, None], pa.timestamp("ms")),
-        "video_id": ["v1"] * 4, "stage": ["click", "impression", "clicked", "click"], "device": ["ios"] * 4,
-    })
+    cfg = ValidationConfig(
+        columns=LogColumns(
+            columns={"query": "search_text", "ts": "event_time"}, stages={"click": "clicked", "impression": "exposed"}
+        )
+    )
+    batch = pa.table(
+        {
+            "request_id": ["a", "b", "c", "d"],
+            "user_id": ["u"] * 4,
+            "search_text": ["q"] * 4,
+            "event_time": pa.array([TS * 1000, TS * 1000, TS * 1000, None], pa.timestamp("ms")),
+            "video_id": ["v1"] * 4,
+            "stage": ["click", "impression", "clicked", "click"],
+            "device": ["ios"] * 4,
+        }
+    )
     out = check_batch(batch, "search_log", cfg, pa.array(["v1"]))
     assert out["reason"].to_pylist() == [None, None, None, "missing_ts"]
     assert out["ts"].to_pylist()[:3] == [TS, TS, TS]
@@ -78,19 +99,39 @@ def test_a_shard_mixing_every_kind_of_bad_value_is_quarantined_not_crashed():
     """Timestamps past int64 (string, float, uint64), a timestamp Python cannot hold, undecodable bytes in a row
     quarantined for another reason: every row ends kept or quarantined with its raw values."""
     n = 7
-    batch = pa.table({
-        "request_id": ["r"] * n, "user_id": pa.array([b"u", b"\xff", b"u", b"u", b"u", b"u", b"u"], pa.binary()),
-        "query": ["q"] * n,
-        "ts": pa.array([str(TS), "99999999999999999999999", "1e300", "-1e30", str(TS), "nan", str(TS)]),
-        "video_id": ["v1", "v1", "v1", "v1", "v-gone", "v1", "v1"], "stage": ["clicked"] * n,
-    })
+    batch = pa.table(
+        {
+            "request_id": ["r"] * n,
+            "user_id": pa.array([b"u", b"\xff", b"u", b"u", b"u", b"u", b"u"], pa.binary()),
+            "query": ["q"] * n,
+            "ts": pa.array([str(TS), "99999999999999999999999", "1e300", "-1e30", str(TS), "nan", str(TS)]),
+            "video_id": ["v1", "v1", "v1", "v1", "v-gone", "v1", "v1"],
+            "stage": ["clicked"] * n,
+        }
+    )
     out = check_batch(batch, "search_log", ValidationConfig(), pa.array(["v1"]))
-    assert out["reason"].to_pylist() == [None, "undecodable_user_id", "invalid_ts", "invalid_ts", "unknown_video_id", "invalid_ts", None]
+    assert out["reason"].to_pylist() == [
+        None,
+        "undecodable_user_id",
+        "invalid_ts",
+        "invalid_ts",
+        "unknown_video_id",
+        "invalid_ts",
+        None,
+    ]
     raw = [json.loads(r) for r in out["raw"].to_pylist() if r is not None]
-    assert len(raw) == 5 and raw[0]["user_id"] == "\\xff" and raw[0]["ts"] == "99999999999999999999999" and raw[1]["ts"] == "1e300"
-    big = pa.table({"user_id": ["u"] * 3, "video_id": ["v1"] * 3,
-                    "ts": pa.array([2**64 - 1, TS, 10**15], pa.uint64())})
-    assert check_batch(big, "rec_log", ValidationConfig(), pa.array(["v1"]))["reason"].to_pylist() == ["invalid_ts", None, "ts_out_of_range"]
+    assert (
+        len(raw) == 5
+        and raw[0]["user_id"] == "\\xff"
+        and raw[0]["ts"] == "99999999999999999999999"
+        and raw[1]["ts"] == "1e300"
+    )
+    big = pa.table({"user_id": ["u"] * 3, "video_id": ["v1"] * 3, "ts": pa.array([2**64 - 1, TS, 10**15], pa.uint64())})
+    assert check_batch(big, "rec_log", ValidationConfig(), pa.array(["v1"]))["reason"].to_pylist() == [
+        "invalid_ts",
+        None,
+        "ts_out_of_range",
+    ]
     far = pa.table({"user_id": ["u"] * 2, "video_id": ["v1"] * 2, "ts": pa.array([10**15, TS], pa.timestamp("s"))})
     out = check_batch(far, "rec_log", ValidationConfig(), pa.array(["v1"]))
     assert out["reason"].to_pylist() == ["ts_out_of_range", None] and json.loads(out["raw"][0].as_py())["ts"] == 10**15
@@ -127,14 +168,28 @@ def _write_logs(root, videos, search, rec, single_files=False):
 
 @pytest.mark.ray
 def test_validate_logs_conserves_rows(tmp_path, ray_local):
-    videos = pa.table({
-        "video_id": ["v1", "v2", "v3", "v2", None, "v5"],
-        "text": pa.array([b"jaguar at night", b"python tips", b"mustang", b"python tips again", b"orphan", b"\xff\xfe"], pa.binary()),
-    })
+    videos = pa.table(
+        {
+            "video_id": ["v1", "v2", "v3", "v2", None, "v5"],
+            "text": pa.array(
+                [b"jaguar at night", b"python tips", b"mustang", b"python tips again", b"orphan", b"\xff\xfe"],
+                pa.binary(),
+            ),
+        }
+    )
     search = [_search(request_id=f"g{i}") for i in range(7)] + [row for row, _ in BAD_SEARCH_ROWS]
-    search = pa.Table.from_pylist(search, schema=pa.schema([(k, pa.int64() if k == "ts" else pa.string()) for k in _search()]))
+    search = pa.Table.from_pylist(
+        search, schema=pa.schema([(k, pa.int64() if k == "ts" else pa.string()) for k in _search()])
+    )
     search = search.append_column("device", pa.array(["ios"] * search.num_rows))
-    rec = pa.table({"user_id": ["u1", "u1", None, "u2"], "video_id": ["v1", "v9", "v2", "v3"], "ts": [TS, TS, TS, 3], "action": ["watch"] * 4})
+    rec = pa.table(
+        {
+            "user_id": ["u1", "u1", None, "u2"],
+            "video_id": ["v1", "v9", "v2", "v3"],
+            "ts": [TS, TS, TS, 3],
+            "action": ["watch"] * 4,
+        }
+    )
     _write_logs(tmp_path / "logs", videos, search, rec) if os.makedirs(tmp_path / "logs") is None else None
     summaries = validate_logs(str(tmp_path / "logs"), str(tmp_path / "out"), ValidationConfig())
 
@@ -157,7 +212,11 @@ def test_validate_logs_conserves_rows(tmp_path, ray_local):
     quarantine = pq.read_table(out / "quarantine" / "search_log")
     assert set(quarantine.column_names) >= {"reason", "raw", "request_id"}
     kept_videos = pq.read_table(out / "videos").to_pylist()
-    assert [(x["video_id"], x["text"]) for x in kept_videos] == [("v1", "jaguar at night"), ("v2", "python tips"), ("v3", "mustang")]
+    assert [(x["video_id"], x["text"]) for x in kept_videos] == [
+        ("v1", "jaguar at night"),
+        ("v2", "python tips"),
+        ("v3", "mustang"),
+    ]
     report = json.loads((out / "validation.json").read_text())
     assert report["tables"]["search_log"]["quarantined"] == len(BAD_SEARCH_ROWS)
     assert not any(p.name.startswith("out.tmp") for p in tmp_path.iterdir())  # staging folder renamed away
@@ -171,7 +230,9 @@ def test_whole_file_errors_fail_fast(tmp_path):
     root = tmp_path / "logs"
     os.makedirs(root)
     good = [_search()]
-    _write_logs(root, [{"video_id": "v1", "text": "t"}], good, [{"user_id": "u", "video_id": "v1", "ts": TS}], single_files=True)
+    _write_logs(
+        root, [{"video_id": "v1", "text": "t"}], good, [{"user_id": "u", "video_id": "v1", "ts": TS}], single_files=True
+    )
     assert table_files(str(root), "videos") == [f"{root}/videos.parquet"]
 
     os.makedirs(root / "search_log")
@@ -190,7 +251,9 @@ def test_whole_file_errors_fail_fast(tmp_path):
     with pytest.raises(LogSchemaError, match=r"part-1\.parquet: required column 'stage'"):
         check_file_schemas(table_files(str(root), "search_log"), "search_log", LogColumns())
     with pytest.raises(LogSchemaError, match=r"'search_text' \(mapped from 'query'\)"):
-        check_file_schemas(table_files(str(root), "search_log")[:1], "search_log", LogColumns(columns={"query": "search_text"}))
+        check_file_schemas(
+            table_files(str(root), "search_log")[:1], "search_log", LogColumns(columns={"query": "search_text"})
+        )
     with pytest.raises(LogSchemaError, match="table 'rec_log' not found"):
         table_files(str(tmp_path), "rec_log")
     # The CLI exits 2 with the message, before starting Ray.

@@ -77,7 +77,10 @@ def test_filter_bubble_minority_senses_hidden_from_search_but_found_elsewhere(tm
     generate_world(str(out), world_config("tiny", seed=3, users=400), progress=lambda *_: None)
     table = bubble_table(str(out), window_s=WINDOW_S)
     assert set(table["word"]) == {w.word for w in vocabulary.WORDS}
-    weighted = lambda col: float((table[col].fillna(0) * table["requests"]).sum() / table["requests"].sum())  # noqa: E731
+
+    def weighted(col):
+        return float((table[col].fillna(0) * table["requests"]).sum() / table["requests"].sum())
+
     assert weighted("minority_in_search_results") < 0.02, table
     # What users clicked after reformulating, and their rec feeds, reveal the hidden senses.
     # (v2's sparse, position-biased clicks send many dominant-sense users to reformulate as well)
@@ -126,7 +129,15 @@ def test_query_buckets_follow_the_training_log(tiny_world):
     counted = log.groupby("query")["request_id"].nunique()
     expected = queries["query"].map(counted).fillna(0).astype(int)
     assert (queries["train_requests"] == expected).all()
-    assert list(buckets.bucket_of([0, 1, 2, 3, 19, 20, 500])) == ["unseen", "tail", "tail", "torso", "torso", "head", "head"]
+    assert list(buckets.bucket_of([0, 1, 2, 3, 19, 20, 500])) == [
+        "unseen",
+        "tail",
+        "tail",
+        "torso",
+        "torso",
+        "head",
+        "head",
+    ]
     assert (queries["bucket"] == buckets.bucket_of(queries["train_requests"])).all()
     # The same rule from the logs alone (what a user's logs get) agrees with the world's truth.
     issued = queries[queries["eval_requests"] > 0]

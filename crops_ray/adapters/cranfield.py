@@ -49,7 +49,10 @@ def convert(source: str, out: str) -> dict[str, int]:
     docs = _records(os.path.join(source, "cran.all.1400"))
     queries = [r.get("W", "") for r in _records(os.path.join(source, "cran.qry"))]
     videos = pa.table(
-        {"video_id": [f"cran-{d['I']}" for d in docs], "text": [(d.get("T", "").rstrip(" .") + ". " + d.get("W", "")).strip() for d in docs]},
+        {
+            "video_id": [f"cran-{d['I']}" for d in docs],
+            "text": [(d.get("T", "").rstrip(" .") + ". " + d.get("W", "")).strip() for d in docs],
+        },
         schema=S.VIDEOS_SCHEMA,
     )
     rows = {"query": [], "video_id": [], "grade": []}
@@ -71,4 +74,9 @@ def convert(source: str, out: str) -> dict[str, int]:
     with storage.Output(out, inputs=[source]) as root:
         storage.write_table(videos, f"{root}/videos/part-00000.parquet")
         storage.write_table(qrels, f"{root}/eval/qrels.parquet")
-    return {"documents": videos.num_rows, "queries": len(set(rows["query"])), "judgments": qrels.num_rows, "dropped_judgments": dropped}
+    return {
+        "documents": videos.num_rows,
+        "queries": len(set(rows["query"])),
+        "judgments": qrels.num_rows,
+        "dropped_judgments": dropped,
+    }

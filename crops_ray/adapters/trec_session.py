@@ -79,7 +79,9 @@ def _seconds(value: str | None) -> float | None:
         return None
 
 
-def read_sessions(xml_path: str, min_dwell_s: float = 0.0, base_ts: int = BASE_TS) -> tuple[pa.Table, pa.Table, ImportStats]:
+def read_sessions(
+    xml_path: str, min_dwell_s: float = 0.0, base_ts: int = BASE_TS
+) -> tuple[pa.Table, pa.Table, ImportStats]:
     """(videos, search_log) tables in the contract's schemas, and what was read and skipped."""
     if not os.path.exists(xml_path):
         raise FileNotFoundError(f"TREC Session Track XML not found: {xml_path}")
@@ -136,7 +138,14 @@ def read_sessions(xml_path: str, min_dwell_s: float = 0.0, base_ts: int = BASE_T
                     continue
                 clicked.add(by_rank[rank])
             for doc in dict.fromkeys(by_rank.values()):  # a document shown twice on a page is one candidate
-                for name, value in (("request_id", request), ("user_id", user), ("query", query), ("ts", ts), ("video_id", doc), ("stage", "clicked" if doc in clicked else "exposed")):
+                for name, value in (
+                    ("request_id", request),
+                    ("user_id", user),
+                    ("query", query),
+                    ("ts", ts),
+                    ("video_id", doc),
+                    ("stage", "clicked" if doc in clicked else "exposed"),
+                ):
                     rows[name].append(value)
     if not stats.sessions:
         raise ValueError(f"{xml_path}: no <session> elements")

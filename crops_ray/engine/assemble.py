@@ -126,7 +126,10 @@ def collapse_videos(rows: pd.DataFrame, levels: dict[str, int]) -> pa.Table:
     ``videos`` are dropped."""
     is_video = rows["source"] == VIDEO_ROW
     text = rows.loc[is_video, ["video_id", "text"]].drop_duplicates("video_id")
-    rows = rows.loc[~is_video & rows["video_id"].isin(text["video_id"]), ["video_id", "query", "source", "reformulated_query", "user_id"]]
+    rows = rows.loc[
+        ~is_video & rows["video_id"].isin(text["video_id"]),
+        ["video_id", "query", "source", "reformulated_query", "user_id"],
+    ]
     if rows.empty:
         return PAIR_SCHEMA.empty_table()
     key = ["video_id", "query"]
@@ -135,21 +138,32 @@ def collapse_videos(rows: pd.DataFrame, levels: dict[str, int]) -> pa.Table:
     if len(stage):
         rank = {s: i for i, s in enumerate(STAGES)}  # equal levels: the better stage names the pair
         stage = stage.assign(level=stage["source"].map(levels), rank=stage["source"].map(rank))
-        best = stage.sort_values(key + ["level", "rank"], ascending=[True, True, False, True], kind="stable").drop_duplicates(key)
-        pairs = pairs.merge(best[key + ["level", "source"]].rename(columns={"level": "log_level", "source": "log_source"}), on=key, how="left")
+        best = stage.sort_values(
+            key + ["level", "rank"], ascending=[True, True, False, True], kind="stable"
+        ).drop_duplicates(key)
+        pairs = pairs.merge(
+            best[key + ["level", "source"]].rename(columns={"level": "log_level", "source": "log_source"}),
+            on=key,
+            how="left",
+        )
         clicks = stage[stage["source"] == "clicked"].groupby(key).size().rename("clicks")
         pairs = pairs.merge(clicks, left_on=key, right_index=True, how="left")
     else:
         pairs = pairs.assign(log_level=None, log_source=None, clicks=0)
     p1 = rows[rows["source"] == "reformulation"]
     if len(p1):
-        agg = p1.groupby(key).agg(reformulated_queries=("reformulated_query", lambda q: sorted(set(q))[:MAX_REFORMULATIONS_KEPT]), reformulation_users=("user_id", "nunique"))
+        agg = p1.groupby(key).agg(
+            reformulated_queries=("reformulated_query", lambda q: sorted(set(q))[:MAX_REFORMULATIONS_KEPT]),
+            reformulation_users=("user_id", "nunique"),
+        )
         pairs = pairs.merge(agg, left_on=key, right_index=True, how="left")
     else:
         pairs = pairs.assign(reformulated_queries=None, reformulation_users=0)
     p2 = rows[rows["source"] == "recommendation"]
     if len(p2):
-        pairs = pairs.merge(p2.groupby(key).agg(recommendation_users=("user_id", "nunique")), left_on=key, right_index=True, how="left")
+        pairs = pairs.merge(
+            p2.groupby(key).agg(recommendation_users=("user_id", "nunique")), left_on=key, right_index=True, how="left"
+        )
     else:
         pairs = pairs.assign(recommendation_users=0)
     pairs["reformulation"] = pairs["reformulation_users"].fillna(0) > 0
@@ -162,13 +176,17 @@ def collapse_videos(rows: pd.DataFrame, levels: dict[str, int]) -> pa.Table:
     return pa.Table.from_pandas(pairs[PAIR_SCHEMA.names], schema=PAIR_SCHEMA, preserve_index=False)
 
 
-def pairs_dataset(search, videos, user_candidates, levels: LevelConfig, partitions: int, buckets: int, num_cpus: float = 0.5):
+def pairs_dataset(
+    search, videos, user_candidates, levels: LevelConfig, partitions: int, buckets: int, num_cpus: float = 0.5
+):
     """Ray Data: PAIR_SCHEMA rows, one per (query, video) seen in the logs or proposed by P1/P2, shuffled by a
     hash bucket of the video so a video's log rows, candidates and text meet in one call."""
     kw = {"buckets": buckets}
     parts = search.map_batches(log_rows, batch_format="pyarrow", fn_kwargs=kw, num_cpus=num_cpus)
     if user_candidates is not None:
-        parts = parts.union(user_candidates.map_batches(candidate_rows, batch_format="pyarrow", fn_kwargs=kw, num_cpus=num_cpus))
+        parts = parts.union(
+            user_candidates.map_batches(candidate_rows, batch_format="pyarrow", fn_kwargs=kw, num_cpus=num_cpus)
+        )
     parts = parts.union(videos.map_batches(video_rows, batch_format="pyarrow", fn_kwargs=kw, num_cpus=num_cpus))
     return parts.groupby("bucket", num_partitions=partitions).map_groups(
         collapse_videos, batch_format="pandas", fn_kwargs={"levels": dict(levels.levels)}, num_cpus=num_cpus

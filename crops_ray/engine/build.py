@@ -33,7 +33,13 @@ import pyarrow.compute as pc
 
 from crops_ray import schema as S
 from crops_ray import storage
-from crops_ray.discriminator import Calibration, DiscriminatorConfig, calibrated_weights, load_or_fit_calibration, score_dataset
+from crops_ray.discriminator import (
+    Calibration,
+    DiscriminatorConfig,
+    calibrated_weights,
+    load_or_fit_calibration,
+    score_dataset,
+)
 from crops_ray.engine import assemble as A
 from crops_ray.engine import world_knowledge as W
 from crops_ray.engine.recommendation import RecommendationConfig
@@ -164,16 +170,18 @@ def _count(mask) -> int:
 
 def candidate_counts(batch: pa.Table) -> pa.Table:
     p1, p2 = pc.fill_null(batch["reformulation"], False), pc.fill_null(batch["recommendation"], False)
-    return pa.table({
-        "pairs": [batch.num_rows],
-        "scored": [_count(batch["needs_score"])],
-        "p1_candidates": [_count(p1)],
-        "p1_gate_pass": [_count(batch["gate_pass"])],
-        "p1_kept": [_count(batch["reformulation_kept"])],
-        "p2_candidates": [_count(p2)],
-        "p2_kept": [_count(batch["recommendation_kept"])],
-        "p0_pairs": [_count(pc.is_valid(batch["log_level"]))],
-    })
+    return pa.table(
+        {
+            "pairs": [batch.num_rows],
+            "scored": [_count(batch["needs_score"])],
+            "p1_candidates": [_count(p1)],
+            "p1_gate_pass": [_count(batch["gate_pass"])],
+            "p1_kept": [_count(batch["reformulation_kept"])],
+            "p2_candidates": [_count(p2)],
+            "p2_kept": [_count(batch["recommendation_kept"])],
+            "p0_pairs": [_count(pc.is_valid(batch["log_level"]))],
+        }
+    )
 
 
 def sample_counts(batch: pa.Table) -> pa.Table:
@@ -187,7 +195,14 @@ def sample_counts(batch: pa.Table) -> pa.Table:
 def llm_samples(batch: pa.Table, level: int) -> pa.Table:
     kept = batch.filter(pc.fill_null(batch["candidate"], False))
     return pa.table(
-        {"query": kept["query"], "video_id": kept["video_id"], "text": kept["text"], "level": pa.array([level] * kept.num_rows, pa.int8()), "source": pa.array(["llm"] * kept.num_rows, pa.string()), "score": kept["score"]},
+        {
+            "query": kept["query"],
+            "video_id": kept["video_id"],
+            "text": kept["text"],
+            "level": pa.array([level] * kept.num_rows, pa.int8()),
+            "source": pa.array(["llm"] * kept.num_rows, pa.string()),
+            "score": kept["score"],
+        },
         schema=S.SAMPLES_SCHEMA,
     )
 
@@ -223,7 +238,14 @@ def _check_logs(logs: str) -> dict:
 # ---------------------------------------------------------------------------------------------- the engine
 
 
-def build_data(logs: str, out: str, cfg: EngineConfig | None = None, validate: bool = False, eval_dir: str | None = None, progress=print) -> dict:
+def build_data(
+    logs: str,
+    out: str,
+    cfg: EngineConfig | None = None,
+    validate: bool = False,
+    eval_dir: str | None = None,
+    progress=print,
+) -> dict:
     """Validated logs -> ``out``/samples/ and ``out``/stats.json (``out`` replaced atomically). Returns the stats."""
     from crops_ray.runtime import init_ray
 
@@ -276,7 +298,11 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
     quarantined = {t: v.get("quarantined", 0) for t, v in validation.get("tables", {}).items()}
     partitions = _partitions(cfg, rows_in["search_log"] + rows_in["rec_log"])
     buckets = _buckets(cfg, rows_in["search_log"] + rows_in["rec_log"], partitions)
-    progress(f"logs {logs}: " + ", ".join(f"{t} {n:,} rows" for t, n in rows_in.items()) + f"; sources {','.join(cfg.sources) or 'none (P0 only)'}; alpha {cfg.alpha}; {partitions} shuffle partitions")
+    progress(
+        f"logs {logs}: "
+        + ", ".join(f"{t} {n:,} rows" for t, n in rows_in.items())
+        + f"; sources {','.join(cfg.sources) or 'none (P0 only)'}; alpha {cfg.alpha}; {partitions} shuffle partitions"
+    )
 
     calibration = load_or_fit_calibration(cfg.discriminator, cfg.alpha, progress=lambda m: progress("      " + m))
     calibrated_weights(calibration, cfg.discriminator)  # weights that are gone fail here, not inside every actor
@@ -294,38 +320,99 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
 
             rec_cols = ["user_id", "video_id", "ts"] + (["action"] if p2_cfg and p2_cfg.actions else [])
             rec = _read(files["rec_log"], rec_cols) if rows_in["rec_log"] else None
-            ds = user_candidates(_read(files["search_log"], search_cols), rec, p1_cfg, p2_cfg if rec is not None else None, partitions, buckets, cfg.map_num_cpus)
+            ds = user_candidates(
+                _read(files["search_log"], search_cols),
+                rec,
+                p1_cfg,
+                p2_cfg if rec is not None else None,
+                partitions,
+                buckets,
+                cfg.map_num_cpus,
+            )
             user_rows = _write(ds, f"{work}/user_candidates", USER_CANDIDATE_SCHEMA)
     progress(f"      {user_rows:,} candidate rows (before deduplication)")
 
     # 2. pairs: one row per (query, video) with text, shuffle by video
     with clock.stage("pairs", "collapsing log rows and candidates into (query, video) pairs with text"):
         cands = _read(f"{work}/user_candidates") if user_rows else None
-        pairs = A.pairs_dataset(_read(files["search_log"], search_cols), _read(files["videos"]), cands, LevelConfig(dict(cfg.levels)), partitions, buckets, cfg.map_num_cpus)
+        pairs = A.pairs_dataset(
+            _read(files["search_log"], search_cols),
+            _read(files["videos"]),
+            cands,
+            LevelConfig(dict(cfg.levels)),
+            partitions,
+            buckets,
+            cfg.map_num_cpus,
+        )
         pair_rows = _write(pairs, f"{work}/pairs", A.PAIR_SCHEMA)
     progress(f"      {pair_rows:,} pairs")
 
     # 3. the discriminator over the pairs P1/P2 proposed
     labels = label_settings(cfg)
     gate = labels["gate"]
-    with clock.stage("score", f"scoring mined pairs with the discriminator ({cfg.discriminator.kind}, {os.path.basename(calibration.model.rstrip('/'))})"):
-        ds = score_dataset(_read(f"{work}/pairs"), cfg.discriminator, calibration, rows=pair_rows, mask_column="needs_score", gate_column="reformulated_queries" if gate == "discriminator" else None)
+    with clock.stage(
+        "score",
+        f"scoring mined pairs with the discriminator ({cfg.discriminator.kind}, "
+        f"{os.path.basename(calibration.model.rstrip('/'))})",
+    ):
+        ds = score_dataset(
+            _read(f"{work}/pairs"),
+            cfg.discriminator,
+            calibration,
+            rows=pair_rows,
+            mask_column="needs_score",
+            gate_column="reformulated_queries" if gate == "discriminator" else None,
+        )
         ds = ds.map_batches(A.label_candidates, batch_format="pyarrow", fn_kwargs=labels, num_cpus=cfg.map_num_cpus)
         _write(ds, f"{staging}/candidates", A.CANDIDATES_SCHEMA)
-    counts = _sum_counts(f"{staging}/candidates", candidate_counts, ["score", "reformulation", "recommendation", "needs_score", "gate_pass", "reformulation_kept", "recommendation_kept", "log_level"])
-    progress(f"      scored {counts.get('scored', 0):,} pairs; kept P1 {counts.get('p1_kept', 0):,} of {counts.get('p1_candidates', 0):,}, P2 {counts.get('p2_kept', 0):,} of {counts.get('p2_candidates', 0):,}")
+    counts = _sum_counts(
+        f"{staging}/candidates",
+        candidate_counts,
+        [
+            "score",
+            "reformulation",
+            "recommendation",
+            "needs_score",
+            "gate_pass",
+            "reformulation_kept",
+            "recommendation_kept",
+            "log_level",
+        ],
+    )
+    progress(
+        f"      scored {counts.get('scored', 0):,} pairs; kept P1 {counts.get('p1_kept', 0):,} of "
+        f"{counts.get('p1_candidates', 0):,}, P2 {counts.get('p2_kept', 0):,} of {counts.get('p2_candidates', 0):,}"
+    )
 
     # 4. P3 world knowledge
-    llm = {"prompts": 0, "queries": 0, "prompt_tokens": 0, "generated_tokens": 0, "descriptions": 0, "removed": {}, "kept": 0, "scored": 0}
+    llm = {
+        "prompts": 0,
+        "queries": 0,
+        "prompt_tokens": 0,
+        "generated_tokens": 0,
+        "descriptions": 0,
+        "removed": {},
+        "kept": 0,
+        "scored": 0,
+    }
     if "p3" in sources:
         llm = _world_knowledge(cfg, calibration, staging, work, partitions, clock, progress)
 
     # 5. assemble
     with clock.stage("assemble", "assembling HLA samples (highest level per query and video)"):
-        samples = _read(f"{staging}/candidates").map_batches(A.to_samples, batch_format="pyarrow", fn_kwargs={"levels": dict(cfg.levels)}, num_cpus=cfg.map_num_cpus)
+        samples = _read(f"{staging}/candidates").map_batches(
+            A.to_samples, batch_format="pyarrow", fn_kwargs={"levels": dict(cfg.levels)}, num_cpus=cfg.map_num_cpus
+        )
         llm_ds = _read(f"{staging}/llm_descriptions") if "p3" in sources else None
         if llm_ds is not None:
-            samples = samples.union(llm_ds.map_batches(llm_samples, batch_format="pyarrow", fn_kwargs={"level": cfg.levels["llm"]}, num_cpus=cfg.map_num_cpus))
+            samples = samples.union(
+                llm_ds.map_batches(
+                    llm_samples,
+                    batch_format="pyarrow",
+                    fn_kwargs={"level": cfg.levels["llm"]},
+                    num_cpus=cfg.map_num_cpus,
+                )
+            )
         sample_rows = _write(samples, f"{staging}/samples", S.SAMPLES_SCHEMA)
     by_source_level = _sum_counts(f"{staging}/samples", sample_counts, ["source", "level"])
 
@@ -341,45 +428,99 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
         "pairs": counts.get("pairs", 0),
         "sources": {
             "log": {"pairs": counts.get("p0_pairs", 0)},
-            "reformulation": {"enabled": "p1" in sources, "candidates": counts.get("p1_candidates", 0), "gate_removed": counts.get("p1_candidates", 0) - counts.get("p1_gate_pass", 0) if gate == "discriminator" else 0, "below_alpha": counts.get("p1_gate_pass", 0) - counts.get("p1_kept", 0) if gate == "discriminator" else counts.get("p1_candidates", 0) - counts.get("p1_kept", 0), "kept": counts.get("p1_kept", 0)},
-            "recommendation": {"enabled": "p2" in sources, "candidates": counts.get("p2_candidates", 0), "below_alpha": counts.get("p2_candidates", 0) - counts.get("p2_kept", 0), "kept": counts.get("p2_kept", 0)},
-            "llm": {"enabled": "p3" in sources, "queries": llm["queries"], "candidates": llm["descriptions"], "removed": llm["removed"], "kept": llm["kept"]},
+            "reformulation": {
+                "enabled": "p1" in sources,
+                "candidates": counts.get("p1_candidates", 0),
+                "gate_removed": counts.get("p1_candidates", 0) - counts.get("p1_gate_pass", 0)
+                if gate == "discriminator"
+                else 0,
+                "below_alpha": counts.get("p1_gate_pass", 0) - counts.get("p1_kept", 0)
+                if gate == "discriminator"
+                else counts.get("p1_candidates", 0) - counts.get("p1_kept", 0),
+                "kept": counts.get("p1_kept", 0),
+            },
+            "recommendation": {
+                "enabled": "p2" in sources,
+                "candidates": counts.get("p2_candidates", 0),
+                "below_alpha": counts.get("p2_candidates", 0) - counts.get("p2_kept", 0),
+                "kept": counts.get("p2_kept", 0),
+            },
+            "llm": {
+                "enabled": "p3" in sources,
+                "queries": llm["queries"],
+                "candidates": llm["descriptions"],
+                "removed": llm["removed"],
+                "kept": llm["kept"],
+            },
         },
         "user_candidate_rows": user_rows,
-        "discriminator": {"pairs_scored": counts.get("scored", 0) + llm["scored"], "mined_pairs_scored": counts.get("scored", 0), "llm_descriptions_scored": llm["scored"], "calibration": asdict(calibration)},
-        "llm": {"backend": cfg.world_knowledge.backend, "calls": llm["prompts"], "prompt_tokens": llm["prompt_tokens"], "generated_tokens": llm["generated_tokens"]},
+        "discriminator": {
+            "pairs_scored": counts.get("scored", 0) + llm["scored"],
+            "mined_pairs_scored": counts.get("scored", 0),
+            "llm_descriptions_scored": llm["scored"],
+            "calibration": asdict(calibration),
+        },
+        "llm": {
+            "backend": cfg.world_knowledge.backend,
+            "calls": llm["prompts"],
+            "prompt_tokens": llm["prompt_tokens"],
+            "generated_tokens": llm["generated_tokens"],
+        },
         "samples": {"rows": sample_rows, "by_source_level": dict(sorted(by_source_level.items()))},
         "seconds": clock.seconds,
     }
     from crops_ray.engine.evaluate import evaluate_engine, has_truth
 
-    stats["evaluation"] = evaluate_engine(staging, eval_dir, cfg.alpha, cfg.discriminator.calibration_min_grade) if has_truth(eval_dir) else None
+    stats["evaluation"] = (
+        evaluate_engine(staging, eval_dir, cfg.alpha, cfg.discriminator.calibration_min_grade)
+        if has_truth(eval_dir)
+        else None
+    )
     return stats
 
 
-def _world_knowledge(cfg: EngineConfig, calibration: Calibration, staging: str, work: str, partitions: int, clock: _Clock, progress) -> dict:
+def _world_knowledge(
+    cfg: EngineConfig, calibration: Calibration, staging: str, work: str, partitions: int, clock: _Clock, progress
+) -> dict:
     import pyarrow.parquet as pq
     import ray.data
 
     wk = cfg.world_knowledge
-    with clock.stage("llm_generate", f"P3: prompting the LLM ({wk.backend}, {wk.model}) on up to {wk.max_queries or 'all'} queries x {wk.samples_per_query} samples"):
+    with clock.stage(
+        "llm_generate",
+        f"P3: prompting the LLM ({wk.backend}, {wk.model}) on up to {wk.max_queries or 'all'} queries x "
+        f"{wk.samples_per_query} samples",
+    ):
         chosen = W.choose_queries(_examples(f"{staging}/candidates"), wk.max_queries)
         prompts = W.prompt_rows(chosen, wk)
         ds = None
         if prompts:
             per_batch = max(1, wk.batch_size // wk.samples_per_query)
-            ds = W.generate(ray.data.from_items(prompts, override_num_blocks=max(1, min(-(-len(prompts) // per_batch), 64))), wk, partitions, progress=lambda m: progress("      " + m))
+            ds = W.generate(
+                ray.data.from_items(prompts, override_num_blocks=max(1, min(-(-len(prompts) // per_batch), 64))),
+                wk,
+                partitions,
+                progress=lambda m: progress("      " + m),
+            )
         _write(ds, f"{work}/llm_generated", W.GENERATED_SCHEMA)
     tokens = _sum_counts(f"{work}/llm_generated", _token_counts, ["calls", "prompt_tokens", "generated_tokens"])
-    progress(f"      {len(chosen)} queries, {tokens.get('calls', 0):,} prompts, {tokens.get('generated_tokens', 0):,} tokens generated")
+    progress(
+        f"      {len(chosen)} queries, {tokens.get('calls', 0):,} "
+        f"prompts, {tokens.get('generated_tokens', 0):,} tokens generated"
+    )
 
     with clock.stage("llm_verify", "P3: parsing, de-duplicating and verifying descriptions with the discriminator"):
-        ds = W.verify(_read(f"{work}/llm_generated"), cfg.discriminator, calibration, cfg.alpha, wk) if prompts else None
+        ds = (
+            W.verify(_read(f"{work}/llm_generated"), cfg.discriminator, calibration, cfg.alpha, wk) if prompts else None
+        )
         _write(ds, f"{staging}/llm_descriptions", W.DESCRIPTION_SCHEMA)
     table = pq.read_table(storage.parquet_files(f"{staging}/llm_descriptions"), columns=["reason", "score"])
     reasons = W.reason_counts(table["reason"].to_pylist())
     kept = table.num_rows - sum(reasons.values())
-    progress(f"      {table.num_rows - reasons['empty']:,} descriptions, kept {kept:,}; removed " + (", ".join(f"{k} {v}" for k, v in reasons.items() if v) or "none"))
+    progress(
+        f"      {table.num_rows - reasons['empty']:,} descriptions, kept {kept:,}; removed "
+        + (", ".join(f"{k} {v}" for k, v in reasons.items() if v) or "none")
+    )
     return {
         "queries": len(chosen),
         "prompts": tokens.get("calls", 0),
@@ -409,12 +550,20 @@ def _examples(candidates: str) -> pd.DataFrame:
             cur = best.get(q)
             if cur is None or c > cur[1] or (c == cur[1] and v < cur[0]):  # more clicks, then the smaller id
                 best[q] = (v, c, t)
-    rows = [{"query": q, "video_id": v, "text": t, "clicks": c, "total_clicks": total[q]} for q, (v, c, t) in best.items()]
+    rows = [
+        {"query": q, "video_id": v, "text": t, "clicks": c, "total_clicks": total[q]} for q, (v, c, t) in best.items()
+    ]
     return pd.DataFrame(rows, columns=["query", "video_id", "text", "clicks", "total_clicks"])
 
 
 def _token_counts(batch: pa.Table) -> pa.Table:
-    return pa.table({"calls": [int(pc.sum(batch["calls"]).as_py() or 0)], "prompt_tokens": [int(pc.sum(batch["prompt_tokens"]).as_py() or 0)], "generated_tokens": [int(pc.sum(batch["generated_tokens"]).as_py() or 0)]})
+    return pa.table(
+        {
+            "calls": [int(pc.sum(batch["calls"]).as_py() or 0)],
+            "prompt_tokens": [int(pc.sum(batch["prompt_tokens"]).as_py() or 0)],
+            "generated_tokens": [int(pc.sum(batch["generated_tokens"]).as_py() or 0)],
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------- summary
@@ -427,10 +576,15 @@ def format_summary(stats: dict) -> str:
     lines.append(f"| log stages (P0) | {src['log']['pairs']:,} pairs | - | {src['log']['pairs']:,} |")
     r = src["reformulation"]
     if r["enabled"]:
-        lines.append(f"| reformulation (P1) | {r['candidates']:,} | gate {r['gate_removed']:,}, theta<=alpha {r['below_alpha']:,} | {r['kept']:,} |")
+        lines.append(
+            f"| reformulation (P1) | {r['candidates']:,} | gate {r['gate_removed']:,}, theta<=alpha "
+            f"{r['below_alpha']:,} | {r['kept']:,} |"
+        )
     r = src["recommendation"]
     if r["enabled"]:
-        lines.append(f"| recommendation (P2) | {r['candidates']:,} | theta<=alpha {r['below_alpha']:,} | {r['kept']:,} |")
+        lines.append(
+            f"| recommendation (P2) | {r['candidates']:,} | theta<=alpha {r['below_alpha']:,} | {r['kept']:,} |"
+        )
     r = src["llm"]
     if r["enabled"]:
         removed = ", ".join(f"{k} {v}" for k, v in r["removed"].items() if v) or "-"
@@ -441,14 +595,33 @@ def format_summary(stats: dict) -> str:
         lines.append(f"| {s} | {lv} | {n:,} |")
     lines += ["", "| stage | seconds |", "|---|---:|"] + [f"| {k} | {v:.1f} |" for k, v in stats["seconds"].items()]
     d, llm = stats["discriminator"], stats["llm"]
-    lines += ["", f"discriminator pairs scored: {d['pairs_scored']:,}; LLM calls: {llm['calls']:,} ({llm['prompt_tokens']:,} prompt + {llm['generated_tokens']:,} generated tokens)"]
+    lines += [
+        "",
+        (
+            f"discriminator pairs scored: {d['pairs_scored']:,}; LLM calls: {llm['calls']:,} ({llm['prompt_tokens']:,} "
+            f"prompt + {llm['generated_tokens']:,} generated tokens)"
+        ),
+    ]
     ev = stats.get("evaluation")
     if ev:
-        lines += ["", "| against the world's ground truth | candidates | relevant share | kept | precision | recall |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| against the world's ground truth | candidates | relevant share | kept | precision | recall |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for name, e in ev["sources"].items():
-            lines.append(f"| {name} | {e['candidates']:,} | {e['relevant_candidates']} | {e['kept']:,} | {e['precision']} | {e['recall_within_candidates']} |")
+            lines.append(
+                f"| {name} | {e['candidates']:,} | {e['relevant_candidates']} | {e['kept']:,} | {e['precision']} | "
+                f"{e['recall_within_candidates']} |"
+            )
         dd = ev["discriminator"]
-        lines.append(f"| discriminator at alpha {ev['alpha']} | {dd['pairs']:,} | - | - | {dd['precision_at_alpha']} | {dd['recall_at_alpha']} |")
+        lines.append(
+            f"| discriminator at alpha {ev['alpha']} | {dd['pairs']:,} | - | - | {dd['precision_at_alpha']} | "
+            f"{dd['recall_at_alpha']} |"
+        )
         b = ev["bubble"]
-        lines.append(f"\nminority-sense videos search never exposed for an ambiguous query, now positives: level 5: {b['level5']}, level 4: {b['level4']} ({b['videos']} videos, {b['queries']} queries)")
+        lines.append(
+            "\nminority-sense videos search never exposed for an ambiguous query, now positives: level 5: "
+            f"{b['level5']}, level 4: {b['level4']} ({b['videos']} videos, {b['queries']} queries)"
+        )
     return "\n".join(lines)

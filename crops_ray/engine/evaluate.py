@@ -1,11 +1,11 @@
 """How good the mined positives are, against a generated world's ground truth (``eval/`` of the world).
 
-Relevant means a qrel of grade >= 2 (the discriminator's calibration target; grade 1 is marginal) for the pair. Reported per mined source: candidates,
-how many of them are relevant (the base rate), kept, precision of the kept ones and recall within the
-candidates (:func:`quality_counts`, counters that add up over batches: the alpha sweep streams them); the
-discriminator's precision/recall at alpha over every pair it scored; and the filter-bubble
-check: for the ambiguous queries, minority-sense videos that search never exposed (never clicked or exposed
-for that query) that now are positives, per level.
+Relevant means a qrel of grade >= 2 (the discriminator's calibration target; grade 1 is marginal) for the pair. Reported
+per mined source: candidates, how many of them are relevant (the base rate), kept, precision of the kept ones and recall
+within the candidates (:func:`quality_counts`, counters that add up over batches: the alpha sweep streams them); the
+discriminator's precision/recall at alpha over every pair it scored; and the filter-bubble check: for the ambiguous
+queries, minority-sense videos that search never exposed (never clicked or exposed for that query) that now are
+positives, per level.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ def judgments_path(eval_dir: str) -> str:
 
 
 def has_truth(eval_dir: str | None) -> bool:
-    return bool(eval_dir) and all(os.path.exists(f"{eval_dir}/{n}.parquet") for n in ("qrels", "video_truth", "queries"))
+    return bool(eval_dir) and all(
+        os.path.exists(f"{eval_dir}/{n}.parquet") for n in ("qrels", "video_truth", "queries")
+    )
 
 
 def relevant_pairs(eval_dir: str, min_grade: int = 2) -> set[tuple[str, str]]:
@@ -49,8 +51,12 @@ def quality_counts(relevant: np.ndarray, proposed: np.ndarray, kept: np.ndarray)
     proposed = np.asarray(proposed, dtype=bool)
     kept = proposed & np.asarray(kept, dtype=bool)
     relevant = proposed & np.asarray(relevant, dtype=bool)
-    return {"candidates": int(proposed.sum()), "relevant": int(relevant.sum()), "kept": int(kept.sum()),
-            "kept_relevant": int((kept & relevant).sum())}
+    return {
+        "candidates": int(proposed.sum()),
+        "relevant": int(relevant.sum()),
+        "kept": int(kept.sum()),
+        "kept_relevant": int((kept & relevant).sum()),
+    }
 
 
 def quality(counts: dict[str, int]) -> dict:
@@ -68,7 +74,20 @@ def quality(counts: dict[str, int]) -> dict:
 def evaluate_engine(out: str, eval_dir: str, alpha: float, min_grade: int = 2) -> dict:
     """Precision of what the engine in ``out`` mined, against ``eval_dir`` (qrels, video_truth, queries)."""
     relevant = relevant_pairs(eval_dir, min_grade)
-    cands = _read(f"{out}/candidates", ["query", "video_id", "log_source", "reformulation", "recommendation", "needs_score", "score", "reformulation_kept", "recommendation_kept"])
+    cands = _read(
+        f"{out}/candidates",
+        [
+            "query",
+            "video_id",
+            "log_source",
+            "reformulation",
+            "recommendation",
+            "needs_score",
+            "score",
+            "reformulation_kept",
+            "recommendation_kept",
+        ],
+    )
     rel = is_relevant(cands["query"], cands["video_id"], relevant)
     report: dict = {"relevant_means": f"qrels grade >= {min_grade}", "alpha": alpha, "sources": {}}
     kept_any = np.zeros(len(cands), dtype=bool)
@@ -81,8 +100,11 @@ def evaluate_engine(out: str, eval_dir: str, alpha: float, min_grade: int = 2) -
     report["mined_precision"] = mined["precision"]
     above = (cands["score"] > alpha).to_numpy()
     scored = quality(quality_counts(rel, cands["needs_score"].to_numpy(dtype=bool), above))
-    report["discriminator"] = {"pairs": scored["candidates"], "precision_at_alpha": scored["precision"],
-                               "recall_at_alpha": scored["recall_within_candidates"]}
+    report["discriminator"] = {
+        "pairs": scored["candidates"],
+        "precision_at_alpha": scored["precision"],
+        "recall_at_alpha": scored["recall_within_candidates"],
+    }
     report["bubble"] = minority_positives(out, eval_dir)
     return report
 

@@ -25,7 +25,9 @@ class RecommendationConfig:
 
     def __post_init__(self) -> None:
         if self.before_s < 0 or self.after_s < 0:
-            raise ValueError(f"recommendation window must not be negative (before_s={self.before_s}, after_s={self.after_s})")
+            raise ValueError(
+                f"recommendation window must not be negative (before_s={self.before_s}, after_s={self.after_s})"
+            )
         if self.per_user < 1:
             raise ValueError(f"recommendation per_user must be >= 1, got {self.per_user}")
 
@@ -59,7 +61,7 @@ def recommendation_candidates(searches, feed, cfg: RecommendationConfig) -> pd.D
     out = []
     for user in by_user:
         by_user[user].sort()
-    for (user, query) in sorted(issued):
+    for user, query in sorted(issued):
         events = by_user.get(user)
         if not events:
             continue

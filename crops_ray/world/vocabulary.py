@@ -131,7 +131,10 @@ _TRANSFORMER = Word(
                 "Large language models such as GPT and BERT are built from stacked attention layers.",
                 "Positional encodings tell the model about word order, which attention alone ignores.",
                 "Multi-head attention runs several attention operations in parallel and concatenates the results.",
-                "Unlike recurrent networks, a transformer processes all tokens of a sequence in parallel during training.",
+                (
+                    "Unlike recurrent networks, a transformer processes "
+                    "all tokens of a sequence in parallel during training."
+                ),
                 "Vision transformers split an image into patches and treat each patch like a token.",
                 "The cost of standard self-attention grows quadratically with the length of the input sequence.",
             ),
@@ -172,12 +175,21 @@ _TRANSFORMER = Word(
             facts=(
                 "A transformer transfers electrical energy between circuits through electromagnetic induction.",
                 "The ratio of turns in the primary and secondary windings sets how much the voltage changes.",
-                "Step-up units raise voltage at power plants so electricity can travel long distances with lower losses.",
+                (
+                    "Step-up units raise voltage at power plants so "
+                    "electricity can travel long distances with lower losses."
+                ),
                 "Transformers only work with alternating current, not steady direct current.",
-                "The steady hum near large units comes from magnetostriction in the steel core, at twice the mains frequency.",
+                (
+                    "The steady hum near large units comes from magnetostriction "
+                    "in the steel core, at twice the mains frequency."
+                ),
                 "Mineral oil inside many large units both insulates the windings and carries heat away.",
                 "Laminated cores reduce the eddy currents that would otherwise waste energy as heat.",
-                "William Stanley built a practical transformer-based AC distribution system in Great Barrington, Massachusetts, in 1886.",
+                (
+                    "William Stanley built a practical transformer-based AC "
+                    "distribution system in Great Barrington, Massachusetts, in 1886."
+                ),
             ),
             hashtags=("electricity", "electrical", "powergrid", "engineering", "energy"),
         ),
@@ -402,7 +414,10 @@ _JAGUAR = Word(
                 "the largest cat in the Americas",
             ),
             facts=(
-                "It is the largest cat in the Americas and the third largest in the world after the tiger and the lion.",
+                (
+                    "It is the largest cat in the Americas and the third "
+                    "largest in the world after the tiger and the lion."
+                ),
                 "Jaguars have one of the strongest bites of any big cat relative to their size.",
                 "Unlike most cats, they are strong swimmers and often hunt in rivers.",
                 "The rosettes on its coat have small spots inside them, unlike a leopard's.",
@@ -596,7 +611,10 @@ _MERCURY = Word(
                 "It is so dense that a steel ball will float on its surface.",
                 "Fish high in the food chain, such as swordfish and some tuna, can accumulate methylmercury.",
                 "Many countries have phased out mercury thermometers under the Minamata Convention.",
-                "Hat makers in the 1800s breathed its vapors while treating felt, which is linked to the phrase mad as a hatter.",
+                (
+                    "Hat makers in the 1800s breathed its vapors while treating "
+                    "felt, which is linked to the phrase mad as a hatter."
+                ),
                 "Its vapor is toxic to inhale, so spills should never be vacuumed.",
             ),
             hashtags=("science", "chemistry", "periodictable", "experiment", "stem"),
@@ -636,7 +654,10 @@ _MERCURY = Word(
             facts=(
                 "He was born Farrokh Bulsara in Zanzibar in 1946.",
                 "Freddie Mercury was the lead vocalist of the rock band Queen.",
-                "Queen's 21-minute set at Live Aid in 1985 is often called one of the greatest live performances in rock history.",
+                (
+                    "Queen's 21-minute set at Live Aid in 1985 is often called "
+                    "one of the greatest live performances in rock history."
+                ),
                 "He wrote Bohemian Rhapsody, which was released in 1975.",
                 "He also wrote Somebody to Love, Don't Stop Me Now and We Are the Champions.",
                 "He died in November 1991 from complications of AIDS.",
@@ -685,7 +706,10 @@ _JAVA = Word(
             ),
             facts=(
                 "Java was released by Sun Microsystems in 1995, and James Gosling is credited as its creator.",
-                "Programs compile to bytecode that runs on a virtual machine, summed up in the slogan write once, run anywhere.",
+                (
+                    "Programs compile to bytecode that runs on a virtual "
+                    "machine, summed up in the slogan write once, run anywhere."
+                ),
                 "Oracle acquired Sun Microsystems, and with it the language, in 2010.",
                 "Memory is managed automatically by a garbage collector.",
                 "Lambdas and the Streams API arrived with version 8 in 2014.",
@@ -728,7 +752,10 @@ _JAVA = Word(
                 "the caffeinated brew",
             ),
             facts=(
-                "The slang word java for coffee comes from the island that became a major coffee producer under Dutch rule.",
+                (
+                    "The slang word java for coffee comes from the island "
+                    "that became a major coffee producer under Dutch rule."
+                ),
                 "Dutch colonists began growing coffee on the island in the late 1600s.",
                 "Coffee beans are the roasted seeds of a cherry-like fruit.",
                 "Arabica and robusta are the two most widely grown coffee species.",
@@ -1010,7 +1037,10 @@ _MOUSE = Word(
                 "the clicker on your desk",
             ),
             facts=(
-                "Douglas Engelbart's team built the first mouse prototype in a wooden shell and showed it publicly in 1968.",
+                (
+                    "Douglas Engelbart's team built the first mouse prototype "
+                    "in a wooden shell and showed it publicly in 1968."
+                ),
                 "Optical sensors track movement by taking thousands of tiny images of the surface every second.",
                 "DPI describes how far the cursor moves for each inch of physical movement.",
                 "Polling rate is how many times per second the device reports its position to the computer.",
@@ -2281,6 +2311,7 @@ CAPTION_OPENERS: tuple[str, ...] = (
 
 # ------------------------------------------------------------------------------------------------ angles
 
+
 @dataclass(frozen=True)
 class Angle:
     """A video's format or angle, the last word of a long-tail query ("jaguar cubs wild slow motion").
@@ -2296,16 +2327,66 @@ class Angle:
 
 
 ANGLES: tuple[Angle, ...] = (
-    Angle("beginners", "for beginners", ("for beginners", "a guide for beginners"), ("101", "noob friendly starter pack", "ELI5 edition", "#newbie")),
-    Angle("slowmo", "slow motion", ("in slow motion", "slow motion clip"), ("slowmo", "at 240fps", "frame by frame", "#ralenti")),
-    Angle("compilation", "compilation", ("compilation", "best moments compilation"), ("supercut", "top 10 moments", "mashup", "#recopilacion")),
-    Angle("funny", "funny moments", ("funny moments", "funny moments caught on camera"), ("bloopers and fails", "lol I can't", "try not to laugh", "#jajaja")),
-    Angle("documentary", "documentary", ("mini documentary", "a short documentary"), ("the untold story", "doku", "full story, no cuts", "#longform")),
-    Angle("reaction", "reaction", ("reaction", "first reaction"), ("reacting live", "my face when", "first time seeing this", "#reacts")),
-    Angle("asmr", "asmr", ("asmr", "asmr no talking"), ("relaxing sounds, no voice", "tingles", "sleep aid sounds", "#satisfyingsounds")),
-    Angle("tutorial", "step by step tutorial", ("step by step tutorial", "tutorial, step by step"), ("how-to walkthrough", "tuto", "full process shown", "#diyguide")),
-    Angle("timelapse", "timelapse", ("timelapse", "a timelapse"), ("hyperlapse", "sped up 100x", "24 hours in 60 seconds", "#zeitraffer")),
-    Angle("explained", "explained simply", ("explained simply", "simply explained"), ("in plain words", "breakdown for everyone", "erklaert", "#eli5")),
+    Angle(
+        "beginners",
+        "for beginners",
+        ("for beginners", "a guide for beginners"),
+        ("101", "noob friendly starter pack", "ELI5 edition", "#newbie"),
+    ),
+    Angle(
+        "slowmo",
+        "slow motion",
+        ("in slow motion", "slow motion clip"),
+        ("slowmo", "at 240fps", "frame by frame", "#ralenti"),
+    ),
+    Angle(
+        "compilation",
+        "compilation",
+        ("compilation", "best moments compilation"),
+        ("supercut", "top 10 moments", "mashup", "#recopilacion"),
+    ),
+    Angle(
+        "funny",
+        "funny moments",
+        ("funny moments", "funny moments caught on camera"),
+        ("bloopers and fails", "lol I can't", "try not to laugh", "#jajaja"),
+    ),
+    Angle(
+        "documentary",
+        "documentary",
+        ("mini documentary", "a short documentary"),
+        ("the untold story", "doku", "full story, no cuts", "#longform"),
+    ),
+    Angle(
+        "reaction",
+        "reaction",
+        ("reaction", "first reaction"),
+        ("reacting live", "my face when", "first time seeing this", "#reacts"),
+    ),
+    Angle(
+        "asmr",
+        "asmr",
+        ("asmr", "asmr no talking"),
+        ("relaxing sounds, no voice", "tingles", "sleep aid sounds", "#satisfyingsounds"),
+    ),
+    Angle(
+        "tutorial",
+        "step by step tutorial",
+        ("step by step tutorial", "tutorial, step by step"),
+        ("how-to walkthrough", "tuto", "full process shown", "#diyguide"),
+    ),
+    Angle(
+        "timelapse",
+        "timelapse",
+        ("timelapse", "a timelapse"),
+        ("hyperlapse", "sped up 100x", "24 hours in 60 seconds", "#zeitraffer"),
+    ),
+    Angle(
+        "explained",
+        "explained simply",
+        ("explained simply", "simply explained"),
+        ("in plain words", "breakdown for everyone", "erklaert", "#eli5"),
+    ),
     Angle("vlog", "vlog", ("vlog", "a daily vlog"), ("day in my life", "ditl", "come with me", "#dayinthelife")),
     Angle("4k", "4k", ("in 4k", "4k footage"), ("ultra hd", "2160p", "cinematic shot", "#uhd")),
 )
@@ -2508,7 +2589,9 @@ def check_vocabulary() -> None:
 
     # subtopic phrases are unique across the whole file
     seen: dict[str, str] = {}
-    owners = [(f"{s.word}/{s.name}", s.subtopics) for s in SENSES] + [(t.key, t.subtopics) for t in (*DISTRACTORS, *PLAIN_TOPICS)]
+    owners = [(f"{s.word}/{s.name}", s.subtopics) for s in SENSES] + [
+        (t.key, t.subtopics) for t in (*DISTRACTORS, *PLAIN_TOPICS)
+    ]
     for owner, subs in owners:
         for p in subs:
             norm = " ".join(p.lower().split())
