@@ -61,28 +61,23 @@ def paired_bootstrap(
     diff = float(ratio_difference(a, b, n))
     if np.allclose(a, b):
         return Interval(diff, diff, diff, len(a))
-    res = stats.bootstrap(
-        (a, b, n),
-        ratio_difference,
-        paired=True,
-        vectorized=True,
-        n_resamples=resamples,
-        confidence_level=confidence,
-        method=method,
-        random_state=np.random.default_rng(seed),
-    )
-    low, high = res.confidence_interval
-    if not (np.isfinite(low) and np.isfinite(high)):  # BCa can fail on degenerate samples: fall back
-        res = stats.bootstrap(
+
+    def bootstrap(kind: str):
+        return stats.bootstrap(
             (a, b, n),
             ratio_difference,
             paired=True,
             vectorized=True,
             n_resamples=resamples,
             confidence_level=confidence,
-            method="percentile",
+            method=kind,
             random_state=np.random.default_rng(seed),
         )
+
+    res = bootstrap(method)
+    low, high = res.confidence_interval
+    if not (np.isfinite(low) and np.isfinite(high)):  # BCa can fail on degenerate samples: fall back
+        res = bootstrap("percentile")
         low, high = res.confidence_interval
     return Interval(diff, float(low), float(high), len(a))
 
