@@ -378,6 +378,16 @@ def test_example_choice_and_prompts_are_deterministic():
     assert len(set(messages)) == 3 and all('"c"' in m and "t3" in m for m in messages)
 
 
+def test_a_huge_query_or_example_gives_a_bounded_prompt():
+    """A crawler's 100,000-character query or a pasted essay as the example costs the LLM no more than a normal one."""
+    normal = W.build_messages("jaguar cubs", "Jaguar cubs swimming in the river", 0)[0]["content"]
+    huge = W.build_messages("jaguar  cubs\n" * 10_000, "word " * 50_000, 0)[0]["content"]
+    assert len(huge) <= len(normal) + 2 * 200 + 400  # the query appears twice, cut at 200; the example cut at 400
+    assert "jaguar cubs jaguar cubs" in huge and "\n" not in huge.split("matches the search:")[0]
+    cut = W.build_messages("q" * 1000, "t", 0, max_example_chars=400, max_query_chars=10)[0]["content"]
+    assert '"qqqqqqqqqq"' in cut and "q" * 11 not in cut
+
+
 def test_vllm_backend_builds_ray_data_llm_config_without_a_gpu(tmp_path):
     """Only the configuration is checked here (this machine has no GPU and no vLLM); see the module docs."""
     pytest.importorskip("ray.data.llm")
