@@ -81,7 +81,24 @@ def test_reformulation_window_and_lexical_gate():
     assert lexical_similarity("python snake", "sourdough starter") == 0.0
 
 
-@pytest.mark.parametrize("bad", [dict(window_s=0), dict(gate="cosine"), dict(max_followups=0)])
+@pytest.mark.timeout(60)  # quadratic in the crawler's requests (before max_scan) this took many minutes
+def test_a_crawler_repeating_one_query_costs_linear_time_and_keeps_its_reformulation():
+    """30,000 retries of one query inside 90 s: each request looks at max_scan later ones, not at all of them."""
+    n = 30_000
+    rows = [(f"b{i:05d}", "bot", "jaguar", T + i * 80 // n, [("car1", "exposed")]) for i in range(n)]
+    rows.append(("b99999", "bot", "jaguar big cat", T + 85, [("cat1", "clicked")]))
+    rows.append(("h1", "u1", "python", T, [("s0", "exposed")]))
+    rows.append(("h2", "u1", "python snake", T + 20, [("s1", "clicked")]))
+    got = reformulation_candidates(_search(rows), ReformulationConfig(gate="none"))
+    bot = got[got["user_id"] == "bot"]
+    assert set(zip(bot["query"], bot["video_id"])) == {("jaguar", "cat1")}
+    assert 0 < len(bot) <= ReformulationConfig().max_scan  # only the retries just before the reformulation see it
+    assert set(zip(got["user_id"], got["query"], got["video_id"])) >= {("u1", "python", "s1")}
+
+
+@pytest.mark.parametrize(
+    "bad", [dict(window_s=0), dict(gate="cosine"), dict(max_followups=0), dict(max_followups=5, max_scan=4)]
+)
 def test_reformulation_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         ReformulationConfig(**bad)
