@@ -81,7 +81,24 @@ def test_reformulation_window_and_lexical_gate():
     assert lexical_similarity("python snake", "sourdough starter") == 0.0
 
 
-@pytest.mark.parametrize("bad", [dict(window_s=0), dict(gate="cosine"), dict(max_followups=0)])
+@pytest.mark.timeout(60)  # quadratic in the crawler's requests (before max_scan) this took many minutes
+def test_a_crawler_repeating_one_query_costs_linear_time_and_keeps_its_reformulation():
+    """30,000 retries of one query inside 90 s: each request looks at max_scan later ones, not at all of them."""
+    n = 30_000
+    rows = [(f"b{i:05d}", "bot", "jaguar", T + i * 80 // n, [("car1", "exposed")]) for i in range(n)]
+    rows.append(("b99999", "bot", "jaguar big cat", T + 85, [("cat1", "clicked")]))
+    rows.append(("h1", "u1", "python", T, [("s0", "exposed")]))
+    rows.append(("h2", "u1", "python snake", T + 20, [("s1", "clicked")]))
+    got = reformulation_candidates(_search(rows), ReformulationConfig(gate="none"))
+    bot = got[got["user_id"] == "bot"]
+    assert set(zip(bot["query"], bot["video_id"])) == {("jaguar", "cat1")}
+    assert 0 < len(bot) <= ReformulationConfig().max_scan  # only the retries just before the reformulation see it
+    assert set(zip(got["user_id"], got["query"], got["video_id"])) >= {("u1", "python", "s1")}
+
+
+@pytest.mark.parametrize(
+    "bad", [dict(window_s=0), dict(gate="cosine"), dict(max_followups=0), dict(max_followups=5, max_scan=4)]
+)
 def test_reformulation_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         ReformulationConfig(**bad)
@@ -376,6 +393,16 @@ def test_example_choice_and_prompts_are_deterministic():
     assert rows == W.prompt_rows(chosen, cfg) and len(rows) == 2
     messages = [W.build_messages("c", "t3", k)[0]["content"] for k in range(3)]
     assert len(set(messages)) == 3 and all('"c"' in m and "t3" in m for m in messages)
+
+
+def test_a_huge_query_or_example_gives_a_bounded_prompt():
+    """A crawler's 100,000-character query or a pasted essay as the example costs the LLM no more than a normal one."""
+    normal = W.build_messages("jaguar cubs", "Jaguar cubs swimming in the river", 0)[0]["content"]
+    huge = W.build_messages("jaguar  cubs\n" * 10_000, "word " * 50_000, 0)[0]["content"]
+    assert len(huge) <= len(normal) + 2 * 200 + 400  # the query appears twice, cut at 200; the example cut at 400
+    assert "jaguar cubs jaguar cubs" in huge and "\n" not in huge.split("matches the search:")[0]
+    cut = W.build_messages("q" * 1000, "t", 0, max_example_chars=400, max_query_chars=10)[0]["content"]
+    assert '"qqqqqqqqqq"' in cut and "q" * 11 not in cut
 
 
 def test_vllm_backend_builds_ray_data_llm_config_without_a_gpu(tmp_path):

@@ -59,13 +59,15 @@ def recommendation_candidates(searches, feed, cfg: RecommendationConfig) -> pd.D
             if actions is None or actions[i] in cfg.actions:
                 by_user.setdefault(user, []).append((int(ts), video))
     out = []
+    times_of: dict[str, list] = {}  # once per user, not per (user, query): a user with many queries stays linear
     for user in by_user:
         by_user[user].sort()
+        times_of[user] = [t for t, _ in by_user[user]]
     for user, query in sorted(issued):
         events = by_user.get(user)
         if not events:
             continue
-        times = [t for t, _ in events]
+        times = times_of[user]
         best: dict[str, int] = {}  # video -> signed offset with the smallest magnitude
         for q_ts in issued[(user, query)]:
             for k in range(bisect_left(times, q_ts - cfg.before_s), bisect_right(times, q_ts + cfg.after_s)):

@@ -35,6 +35,10 @@ class ReformulationConfig:
     gate_threshold: float = 0.3  # raw discriminator similarity (cosine for the bi-encoder) of the two queries
     lexical_threshold: float = 0.3  # share of the shorter query's content words found in the other
     max_followups: int = 5  # later requests per original request considered (nearest in time first)
+    # Later requests looked at per request, retries of the same query included: a crawler or a shared account
+    # repeating one query thousands of times inside the window would otherwise cost time quadratic in its
+    # requests. A person issues a handful of requests in 90 s, so no real session reaches it.
+    max_scan: int = 50
 
     def __post_init__(self) -> None:
         if self.window_s <= 0:
@@ -43,6 +47,10 @@ class ReformulationConfig:
             raise ValueError(f"reformulation gate {self.gate!r} is not one of {GATES}")
         if self.max_followups < 1:
             raise ValueError(f"reformulation max_followups must be >= 1, got {self.max_followups}")
+        if self.max_scan < self.max_followups:
+            raise ValueError(
+                f"reformulation max_scan ({self.max_scan}) must be >= max_followups ({self.max_followups})"
+            )
 
 
 def normalise_query(q: str) -> str:
@@ -97,7 +105,7 @@ def reformulation_candidates(rows, cfg: ReformulationConfig) -> pd.DataFrame:
         for i, a in enumerate(order):
             user, ts, query = requests[a]
             taken = 0
-            for b in order[i + 1 :]:
+            for b in order[i + 1 : i + 1 + cfg.max_scan]:
                 user_b, ts_b, query_b = requests[b]
                 if user_b != user or ts_b - ts > cfg.window_s:
                     break

@@ -76,7 +76,10 @@ class WorldKnowledgeConfig:
     max_chars: int = 400
     near_duplicate: float = 0.7  # word-set Jaccard at or above which two descriptions count as one
     example_copy: float = 0.6  # word-set Jaccard with the example at or above which a description copies it
+    # Prompt bounds: a pasted paragraph or a crawler's query must not blow up the prompt (and the LLM's time and
+    # memory); the world's queries are under 60 characters, its titles and captions under 300.
     max_example_chars: int = 400
+    max_query_chars: int = 200
     cache_dir: str | None = None  # dequantised models; default $CROPS_CACHE or ~/.cache/crops-ray
     # transformers backend: actor pool
     # Two actors of one thread each keep both cores of a small machine busy; two threads in one actor thrash
@@ -178,7 +181,11 @@ def _dequantised(folder: str, gguf: str, cfg: WorldKnowledgeConfig, progress) ->
 # ---------------------------------------------------------------------------------------------- prompts
 
 
-def build_messages(query: str, example: str, sample: int, max_example_chars: int = 400) -> list[dict]:
+def build_messages(
+    query: str, example: str, sample: int, max_example_chars: int = 400, max_query_chars: int = 200
+) -> list[dict]:
+    """The one-shot prompt; the query and the example, whitespace collapsed, are cut to their maximum length."""
+    query = " ".join(query.split())[:max_query_chars]
     example = " ".join(example.split())[:max_example_chars]
     angle = ANGLES[sample % len(ANGLES)]
     return [
@@ -250,7 +257,7 @@ class TransformersGenerator:
         rows = batch.to_pylist()
         prompts = [
             self.tok.apply_chat_template(
-                build_messages(r["query"], r["example_text"], k, cfg.max_example_chars),
+                build_messages(r["query"], r["example_text"], k, cfg.max_example_chars, cfg.max_query_chars),
                 tokenize=False,
                 add_generation_prompt=True,
             )
@@ -323,7 +330,9 @@ def _vllm_preprocess(row: dict, cfg: dict) -> dict:
         "seed": int(row["seed"]) + int(row["sample"]),
     }
     return {
-        "messages": build_messages(row["query"], row["example_text"], int(row["sample"]), cfg["max_example_chars"]),
+        "messages": build_messages(
+            row["query"], row["example_text"], int(row["sample"]), cfg["max_example_chars"], cfg["max_query_chars"]
+        ),
         "sampling_params": sampling,
     }
 
