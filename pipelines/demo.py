@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
         step += 1
         print(f"\n[{step}/{steps}] {what}  ({time.time() - started:.0f}s)", flush=True)
 
+    reused_seeds: list[int] = []  # seeds whose outputs --reuse found complete (nothing of them rerun)
     for seed in seeds:
         root = f"{args.out}/seed-{seed}"
         logs = args.logs
@@ -214,6 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
             and os.path.exists(f"{root}/data/stats.json")
             and all(os.path.exists(f"{root}/{m}/result.json") for m in methods)
         )
+        if reused:
+            reused_seeds.append(seed)
         stage(f"seed {seed}: validating {logs}" + (" (reused)" if reused else ""))
         if not reused:
             t = time.time()
@@ -430,10 +433,12 @@ def main(argv: list[str] | None = None) -> dict:
                 "\n\n### Do the perspectives add up? (points, paired bootstrap 95% CI over queries; * excludes 0)"
                 "\n\n" + additivity_table
             )
-        if args.reuse:
+        if reused_seeds:
+            ran = [s for s in seeds if s not in reused_seeds]
             timings["note"] = (
-                "Regenerated with `--reuse` from the seed outputs under "
-                f"`{args.out}` (nothing rerun); see Measured numbers for the time."
+                f"Seed(s) {', '.join(map(str, reused_seeds))} reused with `--reuse` from `{args.out}` (see Measured "
+                "numbers for their time)"
+                + (f"; seed(s) {', '.join(map(str, ran))} run now in {timings['total'] / 60:.1f} min." if ran else ".")
             )
         update_readme(args.readme, block, timings, f"{args.out}/table1.png")
     print("\n" + table)
