@@ -393,8 +393,8 @@ class Guard:
     read here, at most ``max_body_bytes`` of it (chunked bodies included), and replayed to the app.
     """
 
-    def __init__(self, app, token: str | None, max_body_bytes: int, error_body):
-        self.app, self.token, self.max_body_bytes, self.error_body = app, token, max_body_bytes, error_body
+    def __init__(self, app, digest: str | None, max_body_bytes: int, error_body):
+        self.app, self.digest, self.max_body_bytes, self.error_body = app, digest, max_body_bytes, error_body
 
     async def _reply(self, send, status: int, message: str, headers: dict | None = None) -> None:
         response = JSONResponse(self.error_body(message), status_code=status, headers=headers)
@@ -405,9 +405,9 @@ class Guard:
         if scope["type"] != "http" or not scope["path"].startswith(f"/{API_VERSION}/"):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.token is not None:
+        if self.digest is not None:
             scheme, _, given = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(digest_of(given.strip()) or "", self.digest):
                 return await self._reply(
                     send,
                     401,
@@ -452,8 +452,15 @@ def _unavailable(exc: Exception) -> tuple[int, str] | None:
     return None
 
 
-def make_api(backend: Backend, settings: ServeSettings, token: str | None) -> FastAPI:
-    """The FastAPI app: routes, request validation (422), auth (401), content type (415), all errors as JSON.
+def digest_of(token: str | None) -> str | None:
+    """SHA-256 of a bearer token: what the gateway keeps and compares, so the token itself is in no actor's
+    arguments or runtime_env (both show in Ray's dashboard); None for no token."""
+    return hashlib.sha256(token.encode()).hexdigest() if token else None
+
+
+def make_api(backend: Backend, settings: ServeSettings, digest: str | None) -> FastAPI:
+    """The FastAPI app: routes, request validation (422), auth (401 unless the bearer token's :func:`digest_of` is
+    ``digest``), content type (415), all errors as JSON.
 
     (No ``from __future__ import annotations`` in this module: FastAPI must see the request models, which are
     local to this function, as objects rather than as names.)
@@ -476,7 +483,7 @@ def make_api(backend: Backend, settings: ServeSettings, token: str | None) -> Fa
     def error(status: int, message: str, detail: Any = None, headers: dict | None = None) -> JSONResponse:
         return JSONResponse(error_body(message, detail), status_code=status, headers=headers)
 
-    app.add_middleware(Guard, token=token, max_body_bytes=settings.max_body_bytes, error_body=error_body)
+    app.add_middleware(Guard, digest=digest, max_body_bytes=settings.max_body_bytes, error_body=error_body)
 
     @app.exception_handler(Exception)
     async def failed(_: Request, exc: Exception) -> JSONResponse:
@@ -507,9 +514,9 @@ def make_api(backend: Backend, settings: ServeSettings, token: str | None) -> Fa
         return error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if token is None:
+        if digest is None:
             return
-        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+        if credentials is None or not hmac.compare_digest(digest_of(credentials.credentials) or "", digest):
             raise HTTPException(
                 401,
                 "missing or invalid bearer token (Authorization: Bearer <token>)",
@@ -560,7 +567,7 @@ def make_api(backend: Backend, settings: ServeSettings, token: str | None) -> Fa
 
     @app.get("/healthz", summary="Liveness of every deployment, and what they serve")
     async def healthz() -> JSONResponse:
-        return JSONResponse({"status": "ok", "auth": token is not None, **await backend.health()})
+        return JSONResponse({"status": "ok", "auth": digest is not None, **await backend.health()})
 
     return app
 
@@ -610,14 +617,15 @@ class Gateway:
     """The FastAPI ingress. The app is built per replica (``__serve_build_asgi_app__``) so its request models
     carry the configured limits."""
 
-    async def __init__(self, encoder, discriminator, retriever, settings: dict):
+    async def __init__(self, encoder, discriminator, retriever, settings: dict, token_digest: str | None = None):
         self.settings = ServeSettings(**settings)
-        self.token = os.environ.get(self.settings.auth_token_env) or None
+        # The builder passes the token's digest; a gateway deployed by hand may read the token from its environment.
+        self.digest = token_digest or digest_of(os.environ.get(self.settings.auth_token_env))
         self.backend = HandleBackend(encoder, discriminator, retriever)
         await self.backend.refresh()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return make_api(self.backend, self.settings, self.token)
+        return make_api(self.backend, self.settings, self.digest)
 
 
 # ------------------------------------------------------------------------------------------------ the builder
@@ -667,14 +675,12 @@ def build_app(args: dict) -> serve.Application:
         "batch_wait_timeout_s": s.batch_wait_timeout_s,
         "threads": s.threads,
     }
-    gateway_env = {s.auth_token_env: os.environ[s.auth_token_env]} if os.environ.get(s.auth_token_env) else {}
+    # Only the token's digest travels to the gateway: a runtime_env or an actor's arguments show in the dashboard.
+    digest = digest_of(os.environ.get(s.auth_token_env))
 
-    def options(name: str, env: dict | None = None) -> dict:
+    def options(name: str) -> dict:
         o = dict(DEFAULT_OPTIONS[name])
-        actor: dict[str, Any] = {"num_cpus": o.pop("num_cpus")}
-        if env:
-            actor["runtime_env"] = {"env_vars": env}
-        return {"ray_actor_options": actor, **o}
+        return {"ray_actor_options": {"num_cpus": o.pop("num_cpus")}, **o}
 
     encoder = QueryEncoder.options(**options("QueryEncoder")).bind(
         s.model, encode_batch_size=s.encode_batch_size, **batch
@@ -683,4 +689,4 @@ def build_app(args: dict) -> serve.Application:
         s.discriminator_model, asdict(calibration), **batch
     )
     retriever = Retriever.options(**options("Retriever")).bind(s.index, checked=index_check, **batch)
-    return Gateway.options(**options("Gateway", gateway_env)).bind(encoder, discriminator, retriever, s.model_dump())
+    return Gateway.options(**options("Gateway")).bind(encoder, discriminator, retriever, s.model_dump(), digest)

@@ -515,17 +515,21 @@ def test_config_yaml_deploys_this_application_on_loopback():
             assert d.autoscaling_config["max_replicas"] >= d.autoscaling_config["min_replicas"] >= 1
 
 
-def test_build_app_forwards_the_token_variable_to_the_gateway_only(small, monkeypatch):
+def test_build_app_gives_the_gateway_the_token_digest_and_the_token_itself_to_no_one(small, monkeypatch):
+    """A runtime_env or an actor's arguments show in Ray's dashboard: neither may hold the token."""
+    from serve.app import digest_of
+
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     app = build_app({**small.settings, "auth_token_env": TOKEN_ENV})
     gateway = app._bound_deployment
-    assert gateway.name == "Gateway"
-    assert gateway.ray_actor_options["runtime_env"]["env_vars"] == {TOKEN_ENV: TOKEN}
+    assert gateway.name == "Gateway" and gateway.init_args[4] == digest_of(TOKEN) != TOKEN
     models = [a._bound_deployment for a in gateway.init_args[:3]]
     assert [m.name for m in models] == ["QueryEncoder", "Discriminator", "Retriever"]
-    assert all("runtime_env" not in m.ray_actor_options for m in models)
+    for d in [gateway, *models]:
+        assert "runtime_env" not in d.ray_actor_options
+        assert TOKEN not in repr(d.init_args) + repr(d.init_kwargs) + repr(d.ray_actor_options)
     monkeypatch.delenv(TOKEN_ENV)
-    assert "runtime_env" not in build_app(small.settings)._bound_deployment.ray_actor_options
+    assert build_app(small.settings)._bound_deployment.init_args[4] is None
 
 
 def test_the_pipeline_checks_its_arguments_before_starting_ray(tmp_path, small, monkeypatch, capsys):
@@ -579,7 +583,9 @@ def _client(backend=None, token=None, **settings):
     from serve.app import make_api
 
     s = ServeSettings(index="unused", **settings)
-    return TestClient(make_api(backend or FakeBackend(), s, token), raise_server_exceptions=False)
+    from serve.app import digest_of
+
+    return TestClient(make_api(backend or FakeBackend(), s, digest_of(token)), raise_server_exceptions=False)
 
 
 def test_a_body_over_the_limit_gets_413_before_it_is_parsed():
