@@ -48,7 +48,9 @@ def init_ray(num_cpus: int | None = None, quiet: bool = True) -> None:
         os.environ.setdefault(key, value)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kwargs: dict = {"log_to_driver": not quiet}
-    if not os.environ.get("RAY_ADDRESS"):
+    local = not os.environ.get("RAY_ADDRESS")
+    train_env: dict = {}
+    if local:
         # address="local": a new local Ray, never a cluster someone else `ray start`-ed on this machine (plain
         # ray.init() would join the latest one). To join a cluster, set RAY_ADDRESS.
         # Workers of a local Ray inherit this process's environment (set just above), so no runtime_env: one
@@ -56,22 +58,19 @@ def init_ray(num_cpus: int | None = None, quiet: bool = True) -> None:
         kwargs.update(
             address="local", num_cpus=num_cpus, include_dashboard=False, _system_config=local_system_config(num_cpus)
         )
-    # Under `ray job submit` the job's runtime env (runtime_env.yaml) applies; repeating keys here would conflict.
-    # LOCAL_TRAIN_ENV is set for the local Ray's processes only (they inherit it when ray.init starts them): set in
-    # the driver, Ray Train would copy it into a runtime_env for its controller and workers, which then could not
-    # reuse the idle worker processes kept above.
-    local = (
-        {k: v for k, v in LOCAL_TRAIN_ENV.items() if k not in os.environ} if not os.environ.get("RAY_ADDRESS") else {}
-    )
-    os.environ.update(local)
-    if not os.environ.get("RAY_ADDRESS"):
+        # LOCAL_TRAIN_ENV is set for the local Ray's processes only (they inherit it when ray.init starts them): set
+        # in the driver, Ray Train would copy it into a runtime_env for its controller and workers, which then could
+        # not reuse the idle worker processes kept above.
+        train_env = {k: v for k, v in LOCAL_TRAIN_ENV.items() if k not in os.environ}
         # Ray 2.60 turns token authentication on for a new local Ray and says so in a WARNING line that reads like a
         # failure; the behaviour stays (set RAY_AUTH_MODE to choose), the note goes.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # Under `ray job submit` the job's runtime env (runtime_env.yaml) applies; repeating keys here would conflict.
+    os.environ.update(train_env)
     try:
         ray.init(**kwargs)
     finally:
-        for key in local:
+        for key in train_env:
             os.environ.pop(key, None)
     import ray.data
 
@@ -85,7 +84,7 @@ def init_ray(num_cpus: int | None = None, quiet: bool = True) -> None:
     if not sys.stderr.isatty() and not os.environ.get("CROPS_VERBOSE"):
         # Off a terminal Ray Data logs its progress table every few seconds; our stages print their own lines.
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-    if not os.environ.get("RAY_ADDRESS"):
+    if local:
         logging.getLogger("ray.data.dataset").addFilter(_no_cpu_note_between_stages)
 
 

@@ -140,8 +140,8 @@ def llm_path(cfg: WorldKnowledgeConfig, progress=print) -> str:
 def _one_tensor_name_map():
     """transformers (5.x) asks ``gguf.get_tensor_name_map(arch, n_blocks)`` for every module of the model it loads
     and gguf builds the whole map each time: 397 builds, 10 s of SmolLM2's 35 s load on 2 cores. The map depends
-    on its two arguments only, so while a model loads it is built once per (arch, n_blocks); the weights are the
-    same bytes (tests/test_engine.py)."""
+    on its two arguments only, so while a model loads it is built once per (arch, n_blocks). Checked once by hand
+    (2026-12-03): all 272 dequantised tensors equal to an unpatched load's; no test pins it."""
     import gguf
 
     original = gguf.get_tensor_name_map
