@@ -372,8 +372,12 @@ def online_ab(
         "logging": "Logging engine (incumbent, term based)",
         "random": "Random",
     }
-    if reuse and os.path.exists(f"{out}/online_counts.parquet"):  # summarise the counts an earlier run wrote
-        counts = pd.read_parquet(f"{out}/online_counts.parquet")
+    counts = (
+        pd.read_parquet(f"{out}/online_counts.parquet")
+        if reuse and os.path.exists(f"{out}/online_counts.parquet")
+        else None
+    )
+    if counts is not None and set(methods) <= set(counts["arm"]):  # summarise the counts an earlier run wrote
         base = baseline if baseline in set(counts["arm"]) else "logging"
         summary = O.summarize(counts, base, ocfg)
         return summary, O.table2_markdown(summary, base, labels)

@@ -37,7 +37,7 @@ from crops_ray.experiment import (
     side_by_side,
     table1_markdown,
 )
-from crops_ray.storage import OutputError, check_output
+from crops_ray.storage import SUCCESS_MARKER, OutputError, check_output
 from crops_ray.validate import ValidationConfig, format_summary, validate_logs
 from crops_ray.world.generator import format_stats, generate_world, world_config
 
@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"\n[{step}/{steps}] {what}  ({time.time() - started:.0f}s)", flush=True)
 
     reused_seeds: list[int] = []  # seeds whose outputs --reuse found complete (nothing of them rerun)
+    partly_reused: dict[int, list[str]] = {}  # seed -> the methods --reuse read back (the rest ran now)
     for seed in seeds:
         root = f"{args.out}/seed-{seed}"
         logs = args.logs
@@ -210,29 +211,39 @@ def main(argv: list[str] | None = None) -> dict:
                 sections.append("## The world (first seed)\n\n" + format_stats(stats))
         else:
             step += 1
-        reused = (
+        # --reuse reads back what an earlier run under --out finished: the data (when its stats, samples and the
+        # validated log are there) and each method with a result.json; only what is missing runs now.
+        data_done = (
             args.reuse
             and os.path.exists(f"{root}/data/stats.json")
-            and all(os.path.exists(f"{root}/{m}/result.json") for m in methods)
+            and os.path.exists(f"{root}/validated/{SUCCESS_MARKER}")
         )
+        methods_done = {m for m in methods if args.reuse and os.path.exists(f"{root}/{m}/result.json")}
+        reused = data_done and methods_done == set(methods)
         if reused:
             reused_seeds.append(seed)
-        stage(f"seed {seed}: validating {logs}" + (" (reused)" if reused else ""))
-        if not reused:
+        elif methods_done:
+            partly_reused[seed] = sorted(methods_done)
+        stage(f"seed {seed}: validating {logs}" + (" (reused)" if data_done else ""))
+        if not data_done:
             t = time.time()
             summaries = validate_logs(logs, f"{root}/validated", ValidationConfig())
             timings[f"seed {seed}: validate"] = time.time() - t
             if seed == seeds[0]:
                 sections.append("## Validation (rows in = kept + quarantined)\n\n" + format_summary(summaries))
         samples = log = None
-        if needs_data and reused:
+        if needs_data and data_done:
             from crops_ray.engine.build import format_summary as engine_summary
+            from crops_ray.hla import load_samples
 
             step += 1
             with open(f"{root}/data/stats.json") as f:
                 engine_stats = json.load(f)
             if seed == seeds[0]:
                 sections.append("## The CroPS data engine (first seed)\n\n" + engine_summary(engine_stats))
+            if not reused:  # a method still to train needs the samples and the log
+                samples, _ = load_samples(f"{root}/data")
+                log, _ = load_samples(f"{root}/validated")
         elif needs_data:
             from crops_ray.engine.build import build_data
             from crops_ray.engine.build import format_summary as engine_summary
@@ -254,9 +265,10 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             step += 1
         for name in methods:
-            stage(f"seed {seed}: {METHODS[name].label}" + (" (reused)" if reused else ""))
+            done = name in methods_done and (data_done or not METHODS[name].sources)
+            stage(f"seed {seed}: {METHODS[name].label}" + (" (reused)" if done else ""))
             t = time.time()
-            if reused:
+            if done:
                 with open(f"{root}/{name}/result.json") as f:
                     results.append(json.load(f))
                 continue
@@ -268,7 +280,9 @@ def main(argv: list[str] | None = None) -> dict:
         if online:
             stage(f"seed {seed}: simulated online A/B test (Table 2)")
             t = time.time()
-            online_by_seed[seed] = online_ab(logs, root, methods, f"{root}/online", cfg, baseline="dpr", reuse=reused)
+            online_by_seed[seed] = online_ab(
+                logs, root, methods, f"{root}/online", cfg, baseline="dpr", reuse=args.reuse
+            )
             if not reused:
                 timings[f"seed {seed}: online A/B"] = time.time() - t
 
@@ -433,12 +447,20 @@ def main(argv: list[str] | None = None) -> dict:
                 "\n\n### Do the perspectives add up? (points, paired bootstrap 95% CI over queries; * excludes 0)"
                 "\n\n" + additivity_table
             )
-        if reused_seeds:
+        if reused_seeds or partly_reused:
+            notes = []
+            if reused_seeds:
+                notes.append(f"seed(s) {', '.join(map(str, reused_seeds))} reused whole")
+            for s, names in partly_reused.items():
+                notes.append(f"seed {s}'s data and {', '.join(names)} reused")
             ran = [s for s in seeds if s not in reused_seeds]
             timings["note"] = (
-                f"Seed(s) {', '.join(map(str, reused_seeds))} reused with `--reuse` from `{args.out}` (see Measured "
-                "numbers for their time)"
-                + (f"; seed(s) {', '.join(map(str, ran))} run now in {timings['total'] / 60:.1f} min." if ran else ".")
+                f"With `--reuse` from `{args.out}`: {'; '.join(notes)} (see Measured numbers for their time)"
+                + (
+                    f"; the rest of seed(s) {', '.join(map(str, ran))} ran now in {timings['total'] / 60:.1f} min."
+                    if ran
+                    else "."
+                )
             )
         update_readme(args.readme, block, timings, f"{args.out}/table1.png")
     print("\n" + table)
