@@ -19,7 +19,7 @@ from crops_ray.engine import world_knowledge as W
 from crops_ray.engine.build import EngineConfig, EngineInputError, build_data, format_summary
 from crops_ray.engine.recommendation import RecommendationConfig, recommendation_candidates
 from crops_ray.engine.reformulation import ReformulationConfig, lexical_similarity, reformulation_candidates
-from crops_ray.engine.users import mine_user, search_events
+from crops_ray.engine.users import heavy_users, mine_user, search_events, user_candidates
 from crops_ray.hla import LevelConfig
 from crops_ray.schema import SAMPLES_SCHEMA
 from pipelines.build_data import main as build_main
@@ -166,6 +166,54 @@ def test_mine_user_runs_both_miners_on_the_shuffle_input():
         ("recommendation", "jaguar", "f1"),
         ("recommendation", "jaguar cat", "f1"),
     }
+
+
+@pytest.mark.ray
+def test_a_user_over_the_row_cap_is_left_out_of_mining_before_the_shuffle(ray_local):
+    """A shared account with 300 requests and 200 feed events, cap 250 rows: it never reaches the per-user miners
+    (whose memory grows with the heaviest user); everyone else is mined as before."""
+    import ray.data
+
+    bot = [(f"b{i}", "bot", "jaguar" if i % 2 else "jaguar cat", T + i, [(f"c{i}", "clicked")]) for i in range(300)]
+    human = [("h1", "u1", "python", T, [("s0", "exposed")]), ("h2", "u1", "python snake", T + 20, [("s1", "clicked")])]
+    search = ray.data.from_pandas(_search(bot + human))
+    feed = pd.DataFrame(
+        {"user_id": ["bot"] * 200 + ["u1"], "video_id": [f"f{i}" for i in range(201)], "ts": [T + 5] * 201}
+    )
+    rec = ray.data.from_pandas(feed)
+    heavy = heavy_users([search, rec], max_rows=250)
+    assert heavy == {"bot": 500}
+    assert heavy_users([search, rec], max_rows=500) == {} and heavy_users([search, rec], max_rows=0) == {}
+
+    def mined(skip):
+        ds = user_candidates(
+            search, rec, ReformulationConfig(gate="none"), RecommendationConfig(), 2, 4, skip_users=skip
+        )
+        return pd.concat([b for b in ds.iter_batches(batch_format="pandas")], ignore_index=True)
+
+    everyone, capped = mined(()), mined(heavy)
+    assert (everyone["user_id"] == "bot").any() and not (capped["user_id"] == "bot").any()
+
+    def human_rows(df):
+        return sorted(map(tuple, df[df["user_id"] == "u1"][["source", "query", "video_id"]].values))
+
+    assert human_rows(capped) == human_rows(everyone) and ("reformulation", "python", "s1") in human_rows(capped)
+    text = format_summary(
+        {
+            "sources": {
+                "log": {"pairs": 1},
+                "reformulation": {"enabled": False},
+                "recommendation": {"enabled": False},
+                "llm": {"enabled": False},
+            },
+            "heavy_users": {"users": 1, "rows": 500, "max_user_rows": 250},
+            "samples": {"by_source_level": {}},
+            "seconds": {},
+            "discriminator": {"pairs_scored": 0},
+            "llm": {"calls": 0, "prompt_tokens": 0, "generated_tokens": 0},
+        }
+    )
+    assert "1 user(s) with more than 250 log rows (500 rows) were left out of P1/P2 mining" in text
 
 
 # ---------------------------------------------------------------------------------------------- pairs and levels

@@ -65,6 +65,9 @@ class EngineConfig:
     discriminator: DiscriminatorConfig = field(default_factory=lambda: DiscriminatorConfig(fine_tune=True))
     reformulation: ReformulationConfig = field(default_factory=ReformulationConfig)
     recommendation: RecommendationConfig = field(default_factory=RecommendationConfig)
+    # A user with more rows than this (search_log + rec_log) is left out of P1/P2 mining and counted (a crawler
+    # or a shared account; see crops_ray.engine.users); 0 turns the cap off.
+    max_user_rows: int = 1_000_000
     world_knowledge: WorldKnowledgeConfig = field(default_factory=WorldKnowledgeConfig)
     shuffle_partitions: int = 0  # 0: one partition per rows_per_partition input rows, at least 2
     rows_per_partition: int = 250_000
@@ -89,6 +92,8 @@ class EngineConfig:
         from ray.data.context import ShuffleStrategy
 
         ShuffleStrategy(self.shuffle_strategy)  # raises on an unknown strategy
+        if self.max_user_rows < 0:
+            raise ValueError(f"max_user_rows must be >= 0 (0 turns the cap off), got {self.max_user_rows}")
         if self.rows_per_partition < 1 or self.rows_per_bucket < 1 or self.shuffle_partitions < 0:
             raise ValueError("shuffle_partitions must be >= 0, rows_per_partition and rows_per_bucket >= 1")
 
@@ -314,12 +319,23 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
     p1_cfg = cfg.reformulation if "p1" in sources else None
     p2_cfg = cfg.recommendation if "p2" in sources else None
     user_rows = 0
+    heavy_stats = {"users": 0, "rows": 0, "max_user_rows": cfg.max_user_rows}
     with clock.stage("users", "mining reformulation (P1) and recommendation (P2) candidates per user"):
         if p1_cfg or p2_cfg:
-            from crops_ray.engine.users import USER_CANDIDATE_SCHEMA, user_candidates
+            from crops_ray.engine.users import USER_CANDIDATE_SCHEMA, heavy_users, user_candidates
 
             rec_cols = ["user_id", "video_id", "ts"] + (["action"] if p2_cfg and p2_cfg.actions else [])
-            rec = _read(files["rec_log"], rec_cols) if rows_in["rec_log"] else None
+            rec = _read(files["rec_log"], rec_cols) if rows_in["rec_log"] and p2_cfg else None
+            heavy = {}
+            if cfg.max_user_rows and max(rows_in["search_log"], rows_in["rec_log"]) > cfg.max_user_rows // 2:
+                # no user can pass the cap when neither log holds half as many rows: skip the count
+                heavy = heavy_users([_read(files["search_log"], ["user_id"]), rec], cfg.max_user_rows)
+            if heavy:
+                progress(
+                    f"      {len(heavy):,} user(s) over max_user_rows={cfg.max_user_rows:,} left out of P1/P2 mining "
+                    f"({sum(heavy.values()):,} rows; the heaviest has {max(heavy.values()):,})"
+                )
+            heavy_stats = {"users": len(heavy), "rows": sum(heavy.values()), "max_user_rows": cfg.max_user_rows}
             ds = user_candidates(
                 _read(files["search_log"], search_cols),
                 rec,
@@ -328,6 +344,7 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
                 partitions,
                 buckets,
                 cfg.map_num_cpus,
+                skip_users=heavy,
             )
             user_rows = _write(ds, f"{work}/user_candidates", USER_CANDIDATE_SCHEMA)
     progress(f"      {user_rows:,} candidate rows (before deduplication)")
@@ -454,6 +471,7 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
             },
         },
         "user_candidate_rows": user_rows,
+        "heavy_users": heavy_stats,  # users over max_user_rows, left out of P1/P2 mining
         "discriminator": {
             "pairs_scored": counts.get("scored", 0) + llm["scored"],
             "mined_pairs_scored": counts.get("scored", 0),
@@ -589,6 +607,12 @@ def format_summary(stats: dict) -> str:
     if r["enabled"]:
         removed = ", ".join(f"{k} {v}" for k, v in r["removed"].items() if v) or "-"
         lines.append(f"| LLM (P3), {r['queries']} queries | {r['candidates']:,} | {removed} | {r['kept']:,} |")
+    heavy = stats.get("heavy_users", {})
+    if heavy.get("users"):
+        lines.append(
+            f"\n{heavy['users']:,} user(s) with more than {heavy['max_user_rows']:,} log rows ({heavy['rows']:,} rows) "
+            "were left out of P1/P2 mining (crawlers or shared accounts; their search rows still give P0 samples)."
+        )
     lines += ["", "| samples: source | level | rows |", "|---|---:|---:|"]
     for key, n in stats["samples"]["by_source_level"].items():
         s, lv = key.rsplit(":", 1)

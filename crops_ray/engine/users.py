@@ -5,6 +5,13 @@ shuffled by user in a single Ray Data ``groupby(...).map_groups(...)``: no drive
 code runs over a handful of shards or thousands. The key is a hash bucket of ``user_id`` (every row of a
 user lands in the same bucket; a bucket holds many users, mined together). Only what the miners read crosses
 the shuffle: one row per request (its query and time) plus the clicked rows, and the feed.
+
+One user's whole history meets in one call, so its memory grows with the heaviest user. A user with more log
+rows than ``max_user_rows`` (search_log plus rec_log; :func:`heavy_users` finds them in one streamed count
+before the shuffle) is left out of P1/P2 mining and counted: at that volume it is a crawler, a monitoring probe
+or a shared account, whose reformulations and feed say nothing about one person's intent. Its search rows still
+give P0 samples. The default cap, 1,000,000 rows, keeps one mining call under ~100 MB (about 100 bytes per event,
+and a user never has more events than rows); the small embedded world's busiest user has 566 rows.
 """
 
 from __future__ import annotations
@@ -54,8 +61,36 @@ def key_buckets(keys: pa.Array | pa.ChunkedArray, buckets: int) -> pa.Array:
     return pa.array((pd.util.hash_array(values, categorize=False) % np.uint64(buckets)).astype(np.int64))
 
 
-def search_events(batch: pa.Table, buckets: int, keep_clicks: bool = True) -> pa.Table:
-    """One row per request (its first row in this batch) plus every clicked row; the rest stays behind."""
+def _without(batch: pa.Table, skip_users: list[str]) -> pa.Table:
+    if not skip_users:
+        return batch
+    return batch.filter(pc.invert(pc.is_in(batch["user_id"], value_set=pa.array(skip_users, pa.string()))))
+
+
+def heavy_users(datasets, max_rows: int) -> dict[str, int]:
+    """The users with more than ``max_rows`` rows across ``datasets`` (Ray Datasets with a ``user_id`` column).
+
+    One aggregation over the ``user_id`` column only; Ray Data combines the counts inside each block before the
+    shuffle, so one row per (user, block) crosses it, and only the users over the cap (at most rows / max_rows
+    of them) reach the driver. ``max_rows`` 0 turns the cap off.
+    """
+    parts = [d.select_columns(["user_id"]) for d in datasets if d is not None]
+    if not max_rows or not parts:
+        return {}
+    ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+
+    def over(batch: pa.Table) -> pa.Table:
+        return batch.filter(pc.greater(batch["count()"], max_rows))
+
+    heavy = ds.groupby("user_id").count().map_batches(over, batch_format="pyarrow").take_all()
+    return {row["user_id"]: int(row["count()"]) for row in heavy}
+
+
+def search_events(batch: pa.Table, buckets: int, keep_clicks: bool = True, skip_users=()) -> pa.Table:
+    """One row per request (its first row in this batch) plus every clicked row; the rest stays behind.
+
+    Rows of ``skip_users`` (the users over the cap) stay behind too."""
+    batch = _without(batch, list(skip_users))
     rid = batch["request_id"].to_numpy(zero_copy_only=False)
     first = ~pd.Series(rid).duplicated().to_numpy()
     keep = first | (pc.equal(batch["stage"], "clicked").to_numpy(zero_copy_only=False) if keep_clicks else False)
@@ -77,7 +112,8 @@ def search_events(batch: pa.Table, buckets: int, keep_clicks: bool = True) -> pa
     )
 
 
-def rec_events(batch: pa.Table, buckets: int) -> pa.Table:
+def rec_events(batch: pa.Table, buckets: int, skip_users=()) -> pa.Table:
+    batch = _without(batch, list(skip_users))
     n = batch.num_rows
     action = batch["action"] if "action" in batch.column_names else pa.nulls(n, pa.string())
     return pa.table(
@@ -130,18 +166,17 @@ def user_candidates(
     partitions: int,
     buckets: int,
     num_cpus: float = 0.5,
+    skip_users=(),
 ):
     """Ray Data: P1/P2 candidate rows (USER_CANDIDATE_SCHEMA) from the search and rec datasets.
 
     The shuffle key is the user's bucket (:func:`key_buckets`), so each user's whole history meets in one call.
+    ``skip_users``: users left out of mining (:func:`heavy_users`).
     """
-    events = search.map_batches(
-        search_events, batch_format="pyarrow", fn_kwargs={"buckets": buckets}, num_cpus=num_cpus
-    )
+    kwargs = {"buckets": buckets, "skip_users": sorted(skip_users)}
+    events = search.map_batches(search_events, batch_format="pyarrow", fn_kwargs=kwargs, num_cpus=num_cpus)
     if recommendation is not None:
-        events = events.union(
-            rec.map_batches(rec_events, batch_format="pyarrow", fn_kwargs={"buckets": buckets}, num_cpus=num_cpus)
-        )
+        events = events.union(rec.map_batches(rec_events, batch_format="pyarrow", fn_kwargs=kwargs, num_cpus=num_cpus))
     return events.groupby("bucket", num_partitions=partitions).map_groups(
         mine_user,
         batch_format="numpy",
