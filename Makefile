@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(BIN)/python pipelines/demo.py --out runs/demo
 
 # ruff (120 columns; settings in pyproject.toml): the formatter's check, then the linter. CI runs it before the tests.
-LINT_PATHS := crops_ray pipelines serve tests bench
+LINT_PATHS := crops_ray pipelines serve tests bench scripts
 lint: $(STAMP)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/ruff check $(LINT_PATHS)
