@@ -78,6 +78,9 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="request body limit; larger bodies get 413 before they are parsed"
     )
+    health_timeout_s: float = Field(
+        5.0, gt=0, description="/healthz waits this long for every deployment, then answers 503 naming the wait"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ versions
@@ -567,7 +570,18 @@ def make_api(backend: Backend, settings: ServeSettings, digest: str | None) -> F
 
     @app.get("/healthz", summary="Liveness of every deployment, and what they serve")
     async def healthz() -> JSONResponse:
-        return JSONResponse({"status": "ok", "auth": digest is not None, **await backend.health()})
+        try:
+            health = await asyncio.wait_for(backend.health(), timeout=settings.health_timeout_s)
+        except asyncio.TimeoutError:  # a deployment that is stuck or restarting: say so, quickly
+            return JSONResponse(
+                {
+                    "status": "unavailable",
+                    "error": f"a deployment did not answer within {settings.health_timeout_s:g} s",
+                },
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        return JSONResponse({"status": "ok", "auth": digest is not None, **health})
 
     return app
 

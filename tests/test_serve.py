@@ -588,6 +588,21 @@ def _client(backend=None, token=None, **settings):
     return TestClient(make_api(backend or FakeBackend(), s, digest_of(token)), raise_server_exceptions=False)
 
 
+def test_healthz_answers_503_within_its_timeout_when_a_deployment_hangs():
+    import asyncio
+    import time
+
+    class Stuck(FakeBackend):
+        async def health(self):
+            await asyncio.sleep(30)
+
+    started = time.time()
+    r = _client(Stuck(), health_timeout_s=0.3).get("/healthz")
+    assert r.status_code == 503 and "within 0.3 s" in r.json()["error"] and r.headers["Retry-After"] == "5"
+    assert time.time() - started < 5
+    assert _client().get("/healthz").json()["status"] == "ok"
+
+
 def test_a_body_over_the_limit_gets_413_before_it_is_parsed():
     client = _client(max_body_bytes=2048)
     big = {"queries": ["jaguar " * 40] * 10}  # ~3 KB of valid JSON
