@@ -131,6 +131,55 @@ def online_seeds_table(online_by_seed: dict, labels: dict) -> str:
     return pd.DataFrame(rows).to_markdown(index=False)
 
 
+def logs_section(logs: str) -> str:
+    """Your logs' size, the test sets' size and, for an import that wrote ``import.json``, what it can say."""
+    from crops_ray.evaluate import load_targets
+
+    rows = {t: S.count_rows(S.table_files(logs, t)) for t in S.TABLES}
+    targets = load_targets(logs)
+    sets = [
+        ("CT (clicked pairs)", targets.ct),
+        ("QR (clicked after a reformulation)", targets.qr),
+    ]
+    lines = [
+        "## Your logs: how much there is, and what the numbers can say",
+        "",
+        "| | rows | queries |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {t} | {n:,} | |" for t, n in rows.items()]
+    lines += [f"| test set {name} | {len(p):,} | {len({q for q, _ in p}):,} |" for name, p in sets if p is not None]
+    if targets.qrels is not None:
+        judged = sum(len(v) for v in targets.qrels.values())
+        lines.append(f"| test set qrels (graded) | {judged:,} | {len(targets.qrels):,} |")
+    smallest = min((len({q for q, _ in p}) for _, p in sets if p), default=0)
+    lines += [
+        "",
+        f"The smallest test set has {smallest:,} queries: a difference is real only where its paired interval below "
+        "excludes 0, whatever the table's means say.",
+    ]
+    if rows["videos"] and 100 / rows["videos"] > 0.01:
+        lines[-1] += (
+            f" Recall@100 reaches {100 / rows['videos']:.1%} of a {rows['videos']:,}-document corpus (the paper's "
+            "K = 100 was a sliver of millions): read Recall at K's smaller cut-offs and NDCG@4 instead."
+        )
+    meta_path = os.path.join(logs, "import.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        split = meta.get("split") or {}
+        lines += ["", f"Imported from {meta.get('source', 'an importer')} (`import.json`):", ""]
+        if split:
+            lines.append(
+                f"- held out {split['sessions']['test']} of {split['sessions']['test'] + split['sessions']['train']} "
+                f"sessions ({split['requests']['test']} requests) as the test sets, seed {split['seed']}; "
+                f"{split['eval_queries']['also_typed_in_training']} of the {split['eval_queries']['all']} test queries "
+                "were also typed in a training session"
+            )
+        lines += [f"- {note}" for note in meta.get("notes", [])]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo")
@@ -307,6 +356,8 @@ def main(argv: list[str] | None = None) -> dict:
         "![Table 1](table1.png)",
     ]
     sections.insert(0, "\n".join(head))
+    if args.logs:
+        sections.insert(1, logs_section(args.logs))
     runs = R.load_per_query(first, methods)
     if runs:
         groups = R.query_groups(world, sorted({q for per in runs.values() for q in per["query"]}))

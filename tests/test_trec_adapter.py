@@ -8,7 +8,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from crops_ray import schema as S
-from crops_ray.adapters.trec_session import BASE_TS, DAY, clean_text, import_trec_session, read_sessions
+from crops_ray.adapters.trec_session import (
+    BASE_TS,
+    DAY,
+    clean_text,
+    held_out,
+    import_trec_session,
+    read_sessions,
+    split_sessions,
+)
 from tests.conftest import SHARED
 
 TREC_XML = os.path.join(SHARED, "data", "trec-session-2013", "sessiontrack2013.xml")
@@ -99,32 +107,70 @@ def test_real_track_matches_its_readme(tmp_path):
     assert set(search["stage"].to_pylist()) == {"clicked", "exposed"}
 
 
+def test_held_out_sessions_become_the_test_sets(tmp_path):
+    """A held-out session's clicks are CT, the clicks after its reformulation within 90 s are QR for the earlier
+    query, dwell grades the qrels; none of its rows stays in the training log."""
+    xml = tmp_path / "s.xml"
+    xml.write_text(SMALL_XML, encoding="utf-8")
+    dwell: dict = {}
+    _, search, _ = read_sessions(str(xml), dwell_of=dwell)
+    assert dwell == {("trec-s7-i2", "doc-cat"): 5.0}  # "NA" is no dwell; the click on an unshown rank is skipped
+    train, evals, info = split_sessions(search, dwell, eval_fraction=0.999_999)  # every session held out
+    assert train.num_rows == 0 and info["sessions"] == {"train": 0, "test": 1}
+    pairs = lambda t: sorted(zip(t["query"].to_pylist(), t["video_id"].to_pylist()))  # noqa: E731
+    assert pairs(evals["ct"]) == [("jaguar animal", "doc-cat"), ("jaguar animal", "doc-cub")]
+    assert pairs(evals["qr"]) == [("jaguar", "doc-cat"), ("jaguar", "doc-cub")]  # 50 - 10.5 s <= 90 s
+    assert dict(zip(evals["qrels"]["video_id"].to_pylist(), evals["qrels"]["grade"].to_pylist())) == {
+        "doc-cat": 1,  # 5 s dwell: a short click
+        "doc-cub": 1,  # dwell not recorded
+    }
+    dwell[("trec-s7-i2", "doc-cub")] = 45.0
+    _, evals, _ = split_sessions(search, dwell, eval_fraction=0.999_999)
+    assert dict(zip(evals["qrels"]["video_id"].to_pylist(), evals["qrels"]["grade"].to_pylist()))["doc-cub"] == 2
+    kept, evals, info = split_sessions(search, dwell, eval_fraction=0.0)
+    assert kept.num_rows == search.num_rows and evals["ct"].num_rows == 0
+    assert held_out("trec-s7", 0.5, seed=1) == held_out("trec-s7", 0.5, seed=1)  # stable
+
+
 @needs_trec
 @pytest.mark.ray
 @pytest.mark.slow
-def test_engine_mines_reformulation_positives_from_the_real_log(tmp_path, ray_local):
-    from crops_ray.discriminator import DiscriminatorConfig
-    from crops_ray.engine.build import EngineConfig, build_data
+def test_demo_runs_end_to_end_on_a_slice_of_the_real_log(tmp_path, ray_local):
+    """The importer's held-out split, then `demo.py --logs` with BM25 and CroPS (P1 through the discriminator)
+    on the first 40 sessions: Table 1, the paired CIs and a report that says how little data there is."""
+    import json
 
-    import_trec_session(TREC_XML, str(tmp_path / "logs"))
-    stats = build_data(
-        str(tmp_path / "logs"),
-        str(tmp_path / "out"),
-        EngineConfig(sources=("p1",), discriminator=DiscriminatorConfig()),
-        validate=True,
-        progress=print,
+    import yaml
+
+    from crops_ray.encoder import shallow_copy
+    from pipelines.demo import main as demo
+
+    logs = tmp_path / "trec"
+    import_trec_session(TREC_XML, str(logs), eval_fraction=0.3, max_sessions=40)
+    meta = json.loads((logs / "import.json").read_text())
+    split = meta["split"]
+    assert split["sessions"]["train"] + split["sessions"]["test"] == 40 and split["sessions"]["test"] > 0
+    held = pq.read_table(str(logs / "eval" / "ct.parquet"))
+    train_users = set(pq.read_table(str(logs / "search_log")).column("user_id").to_pylist())
+    assert held.num_rows == split["eval_pairs"]["ct"] > 0 and len(train_users) == split["sessions"]["train"]
+    assert not any(held_out(u, 0.3, 0) for u in train_users)
+
+    model = shallow_copy("minilm", str(tmp_path / "minilm-1l"), num_layers=1)
+    cfg, engine = tmp_path / "cfg.yaml", tmp_path / "engine.yaml"
+    cfg.write_text(yaml.safe_dump({"train": {"model": model, "max_steps": 3, "batch_size": 8, "log_every": 1}}))
+    engine.write_text(yaml.safe_dump({"sources": ["p1"], "discriminator": {"fine_tune": False}}))
+    out = tmp_path / "demo"
+    summary = demo(
+        ["--logs", str(logs), "--out", str(out), "--methods", "bm25,crops"]
+        + ["--config", str(cfg), "--engine-config", str(engine)]
     )
-    p1 = stats["sources"]["reformulation"]
-    cands = pq.read_table(str(tmp_path / "out" / "candidates")).to_pandas()
-    kept = cands[cands["reformulation_kept"]]
-    print(
-        f"TREC 2013: {p1['candidates']} reformulation candidates, gate removed {p1['gate_removed']}, theta<=alpha "
-        f"{p1['below_alpha']}, kept {p1['kept']}"
-    )
-    for r in kept.sort_values("score", ascending=False).head(8).itertuples():
-        print(f"  {r.query!r} <- via {r.reformulated_queries[0]!r}: {r.text[:90]!r} theta={r.score:.2f}")
-    assert p1["candidates"] > 50 and 0 < p1["kept"] < p1["candidates"]
-    assert (kept["score"] > 0.6).all() and (kept["gate_score"] >= 0.3).all()
-    samples = pq.read_table(str(tmp_path / "out" / "samples")).to_pandas()
-    assert (samples.loc[samples["source"] == "reformulation", "level"] == 5).all()
-    assert len(samples[samples["source"] == "reformulation"]) <= p1["kept"]
+    report = (out / "report.md").read_text()
+    assert "## Your logs: how much there is, and what the numbers can say" in report
+    assert "TREC 2013 Session Track" in report and "No relevance judgments" in report
+    assert "| BM25 |" in report and "| CroPS |" in report and "CroPS minus each baseline" in report
+    stats = json.loads((out / "seed-0" / "data" / "stats.json").read_text())
+    assert stats["sources"]["reformulation"]["candidates"] > 0 and stats["rows_read"]["rec_log"] == 0
+    metrics = json.loads((out / "metrics.json").read_text())["methods"]
+    for name in ("bm25", "crops"):
+        assert 0.0 < metrics[name]["recall@100_ct"] <= 1.0 and 0.0 <= metrics[name]["ndcg@4"] <= 1.0, name
+    assert summary is not None

@@ -15,23 +15,42 @@ results shown for it (ClueWeb12 documents with a title and a snippet) and the cl
 
 The session's final ``currentquery`` has no results or clicks and becomes no row; results without an id or
 any text, and clicks on a rank that was not shown, are skipped and counted.
+
+Evaluation (``eval_fraction`` > 0): the track ships no relevance judgments here (its 2013 qrels grade ClueWeb12
+documents and are in no copy we have), so held-out sessions are the test set, as a platform would hold out
+later traffic. A session is held out when a hash of (seed, session number) falls under ``eval_fraction``; its
+rows leave the log and become ``eval/``:
+
+- ``ct``: its clicked (query, document) pairs;
+- ``qr``: for a reformulation (the next query of the session, different, issued within 90 s), the documents
+  clicked under the new query, credited to the original one (the paper's QR set);
+- ``qrels``: its clicked documents graded by dwell, 2 for a satisfied click (dwell >= 30 s, Fox et al. 2005) and
+  1 for a shorter or unrecorded one: NDCG on clicks, not on judgments; unclicked documents count as 0.
+
+Topics recur across sessions (133 sessions over 61 topics), so many held-out queries were also typed in a
+training session: ``import.json`` records how many, and the demo's report repeats it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from crops_ray import schema as S
 from crops_ray import storage
 
 DAY = 86_400
 BASE_TS = 1_370_044_800  # 2013-06-01T00:00:00Z, around when the track's sessions were recorded
+REFORMULATION_WINDOW_S = 90  # the paper's P1 window, also the QR test set's
+SATISFIED_DWELL_S = 30  # a click with at least this dwell is "satisfied" (Fox et al. 2005): qrels grade 2
 _MOJIBAKE = re.compile("[\xc2-\xf4][\x80-\xbf]+")  # UTF-8 bytes read as Latin-1: "CittÃ\xa0" for "Città"
 
 
@@ -80,9 +99,11 @@ def _seconds(value: str | None) -> float | None:
 
 
 def read_sessions(
-    xml_path: str, min_dwell_s: float = 0.0, base_ts: int = BASE_TS
+    xml_path: str, min_dwell_s: float = 0.0, base_ts: int = BASE_TS, dwell_of: dict | None = None
 ) -> tuple[pa.Table, pa.Table, ImportStats]:
-    """(videos, search_log) tables in the contract's schemas, and what was read and skipped."""
+    """(videos, search_log) tables in the contract's schemas, and what was read and skipped.
+
+    ``dwell_of``: filled with the longest recorded dwell (seconds) per clicked (request_id, document)."""
     if not os.path.exists(xml_path):
         raise FileNotFoundError(f"TREC Session Track XML not found: {xml_path}")
     try:
@@ -137,6 +158,9 @@ def read_sessions(
                     stats.clicks_skipped += 1
                     continue
                 clicked.add(by_rank[rank])
+                if dwell is not None and dwell_of is not None:
+                    key = (request, by_rank[rank])
+                    dwell_of[key] = max(dwell_of.get(key, 0.0), dwell)
             for doc in dict.fromkeys(by_rank.values()):  # a document shown twice on a page is one candidate
                 for name, value in (
                     ("request_id", request),
@@ -155,11 +179,111 @@ def read_sessions(
     return videos, pa.table(rows, schema=S.SEARCH_LOG_SCHEMA), stats
 
 
-def import_trec_session(xml_path: str, out: str, min_dwell_s: float = 0.0) -> ImportStats:
-    """Write the log contract's layout (videos/, search_log/, rec_log/ with no rows) to ``out`` (replaced)."""
+def held_out(session_user: str, eval_fraction: float, seed: int) -> bool:
+    """Whether a session (its user_id) is in the test set: a stable hash, the same on every machine and run."""
+    h = int.from_bytes(hashlib.sha256(f"{seed}:{session_user}".encode()).digest()[:8], "big")
+    return h / 2**64 < eval_fraction
+
+
+def _pairs(pairs) -> pa.Table:
+    return pa.table({"query": [q for q, _ in pairs], "video_id": [v for _, v in pairs]}, schema=S.CT_SCHEMA)
+
+
+def split_sessions(
+    search: pa.Table, dwell_of: dict, eval_fraction: float, seed: int = 0
+) -> tuple[pa.Table, dict[str, pa.Table], dict]:
+    """(the training log, {ct, qr, qrels} tables of the held-out sessions, what the split holds)."""
+    rows = search.to_pandas()
+    test = rows["user_id"].map(lambda u: held_out(u, eval_fraction, seed)).to_numpy()
+    train, held = rows[~test], rows[test]
+    clicked = held[held["stage"] == "clicked"]
+    ct = sorted(set(zip(clicked["query"], clicked["video_id"])))
+    grades: dict[tuple, int] = {}
+    for rid, q, v in zip(clicked["request_id"], clicked["query"], clicked["video_id"]):
+        grade = 2 if dwell_of.get((rid, v), 0.0) >= SATISFIED_DWELL_S else 1
+        grades[(q, v)] = max(grades.get((q, v), 0), grade)
+    qr = set()
+    requests = held.drop_duplicates("request_id")[["request_id", "user_id", "query", "ts"]]
+    clicks_of = clicked.groupby("request_id")["video_id"].apply(list).to_dict()
+    for _, session in requests.sort_values(["user_id", "ts", "request_id"]).groupby("user_id"):
+        reqs = list(session.itertuples(index=False))
+        for a, b in zip(reqs, reqs[1:]):
+            if b.query != a.query and 0 <= b.ts - a.ts <= REFORMULATION_WINDOW_S:
+                qr.update((a.query, v) for v in clicks_of.get(b.request_id, ()))
+    qr = sorted(qr)
+    qrels = pa.table(
+        {
+            "query": [q for q, _ in grades],
+            "video_id": [v for _, v in grades],
+            "grade": pa.array(list(grades.values()), pa.int8()),
+        },
+        schema=S.QRELS_SCHEMA,
+    )
+    train_queries = set(train["query"])
+    eval_queries = sorted({q for q, _ in ct} | {q for q, _ in qr})
+    info = {
+        "eval_fraction": eval_fraction,
+        "seed": seed,
+        "sessions": {"train": int(train["user_id"].nunique()), "test": int(held["user_id"].nunique())},
+        "requests": {"train": int(train["request_id"].nunique()), "test": int(held["request_id"].nunique())},
+        "eval_pairs": {"ct": len(ct), "qr": len(qr), "qrels": len(grades)},
+        "eval_queries": {
+            "ct": len({q for q, _ in ct}),
+            "qr": len({q for q, _ in qr}),
+            "also_typed_in_training": sum(q in train_queries for q in eval_queries),
+            "all": len(eval_queries),
+        },
+        "satisfied_clicks": sum(g == 2 for g in grades.values()),
+    }
+    train_table = pa.Table.from_pandas(train, schema=S.SEARCH_LOG_SCHEMA, preserve_index=False)
+    return train_table, {"ct": _pairs(ct), "qr": _pairs(qr), "qrels": qrels}, info
+
+
+IMPORT_NOTES = [
+    "Source: TREC 2013 Session Track (NIST), real users' sessions with result pages, clicks and dwell times; "
+    "documents are the shown ClueWeb12 results' titles and snippets, so the corpus is only what was shown.",
+    "No relevance judgments: the test sets are held-out sessions' clicks (CT), clicks after a reformulation "
+    "within 90 s (QR) and dwell-graded clicks (NDCG). A method can only be credited for documents some user saw "
+    "and clicked: exposure bias is built into the test set, the opposite of the embedded world's ground truth.",
+    "Sessions are users; there is no recommendation feed (no P2) and no other user identity.",
+    "A few hundred training requests: every number has a wide confidence interval (see the paired CIs); the "
+    "discriminator is the one fine-tuned and calibrated on the embedded world, not on this domain.",
+]
+
+
+def import_trec_session(
+    xml_path: str, out: str, min_dwell_s: float = 0.0, eval_fraction: float = 0.0, seed: int = 0, max_sessions=None
+) -> ImportStats:
+    """Write the log contract's layout (videos/, search_log/, rec_log/ with no rows) to ``out`` (replaced).
+
+    ``eval_fraction`` > 0 holds that share of the sessions out as ``eval/`` (see the module's docs) and writes
+    ``import.json`` (the split's sizes and what the numbers can say); ``max_sessions``: the first N sessions only
+    (a slice for tests)."""
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
     storage.check_output(out, [xml_path])
-    videos, search, stats = read_sessions(xml_path, min_dwell_s)
+    dwell_of: dict = {}
+    videos, search, stats = read_sessions(xml_path, min_dwell_s, dwell_of=dwell_of)
+    if max_sessions:
+        keep = sorted(set(search["user_id"].to_pylist()), key=lambda u: int(u.removeprefix("trec-s")))[:max_sessions]
+        search = search.filter(pc.is_in(search["user_id"], pa.array(keep)))
+        used = pc.is_in(videos["video_id"], search["video_id"].unique())
+        videos = videos.filter(used)
+    evals, info = {}, {}
+    if eval_fraction > 0:
+        search, evals, info = split_sessions(search, dwell_of, eval_fraction, seed)
     with storage.Output(out, inputs=[xml_path]) as staging:
         for table, data in (("videos", videos), ("search_log", search), ("rec_log", S.REC_LOG_SCHEMA.empty_table())):
             storage.write_table(data, f"{staging}/{table}/part-00000.parquet")
+        for name, table in evals.items():
+            storage.write_table(table, f"{staging}/eval/{name}.parquet")
+        meta = {
+            "source": "TREC 2013 Session Track",
+            "xml": os.path.basename(xml_path),
+            "sessions": len(set(search["user_id"].to_pylist())) + info.get("sessions", {}).get("test", 0),
+            "documents": videos.num_rows,
+            "split": info,
+            "notes": IMPORT_NOTES if evals else IMPORT_NOTES[:1] + IMPORT_NOTES[2:3],
+        }
+        storage.write_bytes(f"{staging}/import.json", json.dumps(meta, indent=2).encode())
     return stats
