@@ -39,15 +39,15 @@ import pyarrow.parquet as pq
 
 from crops_ray import schema as S
 from crops_ray.evaluate import EvalConfig, evaluate
-from crops_ray.hla import GroupConfig, build_groups, write_groups
+from crops_ray.hla import GroupConfig, build_groups, keep_highest, write_groups
 from crops_ray.negatives import NegativeConfig, labelled_positives
 from crops_ray.train import TrainConfig, train
 
 TABLE1 = ("bm25", "zero_shot", "dpr", "fs_lr", "crops")
 ABLATIONS = ("crops_p1", "crops_p2", "crops_p3", "crops_binary")
 NEGATIVE_BASELINES = ("ance", "adore_star", "trisampler")  # opt-in (--methods): not in the default demo
-LOG_SOURCES = ("clicked", "exposed", "ranked", "filtered")
-PERSPECTIVE_SOURCE = {"p1": "reformulation", "p2": "recommendation", "p3": "llm"}
+LOG_SOURCES = S.STAGES
+PERSPECTIVE_SOURCE = S.PERSPECTIVES
 
 
 @dataclass(frozen=True)
@@ -121,10 +121,7 @@ def method_samples(samples: pa.Table, method: Method, log: pa.Table | None = Non
     base = log if log is not None else samples.filter(pc.is_in(samples["source"], pa.array(list(LOG_SOURCES))))
     base = base.select(samples.column_names).cast(samples.schema)
     extra = samples.filter(pc.is_in(samples["source"], pa.array(enriched or [""])))
-    rows = pa.concat_tables([extra, base]).to_pandas()  # enriched first: they win ties
-    rows = rows.sort_values(["query", "video_id", "level"], ascending=[True, True, False], kind="stable")
-    rows = rows.drop_duplicates(["query", "video_id"], keep="first")
-    rows = rows.sort_values(["query", "level", "video_id"], ascending=[True, False, True], kind="stable")
+    rows = keep_highest(pa.concat_tables([extra, base]).to_pandas())
     kept = pa.Table.from_pandas(rows, schema=samples.schema, preserve_index=False)
     if method.binary:
         # Every enriched positive counts as a click: DPR's InfoNCE then treats them all as one positive class

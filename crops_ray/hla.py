@@ -37,6 +37,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 
@@ -106,6 +107,28 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") >> 1
 
 
+# HLA's one tie rule. A (query, video) pair that several sources give keeps its highest level; between sources at
+# the same level, the first in schema.SAMPLE_SOURCES names it: the log's stages (deepest first) before the
+# perspectives (P1, P2, P3), because what the log observed is evidence and a perspective only adds what the log
+# lacks. With the paper's levels the rule decides only the label of a click that P2 or P3 also found (level 4).
+SOURCE_RANK = {s: i for i, s in enumerate(SAMPLE_SOURCES)}
+
+
+def keep_highest(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (query, video): its highest ``level``, ties broken by :data:`SOURCE_RANK` on ``source``.
+
+    Every consumer of HLA labels calls this (or, vectorised over the engine's wide rows, uses
+    :data:`SOURCE_RANK` the same way: ``engine/assemble.to_samples``). Sorted by query, level (desc), the tie
+    order, video."""
+    rank = rows["source"].map(SOURCE_RANK).fillna(len(SOURCE_RANK))
+    order = rows.assign(_rank=rank).sort_values(
+        ["query", "video_id", "level", "_rank"], ascending=[True, True, False, True], kind="stable"
+    )
+    kept = order.drop_duplicates(["query", "video_id"], keep="first")
+    kept = kept.sort_values(["query", "level", "_rank", "video_id"], ascending=[True, False, True, True], kind="stable")
+    return kept.drop(columns="_rank")
+
+
 def log_samples(search_log: pa.Table, videos: pa.Table, levels: LevelConfig | None = None) -> pa.Table:
     """Samples (:data:`SAMPLES_SCHEMA`) from a validated search log: source = the stage a candidate reached.
 
@@ -128,13 +151,10 @@ def log_samples(search_log: pa.Table, videos: pa.Table, levels: LevelConfig | No
         )
     log = log.dropna()
     log["level"] = log["stage"].map(levels.levels).astype("int8")
-    log["rank"] = log["stage"].map({s: i for i, s in enumerate(STAGES)})  # ties between equal levels: funnel order
-    log = log.sort_values(["query", "video_id", "level", "rank"], ascending=[True, True, False, True], kind="stable")
-    log = log.drop_duplicates(["query", "video_id"], keep="first")
+    log = keep_highest(log.rename(columns={"stage": "source"})).rename(columns={"source": "stage"})
     text = videos.select(["video_id", "text"]).to_pandas().drop_duplicates("video_id").set_index("video_id")["text"]
     log["text"] = log["video_id"].map(text)
     log = log.dropna(subset=["text"])
-    log = log.sort_values(["query", "level", "video_id"], ascending=[True, False, True], kind="stable")
     return pa.table(
         {
             "query": pa.array(log["query"].tolist(), pa.string()),
@@ -172,8 +192,7 @@ def build_groups(samples: pa.Table, cfg: GroupConfig | None = None) -> pa.Table:
     """Training examples (:data:`GROUPS_SCHEMA`) from samples (:data:`SAMPLES_SCHEMA`); see the section docstring.
 
     Samples at level 0 and samples without text are skipped; a (query, video) pair given by several sources
-    keeps its highest level (ties: the first source in :data:`SAMPLE_SOURCES` order, i.e. the cross-perspective
-    one). Deterministic for a given ``cfg.seed``.
+    keeps its highest level (:func:`keep_highest`: ties go to the log). Deterministic for a given ``cfg.seed``.
     """
     cfg = cfg or GroupConfig()
     missing = [c for c in ("query", "video_id", "text", "level", "source") if c not in samples.column_names]
@@ -184,9 +203,7 @@ def build_groups(samples: pa.Table, cfg: GroupConfig | None = None) -> pa.Table:
     df = samples.select(["query", "video_id", "text", "level", "source"]).to_pandas()
     df = df.dropna(subset=["query", "video_id", "text", "level"])
     df = df[df["level"] > IN_BATCH_LEVEL]
-    df["rank"] = df["source"].map({s: i for i, s in enumerate(SAMPLE_SOURCES)}).fillna(len(SAMPLE_SOURCES))
-    df = df.sort_values(["query", "level", "rank", "video_id"], ascending=[True, False, True, True], kind="stable")
-    df = df.drop_duplicates(["query", "video_id"], keep="first")
+    df = keep_highest(df)
 
     queries = df["query"].to_numpy(object)
     levels = df["level"].to_numpy(np.int64)

@@ -51,7 +51,11 @@ QR_SCHEMA = pa.schema([("query", pa.string()), ("video_id", pa.string())])
 EVAL_SCHEMAS = {"qrels": QRELS_SCHEMA, "ct": CT_SCHEMA, "qr": QR_SCHEMA}
 
 # Labelled training samples (the data engine's output, HLA levels): one row per (query, candidate).
-SAMPLE_SOURCES = ("clicked", "exposed", "ranked", "filtered", "reformulation", "recommendation", "llm")
+# The three cross-perspective sources, by the engine's names for them (--sources p1,p2,p3).
+PERSPECTIVES = {"p1": "reformulation", "p2": "recommendation", "p3": "llm"}
+# Every sample source. The order is HLA's tie rule (crops_ray.hla.keep_highest): when two sources give a
+# (query, video) pair the same level, the earlier one names it, so the log wins over a perspective.
+SAMPLE_SOURCES = STAGES + tuple(PERSPECTIVES.values())
 SAMPLES_SCHEMA = pa.schema(
     [
         ("query", pa.string()),

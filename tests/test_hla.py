@@ -154,6 +154,36 @@ def test_a_pair_from_several_sources_keeps_its_highest_level():
     ]
 
 
+def test_one_tie_rule_everywhere_the_log_names_a_pair_two_sources_give_the_same_level():
+    """A click that P2 also found (both level 4) stays a click in every consumer: keep_highest, build_groups, the
+    experiment's method samples and the engine's vectorised labelling; a higher level still wins outright."""
+    import pandas as pd
+
+    from crops_ray.engine.assemble import CANDIDATES_SCHEMA, to_samples
+    from crops_ray.experiment import METHODS, method_samples
+    from crops_ray.hla import SOURCE_RANK, keep_highest
+
+    assert list(SOURCE_RANK)[:4] == ["clicked", "exposed", "ranked", "filtered"]
+    rows = [("q", "v1", 4, "recommendation"), ("q", "v1", 4, "clicked"), ("q", "v2", 4, "clicked")]
+    rows += [("q", "v2", 5, "reformulation"), ("q", "v3", 4, "llm"), ("q", "v3", 3, "exposed")]
+    want = {"v1": (4, "clicked"), "v2": (5, "reformulation"), "v3": (4, "llm")}
+    frame = pd.DataFrame(rows, columns=["query", "video_id", "level", "source"])
+    for order in (frame, frame.iloc[::-1]):  # whatever order the rows come in
+        kept = keep_highest(order)
+        assert {v: (lv, s) for v, lv, s in zip(kept["video_id"], kept["level"], kept["source"])} == want
+    (group,) = build_groups(_samples(rows)).to_pylist()
+    assert {v: (lv, s) for v, lv, s in zip(group["video_ids"], group["levels"], group["sources"])} == want
+    enriched = _samples([r for r in rows if r[3] not in ("clicked", "exposed")])
+    log = _samples([r for r in rows if r[3] in ("clicked", "exposed")])
+    mixed = method_samples(enriched, METHODS["crops"], log=log).to_pandas()
+    assert {v: (lv, s) for v, lv, s in zip(mixed["video_id"], mixed["level"], mixed["source"])} == want
+    wide = {name: [None] for name in CANDIDATES_SCHEMA.names}
+    wide.update(query=["q"], video_id=["v1"], text=["t"], log_level=[4], log_source=["clicked"])
+    wide.update(reformulation_kept=[False], recommendation_kept=[True], score=[0.9])
+    engine = to_samples(pa.table(wide, schema=CANDIDATES_SCHEMA), dict(LevelConfig().levels)).to_pylist()
+    assert [(r["level"], r["source"]) for r in engine] == [(4, "clicked")]
+
+
 def test_write_groups_shards_and_reads_back(tmp_path):
     rows = [(f"q{k}", f"v{k}-{i}", 1 + i % 3, "exposed") for k in range(7) for i in range(3)]
     groups = build_groups(_samples(rows), GroupConfig(group_size=3))

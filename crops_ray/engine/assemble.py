@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from crops_ray.engine.users import key_buckets
-from crops_ray.hla import LevelConfig
-from crops_ray.schema import SAMPLE_SOURCES, SAMPLES_SCHEMA, STAGES
+from crops_ray.hla import SOURCE_RANK, LevelConfig
+from crops_ray.schema import SAMPLES_SCHEMA, STAGES
 
 VIDEO_ROW = "__video__"  # the marker source of a video's own row in the collapse input
 MAX_REFORMULATIONS_KEPT = 8  # distinct reformulated queries kept per pair (for the gate and for reading)
@@ -218,7 +218,7 @@ def to_samples(batch: pa.Table, levels: dict[str, int]) -> pa.Table:
     log_level = batch["log_level"].to_numpy(zero_copy_only=False)
     log_level = np.where(batch["log_level"].is_null().to_numpy(zero_copy_only=False), -1, log_level).astype(np.int16)
     log_source = batch["log_source"].to_numpy(zero_copy_only=False)
-    rank = {s: i for i, s in enumerate(SAMPLE_SOURCES)}
+    rank = SOURCE_RANK  # HLA's one tie rule (crops_ray.hla.keep_highest): the log before the perspectives
     best_level = log_level.copy()
     best_rank = np.array([rank.get(s, len(rank)) if s is not None else len(rank) for s in log_source])
     best_source = log_source.astype(object)

@@ -47,7 +47,7 @@ from crops_ray.engine.reformulation import ReformulationConfig
 from crops_ray.engine.world_knowledge import WorldKnowledgeConfig
 from crops_ray.hla import LevelConfig
 
-SOURCES = ("p1", "p2", "p3")  # reformulation, recommendation, LLM world knowledge
+SOURCES = tuple(S.PERSPECTIVES)  # p1 reformulation, p2 recommendation, p3 LLM world knowledge
 
 
 def _paper_levels() -> dict[str, int]:
