@@ -8,7 +8,7 @@ scored again, and the build's own alpha reproduces the build exactly. Per alpha:
 
 - counts (any logs): P1/P2 candidates and kept, samples per source and level;
 - quality (where ground truth exists, e.g. a generated world's ``eval/``): precision and recall of the kept
-  P1, P2 and mined pairs, relevant meaning qrels grade >= 2, with the counters of :mod:`crops_ray.engine.evaluate`;
+  P1, P2 and mined pairs, relevant meaning qrels grade >= 2, with the counters of :mod:`crops_ray.world.audit`;
 - downstream (opt-in: CroPS trains once per alpha through :func:`crops_ray.experiment.run_method`): Recall@100
   CT/QR and NDCG@4, and the paired bootstrap difference from the build's alpha over queries.
 
@@ -31,8 +31,8 @@ from crops_ray import schema as S
 from crops_ray import storage
 from crops_ray.engine import assemble as A
 from crops_ray.engine import build as B
-from crops_ray.engine import evaluate as E
 from crops_ray.report import interval_cell
+from crops_ray.world import audit as E
 
 DEFAULT_ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MINED = (("p1", "reformulation"), ("p2", "recommendation"))  # (short name, candidates column) of each swept source

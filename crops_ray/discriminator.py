@@ -193,7 +193,7 @@ def world_labelled_pairs(world: str, n: int, heldout: bool, seed: int = 0, min_g
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed + (1 if heldout else 0))
-    from crops_ray.engine.evaluate import judgments_path
+    from crops_ray.world.audit import judgments_path
 
     qrels = pq.read_table(judgments_path(f"{world}/eval")).to_pandas()
     truth = pq.read_table(f"{world}/eval/video_truth.parquet").to_pandas()

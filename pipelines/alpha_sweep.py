@@ -22,8 +22,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray import alpha_sweep as AS
-from crops_ray.engine.evaluate import judgments_path
 from crops_ray.storage import check_output
+from crops_ray.world.audit import judgments_path
 
 
 def ground_truth(eval_dir: str | None, logs: str | None) -> str | None:

@@ -630,7 +630,7 @@ def test_minority_senses_search_never_exposed_become_positives(tiny_run):
     assert ev["relevant_means"] == "qrels grade >= 2"  # the discriminator's calibration target
     # This run's discriminator is the zero-shot one (fine-tuning costs minutes): at topic level (grade >= 1,
     # marginal included) what it mined is mostly right; at grade >= 2 the fine-tuned default is measured in the README.
-    from crops_ray.engine.evaluate import evaluate_engine
+    from crops_ray.world.audit import evaluate_engine
 
     topic_level = evaluate_engine(str(root / "out"), str(root / "world" / "eval"), 0.6, min_grade=1)
     for source in ("reformulation", "recommendation"):

@@ -487,7 +487,7 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
         "samples": {"rows": sample_rows, "by_source_level": dict(sorted(by_source_level.items()))},
         "seconds": clock.seconds,
     }
-    from crops_ray.engine.evaluate import evaluate_engine, has_truth
+    from crops_ray.world.audit import evaluate_engine, has_truth
 
     stats["evaluation"] = (
         evaluate_engine(staging, eval_dir, cfg.alpha, cfg.discriminator.calibration_min_grade)
