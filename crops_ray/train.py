@@ -75,7 +75,6 @@ RUN_SETTINGS_FILE = "crops_run.json"
 RESUME_KEYS = ("loss", "model", "shared_towers", "doc_tower")
 DOC_TOWERS = ("train", "frozen")
 MODEL_DIR, STATE_FILE, CHECKPOINT_PREFIX = "model", "train_state.pt", "step-"
-CRASH_DELAY_S = 6.0  # fault injection (tests): > Ray Train's 2 s worker poll, so earlier reports are registered
 
 
 @dataclass
@@ -522,7 +521,6 @@ def train_loop_per_worker(loop: dict) -> None:
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
     queue = loop.get("progress")
-    crash = loop.get("crash")  # fault injection for the recovery test: {"step", "rank", "marker"}
 
     def report(metrics: dict, with_checkpoint: bool) -> None:
         if rank == 0 and queue is not None:
@@ -599,13 +597,6 @@ def train_loop_per_worker(loop: dict) -> None:
         step += 1
         if step == start_step + 1:  # throughput counts from here: the first step also starts the data pipeline
             t_steady = time.perf_counter()
-        if crash and step == crash["step"] and rank == crash["rank"] and not os.path.exists(crash["marker"]):
-            with open(crash["marker"], "w") as f:
-                f.write(f"worker {rank} killed at step {step}\n")
-            # Die like a lost machine, but only once Ray Train has collected the reports this worker already
-            # made (its controller polls workers every few seconds), so the latest checkpoint is known.
-            time.sleep(crash.get("delay_s", CRASH_DELAY_S))
-            os._exit(1)
         checkpoint_now = step % cfg.checkpoint_every == 0 or step == total_steps
         if step % cfg.log_every == 0 or checkpoint_now:
             now = time.perf_counter()
@@ -724,7 +715,6 @@ def train(
     storage: str | None = None,
     name: str = DEFAULT_RUN_NAME,
     progress=print,
-    crash: dict | None = None,
 ) -> dict:
     """Train on the groups parquet at ``groups``; write ``out/model/`` and ``out/train_metrics.json`` (a local
     folder); return the metrics.
@@ -790,7 +780,6 @@ def train(
         "micro_per_epoch": micro_per_epoch,
         "num_levels": num_levels,
         "progress": queue,
-        "crash": crash,
     }
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -47,3 +47,22 @@ def tiny_engine(tmp_path_factory, ray_local):
     stats = build_data(str(root / "world"), str(root / "out"), cfg, validate=True, progress=print)
     samples = pq.read_table(str(root / "out" / "samples")).to_pandas()
     return root, stats, samples
+
+
+def descendant_pids_titled(word: str) -> list[int]:
+    """Processes of this test's own Ray (descendants of this process) whose title names ``word``."""
+    me, found = os.getpid(), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            title = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            if word not in title:
+                continue
+            p = int(pid)
+            while p > 1:
+                p = int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
+                if p == me:
+                    found.append((int(pid), title))
+                    break
+        except (OSError, ValueError, IndexError):
+            continue
+    return found

@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import descendant_pids_titled
 
 from crops_ray.config import from_dict
 from crops_ray.engine import assemble as A
@@ -648,25 +649,6 @@ def test_minority_senses_search_never_exposed_become_positives(tiny_run):
     assert {5, 4} <= set(s["level"]) and set(s["source"]) <= {"reformulation", "recommendation"}
 
 
-def _descendant_pids_titled(word: str) -> list[int]:
-    """Processes of this test's own Ray (descendants of this process) whose title names ``word``."""
-    me, found = os.getpid(), []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            title = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
-            if word not in title:
-                continue
-            p = int(pid)
-            while p > 1:
-                p = int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
-                if p == me:
-                    found.append((int(pid), title))
-                    break
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the actor's process through /proc")
@@ -692,14 +674,14 @@ def test_a_killed_discriminator_actor_is_restarted_and_its_batch_scored_again(ti
     def killer():
         deadline = time.time() + 300
         while time.time() < deadline and not events:
-            for pid, title in _descendant_pids_titled("DiscriminatorScorer"):
+            for pid, title in descendant_pids_titled("DiscriminatorScorer"):
                 if "__init__" not in title:  # loaded and working on batches
                     os.kill(pid, signal.SIGKILL)
                     events.append(("killed", pid, time.time()))
                     break
             time.sleep(0.2)
         while time.time() < deadline and len(events) == 1:
-            for pid, _ in _descendant_pids_titled("DiscriminatorScorer"):
+            for pid, _ in descendant_pids_titled("DiscriminatorScorer"):
                 if pid != events[0][1]:
                     events.append(("replacement", pid, time.time()))
                     break
