@@ -128,20 +128,45 @@ def _replica_threads(threads: int | None) -> int:
     return threads or max(1, int(round(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))))
 
 
-class _BatchStats:
-    """How full the batches were (reported by ``info()``; the tests check that concurrent requests share one)."""
+class _ModelReplica:
+    """What the three model deployments share. The model runs on one thread (:class:`_OneThread`); a subclass
+    implements ``_run(requests) -> results`` (one result per request, all in one model call) and calls
+    :meth:`_one` per request. With batching on, ``@serve.batch`` merges concurrent requests into one ``_run``;
+    off, each request is its own call. ``info()`` reports how full the batches were (the tests check that
+    concurrent requests share one)."""
 
     batches = requests = largest_batch = 0
 
-    def _record(self, size: int) -> None:
-        self.batches, self.requests, self.largest_batch = (
-            self.batches + 1,
-            self.requests + size,
-            max(self.largest_batch, size),
-        )
+    def _serve(self, batching: bool, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+        self.batching = batching
+        self._thread = _OneThread()
+        self._batched.set_max_batch_size(max_batch_size)
+        self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def _run(self, requests: list) -> list:
+        raise NotImplementedError
+
+    async def _one(self, request):
+        if self.batching:
+            return await self._batched(request)
+        (result,) = await self._thread.run(self._run, [request])
+        return result
 
     def batch_stats(self) -> dict:
         return {"batches": self.batches, "requests": self.requests, "largest_batch": self.largest_batch}
+
+
+def _batched():
+    """A fresh ``@serve.batch`` method per deployment class (its queue belongs to the decorated function), to be
+    bound as ``_batched``: Serve recognises a method call by the function's name."""
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _batched(self, requests: list) -> list:
+        self.batches, self.requests = self.batches + 1, self.requests + len(requests)
+        self.largest_batch = max(self.largest_batch, len(requests))
+        return await self._thread.run(self._run, requests)
+
+    return _batched
 
 
 def _split(rows: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
@@ -149,8 +174,10 @@ def _split(rows: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 
 
 @serve.deployment(name="QueryEncoder")
-class QueryEncoder(_BatchStats):
+class QueryEncoder(_ModelReplica):
     """The query tower: a list of texts -> float32 [n, dim], unit length (exactly Encoder.encode_queries)."""
+
+    _batched = _batched()
 
     def __init__(
         self,
@@ -169,10 +196,8 @@ class QueryEncoder(_BatchStats):
         self.encoder = Encoder.from_pretrained(model)
         self.encoder.eval()
         self.version = model_version(model)
-        self.batching, self.encode_batch_size = batching, encode_batch_size
-        self._thread = _OneThread()
-        self._encode_batch.set_max_batch_size(max_batch_size)
-        self._encode_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.encode_batch_size = encode_batch_size
+        self._serve(batching, max_batch_size, batch_wait_timeout_s)
 
     def info(self) -> dict:
         return {
@@ -182,23 +207,19 @@ class QueryEncoder(_BatchStats):
             **self.batch_stats(),
         }
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        return self.encoder.encode_queries(texts, batch_size=self.encode_batch_size)
+    def _run(self, requests: list[list[str]]) -> list[np.ndarray]:
+        emb = self.encoder.encode_queries([t for texts in requests for t in texts], batch_size=self.encode_batch_size)
+        return _split(emb, [len(texts) for texts in requests])
 
     async def encode(self, texts: list[str]) -> tuple[np.ndarray, str]:
-        emb = await (self._encode_batch(texts) if self.batching else self._thread.run(self._encode, texts))
-        return emb, self.version
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _encode_batch(self, requests: list[list[str]]) -> list[np.ndarray]:
-        self._record(len(requests))
-        emb = await self._thread.run(self._encode, [t for texts in requests for t in texts])
-        return _split(emb, [len(texts) for texts in requests])
+        return await self._one(texts), self.version
 
 
 @serve.deployment(name="Discriminator")
-class DiscriminatorDeployment(_BatchStats):
+class DiscriminatorDeployment(_ModelReplica):
     """theta(query, text) in [0, 1]: crops_ray.discriminator.Discriminator with a fixed calibration."""
+
+    _batched = _batched()
 
     def __init__(
         self,
@@ -218,10 +239,7 @@ class DiscriminatorDeployment(_BatchStats):
         self.disc = Discriminator(DiscriminatorConfig(model=model), cal, device="cpu")
         cal_id = hashlib.sha256(f"{cal.a!r}|{cal.b!r}".encode()).hexdigest()[:8]
         self.version = f"{model_version(self.disc.model_dir)}+cal{cal_id}"  # the weights loaded (the calibration's)
-        self.batching = batching
-        self._thread = _OneThread()
-        self._score_batch.set_max_batch_size(max_batch_size)
-        self._score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._serve(batching, max_batch_size, batch_wait_timeout_s)
 
     def info(self) -> dict:
         cal = self.disc.calibration
@@ -231,23 +249,20 @@ class DiscriminatorDeployment(_BatchStats):
             **self.batch_stats(),
         }
 
-    def _theta(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        return self.disc.theta([q for q, _ in pairs], [t for _, t in pairs])
+    def _run(self, requests: list[list[tuple[str, str]]]) -> list[np.ndarray]:
+        pairs = [p for pairs in requests for p in pairs]
+        theta = self.disc.theta([q for q, _ in pairs], [t for _, t in pairs])
+        return _split(theta, [len(pairs) for pairs in requests])
 
     async def score(self, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, str]:
-        theta = await (self._score_batch(pairs) if self.batching else self._thread.run(self._theta, pairs))
-        return theta, self.version
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _score_batch(self, requests: list[list[tuple[str, str]]]) -> list[np.ndarray]:
-        self._record(len(requests))
-        theta = await self._thread.run(self._theta, [p for pairs in requests for p in pairs])
-        return _split(theta, [len(pairs) for pairs in requests])
+        return await self._one(pairs), self.version
 
 
 @serve.deployment(name="Retriever")
-class Retriever(_BatchStats):
+class Retriever(_ModelReplica):
     """Top-k video ids and inner-product scores for query embeddings (FAISS; one search per batch)."""
+
+    _batched = _batched()
 
     def __init__(
         self,
@@ -266,10 +281,7 @@ class Retriever(_BatchStats):
         self.index = VectorIndex.load(index)
         self.version = content_version(index, (".faiss", ".parquet", ".json"))
         self.checked = checked  # how build_app matched the index to the encoder
-        self.batching = batching
-        self._thread = _OneThread()
-        self._search_batch.set_max_batch_size(max_batch_size)
-        self._search_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._serve(batching, max_batch_size, batch_wait_timeout_s)
 
     def info(self) -> dict:
         return {
@@ -280,23 +292,15 @@ class Retriever(_BatchStats):
             **self.batch_stats(),
         }
 
-    def _search(self, requests: list[tuple[np.ndarray, int]]) -> list[tuple[list[str], list[float]]]:
+    def _run(self, requests: list[tuple[np.ndarray, int]]) -> list[tuple[list[str], list[float]]]:
         ids, scores = self.index.search(np.stack([q for q, _ in requests]), max(k for _, k in requests))
         return [
             (row[:k], [float(s) for s in srow[: min(k, len(row))]]) for (_, k), row, srow in zip(requests, ids, scores)
         ]
 
     async def search(self, query: np.ndarray, k: int) -> tuple[list[str], list[float], str]:
-        if self.batching:
-            ids, scores = await self._search_batch((query, k))
-        else:
-            ((ids, scores),) = await self._thread.run(self._search, [(query, k)])
+        ids, scores = await self._one((query, k))
         return ids, scores, self.version
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _search_batch(self, requests: list[tuple[np.ndarray, int]]) -> list[tuple[list[str], list[float]]]:
-        self._record(len(requests))
-        return await self._thread.run(self._search, requests)
 
 
 # ------------------------------------------------------------------------------------------------ the HTTP API
