@@ -382,5 +382,5 @@ def format_summary(summaries: dict[str, TableSummary]) -> str:
     return "\n".join(lines)
 
 
-def load_validation_config(path: str | None, overrides: dict | None = None) -> ValidationConfig:
-    return load_config(ValidationConfig, path, overrides)
+def load_validation_config(path: str | None, overrides: dict | None = None, sets=()) -> ValidationConfig:
+    return load_config(ValidationConfig, path, overrides, sets)

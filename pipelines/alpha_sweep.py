@@ -22,6 +22,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray import alpha_sweep as AS
+from crops_ray.config import add_config_args
 from crops_ray.storage import check_output
 from crops_ray.world.audit import judgments_path
 
@@ -61,9 +62,7 @@ def downstream_args(args, stats: dict) -> dict | None:
         raise AS.SweepInputError(
             "--downstream needs --logs: the folder with videos/ and eval/ the methods are evaluated on"
         )
-    cfg = load_config(ExperimentConfig, args.config)
-    if args.max_steps:
-        cfg.train.max_steps = args.max_steps
+    cfg = load_config(ExperimentConfig, args.config, {"train.max_steps": args.max_steps}, args.set)
     log, what = load_samples(p0_source(args.validated, stats, args.data, args.logs))
     print(f"P0 for training: {what}")
     return {"logs": args.logs, "exp_cfg": cfg, "seed": args.seed, "log": log, "reuse": args.reuse}
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--downstream", action="store_true", help="also train and evaluate CroPS per alpha (minutes per alpha)"
     )
     p.add_argument("--validated", help="validated logs for the P0 samples (default: the logs the build read)")
-    p.add_argument("--config", help="YAML of ExperimentConfig settings (train, groups, eval) for --downstream")
+    add_config_args(p, "ExperimentConfig (train, groups, eval) for --downstream")
     p.add_argument("--max-steps", type=int, help="training steps per alpha")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

@@ -23,29 +23,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import load_config
+from crops_ray.config import add_config_args, load_config
 from crops_ray.engine.build import EngineConfig, EngineInputError, build_data, format_summary
 from crops_ray.schema import LogSchemaError
 
 
-def _nested(data: dict, path: str, value) -> None:
-    if value is None:
-        return
-    *parents, leaf = path.split(".")
-    for p in parents:
-        data = data.setdefault(p, {})
-    data[leaf] = value
-
-
 def parse_config(args: argparse.Namespace) -> EngineConfig:
-    import yaml
-
-    data: dict = {}
-    if args.config:
-        with open(args.config) as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{args.config}: expected a mapping of settings")
     flags = {
         "sources": None if args.sources is None else [s.strip() for s in args.sources.split(",") if s.strip()],
         "alpha": args.alpha,
@@ -67,9 +50,7 @@ def parse_config(args: argparse.Namespace) -> EngineConfig:
         "shuffle_partitions": args.partitions,
         "keep_work": True if args.keep_work else None,
     }
-    for path, value in flags.items():
-        _nested(data, path, value)
-    return load_config(EngineConfig, None, data)
+    return load_config(EngineConfig, args.config, flags, args.set)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -78,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--logs", required=True, help="validated log folder (pipelines/validate.py output), or raw logs with --validate"
     )
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
-    p.add_argument("--config", help="YAML of EngineConfig settings")
+    add_config_args(p, "EngineConfig")
     p.add_argument("--validate", action="store_true", help="validate raw --logs into OUT/validated first")
     p.add_argument("--eval", dest="eval_dir", help="ground truth folder (a world's eval/) to measure precision against")
     p.add_argument(

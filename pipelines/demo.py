@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from crops_ray import buckets as B
 from crops_ray import report as R
 from crops_ray import schema as S
-from crops_ray.config import load_config
+from crops_ray.config import add_config_args, load_config
 from crops_ray.experiment import (
     ABLATIONS,
     METHODS,
@@ -48,15 +48,9 @@ DEMO_ENGINE = {"discriminator": {"calibration_pairs": 1500}, "world_knowledge": 
 
 
 def _engine_config(path: str | None, seed: int):
-    import yaml
-
-    from crops_ray.config import from_dict
     from crops_ray.engine.build import EngineConfig
 
-    cfg = from_dict(EngineConfig, DEMO_ENGINE)
-    if path:
-        with open(path) as f:
-            cfg = from_dict(EngineConfig, yaml.safe_load(f) or {}, base=cfg)
+    cfg = load_config(EngineConfig, path, defaults=DEMO_ENGINE)
     cfg.world_knowledge.seed = seed
     return cfg
 
@@ -199,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="frozen (default: query-side fine-tuning, the corpus encoded once) or train (both towers, as the paper; "
         "several times slower on CPUs)",
     )
-    p.add_argument("--config", help="YAML of ExperimentConfig settings (train, groups, eval)")
+    add_config_args(p, "ExperimentConfig (train, groups, eval)")
     p.add_argument("--engine-config", help="YAML of the data engine's EngineConfig")
     p.add_argument(
         "--readme", help="also write the table and chart into this README (between its table1 markers) and docs/"
@@ -216,11 +210,10 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         p.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
-    cfg = load_config(ExperimentConfig, args.config)
-    if args.max_steps:
-        cfg.train.max_steps = args.max_steps
+    flags = {"train.max_steps": args.max_steps}
     if args.doc_tower:
-        cfg.train.doc_tower, cfg.train.shared_towers = args.doc_tower, args.doc_tower == "train"
+        flags.update({"train.doc_tower": args.doc_tower, "train.shared_towers": args.doc_tower == "train"})
+    cfg = load_config(ExperimentConfig, args.config, flags, args.set)
     seeds = [int(s) for s in args.seeds.split(",")]
     try:
         check_output(args.out, [args.logs], replaces=False)

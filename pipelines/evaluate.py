@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import load_config
+from crops_ray.config import add_config_args, load_config
 from crops_ray.evaluate import EvalConfig, evaluate, format_metrics
 from crops_ray.index import KINDS
 from crops_ray.storage import check_output
@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--method", choices=("dense", "bm25"), default="dense")
     p.add_argument("--model", help="trained model folder, or 'minilm' for the pretrained encoder (zero-shot)")
     p.add_argument("--index", choices=KINDS, help="FAISS index kind (default flat = exact)")
-    p.add_argument("--config", help="YAML of EvalConfig settings")
+    add_config_args(p, "EvalConfig")
     args = p.parse_args(argv)
     if args.method == "dense" and not args.model:
         p.error("--model is required for a dense method (use --model minilm for the pretrained encoder)")
-    cfg = load_config(EvalConfig, args.config)
+    cfg = load_config(EvalConfig, args.config, sets=args.set)
     if args.index:
         cfg.index.kind = args.index
     try:

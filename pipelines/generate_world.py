@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import load_config
+from crops_ray.config import add_config_args, load_config
 from crops_ray.storage import OutputError
 from crops_ray.world.generator import SCALES, WorldConfig, format_stats, generate_world
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--scale", default="small", choices=sorted(SCALES), help="tiny (tests), small (demo), large (millions of rows)"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--config", help="YAML file of WorldConfig settings (applied over the scale)")
+    add_config_args(p, "WorldConfig (applied over the scale)")
     p.add_argument("--users", type=int, help="override the number of users")
     p.add_argument("--shards", type=int, help="override the number of user shards (output files)")
     p.add_argument(
@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = p.parse_args(argv)
     cli = {"seed": args.seed, "users": args.users, "shards": args.shards}
-    overrides = {**SCALES[args.scale], **{k: v for k, v in cli.items() if v is not None}}
-    cfg = load_config(WorldConfig, args.config, overrides)
+    cfg = load_config(WorldConfig, args.config, cli, args.set, defaults=SCALES[args.scale])
     use_ray = args.ray if args.ray is not None else args.scale == "large"
     print(
         f"generating the {args.scale} world (seed {cfg.seed}, {cfg.users:,} users, {cfg.shards} "

@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import load_config
+from crops_ray.config import add_config_args, load_config
 from crops_ray.experiment import METHODS, TABLE1, ExperimentConfig, online_ab
 from crops_ray.world.online import OnlineConfig
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--methods", default=",".join(TABLE1), help=f"comma-separated subset of {list(METHODS)}")
     p.add_argument("--baseline", default="dpr")
     p.add_argument("--sessions-per-user", type=float)
-    p.add_argument("--config", help="YAML of ExperimentConfig settings (the model alias, eval settings)")
+    add_config_args(p, "ExperimentConfig (the model alias, eval settings)")
     args = p.parse_args(argv)
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS]
@@ -49,7 +49,13 @@ def main(argv: list[str] | None = None):
     if args.sessions_per_user:
         ocfg.sessions_per_user = args.sessions_per_user
     summary, table = online_ab(
-        args.world, args.runs, methods, args.out, load_config(ExperimentConfig, args.config), args.baseline, ocfg
+        args.world,
+        args.runs,
+        methods,
+        args.out,
+        load_config(ExperimentConfig, args.config, sets=args.set),
+        args.baseline,
+        ocfg,
     )
     print("\n" + table)
     return summary

@@ -19,39 +19,35 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from crops_ray.config import add_config_args  # noqa: E402
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def parse_settings(args: argparse.Namespace) -> dict:
-    import yaml
+    """ServeSettings' fields: the YAML of --config, then the flags, then --set (crops_ray.config.settings)."""
+    from crops_ray.config import settings
 
-    settings = {
+    flags = {
         "model": args.model,
         "index": args.index,
         "discriminator_model": args.discriminator_model,
         "calibration": args.calibration,
     }
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
-        settings[key.strip()] = yaml.safe_load(value)
-    return settings
+    return settings(args.config, flags, args.set)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--model", default="minilm", help="encoder folder written by training, or 'minilm' (pretrained, zero-shot)"
-    )
-    p.add_argument("--index", required=True, help="index folder written by evaluation (OUT/index/)")
+    p.add_argument("--model", help="encoder folder written by training, or 'minilm' (the default: pretrained)")
+    p.add_argument("--index", help="index folder written by evaluation (OUT/index/); required here or in --config")
     p.add_argument(
         "--calibration", help="discriminator calibration JSON (default: fitted once on the embedded world, cached)"
     )
-    p.add_argument("--discriminator-model", default="minilm")
+    p.add_argument("--discriminator-model", help="the discriminator's backbone (default: minilm)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any ServeSettings field")
+    add_config_args(p, "ServeSettings (model, index, limits, batching, threads)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: this machine's)")
     p.add_argument("--allow-no-auth", action="store_true", help="serve off loopback without a token (not recommended)")
     args = p.parse_args(argv)

@@ -15,13 +15,12 @@ checkpoints under --storage/--name (default OUT/checkpoints/crops-train): the sa
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import load_config
+from crops_ray.config import add_config_args, load_config
 from crops_ray.hla import build_groups, load_samples, write_groups
 from crops_ray.models import model_path
 from crops_ray.runtime import init_ray
@@ -75,11 +74,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--log-every", type=int)
-    p.add_argument("--config", help="YAML with sections train, groups, levels")
+    add_config_args(p, "TrainJobConfig (sections train, groups, levels)")
     args = p.parse_args(argv)
 
     try:
-        job = load_config(TrainJobConfig, args.config)
         flags = {
             "loss": args.loss,
             "num_workers": args.num_workers,
@@ -97,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
         }
         if args.doc_tower == "frozen":
             flags["shared_towers"] = False
-        cfg = dataclasses.replace(job.train, **{k: v for k, v in flags.items() if v is not None})
+        job = load_config(TrainJobConfig, args.config, {f"train.{k}": v for k, v in flags.items()}, args.set)
+        cfg = job.train
         check_output(args.out, [args.data], replaces=False)
         model_path(cfg.model)  # a missing model fails now, not after the groups are built and Ray has started
         samples, what = load_samples(args.data, job.levels)

@@ -16,6 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from crops_ray.config import add_config_args
 from crops_ray.schema import LogSchemaError
 from crops_ray.storage import OutputError
 from crops_ray.validate import format_summary, load_validation_config, validate_logs
@@ -27,11 +28,11 @@ def main(argv: list[str] | None = None):
         "--logs", required=True, help="log folder: videos/, search_log/, rec_log/ (folders or .parquet files)"
     )
     p.add_argument("--out", required=True, help="output folder for validated logs (replaced atomically)")
-    p.add_argument("--config", help="YAML of ValidationConfig settings")
+    add_config_args(p, "ValidationConfig")
     p.add_argument("--ts-min", type=int)
     p.add_argument("--ts-max", type=int)
     args = p.parse_args(argv)
-    cfg = load_validation_config(args.config, {"ts_min": args.ts_min, "ts_max": args.ts_max})
+    cfg = load_validation_config(args.config, {"ts_min": args.ts_min, "ts_max": args.ts_max}, args.set)
     try:
         summaries = validate_logs(args.logs, args.out, cfg)
     except (LogSchemaError, OutputError) as exc:

@@ -545,10 +545,11 @@ def test_config_validation_and_command_line(tmp_path):
         fine_tune_discriminator=None,
         partitions=None,
         keep_work=False,
+        set=["recommendation.per_user=60"],  # --set wins over the flag
     )
     cfg = parse_config(args)
     assert cfg.sources == ("p1", "p3") and cfg.alpha == 0.7 and cfg.reformulation.window_s == 120
-    assert cfg.recommendation.per_user == 50 and cfg.world_knowledge.max_queries == 3
+    assert cfg.recommendation.per_user == 60 and cfg.world_knowledge.max_queries == 3
     args.sources = ""
     assert parse_config(args).sources == ()
 
