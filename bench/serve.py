@@ -1,16 +1,20 @@
 """Benchmark: /v1/encode and /v1/search over HTTP on 127.0.0.1, through Ray Serve with batching on and off, and
-through a plain single-process FastAPI app (uvicorn) holding the same model and index: the baseline a user would
-otherwise write. Both serve serve/app.py's ``make_api`` (same validation, same JSON), so only the serving differs.
+through a plain single-process FastAPI app (uvicorn) holding the same model and index, with batching on (a
+:class:`MicroBatcher` merging concurrent requests the way ``@serve.batch`` does, same batch size and wait) and off:
+the baselines a user would otherwise write. All serve serve/app.py's ``make_api`` (same validation, same JSON), so
+only the serving differs.
 
-Bounded: per (server, endpoint) a warm-up, then a fixed number of requests at a fixed concurrency from an aiohttp
-client in this process, split into rounds that alternate the three servers (all up at once; one loaded at a time),
-so a shared machine's other work falls on each alike. One request is one query (an online search box). Every
-request must answer 200: any 5xx or other error fails the run (exit 1). Prints one markdown table.
+Bounded: per row a warm-up, then a fixed number of requests at each concurrency from an aiohttp client in this
+process, split into rounds that alternate the four servers (all up at once; one loaded at a time), so a shared
+machine's other work falls on each alike. One request is one query (an online search box). Every request must
+answer 200: any 5xx or other error fails the run (exit 1). Prints one markdown table with each row's ratio to the
+plain app with the same batching and to the unbatched plain app.
 
-    .venv/bin/python bench/serve.py [--model minilm] [--index runs/demo/eval/index] [--requests 300] [--concurrency 8]
+    .venv/bin/python bench/serve.py [--model minilm] [--index runs/demo/eval/index] [--requests 2000] \
+        [--concurrency 1,8,32]
 
 Without --index, the tiny world's 1,032 videos are encoded with --model into a temporary index. The model replicas
-and the baseline use the same number of torch threads (--threads, default 2). The discriminator's calibration is
+and the baselines use the same number of torch threads (--threads, default 2). The discriminator's calibration is
 fitted once on the embedded world and cached, as the application does by default (the first run takes longer).
 """
 
@@ -28,6 +32,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DEFAULT_REQUESTS = 300
@@ -39,16 +45,59 @@ SEARCH_K = 100
 REQUEST_TIMEOUT_S = 120
 SERVER_START_TIMEOUT_S = 300
 WORLD_SEED = 0
+PLAIN = "plain FastAPI (uvicorn, 1 process)"
 
 
 # ------------------------------------------------------------------------------------------- the baseline
 
 
+class MicroBatcher:
+    """What ``@serve.batch`` does, in one process: calls that arrive within ``wait_s`` of the first (up to
+    ``max_size``) become one ``fn(items) -> results`` on the model thread; one batch runs at a time, as Serve's
+    default ``max_concurrent_batches=1``."""
+
+    def __init__(self, fn, run, max_size: int, wait_s: float):
+        self.fn, self.run, self.max_size, self.wait_s = fn, run, max_size, wait_s
+        self.queue: asyncio.Queue | None = None
+        self.sizes: list[int] = []
+
+    async def __call__(self, item):
+        loop = asyncio.get_running_loop()
+        if self.queue is None:
+            self.queue = asyncio.Queue()
+            self._task = loop.create_task(self._loop())
+        future = loop.create_future()
+        await self.queue.put((item, future))
+        return await future
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            deadline = loop.time() + self.wait_s
+            while len(batch) < self.max_size and (left := deadline - loop.time()) > 0:
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            self.sizes.append(len(batch))
+            try:
+                results = await self.run(self.fn, [item for item, _ in batch])
+            except Exception as exc:  # every caller of the batch gets the error
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results):
+                future.set_result(result)
+
+
 class LocalBackend:
     """The models in this process, as a plain FastAPI app would hold them; one model call at a time on a worker
-    thread (a sync route would run them on a thread pool, but Hugging Face fast tokenizers are not thread-safe)."""
+    thread (a sync route would run them on a thread pool, but Hugging Face fast tokenizers are not thread-safe).
+    With ``batching``, concurrent requests are merged the way the Serve deployments merge them (:class:`MicroBatcher`
+    with the same batch size and wait)."""
 
-    def __init__(self, settings, calibration, threads: int):
+    def __init__(self, settings, calibration, threads: int, batching: bool = False):
         import torch
 
         from crops_ray.discriminator import Discriminator, DiscriminatorConfig
@@ -66,11 +115,32 @@ class LocalBackend:
             "index": content_version(settings.index, (".faiss", ".parquet", ".json")),
         }
         self._pool = ThreadPoolExecutor(1)
+        self.batching = batching
+        self._encode_batch = MicroBatcher(
+            self._encode_many, self._run, settings.max_batch_size, settings.batch_wait_timeout_s
+        )
+        self._search_batch = MicroBatcher(
+            self._search_many, self._run, settings.max_batch_size, settings.batch_wait_timeout_s
+        )
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    def _encode_many(self, requests: list[list[str]]) -> list:
+        emb = self.encoder.encode_queries([q for qs in requests for q in qs])
+        return np.split(emb, np.cumsum([len(qs) for qs in requests])[:-1])
+
+    def _search_many(self, requests: list[tuple[str, int]]) -> list:
+        ids, scores = self.index.search(
+            self.encoder.encode_queries([q for q, _ in requests]), max(k for _, k in requests)
+        )
+        return [
+            (row[:k], [float(s) for s in srow[: min(k, len(row))]]) for (_, k), row, srow in zip(requests, ids, scores)
+        ]
+
     async def encode(self, queries):
+        if self.batching:
+            return await self._encode_batch(queries), self.versions["model"]
         return await self._run(self.encoder.encode_queries, queries), self.versions["model"]
 
     async def score(self, pairs):
@@ -79,6 +149,10 @@ class LocalBackend:
         ]
 
     async def search(self, query, k):
+        if self.batching:
+            ids, scores = await self._search_batch((query, k))
+            return ids, scores, self.versions["model"], self.versions["index"]
+
         def top_k():
             ids, scores = self.index.search(self.encoder.encode_queries([query]), k)
             return ids[0], [float(s) for s in scores[0][: len(ids[0])]]
@@ -90,7 +164,7 @@ class LocalBackend:
         return dict(self.versions)
 
 
-def run_plain_server(settings_json: str, port: int, threads: int) -> None:
+def run_plain_server(settings_json: str, port: int, threads: int, batching: bool) -> None:
     import uvicorn
 
     from crops_ray.discriminator import DiscriminatorConfig, load_or_fit_calibration
@@ -100,7 +174,7 @@ def run_plain_server(settings_json: str, port: int, threads: int) -> None:
     calibration = load_or_fit_calibration(
         DiscriminatorConfig(model=settings.discriminator_model, calibration=settings.calibration)
     )
-    app = make_api(LocalBackend(settings, calibration, threads), settings, token=None)
+    app = make_api(LocalBackend(settings, calibration, threads, batching), settings, None)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -207,8 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="minilm")
     p.add_argument("--index", help="an index folder for --model (default: encode the tiny world into a temporary one)")
-    p.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help="timed requests per (server, endpoint)")
-    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    p.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help="timed requests per row")
+    p.add_argument(
+        "--concurrency", default=str(DEFAULT_CONCURRENCY), help="requests kept in flight; a comma list for several"
+    )
     p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
     p.add_argument(
         "--rounds",
@@ -220,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=DEFAULT_THREADS, help="torch threads per model replica and in the baseline"
     )
     p.add_argument("--plain-server", action="store_true", help=argparse.SUPPRESS)  # internal: the baseline process
+    p.add_argument("--batching", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--settings-json", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -227,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.plain_server:
-        run_plain_server(args.settings_json, args.port, args.threads)
+        run_plain_server(args.settings_json, args.port, args.threads, args.batching)
         return 0
+    levels = [int(c) for c in str(args.concurrency).split(",")]
 
     from ray import serve
 
@@ -248,77 +326,80 @@ def main(argv: list[str] | None = None) -> int:
         "/v1/search": [{"query": q, "k": SEARCH_K} for q in queries],
     }
 
-    # All three servers stay up, and the timed requests alternate between them in rounds, so that each sees the
+    # All four servers stay up, and the timed requests alternate between them in rounds, so that each sees the
     # same share of whatever else the machine is doing. Only one server is loaded at a time: Ray gets 4 logical
     # CPUs so that both Serve applications' replicas (1.35 CPUs each) can be placed on a 2-core machine.
     init_ray(num_cpus=max(4, os.cpu_count() or 1))
-    serve_port, plain_port = free_port(), free_port()
+    serve_port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
-    servers = {}
+    servers, plains = {}, []
     for name, batching in (("on", True), ("off", False)):
         serve.run(
             build_app(settings.model_copy(update={"batching": batching})), name=f"bench-{name}", route_prefix=f"/{name}"
         )
         servers[("Ray Serve", name)] = f"http://127.0.0.1:{serve_port}/{name}"
-    cmd = [
-        sys.executable,
-        os.path.abspath(__file__),
-        "--plain-server",
-        "--port",
-        str(plain_port),
-        "--threads",
-        str(args.threads),
-        "--settings-json",
-        settings.model_dump_json(),
-    ]
-    plain = subprocess.Popen(cmd)
-    servers[("plain FastAPI (uvicorn, 1 process)", "-")] = f"http://127.0.0.1:{plain_port}"
+    for batching in (True, False):
+        port = free_port()
+        cmd = [sys.executable, os.path.abspath(__file__), "--plain-server", "--port", str(port)]
+        cmd += ["--threads", str(args.threads), "--settings-json", settings.model_dump_json()]
+        plains.append(subprocess.Popen(cmd + (["--batching"] if batching else [])))
+        servers[(PLAIN, "on" if batching else "off")] = f"http://127.0.0.1:{port}"
     encoder = serve.get_deployment_handle("QueryEncoder", app_name="bench-on")
-    results: dict = {(s, e): ([], 0.0, 0, 0) for s in servers for e in bodies}
+    rows = [(s, e, c) for c in levels for e in bodies for s in servers]
+    results: dict = {row: ([], 0.0, 0, 0) for row in rows}
     try:
-        for url in servers.values():
-            wait_healthy(url, SERVER_START_TIMEOUT_S, plain)
+        for url, proc in zip(servers.values(), [None, None, *plains]):
+            wait_healthy(url, SERVER_START_TIMEOUT_S, proc)
             for endpoint in bodies:
-                asyncio.run(load(url, endpoint, bodies[endpoint], args.warmup, args.concurrency))
+                asyncio.run(load(url, endpoint, bodies[endpoint], args.warmup, max(levels)))
         per_round = -(-args.requests // args.rounds)
-        for r in range(args.rounds):
-            order = list(servers)[r % len(servers) :] + list(servers)[: r % len(servers)]
-            for server in order:
-                for endpoint in bodies:
-                    n = min(per_round, args.requests - r * per_round)
-                    before = encoder.info.remote().result()
-                    got, wall = asyncio.run(load(servers[server], endpoint, bodies[endpoint], n, args.concurrency))
-                    after = encoder.info.remote().result()
-                    done, seconds, batches, batched = results[(server, endpoint)]
-                    results[(server, endpoint)] = (
-                        done + got,
-                        seconds + wall,
-                        batches + after["batches"] - before["batches"],
-                        batched + after["requests"] - before["requests"],
-                    )
+        for concurrency in levels:
+            for r in range(args.rounds):
+                order = list(servers)[r % len(servers) :] + list(servers)[: r % len(servers)]
+                for server in order:
+                    for endpoint in bodies:
+                        n = min(per_round, args.requests - r * per_round)
+                        before = encoder.info.remote().result()
+                        got, wall = asyncio.run(load(servers[server], endpoint, bodies[endpoint], n, concurrency))
+                        after = encoder.info.remote().result()
+                        done, seconds, batches, batched = results[(server, endpoint, concurrency)]
+                        results[(server, endpoint, concurrency)] = (
+                            done + got,
+                            seconds + wall,
+                            batches + after["batches"] - before["batches"],
+                            batched + after["requests"] - before["requests"],
+                        )
     finally:
-        plain.terminate()
-        plain.wait(30)
+        for proc in plains:
+            proc.terminate()
+            proc.wait(30)
         serve.shutdown()
         tmp.cleanup()
 
     print(
         f"\n{args.requests} requests per row in {args.rounds} alternating rounds after {args.warmup} warm-up, "
-        f"concurrency {args.concurrency}, 1 query per request, k={SEARCH_K}; model {settings.model}, {args.threads} "
-        f"torch threads per model; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
-        f"{time.time() - started:.0f}s in all\n"
+        f"1 query per request, k={SEARCH_K}; model {settings.model}, {args.threads} torch threads per model, "
+        f"batches of up to {settings.max_batch_size} within {settings.batch_wait_timeout_s * 1e3:g} ms; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {time.time() - started:.0f}s in all\n"
     )
-    print("| server | batching | endpoint | req/s | p50 ms | p99 ms | mean encoder batch | 5xx | other errors |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| concurrency | endpoint | server | batching | req/s | vs plain, same batching | vs plain unbatched | "
+        "p50 ms | p99 ms | mean Serve encoder batch | errors |"
+    )
+    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     failed = 0
-    for (server, batching), endpoint in ((s, e) for s in servers for e in bodies):
-        got, wall, batches, batched = results[((server, batching), endpoint)]
-        r = summarize(got, wall)
+    summary = {row: summarize(*results[row][:2]) for row in rows}
+    for server, endpoint, concurrency in rows:
+        r = summary[(server, endpoint, concurrency)]
+        _, _, batches, batched = results[(server, endpoint, concurrency)]
         failed += r["5xx"] + r["other_errors"]
-        batch = f"{batched / batches:.2f}" if batching == "on" and batches else "-"
+        same = summary[((PLAIN, server[1]), endpoint, concurrency)]["rps"]
+        unbatched = summary[((PLAIN, "off"), endpoint, concurrency)]["rps"]
+        batch = f"{batched / batches:.2f}" if server == ("Ray Serve", "on") and batches else "-"
         print(
-            f"| {server} | {batching} | {endpoint} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {batch} "
-            f"| {r['5xx']} | {r['other_errors']} |"
+            f"| {concurrency} | {endpoint} | {server[0]} | {server[1]} | {r['rps']:.1f} | {r['rps'] / same:.2f}x | "
+            f"{r['rps'] / unbatched:.2f}x | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {batch} | "
+            f"{r['5xx'] + r['other_errors']} |"
         )
     if failed:
         print(f"\nFAILED: {failed} requests did not answer 200", file=sys.stderr)
