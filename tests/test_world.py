@@ -187,3 +187,23 @@ def test_requests_show_4_to_10_results_and_clicks_thin_out_with_rank(tiny_world)
     intent = (0, int(cat.subtopic[v]), int(cat.angle[v]))
     p = click_probability(cat, cfg, np.repeat(v, 6), intent)  # the same video at ranks 1-6
     assert p[0] > p[1] > p[2] > p[5] and p[0] / p[5] > 4
+
+
+def test_the_vocabulary_is_data_checked_when_it_loads(tmp_path):
+    """vocabulary.yaml holds the world's text; a field of the wrong shape is an error naming it, at load time."""
+    import yaml
+    from pydantic import ValidationError
+
+    data = yaml.safe_load(open(vocabulary.VOCABULARY_YAML, encoding="utf-8"))
+    assert [w["word"] for w in data["words"]] == [w.word for w in vocabulary.WORDS]
+    assert isinstance(vocabulary.WORDS[0].senses[0].subtopics, tuple)  # frozen, hashable, as the generator expects
+    vocabulary.check_vocabulary()
+    del data["words"][0]["senses"][0]["aliases"]
+    data["angles"][0]["forms"] = "for beginners"  # a string where a list belongs
+    bad = tmp_path / "vocabulary.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValidationError) as exc:
+        vocabulary.load_vocabulary(str(bad))
+    where = {".".join(map(str, e["loc"])) for e in exc.value.errors()}
+    assert "words.0.senses.0.aliases" in where and "angles.0.forms" in where, where
+

@@ -6,7 +6,7 @@ set by reading a retrieval method's results; the comment beside each default say
 v1 mechanisms (kept):
 
 - **Catalog.** Ambiguous words with several senses ("jaguar": car or big cat), videos per (sense, subtopic)
-  built from real English phrases and facts (``vocabulary.py``), hard distractors from the same domains
+  built from real English phrases and facts (``vocabulary.yaml``), hard distractors from the same domains
   ("leopard cubs"), plain everyday topics. Each video has a popularity in the training period, a drifted one in
   the evaluation period (``trend_correlation``: short-video trends move within weeks) and a recommendation
   popularity leaning to the newer trend (``rec_freshness``: the paper's "recommender data is fresher").
