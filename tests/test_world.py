@@ -206,4 +206,3 @@ def test_the_vocabulary_is_data_checked_when_it_loads(tmp_path):
         vocabulary.load_vocabulary(str(bad))
     where = {".".join(map(str, e["loc"])) for e in exc.value.errors()}
     assert "words.0.senses.0.aliases" in where and "angles.0.forms" in where, where
-
