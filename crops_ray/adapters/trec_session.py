@@ -27,8 +27,9 @@ rows leave the log and become ``eval/``:
 - ``qrels``: its clicked documents graded by dwell, 2 for a satisfied click (dwell >= 30 s, Fox et al. 2005) and
   1 for a shorter or unrecorded one: NDCG on clicks, not on judgments; unclicked documents count as 0.
 
-Topics recur across sessions (133 sessions over 61 topics), so many held-out queries were also typed in a
-training session: ``import.json`` records how many, and the demo's report repeats it.
+Topics recur across sessions (133 sessions over 61 topics), but queries rarely repeat word for word: with the
+default split 2 of the 56 test queries were also typed in a training session. ``import.json`` records it, and the
+demo's report repeats it.
 """
 
 from __future__ import annotations
