@@ -8,6 +8,7 @@ keys raise, so a typo never passes silently. Example files for each stage are in
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from typing import Any, TypeVar
@@ -75,7 +76,7 @@ def nested(flat: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ValueError(f"setting {path!r}: {p!r} is a value, not a section")
-        node[leaf] = value
+        node[leaf] = copy.deepcopy(value)  # never share (and later extend) a caller's nested mapping
     return out
 
 
