@@ -3,10 +3,12 @@
     python pipelines/serve.py --model runs/demo/seed-0/crops/model --index runs/demo/seed-0/crops/eval/index
     python pipelines/serve.py --model minilm --index runs/eval/zero_shot/index --port 8000 --set max_k=500
     CROPS_SERVE_TOKEN=$(openssl rand -hex 16) python pipelines/serve.py ... --host 0.0.0.0   # off loopback: a token
+    python pipelines/serve.py --config configs/serve.yaml                                   # settings in a file
 
 Starts a local Ray (or joins RAY_ADDRESS), starts Serve's HTTP proxy on --host:--port, deploys serve/app.py's
 application (gateway, query encoder, discriminator, retriever), prints the URL and a curl example, and waits.
---set KEY=VALUE sets any ServeSettings field (limits, batching, threads); the endpoints are in serve/README.md.
+--config FILE.yaml and --set KEY=VALUE set any ServeSettings field (model, index, limits, batching, threads; the flags
+win over the file, --set over both); the endpoints are in serve/README.md.
 """
 
 from __future__ import annotations
