@@ -94,7 +94,8 @@ def test_every_pipeline_takes_config_and_set():
     import sys
 
     root = os.path.dirname(CONFIGS)
-    for name in ("validate", "build_data", "train", "evaluate", "generate_world", "demo", "alpha_sweep", "online_ab"):
+    pipelines = ("validate", "build_data", "train", "evaluate", "generate_world", "demo", "alpha_sweep", "online_ab")
+    for name in (*pipelines, "serve"):
         out = subprocess.run(
             [sys.executable, os.path.join(root, "pipelines", f"{name}.py"), "--help"], capture_output=True, text=True
         ).stdout
