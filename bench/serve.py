@@ -32,9 +32,9 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from serve.app import split_rows, top_k  # noqa: E402  (the deployments' own batch helpers)
 
 DEFAULT_REQUESTS = 300
 DEFAULT_CONCURRENCY = 8
@@ -59,7 +59,6 @@ class MicroBatcher:
     def __init__(self, fn, run, max_size: int, wait_s: float):
         self.fn, self.run, self.max_size, self.wait_s = fn, run, max_size, wait_s
         self.queue: asyncio.Queue | None = None
-        self.sizes: list[int] = []
 
     async def __call__(self, item):
         loop = asyncio.get_running_loop()
@@ -80,7 +79,6 @@ class MicroBatcher:
                     batch.append(await asyncio.wait_for(self.queue.get(), left))
                 except asyncio.TimeoutError:
                     break
-            self.sizes.append(len(batch))
             try:
                 results = await self.run(self.fn, [item for item, _ in batch])
             except Exception as exc:  # every caller of the batch gets the error
@@ -127,21 +125,20 @@ class LocalBackend:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _encode_many(self, requests: list[list[str]]) -> list:
-        emb = self.encoder.encode_queries([q for qs in requests for q in qs])
-        return np.split(emb, np.cumsum([len(qs) for qs in requests])[:-1])
+        return split_rows(self.encoder.encode_queries([q for qs in requests for q in qs]), [len(qs) for qs in requests])
 
     def _search_many(self, requests: list[tuple[str, int]]) -> list:
-        ids, scores = self.index.search(
-            self.encoder.encode_queries([q for q, _ in requests]), max(k for _, k in requests)
-        )
-        return [
-            (row[:k], [float(s) for s in srow[: min(k, len(row))]]) for (_, k), row, srow in zip(requests, ids, scores)
-        ]
+        return top_k(self.index, self.encoder.encode_queries([q for q, _ in requests]), [k for _, k in requests])
+
+    async def _one(self, batcher: MicroBatcher, request):
+        """One request: through the batcher, or alone as a batch of one (the same function either way)."""
+        if self.batching:
+            return await batcher(request)
+        (result,) = await self._run(batcher.fn, [request])
+        return result
 
     async def encode(self, queries):
-        if self.batching:
-            return await self._encode_batch(queries), self.versions["model"]
-        return await self._run(self.encoder.encode_queries, queries), self.versions["model"]
+        return await self._one(self._encode_batch, queries), self.versions["model"]
 
     async def score(self, pairs):
         return await self._run(self.disc.theta, [q for q, _ in pairs], [t for _, t in pairs]), self.versions[
@@ -149,15 +146,7 @@ class LocalBackend:
         ]
 
     async def search(self, query, k):
-        if self.batching:
-            ids, scores = await self._search_batch((query, k))
-            return ids, scores, self.versions["model"], self.versions["index"]
-
-        def top_k():
-            ids, scores = self.index.search(self.encoder.encode_queries([query]), k)
-            return ids[0], [float(s) for s in scores[0][: len(ids[0])]]
-
-        ids, scores = await self._run(top_k)
+        ids, scores = await self._one(self._search_batch, (query, k))
         return ids, scores, self.versions["model"], self.versions["index"]
 
     async def health(self):

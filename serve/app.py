@@ -169,8 +169,15 @@ def _batched():
     return _batched
 
 
-def _split(rows: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+def split_rows(rows: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """One model call's output rows back to the requests they came from (``sizes`` rows each)."""
     return np.split(rows, np.cumsum(sizes)[:-1])
+
+
+def top_k(index, embeddings: np.ndarray, ks: list[int]) -> list[tuple[list[str], list[float]]]:
+    """Each query's top ``ks[i]`` video ids and scores from one FAISS search at the largest k."""
+    ids, scores = index.search(embeddings, max(ks))
+    return [(row[:k], [float(s) for s in srow[: min(k, len(row))]]) for k, row, srow in zip(ks, ids, scores)]
 
 
 @serve.deployment(name="QueryEncoder")
@@ -209,7 +216,7 @@ class QueryEncoder(_ModelReplica):
 
     def _run(self, requests: list[list[str]]) -> list[np.ndarray]:
         emb = self.encoder.encode_queries([t for texts in requests for t in texts], batch_size=self.encode_batch_size)
-        return _split(emb, [len(texts) for texts in requests])
+        return split_rows(emb, [len(texts) for texts in requests])
 
     async def encode(self, texts: list[str]) -> tuple[np.ndarray, str]:
         return await self._one(texts), self.version
@@ -252,7 +259,7 @@ class DiscriminatorDeployment(_ModelReplica):
     def _run(self, requests: list[list[tuple[str, str]]]) -> list[np.ndarray]:
         pairs = [p for pairs in requests for p in pairs]
         theta = self.disc.theta([q for q, _ in pairs], [t for _, t in pairs])
-        return _split(theta, [len(pairs) for pairs in requests])
+        return split_rows(theta, [len(pairs) for pairs in requests])
 
     async def score(self, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, str]:
         return await self._one(pairs), self.version
@@ -293,10 +300,7 @@ class Retriever(_ModelReplica):
         }
 
     def _run(self, requests: list[tuple[np.ndarray, int]]) -> list[tuple[list[str], list[float]]]:
-        ids, scores = self.index.search(np.stack([q for q, _ in requests]), max(k for _, k in requests))
-        return [
-            (row[:k], [float(s) for s in srow[: min(k, len(row))]]) for (_, k), row, srow in zip(requests, ids, scores)
-        ]
+        return top_k(self.index, np.stack([q for q, _ in requests]), [k for _, k in requests])
 
     async def search(self, query: np.ndarray, k: int) -> tuple[list[str], list[float], str]:
         ids, scores = await self._one((query, k))
