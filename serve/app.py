@@ -418,7 +418,7 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if self.digest is not None:
             scheme, _, given = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(digest_of(given.strip()) or "", self.digest):
+            if scheme.lower() != "bearer" or not token_matches(given.strip(), self.digest):
                 return await self._reply(
                     send,
                     401,
@@ -467,6 +467,11 @@ def digest_of(token: str | None) -> str | None:
     """SHA-256 of a bearer token: what the gateway keeps and compares, so the token itself is in no actor's
     arguments or runtime_env (both show in Ray's dashboard); None for no token."""
     return hashlib.sha256(token.encode()).hexdigest() if token else None
+
+
+def token_matches(given: str | None, digest: str) -> bool:
+    """Whether a caller's bearer token is the one whose digest the gateway holds (constant-time compare)."""
+    return hmac.compare_digest(digest_of(given) or "", digest)
 
 
 def make_api(backend: Backend, settings: ServeSettings, digest: str | None) -> FastAPI:
@@ -527,7 +532,7 @@ def make_api(backend: Backend, settings: ServeSettings, digest: str | None) -> F
     def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         if digest is None:
             return
-        if credentials is None or not hmac.compare_digest(digest_of(credentials.credentials) or "", digest):
+        if credentials is None or not token_matches(credentials.credentials, digest):
             raise HTTPException(
                 401,
                 "missing or invalid bearer token (Authorization: Bearer <token>)",
