@@ -319,15 +319,15 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
     p1_cfg = cfg.reformulation if "p1" in sources else None
     p2_cfg = cfg.recommendation if "p2" in sources else None
     user_rows = 0
-    heavy_stats = {"users": 0, "rows": 0, "max_user_rows": cfg.max_user_rows}
+    heavy: dict[str, int] = {}  # users over max_user_rows, left out of P1/P2 mining: their rows
     with clock.stage("users", "mining reformulation (P1) and recommendation (P2) candidates per user"):
         if p1_cfg or p2_cfg:
             from crops_ray.engine.users import USER_CANDIDATE_SCHEMA, heavy_users, user_candidates
 
             rec_cols = ["user_id", "video_id", "ts"] + (["action"] if p2_cfg and p2_cfg.actions else [])
             rec = _read(files["rec_log"], rec_cols) if rows_in["rec_log"] and p2_cfg else None
-            heavy = {}
-            if cfg.max_user_rows and max(rows_in["search_log"], rows_in["rec_log"]) > cfg.max_user_rows // 2:
+            rec_rows = rows_in["rec_log"] if rec is not None else 0
+            if cfg.max_user_rows and max(rows_in["search_log"], rec_rows) > cfg.max_user_rows // 2:
                 # no user can pass the cap when neither log holds half as many rows: skip the count
                 heavy = heavy_users([_read(files["search_log"], ["user_id"]), rec], cfg.max_user_rows)
             if heavy:
@@ -335,7 +335,6 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
                     f"      {len(heavy):,} user(s) over max_user_rows={cfg.max_user_rows:,} left out of P1/P2 mining "
                     f"({sum(heavy.values()):,} rows; the heaviest has {max(heavy.values()):,})"
                 )
-            heavy_stats = {"users": len(heavy), "rows": sum(heavy.values()), "max_user_rows": cfg.max_user_rows}
             ds = user_candidates(
                 _read(files["search_log"], search_cols),
                 rec,
@@ -471,7 +470,7 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
             },
         },
         "user_candidate_rows": user_rows,
-        "heavy_users": heavy_stats,  # users over max_user_rows, left out of P1/P2 mining
+        "heavy_users": {"users": len(heavy), "rows": sum(heavy.values()), "max_user_rows": cfg.max_user_rows},
         "discriminator": {
             "pairs_scored": counts.get("scored", 0) + llm["scored"],
             "mined_pairs_scored": counts.get("scored", 0),
