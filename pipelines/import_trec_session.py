@@ -14,7 +14,6 @@ only OUT is written.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -57,10 +56,10 @@ def main(argv: list[str] | None = None):
         sys.exit(2)
     print("| statistic | value |\n|---|---:|")
     for k, v in vars(stats).items():
-        if k != "topics":
+        if k not in ("topics", "split"):
             print(f"| {k.replace('_', ' ')} | {v:,} |")
     print(f"| topics | {len(stats.topics)} |")
-    split = json.load(open(os.path.join(args.out, "import.json")))["split"]
+    split = stats.split
     if split:
         sessions = split["sessions"]["test"] + split["sessions"]["train"]
         print(

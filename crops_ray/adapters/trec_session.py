@@ -68,6 +68,7 @@ class ImportStats:
     documents: int = 0
     search_rows: int = 0
     topics: dict[str, int] = field(default_factory=dict)
+    split: dict = field(default_factory=dict)  # the held-out split's sizes (split_sessions), as in import.json
 
 
 def _repair(match: re.Match) -> str:
@@ -273,6 +274,7 @@ def import_trec_session(
     evals, info = {}, {}
     if eval_fraction > 0:
         search, evals, info = split_sessions(search, dwell_of, eval_fraction, seed)
+    stats.split = info
     with storage.Output(out, inputs=[xml_path]) as staging:
         for table, data in (("videos", videos), ("search_log", search), ("rec_log", S.REC_LOG_SCHEMA.empty_table())):
             storage.write_table(data, f"{staging}/{table}/part-00000.parquet")
