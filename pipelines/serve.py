@@ -21,15 +21,13 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import add_config_args  # noqa: E402
+from crops_ray.config import add_config_args, settings  # noqa: E402
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def parse_settings(args: argparse.Namespace) -> dict:
     """ServeSettings' fields: the YAML of --config, then the flags, then --set (crops_ray.config.settings)."""
-    from crops_ray.config import settings
-
     flags = {
         "model": args.model,
         "index": args.index,
