@@ -21,7 +21,7 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import add_config_args, settings  # noqa: E402
+from crops_ray import config  # noqa: E402
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -34,7 +34,7 @@ def parse_settings(args: argparse.Namespace) -> dict:
         "discriminator_model": args.discriminator_model,
         "calibration": args.calibration,
     }
-    return settings(args.config, flags, args.set)
+    return config.settings(args.config, flags, args.set)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--discriminator-model", help="the discriminator's backbone (default: minilm)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    add_config_args(p, "ServeSettings (model, index, limits, batching, threads)")
+    config.add_config_args(p, "ServeSettings (model, index, limits, batching, threads)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: this machine's)")
     p.add_argument("--allow-no-auth", action="store_true", help="serve off loopback without a token (not recommended)")
     args = p.parse_args(argv)
