@@ -22,7 +22,7 @@ def main(argv=None) -> list[dict]:
     import torch
 
     from crops_ray.encoder import Encoder
-    from crops_ray.models import model_path
+    from crops_ray.plumbing import model_path
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)

@@ -29,7 +29,7 @@ import torch
 from crops_ray import storage
 from crops_ray.hla import GroupConfig, build_groups, load_samples, write_groups
 from crops_ray.losses import DEFAULT_TEMPERATURE
-from crops_ray.models import model_path
+from crops_ray.plumbing import model_path
 from crops_ray.runtime import init_ray
 from crops_ray.train import TrainConfig, train
 from crops_ray.world.generator import generate_world, world_config

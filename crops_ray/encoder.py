@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crops_ray.models import model_path
+from crops_ray.plumbing import model_path
 
 CONFIG_NAME = "crops_encoder.json"
 QUERY_FOLDER, DOC_FOLDER = "query", "doc"

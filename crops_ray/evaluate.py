@@ -99,7 +99,7 @@ def retrieve(
     if method != "dense":
         raise ValueError(f"unknown method {method!r}: 'bm25' or 'dense' (a model folder)")
     from crops_ray.encoder import Encoder
-    from crops_ray.models import model_path
+    from crops_ray.plumbing import model_path
 
     model_dir = model_path(model or "minilm")
     ids, emb = encode_corpus(files, model_dir, cfg.embed, progress=progress)
@@ -111,10 +111,10 @@ def retrieve(
     if cfg.index.kind != "flat":
         progress(f"{cfg.index.kind} index recall@{k} against exact search: {index.recall_against_exact(emb, q, k):.4f}")
     if out:
-        from crops_ray.embed import _fingerprint
+        from crops_ray.plumbing import doc_tower_fingerprint
 
         index.meta = {
-            "encoder": _fingerprint(model_dir, []),
+            "encoder": doc_tower_fingerprint(model_dir, []),
             "model": os.path.abspath(model_dir) if os.path.isdir(model_dir) else model_dir,
         }
         index.save(f"{out}/index")

@@ -206,7 +206,7 @@ def frozen_doc_embeddings(logs: str, tcfg: TrainConfig, ecfg: EvalConfig, path: 
     """
     from crops_ray.embed import encode_corpus
     from crops_ray.encoder import EncoderConfig
-    from crops_ray.models import model_path
+    from crops_ray.plumbing import model_path
 
     if tcfg.max_length != EncoderConfig().max_length:
         return None

@@ -98,8 +98,8 @@ class VectorIndex:
 def check_index_matches(folder: str, model_dir: str) -> str:
     """Refuse an index that the encoder at ``model_dir`` cannot search: no vectors, another dimension, or built by
     another document tower (its fingerprint is in index.json). Returns how it was checked, for /healthz."""
-    from crops_ray.embed import _fingerprint
     from crops_ray.encoder import Encoder
+    from crops_ray.plumbing import doc_tower_fingerprint
 
     with open(f"{folder}/index.json") as f:
         info = json.load(f)
@@ -113,9 +113,9 @@ def check_index_matches(folder: str, model_dir: str) -> str:
         )
     if "encoder" not in info:
         return "dimension only (index.json names no encoder: written before crops-ray recorded it)"
-    from crops_ray.models import model_path
+    from crops_ray.plumbing import model_path
 
-    mine = _fingerprint(model_path(model_dir), [])
+    mine = doc_tower_fingerprint(model_path(model_dir), [])
     if info["encoder"] != mine:
         raise ValueError(
             f"index {folder} was built by another document encoder ({info.get('model', '?')}, fingerprint "

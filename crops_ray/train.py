@@ -63,8 +63,8 @@ import torch
 from crops_ray.config import from_dict
 from crops_ray.hla import GROUPS_SCHEMA, GroupConfig, LevelConfig, stable_hash
 from crops_ray.losses import DEFAULT_TEMPERATURE, h_infonce, infonce_from_labels
-from crops_ray.models import DEFAULT_ENCODER, model_path
 from crops_ray.negatives import NegativeConfig
+from crops_ray.plumbing import DEFAULT_ENCODER, model_path
 from crops_ray.schema import STAGES, filesystem_and_path
 
 LOSSES = ("h_infonce", "infonce")

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray.config import add_config_args, load_config
 from crops_ray.hla import build_groups, load_samples, write_groups
-from crops_ray.models import model_path
+from crops_ray.plumbing import model_path
 from crops_ray.runtime import init_ray
 from crops_ray.storage import check_output
 from crops_ray.train import DEFAULT_RUN_NAME, DOC_TOWERS, LOSSES, NonFiniteTrainingError, TrainJobConfig, train

@@ -101,7 +101,7 @@ def content_version(folder: str, suffixes: tuple[str, ...]) -> str:
 
 
 def model_version(name_or_path: str) -> str:
-    from crops_ray.models import model_path
+    from crops_ray.plumbing import model_path
 
     version = content_version(model_path(name_or_path), (".safetensors", ".bin", ".json"))
     return version if os.path.isdir(name_or_path) else f"{name_or_path}@{version.split('@')[1]}"
@@ -660,7 +660,7 @@ class Gateway:
 
 def resolve_settings(args: dict | ServeSettings) -> ServeSettings:
     """Validated settings with absolute paths (replicas may start elsewhere); clear errors for missing folders."""
-    from crops_ray.models import model_path
+    from crops_ray.plumbing import model_path
 
     s = args if isinstance(args, ServeSettings) else ServeSettings(**args)
     updates: dict[str, Any] = {}

@@ -218,16 +218,19 @@ def test_sweep_of_the_tiny_world_reproduces_build_data_at_its_alpha(tiny_engine,
     import transformers
 
     import crops_ray.discriminator as D
+    from crops_ray.discriminator import calibration, scoring
     from crops_ray.engine import build as B
 
     def boom(*_, **__):
         raise AssertionError("the sweep loaded a model or scored a pair")
 
-    for module in (D, B):
-        for name in ("score_dataset", "load_or_fit_calibration"):
-            monkeypatch.setattr(module, name, boom)
-    for name in ("Discriminator", "DiscriminatorScorer"):
-        monkeypatch.setattr(D, name, boom)
+    for module in (D, B, scoring):
+        monkeypatch.setattr(module, "score_dataset", boom)
+    for module in (D, B, calibration):
+        monkeypatch.setattr(module, "load_or_fit_calibration", boom)
+    for module in (D, scoring):
+        monkeypatch.setattr(module, "Discriminator", boom)
+    monkeypatch.setattr(D, "DiscriminatorScorer", boom)
     monkeypatch.setattr(transformers.AutoModel, "from_pretrained", boom)
     root, stats, samples = tiny_engine
     result = sweep_main(["--data", str(root / "out"), "--logs", str(root / "world"), "--out", str(tmp_path / "sweep")])

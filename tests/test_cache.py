@@ -5,7 +5,8 @@ import multiprocessing
 import os
 import shutil
 
-from crops_ray.discriminator import DiscriminatorConfig, _model_fingerprint
+from crops_ray.discriminator import DiscriminatorConfig
+from crops_ray.plumbing import weights_fingerprint
 
 
 def _calibrate(cache: str, model: str, out: str) -> None:
@@ -44,7 +45,7 @@ def test_weights_are_identified_by_content_not_by_path(tmp_path):
 
     a = shallow_copy("minilm", str(tmp_path / "a"), num_layers=1)
     moved = shutil.copytree(a, tmp_path / "elsewhere" / "a")
-    assert _model_fingerprint(str(moved)) == _model_fingerprint(a)  # the same weights moved: the same entry
+    assert weights_fingerprint(str(moved)) == weights_fingerprint(a)  # the same weights moved: the same entry
     from safetensors.torch import load_file, save_file
 
     changed = shutil.copytree(a, tmp_path / "changed")  # same files, same sizes, one weight nudged
@@ -53,4 +54,4 @@ def test_weights_are_identified_by_content_not_by_path(tmp_path):
     weights[name] = weights[name] + 1e-3
     save_file(weights, str(changed / "model.safetensors"), metadata={"format": "pt"})
     assert os.path.getsize(changed / "model.safetensors") == os.path.getsize(os.path.join(a, "model.safetensors"))
-    assert _model_fingerprint(str(changed)) != _model_fingerprint(a)
+    assert weights_fingerprint(str(changed)) != weights_fingerprint(a)

@@ -16,8 +16,8 @@ from crops_ray.discriminator import (
     query_split,
     read_labelled_pairs,
     score_dataset,
-    world_labelled_pairs,
 )
+from crops_ray.world.labelled_pairs import world_labelled_pairs
 
 
 def test_fit_logistic_recovers_known_parameters():

@@ -15,7 +15,6 @@ from crops_ray.encoder import Encoder
 from crops_ray.experiment import METHODS, NEGATIVE_BASELINES, TABLE1, mining_config
 from crops_ray.hla import build_groups, load_samples
 from crops_ray.index import VectorIndex
-from crops_ray.models import model_path
 from crops_ray.negatives import (
     NegativeConfig,
     NegativeMiner,
@@ -27,6 +26,7 @@ from crops_ray.negatives import (
     uniform_negatives,
     weighted_negatives,
 )
+from crops_ray.plumbing import model_path
 from crops_ray.train import (
     DocCache,
     TrainConfig,

@@ -35,10 +35,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """A shallow encoder, an index of its document embeddings, and a discriminator calibration, all real."""
-    from crops_ray.discriminator import Discriminator, DiscriminatorConfig, fit_calibration, world_labelled_pairs
+    from crops_ray.discriminator import Discriminator, DiscriminatorConfig, fit_calibration
     from crops_ray.encoder import Encoder, shallow_copy
     from crops_ray.index import VectorIndex
     from crops_ray.world.generator import generate_world, world_config
+    from crops_ray.world.labelled_pairs import world_labelled_pairs
 
     root = tmp_path_factory.mktemp("serve")
     world = str(root / "world")
@@ -46,10 +47,10 @@ def assets(tmp_path_factory):
     model = shallow_copy("minilm", str(root / "minilm-2l"), 2)
     encoder = Encoder.from_pretrained(model)
     videos = pq.read_table(table_files(world, "videos")).slice(0, INDEXED_VIDEOS).to_pandas()
-    from crops_ray.embed import _fingerprint
+    from crops_ray.plumbing import doc_tower_fingerprint
 
     index = VectorIndex.build(videos["video_id"].tolist(), encoder.encode_docs(videos["text"].tolist()))
-    index.meta = {"encoder": _fingerprint(model, []), "model": model}  # as evaluation records it
+    index.meta = {"encoder": doc_tower_fingerprint(model, []), "model": model}  # as evaluation records it
     index.save(str(root / "index"))
     cfg = DiscriminatorConfig(model=model)
     fit = world_labelled_pairs(world, 200, heldout=False, seed=1)
@@ -647,10 +648,9 @@ def test_a_dead_replica_or_a_full_queue_is_a_json_503_and_other_failures_a_json_
 
 def test_an_index_the_encoder_cannot_search_is_refused_at_build_time(tmp_path, small):
     """Another dimension, no vectors, or another document encoder (fingerprint in index.json): refused by build_app."""
-    from crops_ray.embed import _fingerprint
     from crops_ray.encoder import shallow_copy
     from crops_ray.index import VectorIndex, check_index_matches
-    from crops_ray.models import model_path
+    from crops_ray.plumbing import doc_tower_fingerprint, model_path
 
     def index(name, vectors, meta=None):
         built = VectorIndex.build([f"v{i}" for i in range(len(vectors))], vectors)
@@ -665,10 +665,14 @@ def test_an_index_the_encoder_cannot_search_is_refused_at_build_time(tmp_path, s
     other = shallow_copy("minilm", str(tmp_path / "minilm-1l"), num_layers=1)
     with pytest.raises(ValueError, match="another document encoder"):
         build_app(
-            index("other", np.eye(2, 384, dtype=np.float32), {"encoder": _fingerprint(other, []), "model": other})
+            index(
+                "other", np.eye(2, 384, dtype=np.float32), {"encoder": doc_tower_fingerprint(other, []), "model": other}
+            )
         )
     ok = index(
-        "mine", np.eye(2, 384, dtype=np.float32), {"encoder": _fingerprint(model_path("minilm"), []), "model": "minilm"}
+        "mine",
+        np.eye(2, 384, dtype=np.float32),
+        {"encoder": doc_tower_fingerprint(model_path("minilm"), []), "model": "minilm"},
     )
     assert check_index_matches(ok["index"], "minilm").startswith("encoder fingerprint")
     assert (

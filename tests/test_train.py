@@ -397,7 +397,7 @@ def test_seeded_single_worker_runs_repeat_exactly(tiny_groups, tiny_model, tmp_p
     tower moves, and the corpus embedding cache of the trained model is the pretrained model's entry."""
     from safetensors.numpy import load_file
 
-    from crops_ray.embed import _fingerprint
+    from crops_ray.plumbing import doc_tower_fingerprint
 
     cfg = TrainConfig(
         loss="infonce",
@@ -422,4 +422,6 @@ def test_seeded_single_worker_runs_repeat_exactly(tiny_groups, tiny_model, tmp_p
     text = ["jaguar cubs in the wild"]
     np.testing.assert_allclose(trained.encode_docs(text), initial.encode_docs(text), atol=1e-6)
     assert np.abs(trained.encode_queries(text) - initial.encode_queries(text)).max() > 1e-4
-    assert _fingerprint(str(tmp_path / "a" / "model"), []) == _fingerprint(tiny_model, [])  # zero-shot's entry
+    assert doc_tower_fingerprint(str(tmp_path / "a" / "model"), []) == doc_tower_fingerprint(
+        tiny_model, []
+    )  # zero-shot's entry

