@@ -148,27 +148,16 @@ def generate_shard(
                         qr.extend((cat.queries[qi]["query"], cat.video_ids[v]) for v in clicked2)
                     continue
                 r = rng.random()
-                if r < cfg.topic_switch_rate:
-                    other = int(interests[(list(interests).index(intent[0]) + 1) % len(interests)])
-                    intent2 = choose_intent(cat, rng, other)
-                    request(
-                        uid,
-                        query_for(cat, cfg, rng, intent2, specific=True),
-                        ts + int(rng.integers(*cfg.reformulation_delay_s)),
-                        intent2,
-                        period,
-                    )
-                    stats["topic_switches"] += period == 0
-                elif r < cfg.topic_switch_rate + cfg.late_followup_rate:
-                    intent2 = choose_intent(cat, rng, intent[0])
-                    request(
-                        uid,
-                        query_for(cat, cfg, rng, intent2, specific=True),
-                        ts + int(rng.integers(*cfg.late_followup_delay_s)),
-                        intent2,
-                        period,
-                    )
-                    stats["late_followups"] += period == 0
+                switch = r < cfg.topic_switch_rate  # another interest within the window, else the same one after it
+                if switch or r < cfg.topic_switch_rate + cfg.late_followup_rate:
+                    ti2 = intent[0]
+                    if switch:  # the user's next interest
+                        ti2 = int(interests[(list(interests).index(ti2) + 1) % len(interests)])
+                    intent2 = choose_intent(cat, rng, ti2)
+                    delay = cfg.reformulation_delay_s if switch else cfg.late_followup_delay_s
+                    q2 = query_for(cat, cfg, rng, intent2, specific=True)
+                    request(uid, q2, ts + int(rng.integers(*delay)), intent2, period)
+                    stats["topic_switches" if switch else "late_followups"] += period == 0
         # Recommendation feed (training period): each user's interests by the fresher rec popularity.
         for _ in range(rng.poisson(cfg.rec_per_user)):
             if rng.random() < cfg.rec_noise:
