@@ -2,8 +2,8 @@
 
 The data is ``vocabulary.yaml`` next to this module, read once at import into the frozen dataclasses below and
 validated by pydantic (types, tuple lengths follow the annotations); :func:`check_vocabulary` checks the rest
-of the invariants. No randomness. The generator
-(``crops_ray.world.generator``) combines these pieces with :data:`TITLE_FORMATS` and :data:`CAPTION_OPENERS`
+of the invariants. No randomness. The catalog
+(``crops_ray.world.catalog``) combines these pieces with :data:`TITLE_FORMATS` and :data:`CAPTION_OPENERS`
 into video titles and captions, and derives search queries and graded relevance from them.
 
 - :data:`WORDS`: 12 ambiguous query words, each with 2-3 senses, the DOMINANT sense first (the one a biased
