@@ -1,7 +1,7 @@
 """Benchmark: /v1/encode and /v1/search over HTTP on 127.0.0.1, through Ray Serve with batching on and off, and
 through a plain single-process FastAPI app (uvicorn) holding the same model and index, with batching on (a
 :class:`MicroBatcher` merging concurrent requests the way ``@serve.batch`` does, same batch size and wait) and off:
-the baselines a user would otherwise write. All serve serve/app.py's ``make_api`` (same validation, same JSON), so
+the baselines a user would otherwise write. All serve serve/api.py's ``make_api`` (same validation, same JSON), so
 only the serving differs.
 
 Bounded: per row a warm-up, then a fixed number of requests at each concurrency from an aiohttp client in this

@@ -1,0 +1,99 @@
+"""What the serve application serves and how each model is named: its settings and version strings.
+
+:class:`ServeSettings` is the builder's argument list (``key=value`` on ``serve run``, ``args:`` in
+serve/config.yaml, ``--config``/``--set`` in pipelines/serve.py); :func:`resolve_settings` validates it and makes
+its paths absolute. :func:`content_version` and :func:`model_version` give the ``name@sha12`` strings that every
+response carries.
+"""
+
+import hashlib
+import os
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_TOKEN_ENV = "CROPS_SERVE_TOKEN"
+
+
+class ServeSettings(BaseModel):
+    """What the application serves and the limits on requests (the builder's arguments; unknown keys refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("minilm", description="encoder folder written by training, or 'minilm' (pretrained, zero-shot)")
+    index: str = Field(description="index folder written by evaluation (OUT/index/)")
+    discriminator_model: str = Field("minilm", description="discriminator backbone (alias or Hugging Face folder)")
+    calibration: str | None = Field(
+        None,
+        description="calibration JSON; None: crops_ray.discriminator.load_or_fit_calibration (fitted once on the "
+        "embedded world, cached)",
+    )
+    max_items: int = Field(256, ge=1, description="queries per /v1/encode, pairs per /v1/score")
+    max_chars: int = Field(
+        2000, ge=1, description="characters per text; longer is refused (422); within it the tokenizer truncates"
+    )
+    max_k: int = Field(1000, ge=1)
+    default_k: int = Field(100, ge=1)
+    batching: bool = Field(True, description="@serve.batch on the model deployments; False: one request per model call")
+    max_batch_size: int = Field(16, ge=1, description="requests per batch")
+    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    encode_batch_size: int = Field(64, ge=1, description="texts per forward pass inside a batch")
+    threads: int | None = Field(
+        None, ge=1, description="torch/FAISS threads per model replica; None: its num_cpus rounded, at least 1"
+    )
+    auth_token_env: str = Field(
+        DEFAULT_TOKEN_ENV, description="bearer token required on /v1/* when this variable is set"
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="request body limit; larger bodies get 413 before they are parsed"
+    )
+    health_timeout_s: float = Field(
+        5.0, gt=0, description="/healthz waits this long for every deployment, then answers 503 naming the wait"
+    )
+
+
+def resolve_settings(args: dict | ServeSettings) -> ServeSettings:
+    """Validated settings with absolute paths (replicas may start elsewhere); clear errors for missing folders."""
+    from crops_ray.plumbing import model_path
+
+    s = args if isinstance(args, ServeSettings) else ServeSettings(**args)
+    updates: dict[str, Any] = {}
+    for key in ("model", "discriminator_model"):
+        value = getattr(s, key)
+        model_path(value)  # FileNotFoundError names what is neither a folder nor a packaged alias
+        if os.path.isdir(value):
+            updates[key] = os.path.abspath(value)
+    if not os.path.exists(os.path.join(s.index, "index.json")):
+        raise FileNotFoundError(f"index {s.index!r} is not an index folder (written by evaluation as OUT/index/)")
+    updates["index"] = os.path.abspath(s.index)
+    if s.calibration:
+        if not os.path.exists(s.calibration):
+            raise FileNotFoundError(f"calibration {s.calibration!r} does not exist")
+        updates["calibration"] = os.path.abspath(s.calibration)
+    if s.default_k > s.max_k:
+        raise ValueError(f"default_k {s.default_k} > max_k {s.max_k}")
+    return s.model_copy(update=updates)
+
+
+# ------------------------------------------------------------------------------------------------ versions
+
+
+def content_version(folder: str, suffixes: tuple[str, ...]) -> str:
+    """``name@sha12``: the folder's name and a hash of the contents of its files ending in ``suffixes``."""
+    h = hashlib.sha256()
+    for root, _, names in sorted(os.walk(folder)):
+        for name in sorted(names):
+            if name.endswith(suffixes):
+                path = os.path.join(root, name)
+                h.update(os.path.relpath(path, folder).encode())
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+    return f"{os.path.basename(os.path.normpath(folder))}@{h.hexdigest()[:12]}"
+
+
+def model_version(name_or_path: str) -> str:
+    from crops_ray.plumbing import model_path
+
+    version = content_version(model_path(name_or_path), (".safetensors", ".bin", ".json"))
+    return version if os.path.isdir(name_or_path) else f"{name_or_path}@{version.split('@')[1]}"
