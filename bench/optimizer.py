@@ -2,7 +2,7 @@
 
     python bench/optimizer.py [--threads 2] [--steps 20]
 
-The training loop (crops_ray/train.py) and the discriminator's fine-tuning use ``fused=True``. Prints the mean
+The training loop (crops_ray/train/loop.py) and the discriminator's fine-tuning use ``fused=True``. Prints the mean
 optimizer-step time of each implementation and its ratio to PyTorch's default (the per-tensor loop), all in this
 process on the same gradients; also the largest difference of the updated weights against the default.
 """

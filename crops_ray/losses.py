@@ -1,6 +1,7 @@
 """Contrastive losses for CroPS dense retrieval (arXiv 2511.15443).
 
-Two losses live here:
+Two losses live here (one module over 300 lines on purpose: the fused H-InfoNCE, forward and hand-written
+backward, sits next to its loop reference and the InfoNCE it must agree with, which the tests compare):
 
 * :func:`infonce` -- the DPR baseline: one positive column per query row, every other column of the
   row is a negative (``F.cross_entropy(scores / t, target)``).

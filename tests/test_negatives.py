@@ -30,12 +30,12 @@ from crops_ray.plumbing import model_path
 from crops_ray.train import (
     DocCache,
     TrainConfig,
-    _run_settings_check,
     append_candidates,
     collate,
     in_batch_labels,
     in_batch_loss,
 )
+from crops_ray.train.driver import _run_settings_check
 from crops_ray.world.generator import generate_world, world_config
 
 

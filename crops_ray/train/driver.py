@@ -1,0 +1,261 @@
+"""The driver: checks the inputs, plans the steps, runs the :class:`~ray.train.torch.TorchTrainer`, prints the
+workers' progress and copies the final model out."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import threading
+import time
+from dataclasses import asdict
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from crops_ray.hla import GROUPS_SCHEMA
+from crops_ray.plumbing import model_path
+from crops_ray.schema import filesystem_and_path
+from crops_ray.train.config import (
+    CHECKPOINT_PREFIX,
+    DEFAULT_RUN_NAME,
+    MODEL_DIR,
+    RESUME_KEYS,
+    RUN_SETTINGS_FILE,
+    TrainConfig,
+)
+from crops_ray.train.loop import train_loop_per_worker
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+def _run_settings_check(storage: str, name: str, cfg: TrainConfig) -> None:
+    """Refuse to resume a run under ``storage/name`` whose checkpoints were written with other key settings."""
+    fs, base = filesystem_and_path(storage.rstrip("/"))
+    path = f"{base}/{name}/{RUN_SETTINGS_FILE}"
+    settings = {k: getattr(cfg, k) for k in RESUME_KEYS}
+    if cfg.negatives.rule != "none":  # absent from runs that mined nothing (and from runs written before mining)
+        settings["negatives"] = cfg.negatives.rule
+    run = fs.get_file_info(pafs.FileSelector(f"{base}/{name}", allow_not_found=True))
+    has_checkpoints = any(i.type == pafs.FileType.Directory and i.base_name.startswith(CHECKPOINT_PREFIX) for i in run)
+    if has_checkpoints and fs.get_file_info(path).type == pafs.FileType.File:
+        with fs.open_input_stream(path) as f:
+            before = json.loads(f.read().decode())
+        keys = {**before, **settings}
+        differ = {k: (before.get(k), settings.get(k)) for k in keys if before.get(k) != settings.get(k)}
+        if differ:
+            raise ValueError(
+                f"{storage}/{name} holds a run started with other settings {differ} (before, now); "
+                "resume it with the same settings or start a new run with another --name or --storage"
+            )
+        return
+    fs.create_dir(f"{base}/{name}", recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(json.dumps(settings, indent=2).encode())
+
+
+def _default_cpus_per_worker(num_workers: int) -> float:
+    """The cluster's CPUs shared by the workers, one left for Ray Data's read tasks (a pool that takes every CPU
+    deadlocks them), and no more than the largest node has."""
+    import ray
+
+    nodes = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    total, largest = sum(nodes) or 1, max(nodes, default=1)
+    return max(0.25, min((total - 1) / num_workers, max(largest - 1, 0.25)))
+
+
+def _has_columns(fs, path: str) -> bool:
+    """Whether the parquet file or folder at ``path`` has every column of :data:`GROUPS_SCHEMA`."""
+    import pyarrow.dataset as pads
+
+    try:
+        names = pads.dataset(path, filesystem=fs, format="parquet").schema.names
+    except (OSError, ValueError) as exc:  # not parquet
+        raise ValueError(f"{path}: not readable as parquet ({exc})") from exc
+    return all(c in names for c in GROUPS_SCHEMA.names)
+
+
+def _drain(queue, stop: threading.Event, progress, events: list) -> None:
+    """Print the workers' progress lines; keep the structured events (a non-finite stop) in ``events``."""
+    from ray.util.queue import Empty
+
+    while True:
+        try:
+            message = queue.get(timeout=0.5)
+            if isinstance(message, dict):
+                events.append(message)
+            else:
+                progress(message)
+        except Empty:
+            if stop.is_set():
+                return
+        except Exception:  # the queue actor went away with the cluster
+            return
+
+
+def plan_steps(num_groups: int, cfg: TrainConfig) -> tuple[int, int]:
+    """``(total optimizer steps, micro-batches per epoch per worker)`` for ``num_groups`` training groups."""
+    micro_per_epoch = (num_groups // cfg.num_workers) // cfg.batch_size
+    if micro_per_epoch == 0:
+        raise ValueError(
+            f"{num_groups} training groups are too few for batch_size={cfg.batch_size} x "
+            f"num_workers={cfg.num_workers}: lower the batch size or the number of workers, or add data"
+        )
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum))
+    return total, micro_per_epoch
+
+
+def train(
+    groups: str,
+    out: str,
+    cfg: TrainConfig,
+    storage: str | None = None,
+    name: str = DEFAULT_RUN_NAME,
+    progress=print,
+) -> dict:
+    """Train on the groups parquet at ``groups``; write ``out/model/`` and ``out/train_metrics.json`` (a local
+    folder); return the metrics.
+
+    ``storage`` (default ``out/checkpoints``; a local path or a URI such as ``s3://bucket/runs``) and ``name``
+    identify the run: the same pair resumes it. Ray must be initialised (``crops_ray.runtime.init_ray``).
+    """
+    import pyarrow.compute as pc
+    import ray
+    import ray.data
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.util.queue import Queue
+
+    started = time.perf_counter()
+    fs, path = filesystem_and_path(groups.rstrip("/"))
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{groups}: no such groups file or folder")
+    levels = pq.read_table(path, filesystem=fs, columns=["levels"]) if _has_columns(fs, path) else None
+    if levels is None:
+        raise ValueError(
+            f"{groups}: not a groups table {GROUPS_SCHEMA.names}; build it with crops_ray.hla.build_groups"
+        )
+    if levels.num_rows == 0:
+        raise ValueError(f"{groups}: no training groups")
+    total_steps, micro_per_epoch = plan_steps(levels.num_rows, cfg)
+    num_levels = int(pc.max(pc.list_flatten(levels["levels"])).as_py()) + 1
+    del levels
+
+    model_path(cfg.model)  # fail here, with a clear message, on a model that is not there
+    if cfg.doc_embeddings and "://" not in cfg.doc_embeddings:  # workers run in other working directories
+        if not os.path.exists(cfg.doc_embeddings):
+            raise FileNotFoundError(f"doc_embeddings {cfg.doc_embeddings} does not exist")
+        cfg = TrainConfig(**{**asdict(cfg), "doc_embeddings": os.path.abspath(cfg.doc_embeddings)})
+    if os.path.isdir(cfg.model):
+        cfg = TrainConfig(**{**asdict(cfg), "model": os.path.abspath(cfg.model)})
+    if cfg.negatives.rule != "none":  # the miner reads the corpus embeddings and the labelled positives
+        files = {"corpus": cfg.negatives.corpus or cfg.doc_embeddings, "positives": cfg.negatives.positives}
+        for key, path in files.items():
+            if not path:
+                raise ValueError(
+                    f"negatives rule {cfg.negatives.rule!r} needs negatives.{key}"
+                    + (" (or doc_embeddings)" if key == "corpus" else "")
+                )
+            if "://" not in path:
+                if not os.path.exists(path):
+                    raise FileNotFoundError(f"negatives.{key} {path} does not exist")
+                files[key] = os.path.abspath(path)
+        cfg = TrainConfig(**{**asdict(cfg), "negatives": {**asdict(cfg.negatives), **files}})
+    os.makedirs(out, exist_ok=True)
+    storage = storage or os.path.join(out, "checkpoints")
+    if "://" not in storage:
+        storage = os.path.abspath(storage)
+    _run_settings_check(storage, name, cfg)
+
+    cpus = cfg.cpus_per_worker or _default_cpus_per_worker(cfg.num_workers)
+    dataset = ray.data.read_parquet(groups if "://" in groups else os.path.abspath(groups))
+    data_config = DataConfig(execution_options=_ordered_ingest())
+    queue = Queue(actor_options={"num_cpus": 0})
+    loop = {
+        "train": asdict(cfg),
+        "total_steps": total_steps,
+        "micro_per_epoch": micro_per_epoch,
+        "num_levels": num_levels,
+        "progress": queue,
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop,
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cpus}
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
+        datasets={"train": dataset},
+        dataset_config=data_config,
+    )
+    progress(
+        f"training {cfg.loss} on {groups}: {total_steps} steps x {cfg.batch_size * cfg.grad_accum * cfg.num_workers} "
+        f"groups (global batch), {cfg.num_workers} worker(s), storage {storage}/{name}"
+    )
+    stop = threading.Event()
+    events: list[dict] = []
+    printer = threading.Thread(target=_drain, args=(queue, stop, progress, events), daemon=True)
+    printer.start()
+    try:
+        result = trainer.fit()
+    finally:
+        stop.set()
+        printer.join(timeout=10)
+        ray.kill(queue.actor)
+    # Ray Train V2 keeps no metrics reported without a checkpoint, so the workers' stop arrives as a queue event.
+    stopped = next((e["nonfinite"] for e in events if "nonfinite" in e), None)
+    if stopped:
+        raise NonFiniteTrainingError(
+            f"training stopped at step {stopped['step']}: the gradient norm is {stopped['grad_norm']} (loss "
+            f"{stopped['loss']}, lr {stopped['lr']:.3g}); no model was saved. Lower --lr or raise the warm-up; the "
+            f"last good checkpoint (if any) is under {storage}/{name}."
+        )
+    if result.checkpoint is None:
+        raise RuntimeError(f"training under {storage}/{name} finished without a checkpoint")
+    final = dict(result.metrics or {})
+
+    model_dir = os.path.join(out, MODEL_DIR)
+    with result.checkpoint.as_directory() as folder:
+        tmp = model_dir + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(os.path.join(folder, MODEL_DIR), tmp)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        os.replace(tmp, model_dir)
+    metrics = {
+        "loss_name": cfg.loss,
+        "steps": final.get("step"),
+        "final_loss": final.get("loss"),
+        "loss_per_level": {k.rsplit("_", 1)[1]: v for k, v in final.items() if k.startswith("loss_level_")},
+        "samples_per_s": final.get("samples_per_s"),
+        "resumed_from_step": final.get("resumed_from_step", 0),
+        "num_workers": cfg.num_workers,
+        "global_batch": cfg.batch_size * cfg.grad_accum * cfg.num_workers,
+        **{k: final[k] for k in ("mined_per_query", "index_refreshes") if k in final},
+        "wall_s": round(time.perf_counter() - started, 2),
+        "model": model_dir,
+        "checkpoint": result.checkpoint.path,
+        "config": asdict(cfg),
+    }
+    with open(os.path.join(out, "train_metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    return metrics
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """The loss or gradient became NaN or infinite: training stops instead of saving a broken model."""
+
+
+def _ordered_ingest():
+    """Ray Data ingest options that keep the file order, so a seeded single-worker run repeats exactly."""
+    from ray.data import DataContext, ExecutionOptions
+
+    current = DataContext.get_current().execution_options
+    return ExecutionOptions(
+        resource_limits=current.resource_limits, preserve_order=True, verbose_progress=current.verbose_progress
+    )
