@@ -11,7 +11,7 @@ sources and theta), OUT/llm_descriptions/ (P3 with the quality-control reason of
 OUT/discriminator_calibration.json and OUT/stats.json; OUT is replaced atomically. With --eval (or a world's
 eval/ next to raw logs) it also reports precision against the ground truth.
 
-Settings come from the YAML (keys of crops_ray.engine.build.EngineConfig, nested: discriminator,
+Settings come from the YAML (keys of crops_ray.engine.config.EngineConfig, nested: discriminator,
 reformulation, recommendation, world_knowledge) with the flags below applied on top.
 """
 

@@ -7,7 +7,8 @@
 2. The discriminator scores the pairs P1 or P2 proposed (:mod:`crops_ray.discriminator`).
 3. :func:`label_candidates` decides which mined candidates pass (gate, theta > alpha): the *candidates* table.
 4. :func:`to_samples` keeps, per (query, video), the highest level among its sources (ties: the order of
-   ``schema.SAMPLE_SOURCES``, so an observed click wins over a mined duplicate at the same level).
+   ``schema.SAMPLE_SOURCES``, so an observed click wins over a mined duplicate at the same level);
+   :func:`llm_samples` turns P3's kept descriptions into samples.
 """
 
 from __future__ import annotations
@@ -239,6 +240,22 @@ def to_samples(batch: pa.Table, levels: dict[str, int]) -> pa.Table:
             "level": pa.array(best_level[keep].astype(np.int8), pa.int8()),
             "source": pa.array(best_source[keep].tolist(), pa.string()),
             "score": batch["score"].take(idx),
+        },
+        schema=SAMPLES_SCHEMA,
+    )
+
+
+def llm_samples(batch: pa.Table, level: int) -> pa.Table:
+    """P3's kept descriptions (``OUT/llm_descriptions/``) as samples at ``level`` (source ``llm``)."""
+    kept = batch.filter(pc.fill_null(batch["candidate"], False))
+    return pa.table(
+        {
+            "query": kept["query"],
+            "video_id": kept["video_id"],
+            "text": kept["text"],
+            "level": pa.array([level] * kept.num_rows, pa.int8()),
+            "source": pa.array(["llm"] * kept.num_rows, pa.string()),
+            "score": kept["score"],
         },
         schema=SAMPLES_SCHEMA,
     )

@@ -1,0 +1,236 @@
+"""The engine's numbers: per-batch counters, the typed totals each stage returns (:class:`MinedCounts`,
+:class:`LlmCounts`), the layout of ``OUT/stats.json`` (:func:`engine_stats`) and the tables a person reads
+(:func:`format_summary`, from a stats dict such as a saved stats.json).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from crops_ray.engine.io import count_true
+
+# ---------------------------------------------------------------------------------------------- per-batch counters
+
+
+def candidate_counts(batch: pa.Table) -> pa.Table:
+    p1, p2 = pc.fill_null(batch["reformulation"], False), pc.fill_null(batch["recommendation"], False)
+    return pa.table(
+        {
+            "pairs": [batch.num_rows],
+            "scored": [count_true(batch["needs_score"])],
+            "p1_candidates": [count_true(p1)],
+            "p1_gate_pass": [count_true(batch["gate_pass"])],
+            "p1_kept": [count_true(batch["reformulation_kept"])],
+            "p2_candidates": [count_true(p2)],
+            "p2_kept": [count_true(batch["recommendation_kept"])],
+            "p0_pairs": [count_true(pc.is_valid(batch["log_level"]))],
+        }
+    )
+
+
+CANDIDATE_COUNT_COLUMNS = [  # the candidates' columns candidate_counts reads
+    "score",
+    "reformulation",
+    "recommendation",
+    "needs_score",
+    "gate_pass",
+    "reformulation_kept",
+    "recommendation_kept",
+    "log_level",
+]
+
+
+def sample_counts(batch: pa.Table) -> pa.Table:
+    keys = [f"{s}:{lv}" for s, lv in zip(batch["source"].to_pylist(), batch["level"].to_pylist())]
+    counts: dict[str, int] = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    return pa.table({k: [v] for k, v in counts.items()})
+
+
+def token_counts(batch: pa.Table) -> pa.Table:
+    return pa.table(
+        {
+            "calls": [int(pc.sum(batch["calls"]).as_py() or 0)],
+            "prompt_tokens": [int(pc.sum(batch["prompt_tokens"]).as_py() or 0)],
+            "generated_tokens": [int(pc.sum(batch["generated_tokens"]).as_py() or 0)],
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------- stage totals
+
+
+@dataclass
+class MinedCounts:
+    """:func:`candidate_counts` summed over ``OUT/candidates/`` (the score stage)."""
+
+    pairs: int = 0
+    scored: int = 0
+    p1_candidates: int = 0
+    p1_gate_pass: int = 0
+    p1_kept: int = 0
+    p2_candidates: int = 0
+    p2_kept: int = 0
+    p0_pairs: int = 0
+
+    @classmethod
+    def from_totals(cls, totals: dict[str, int]) -> MinedCounts:
+        return cls(**{f.name: totals.get(f.name, 0) for f in fields(cls)})
+
+
+@dataclass
+class LlmCounts:
+    """What P3 did (the llm_generate and llm_verify stages); all zero when P3 is off."""
+
+    queries: int = 0
+    prompts: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    descriptions: int = 0
+    removed: dict = field(default_factory=dict)  # quality-control reason -> descriptions dropped
+    kept: int = 0
+    scored: int = 0
+
+
+# ---------------------------------------------------------------------------------------------- stats.json
+
+
+def engine_stats(
+    *,
+    logs: str,
+    resources: dict,
+    cfg,
+    calibration,
+    rows_in: dict,
+    quarantined: dict,
+    mined: MinedCounts,
+    gate: str,
+    llm: LlmCounts,
+    user_rows: int,
+    heavy: dict,
+    sample_rows: int,
+    by_source_level: dict,
+    seconds: dict,
+) -> dict:
+    """The stats dict build_data returns and writes as ``OUT/stats.json`` (before ``evaluation``)."""
+    sources = set(cfg.sources)
+    return {
+        "logs": logs,
+        "cluster": {"cpus": resources.get("CPU", 0), "gpus": resources.get("GPU", 0)},
+        "config": asdict(cfg),
+        "rows_read": rows_in,
+        "quarantined": quarantined,
+        "pairs": mined.pairs,
+        "sources": {
+            "log": {"pairs": mined.p0_pairs},
+            "reformulation": {
+                "enabled": "p1" in sources,
+                "candidates": mined.p1_candidates,
+                "gate_removed": mined.p1_candidates - mined.p1_gate_pass if gate == "discriminator" else 0,
+                "below_alpha": mined.p1_gate_pass - mined.p1_kept
+                if gate == "discriminator"
+                else mined.p1_candidates - mined.p1_kept,
+                "kept": mined.p1_kept,
+            },
+            "recommendation": {
+                "enabled": "p2" in sources,
+                "candidates": mined.p2_candidates,
+                "below_alpha": mined.p2_candidates - mined.p2_kept,
+                "kept": mined.p2_kept,
+            },
+            "llm": {
+                "enabled": "p3" in sources,
+                "queries": llm.queries,
+                "candidates": llm.descriptions,
+                "removed": llm.removed,
+                "kept": llm.kept,
+            },
+        },
+        "user_candidate_rows": user_rows,
+        "heavy_users": {"users": len(heavy), "rows": sum(heavy.values()), "max_user_rows": cfg.max_user_rows},
+        "discriminator": {
+            "pairs_scored": mined.scored + llm.scored,
+            "mined_pairs_scored": mined.scored,
+            "llm_descriptions_scored": llm.scored,
+            "calibration": asdict(calibration),
+        },
+        "llm": {
+            "backend": cfg.world_knowledge.backend,
+            "calls": llm.prompts,
+            "prompt_tokens": llm.prompt_tokens,
+            "generated_tokens": llm.generated_tokens,
+        },
+        "samples": {"rows": sample_rows, "by_source_level": dict(sorted(by_source_level.items()))},
+        "seconds": seconds,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+
+def format_summary(stats: dict) -> str:
+    """Tables a person reads: per source candidates and kept, samples per level, time per stage."""
+    src = stats["sources"]
+    lines = ["| source | candidates | removed | kept |", "|---|---:|---:|---:|"]
+    lines.append(f"| log stages (P0) | {src['log']['pairs']:,} pairs | - | {src['log']['pairs']:,} |")
+    r = src["reformulation"]
+    if r["enabled"]:
+        lines.append(
+            f"| reformulation (P1) | {r['candidates']:,} | gate {r['gate_removed']:,}, theta<=alpha "
+            f"{r['below_alpha']:,} | {r['kept']:,} |"
+        )
+    r = src["recommendation"]
+    if r["enabled"]:
+        lines.append(
+            f"| recommendation (P2) | {r['candidates']:,} | theta<=alpha {r['below_alpha']:,} | {r['kept']:,} |"
+        )
+    r = src["llm"]
+    if r["enabled"]:
+        removed = ", ".join(f"{k} {v}" for k, v in r["removed"].items() if v) or "-"
+        lines.append(f"| LLM (P3), {r['queries']} queries | {r['candidates']:,} | {removed} | {r['kept']:,} |")
+    heavy = stats.get("heavy_users", {})
+    if heavy.get("users"):
+        lines.append(
+            f"\n{heavy['users']:,} user(s) with more than {heavy['max_user_rows']:,} log rows ({heavy['rows']:,} rows) "
+            "were left out of P1/P2 mining (crawlers or shared accounts; their search rows still give P0 samples)."
+        )
+    lines += ["", "| samples: source | level | rows |", "|---|---:|---:|"]
+    for key, n in stats["samples"]["by_source_level"].items():
+        s, lv = key.rsplit(":", 1)
+        lines.append(f"| {s} | {lv} | {n:,} |")
+    lines += ["", "| stage | seconds |", "|---|---:|"] + [f"| {k} | {v:.1f} |" for k, v in stats["seconds"].items()]
+    d, llm = stats["discriminator"], stats["llm"]
+    lines += [
+        "",
+        (
+            f"discriminator pairs scored: {d['pairs_scored']:,}; LLM calls: {llm['calls']:,} ({llm['prompt_tokens']:,} "
+            f"prompt + {llm['generated_tokens']:,} generated tokens)"
+        ),
+    ]
+    ev = stats.get("evaluation")
+    if ev:
+        lines += [
+            "",
+            "| against the world's ground truth | candidates | relevant share | kept | precision | recall |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, e in ev["sources"].items():
+            lines.append(
+                f"| {name} | {e['candidates']:,} | {e['relevant_candidates']} | {e['kept']:,} | {e['precision']} | "
+                f"{e['recall_within_candidates']} |"
+            )
+        dd = ev["discriminator"]
+        lines.append(
+            f"| discriminator at alpha {ev['alpha']} | {dd['pairs']:,} | - | - | {dd['precision_at_alpha']} | "
+            f"{dd['recall_at_alpha']} |"
+        )
+        b = ev["bubble"]
+        lines.append(
+            "\nminority-sense videos search never exposed for an ambiguous query, now positives: level 5: "
+            f"{b['level5']}, level 4: {b['level4']} ({b['videos']} videos, {b['queries']} queries)"
+        )
+    return "\n".join(lines)

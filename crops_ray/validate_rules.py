@@ -1,0 +1,181 @@
+"""Log validation's row rules: one batch of a table -> its canonical columns plus ``reason`` (null when the row
+is good) and ``raw`` (the original values of a bad row). Pure pyarrow; the Ray Data job that runs them is
+:mod:`crops_ray.validate`.
+
+Reasons, checked in this order (a row gets the first that applies):
+``missing_<column>`` (null or blank), ``undecodable_<column>`` (bytes that are not UTF-8),
+``invalid_ts`` (not a number or timestamp), ``empty_query``, ``ts_out_of_range``, ``unknown_stage``,
+``unknown_video_id`` (not in the validated ``videos``), ``duplicate_video_id`` (videos: a later copy of an id).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from crops_ray import schema as S
+
+if TYPE_CHECKING:
+    from crops_ray.validate import ValidationConfig
+
+RAW_COLUMN = "raw"
+
+
+def _to_utf8(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Cast to string; return the array and a mask of values that were present but not valid UTF-8."""
+    n = len(arr)
+    bad = np.zeros(n, dtype=bool)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        try:
+            arr.validate(full=True)
+            return arr.cast(pa.string()), bad
+        except pa.ArrowInvalid:
+            arr = arr.cast(pa.binary()) if pa.types.is_string(arr.type) else arr.cast(pa.large_binary())
+    if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+        try:
+            return pc.cast(arr, pa.string()), bad
+        except pa.ArrowInvalid:
+            return _convert_each(arr, lambda v: v.decode("utf-8"), pa.string(), (UnicodeDecodeError,))
+    # Integer or other scalar ids are accepted and spelled as strings.
+    return pc.cast(arr, pa.string()), bad
+
+
+def _to_seconds(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Cast ``ts`` to int64 unix seconds; arrow timestamps and digit strings are converted."""
+    n = len(arr)
+    bad = np.zeros(n, dtype=bool)
+    if pa.types.is_timestamp(arr.type):
+        seconds = pc.cast(arr, pa.timestamp("s", tz=arr.type.tz), safe=False)
+        return seconds.cast(pa.int64()), bad
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if pa.types.is_integer(arr.type):
+        try:
+            return arr.cast(pa.int64()), bad
+        except pa.ArrowInvalid:  # uint64 beyond int64: those values are bad, the rest convert
+            pass
+
+    def seconds(v) -> int:
+        f = float(v.decode() if isinstance(v, bytes) else v)
+        if not np.isfinite(f) or f != int(f):
+            raise ValueError(v)
+        if not -(2**63) <= int(f) < 2**63:
+            raise OverflowError(v)
+        return int(f)
+
+    return _convert_each(arr, seconds, pa.int64(), (ValueError, TypeError, OverflowError, UnicodeDecodeError))
+
+
+def _convert_each(arr: pa.Array, convert, typ: pa.DataType, errors: tuple) -> tuple[pa.Array, np.ndarray]:
+    """Convert value by value (the slow path, only for arrays with bad values); failures become null and flagged."""
+    bad = np.zeros(len(arr), dtype=bool)
+    values = []
+    for i, v in enumerate(arr.to_pylist()):
+        if v is None:
+            values.append(None)
+            continue
+        try:
+            values.append(convert(v))
+        except errors:
+            values.append(None)
+            bad[i] = True
+    return pa.array(values, type=typ), bad
+
+
+def _python_values(arr) -> list:
+    """Values as Python objects; temporal values Python cannot hold (a year past 9999) as their stored integers."""
+    try:
+        return arr.to_pylist()
+    except (OverflowError, ValueError):
+        if pa.types.is_temporal(arr.type):
+            return arr.cast(pa.int64()).to_pylist()
+        return [None if not v.is_valid else str(v) for v in arr]
+
+
+def raw_json(batch: pa.Table, names: list[str], rows: np.ndarray) -> list[str]:
+    """The original values of the quarantined rows, as JSON, so nothing is lost."""
+    cols = {n: _python_values(batch.column(n).take(pa.array(rows))) for n in names}
+    out = []
+    for i in range(len(rows)):
+        record = {
+            n: (v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v)
+            for n, v in ((n, cols[n][i]) for n in names)
+        }
+        out.append(json.dumps(record, default=str, ensure_ascii=False))
+    return out
+
+
+def check_batch(
+    batch: pa.Table,
+    table: str,
+    cfg: ValidationConfig,
+    video_ids: pa.Array | None = None,
+) -> pa.Table:
+    """Canonical columns (renamed, cast), the extra columns, ``reason`` (null when the row is good) and ``raw``."""
+    target = S.SCHEMAS[table]
+    n = batch.num_rows
+    for name in target.names:
+        src = cfg.columns.source_name(name)
+        if src in batch.column_names and S.is_nested(batch.schema.field(src).type):
+            raise S.LogSchemaError(
+                f"column '{src}' of table '{table}' is a {batch.schema.field(src).type}, not a single value per row"
+            )
+    reason = np.full(n, None, dtype=object)
+
+    def flag(mask: np.ndarray, why: str) -> None:
+        reason[(reason == None) & mask] = why  # noqa: E711 (element-wise on an object array)
+
+    sources = {name: cfg.columns.source_name(name) for name in target.names}
+    canonical: dict[str, pa.Array] = {}
+    for name in target.names:
+        typ = target.field(name).type
+        src = sources[name]
+        if src not in batch.column_names:  # optional column absent from this file
+            canonical[name] = pa.nulls(n, typ)
+            continue
+        arr = batch.column(src).combine_chunks()
+        arr, bad = _to_seconds(arr) if name == "ts" else _to_utf8(arr)
+        null = arr.is_null().to_numpy(zero_copy_only=False) & ~bad
+        blank = np.zeros(n, dtype=bool)
+        if pa.types.is_string(typ):
+            blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(arr), ""), False).to_numpy(zero_copy_only=False)
+        if name not in S.OPTIONAL_COLUMNS[table]:
+            flag(null, f"missing_{name}")
+            flag(blank, "empty_query" if name == "query" else f"missing_{name}")
+        flag(bad, "invalid_ts" if name == "ts" else f"undecodable_{name}")
+        canonical[name] = arr
+
+    if "ts" in canonical:
+        ts = canonical["ts"]
+        out_of_range = pc.or_(pc.less(ts, cfg.ts_min), pc.greater(ts, cfg.ts_max))
+        flag(pc.fill_null(out_of_range, False).to_numpy(zero_copy_only=False), "ts_out_of_range")
+    if "stage" in canonical:
+        mapping = cfg.columns.stage_map()
+        keys = pa.array(list(mapping), type=pa.string())
+        idx = pc.index_in(canonical["stage"], value_set=keys)
+        flag(idx.is_null().to_numpy(zero_copy_only=False), "unknown_stage")
+        values = pa.array(list(mapping.values()), type=pa.string())
+        canonical["stage"] = pc.take(values, idx)
+    if video_ids is not None and table != "videos":
+        known = pc.is_in(canonical["video_id"], value_set=video_ids)
+        flag(~pc.fill_null(known, False).to_numpy(zero_copy_only=False), "unknown_video_id")
+
+    extras = [
+        c for c in batch.column_names if c not in set(sources.values()) and c not in (S.QUARANTINE_REASON, RAW_COLUMN)
+    ]
+    columns = {name: canonical[name] for name in target.names}
+    columns.update({c: batch.column(c) for c in extras})
+    columns[S.QUARANTINE_REASON] = pa.array(reason.tolist(), type=pa.string())
+    bad_rows = np.flatnonzero(reason != None)  # noqa: E711
+    raw = np.full(n, None, dtype=object)
+    if len(bad_rows):
+        present = [sources[name] for name in target.names if sources[name] in batch.column_names]
+        raw[bad_rows] = raw_json(batch, present, bad_rows)
+    columns[RAW_COLUMN] = pa.array(raw.tolist(), type=pa.string())
+    return pa.table(columns)
