@@ -1,11 +1,11 @@
-"""Benchmark: /v1/encode and /v1/search over HTTP on 127.0.0.1, through Ray Serve with batching on and off, and
-through a plain single-process FastAPI app (uvicorn) holding the same model and index, with batching on (a
-:class:`MicroBatcher` merging concurrent requests the way ``@serve.batch`` does, same batch size and wait) and off:
-the baselines a user would otherwise write. All serve serve/api.py's ``make_api`` (same validation, same JSON), so
-only the serving differs.
+"""Benchmark: /v1/encode and /v1/search over HTTP on 127.0.0.1, through Ray Serve (the split topology with batching
+on and off, the fused topology with batching on), and through a plain single-process FastAPI app (uvicorn) holding
+the same model and index, with batching on (a :class:`MicroBatcher` merging concurrent requests the way
+``@serve.batch`` does, same batch size and wait) and off: the baselines a user would otherwise write. All serve
+serve/api.py's ``make_api`` (same validation, same JSON), so only the serving differs.
 
 Bounded: per row a warm-up, then a fixed number of requests at each concurrency from an aiohttp client in this
-process, split into rounds that alternate the four servers (all up at once; one loaded at a time), so a shared
+process, split into rounds that alternate the five servers (all up at once; one loaded at a time), so a shared
 machine's other work falls on each alike. One request is one query (an online search box). Every request must
 answer 200: any 5xx or other error fails the run (exit 1). Prints one markdown table with each row's ratio to the
 plain app with the same batching and to the unbatched plain app.
@@ -46,6 +46,8 @@ REQUEST_TIMEOUT_S = 120
 SERVER_START_TIMEOUT_S = 300
 WORLD_SEED = 0
 PLAIN = "plain FastAPI (uvicorn, 1 process)"
+# (topology, batching label, batching): the Serve applications, each alongside the plain app with the same batching
+SERVE_APPS = (("split", "on", True), ("split", "off", False), ("fused", "on", True))
 
 
 # ------------------------------------------------------------------------------------------- the baseline
@@ -315,29 +317,34 @@ def main(argv: list[str] | None = None) -> int:
         "/v1/search": [{"query": q, "k": SEARCH_K} for q in queries],
     }
 
-    # All four servers stay up, and the timed requests alternate between them in rounds, so that each sees the
+    # All five servers stay up, and the timed requests alternate between them in rounds, so that each sees the
     # same share of whatever else the machine is doing. Only one server is loaded at a time: Ray gets 4 logical
-    # CPUs so that both Serve applications' replicas (1.35 CPUs each) can be placed on a 2-core machine.
+    # CPUs so that the Serve applications' replicas (1.35, 1.35 and 1.0 CPUs) can be placed on a 2-core machine.
     init_ray(num_cpus=max(4, os.cpu_count() or 1))
     serve_port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
-    servers, plains = {}, []
-    for name, batching in (("on", True), ("off", False)):
+    servers, plains, stats = {}, [], {}
+    for topology, name, batching in SERVE_APPS:
+        app = f"bench-{topology}-{name}"
         serve.run(
-            build_app(settings.model_copy(update={"batching": batching})), name=f"bench-{name}", route_prefix=f"/{name}"
+            build_app(settings.model_copy(update={"batching": batching, "topology": topology})),
+            name=app,
+            route_prefix=f"/{app}",
         )
-        servers[("Ray Serve", name)] = f"http://127.0.0.1:{serve_port}/{name}"
+        servers[(f"Ray Serve {topology}", name)] = f"http://127.0.0.1:{serve_port}/{app}"
+        if batching:  # the encoder's batch counters: its own deployment, or the fused replica that holds it
+            deployment, method = ("QueryEncoder", "info") if topology == "split" else ("FusedGateway", "encoder_info")
+            stats[(f"Ray Serve {topology}", name)] = (serve.get_deployment_handle(deployment, app_name=app), method)
     for batching in (True, False):
         port = free_port()
         cmd = [sys.executable, os.path.abspath(__file__), "--plain-server", "--port", str(port)]
         cmd += ["--threads", str(args.threads), "--settings-json", settings.model_dump_json()]
         plains.append(subprocess.Popen(cmd + (["--batching"] if batching else [])))
         servers[(PLAIN, "on" if batching else "off")] = f"http://127.0.0.1:{port}"
-    encoder = serve.get_deployment_handle("QueryEncoder", app_name="bench-on")
     rows = [(s, e, c) for c in levels for e in bodies for s in servers]
     results: dict = {row: ([], 0.0, 0, 0) for row in rows}
     try:
-        for url, proc in zip(servers.values(), [None, None, *plains]):
+        for url, proc in zip(servers.values(), [None] * len(SERVE_APPS) + plains):
             wait_healthy(url, SERVER_START_TIMEOUT_S, proc)
             for endpoint in bodies:
                 asyncio.run(load(url, endpoint, bodies[endpoint], args.warmup, max(levels)))
@@ -348,15 +355,16 @@ def main(argv: list[str] | None = None) -> int:
                 for server in order:
                     for endpoint in bodies:
                         n = min(per_round, args.requests - r * per_round)
-                        before = encoder.info.remote().result()
+                        handle, method = stats.get(server, (None, None))
+                        before = getattr(handle, method).remote().result() if handle else {}
                         got, wall = asyncio.run(load(servers[server], endpoint, bodies[endpoint], n, concurrency))
-                        after = encoder.info.remote().result()
+                        after = getattr(handle, method).remote().result() if handle else {}
                         done, seconds, batches, batched = results[(server, endpoint, concurrency)]
                         results[(server, endpoint, concurrency)] = (
                             done + got,
                             seconds + wall,
-                            batches + after["batches"] - before["batches"],
-                            batched + after["requests"] - before["requests"],
+                            batches + after.get("batches", 0) - before.get("batches", 0),
+                            batched + after.get("requests", 0) - before.get("requests", 0),
                         )
     finally:
         for proc in plains:
@@ -384,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         failed += r["5xx"] + r["other_errors"]
         same = summary[((PLAIN, server[1]), endpoint, concurrency)]["rps"]
         unbatched = summary[((PLAIN, "off"), endpoint, concurrency)]["rps"]
-        batch = f"{batched / batches:.2f}" if server == ("Ray Serve", "on") and batches else "-"
+        batch = f"{batched / batches:.2f}" if batches else "-"
         print(
             f"| {concurrency} | {endpoint} | {server[0]} | {server[1]} | {r['rps']:.1f} | {r['rps'] / same:.2f}x | "
             f"{r['rps'] / unbatched:.2f}x | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {batch} | "

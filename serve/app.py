@@ -21,6 +21,7 @@ documented in serve/README.md and at ``/docs``.
 """
 
 import asyncio
+import inspect
 import os
 from dataclasses import asdict
 
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_TOKEN_ENV",
     "Backend",
     "DiscriminatorDeployment",
+    "FusedGateway",
     "Gateway",
     "Guard",
     "HandleBackend",
@@ -66,6 +68,7 @@ DEFAULT_OPTIONS = {
     "QueryEncoder": {"num_cpus": 0.5, "max_ongoing_requests": 128, "max_queued_requests": 512},
     "Discriminator": {"num_cpus": 0.5, "max_ongoing_requests": 128, "max_queued_requests": 512},
     "Retriever": {"num_cpus": 0.25, "max_ongoing_requests": 128, "max_queued_requests": 512},
+    "FusedGateway": {"num_cpus": 1.0, "max_ongoing_requests": 256, "max_queued_requests": 512},
 }
 
 
@@ -73,28 +76,37 @@ DEFAULT_OPTIONS = {
 
 
 class HandleBackend:
-    """Backend over deployment handles (each call a DeploymentResponse awaited in the gateway's event loop)."""
+    """Backend over the three model deployments: through deployment handles (each call a DeploymentResponse
+    awaited in the gateway's event loop) or, with ``local``, the deployments' own classes in this process (the
+    fused topology: the same batching and model threads, no hop between processes)."""
 
-    def __init__(self, encoder, discriminator, retriever):
+    def __init__(self, encoder, discriminator, retriever, local: bool = False):
         self.encoder, self.discriminator, self.retriever = encoder, discriminator, retriever
+        self.local = local
         self.versions: dict[str, str] = {}
+
+    async def _call(self, target, method: str, *args):
+        if not self.local:
+            return await getattr(target, method).remote(*args)
+        result = getattr(target, method)(*args)
+        return await result if inspect.isawaitable(result) else result
 
     async def refresh(self) -> dict:
         enc, disc, ret = await asyncio.gather(
-            self.encoder.info.remote(), self.discriminator.info.remote(), self.retriever.info.remote()
+            self._call(self.encoder, "info"), self._call(self.discriminator, "info"), self._call(self.retriever, "info")
         )
         self.versions = {"model": enc["model"], "discriminator": disc["discriminator"], "index": ret["index"]}
         return {"encoder": enc, "discriminator": disc, "retriever": ret}
 
     async def encode(self, queries):
-        return await self.encoder.encode.remote(queries)
+        return await self._call(self.encoder, "encode", queries)
 
     async def score(self, pairs):
-        return await self.discriminator.score.remote(pairs)
+        return await self._call(self.discriminator, "score", pairs)
 
     async def search(self, query, k):
-        emb, model = await self.encoder.encode.remote([query])
-        ids, scores, index = await self.retriever.search.remote(emb[0], k)
+        emb, model = await self._call(self.encoder, "encode", [query])
+        ids, scores, index = await self._call(self.retriever, "search", emb[0], k)
         return ids, scores, model, index
 
     async def health(self):
@@ -123,6 +135,33 @@ class Gateway:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return make_api(self.backend, self.settings, self.digest)
+
+
+@serve.deployment(name="FusedGateway")
+@serve.ingress()
+class FusedGateway:
+    """The fused topology: the FastAPI ingress and the three models in one replica (``topology: fused``).
+
+    On a small node the processes of the split topology (proxy, gateway, encoder, retriever) compete for the same
+    cores and every search crosses two handles; here a request crosses only the proxy. Replicas scale as one."""
+
+    async def __init__(self, models: dict, settings: dict, token_digest: str | None = None):
+        self.settings = ServeSettings(**settings)
+        self.digest = token_digest or digest_of(os.environ.get(self.settings.auth_token_env))
+        self.backend = HandleBackend(
+            QueryEncoder.func_or_class(**models["encoder"]),
+            DiscriminatorDeployment.func_or_class(**models["discriminator"]),
+            Retriever.func_or_class(**models["retriever"]),
+            local=True,
+        )
+        await self.backend.refresh()
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return make_api(self.backend, self.settings, self.digest)
+
+    def encoder_info(self) -> dict:
+        """The encoder's ``info()`` (batch counters included), for a deployment handle."""
+        return self.backend.encoder.info()
 
 
 # ------------------------------------------------------------------------------------------------ the builder
@@ -156,11 +195,14 @@ def build_app(args: dict) -> serve.Application:
         o = dict(DEFAULT_OPTIONS[name])
         return {"ray_actor_options": {"num_cpus": o.pop("num_cpus")}, **o}
 
-    encoder = QueryEncoder.options(**options("QueryEncoder")).bind(
-        s.model, encode_batch_size=s.encode_batch_size, **batch
-    )
-    discriminator = DiscriminatorDeployment.options(**options("Discriminator")).bind(
-        s.discriminator_model, asdict(calibration), **batch
-    )
-    retriever = Retriever.options(**options("Retriever")).bind(s.index, checked=index_check, **batch)
+    models = {
+        "encoder": {"model": s.model, "encode_batch_size": s.encode_batch_size, **batch},
+        "discriminator": {"model": s.discriminator_model, "calibration": asdict(calibration), **batch},
+        "retriever": {"index": s.index, "checked": index_check, **batch},
+    }
+    if s.topology == "fused":
+        return FusedGateway.options(**options("FusedGateway")).bind(models, s.model_dump(), digest)
+    encoder = QueryEncoder.options(**options("QueryEncoder")).bind(**models["encoder"])
+    discriminator = DiscriminatorDeployment.options(**options("Discriminator")).bind(**models["discriminator"])
+    retriever = Retriever.options(**options("Retriever")).bind(**models["retriever"])
     return Gateway.options(**options("Gateway")).bind(encoder, discriminator, retriever, s.model_dump(), digest)

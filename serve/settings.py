@@ -8,7 +8,7 @@ response carries.
 
 import hashlib
 import os
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +34,11 @@ class ServeSettings(BaseModel):
     )
     max_k: int = Field(1000, ge=1)
     default_k: int = Field(100, ge=1)
+    topology: Literal["split", "fused"] = Field(
+        "split",
+        description="split: the gateway calls three model deployments through handles, each scaling on its own; "
+        "fused: one ingress deployment holds the three models (same batching), no hop between processes",
+    )
     batching: bool = Field(True, description="@serve.batch on the model deployments; False: one request per model call")
     max_batch_size: int = Field(16, ge=1, description="requests per batch")
     batch_wait_timeout_s: float = Field(0.005, ge=0)
