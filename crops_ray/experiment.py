@@ -27,7 +27,6 @@ where they depart from the original papers: :mod:`crops_ray.negatives`.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -250,87 +249,6 @@ def aggregate(results: list[dict]) -> dict[str, dict[str, float]]:
         row["seeds"] = len(runs)
         out[name] = row
     return out
-
-
-def table1_markdown(summary: dict[str, dict[str, float]], methods: list[str]) -> str:
-    cols = [("recall@100_ct", "Recall@100 CT"), ("recall@100_qr", "Recall@100 QR"), ("ndcg@4", "NDCG@4")]
-    lines = ["| Method | " + " | ".join(c[1] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
-    for name in methods:
-        row = summary.get(name)
-        if row is None:
-            continue
-        cells = []
-        for key, _ in cols:
-            if key not in row or (isinstance(row[key], float) and math.isnan(row[key])):
-                cells.append("-")
-            elif row["seeds"] > 1:
-                cells.append(f"{100 * row[key]:.1f} ± {100 * row[key + '_std']:.1f}")
-            else:
-                cells.append(f"{100 * row[key]:.1f}")
-        lines.append(f"| {METHODS[name].label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def plot_table1(summary: dict[str, dict[str, float]], methods: list[str], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = [("recall@100_ct", "Recall@100 CT"), ("recall@100_qr", "Recall@100 QR"), ("ndcg@4", "NDCG@4")]
-    names = [m for m in methods if m in summary]
-    x = np.arange(len(cols))
-    width = 0.8 / max(1, len(names))
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    for i, name in enumerate(names):
-        vals = [100 * summary[name].get(k, float("nan")) for k, _ in cols]
-        errs = [100 * summary[name].get(k + "_std", 0.0) for k, _ in cols]
-        ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, yerr=errs, label=METHODS[name].label, capsize=2)
-    ax.set_xticks(x, [c[1] for c in cols])
-    ax.set_ylabel("%")
-    ax.set_ylim(0, 105)
-    ax.set_title("Table 1 on these logs (mean over seeds; bars: one standard deviation)")
-    ax.legend(fontsize=7, ncol=3, loc="upper center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def side_by_side(world: str, runs: dict[str, str], queries: list[str], k: int = 10) -> str:
-    """Top-k of two methods for some queries: text, the video's sense, and whether it is relevant (qrels)."""
-    truth_path = f"{world}/eval/video_truth.parquet"
-    truth = pq.read_table(truth_path).to_pandas().set_index("video_id") if os.path.exists(truth_path) else None
-    qrels = (
-        pq.read_table(f"{world}/eval/qrels.parquet").to_pandas()
-        if os.path.exists(f"{world}/eval/qrels.parquet")
-        else None
-    )
-    videos = pq.read_table(S.table_files(world, "videos")).to_pandas().set_index("video_id")["text"]
-    tops = {name: pq.read_table(path).to_pandas().set_index("query")["top10"] for name, path in runs.items()}
-    parts = []
-    names = list(runs)
-    for query in queries:
-        graded = (
-            {}
-            if qrels is None
-            else dict(qrels.loc[qrels["query"] == query, ["video_id", "grade"]].itertuples(index=False))
-        )
-        lines = [f"**{query}**", "", "| rank | " + " | ".join(names) + " |", "|---:|" + "---|" * len(names)]
-        for r in range(k):
-            cells = []
-            for name in names:
-                ids = list(tops[name].get(query, []))
-                if r >= len(ids):
-                    cells.append("")
-                    continue
-                v = ids[r]
-                sense = truth.loc[v, "topic"] if truth is not None and v in truth.index else ""
-                mark = "✓" if graded.get(v, 0) > 0 else "✗"
-                title = videos.get(v, "").split(". ")[0][:60].replace("|", "/")
-                cells.append(f"{mark} {title} *({sense})*")
-            lines.append(f"| {r + 1} | " + " | ".join(cells) + " |")
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts)
 
 
 def method_model(name: str, root: str, cfg: ExperimentConfig) -> str | None:

@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray import alpha_sweep as AS
 from crops_ray.config import add_config_args
+from crops_ray.report.sweep import downstream_table, mining_table
 from crops_ray.storage import check_output
 from crops_ray.world.audit import judgments_path
 
@@ -113,8 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     print()
-    print(AS.mining_table(result["rows"], result["build_alpha"]))
-    downstream = AS.downstream_table(result["rows"], result["build_alpha"])
+    print(mining_table(result["rows"], result["build_alpha"]))
+    downstream = downstream_table(result["rows"], result["build_alpha"])
     if downstream:
         print("\n" + downstream)
     print("\n" + "\n".join(f"- {line}" for line in result["summary"]))

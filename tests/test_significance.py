@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crops_ray import report as R
+from crops_ray.report import additivity as A
+from crops_ray.report import per_query as R
 from crops_ray.significance import compare_runs, paired_bootstrap
 
 
@@ -101,7 +102,7 @@ def _direct_interaction(runs, resamples, seed, parts=("crops_p1", "crops_p2", "c
 
 def test_exactly_additive_gains_have_an_interaction_interval_at_zero():
     runs = _ablation_runs(extra_whole=0.0)
-    out = R.additivity(runs, resamples=500)
+    out = A.additivity(runs, resamples=500)
     ct = out["metrics"]["recall@100_ct"]
     pairs, base = runs["fs_lr"]["pairs_ct"].sum(), runs["fs_lr"]["hits@100_ct"].sum()
     for m in ("crops_p1", "crops_p2", "crops_p3"):
@@ -116,14 +117,14 @@ def test_exactly_additive_gains_have_an_interaction_interval_at_zero():
 def test_additive_on_average_contains_zero_and_super_additive_excludes_it():
     n = 400
     noise = np.random.default_rng(11).permutation(np.r_[np.ones(60), -np.ones(60), np.zeros(n - 120)])  # sums to 0
-    out = R.additivity(_ablation_runs(extra_whole=noise, n=n), resamples=2000)
+    out = A.additivity(_ablation_runs(extra_whole=noise, n=n), resamples=2000)
     additive = out["metrics"]["recall@100_ct"]["interaction"]
     assert additive["diff"] == pytest.approx(0.0, abs=1e-12)
     assert additive["ci_low"] < 0.0 < additive["ci_high"] and additive["verdict"] == "additive"
 
     surplus = np.random.default_rng(12).binomial(1, 0.3, size=n).astype(float)  # all three together find more
     runs = _ablation_runs(extra_whole=surplus, n=n)
-    out = R.additivity(runs, resamples=4000, seed=1)
+    out = A.additivity(runs, resamples=4000, seed=1)
     inter = out["metrics"]["recall@100_ct"]["interaction"]
     assert inter["diff"] == pytest.approx(surplus.sum() / runs["fs_lr"]["pairs_ct"].sum())
     assert inter["ci_low"] > 0 and inter["verdict"] == "super-additive"
@@ -146,8 +147,8 @@ def test_additivity_report_table_and_json_and_missing_runs():
         "crops_p3": "CroPS, P3 only",
         "crops_binary": "CroPS, binary",
     }
-    per_seed = {0: R.additivity(runs, seed=0, resamples=300), 1: R.additivity(runs, seed=1, resamples=300)}
-    table, data = R.additivity_report(per_seed, labels)
+    per_seed = {0: A.additivity(runs, seed=0, resamples=300), 1: A.additivity(runs, seed=1, resamples=300)}
+    table, data = A.additivity_report(per_seed, labels)
     assert set(data) == {"0", "1"} and data["0"]["parts"] == ["crops_p1", "crops_p2", "crops_p3"]
     for row in (
         "P0 + P1 minus P0: CroPS, P1 only minus FS-LR-style",
@@ -161,6 +162,6 @@ def test_additivity_report_table_and_json_and_missing_runs():
     assert " ± " in table  # two seeds: mean ± sd first
     json.dumps(data)  # JSON-ready for metrics.json
     without_p3 = {m: f for m, f in runs.items() if m != "crops_p3"}
-    assert R.additivity(without_p3, resamples=200)["parts"] == ["crops_p1", "crops_p2"]
-    assert R.additivity({"crops": runs["crops"], "crops_p1": runs["crops_p1"]}) == {}  # no P0 run
-    assert R.additivity_report({0: {}}, labels) == ("", {})
+    assert A.additivity(without_p3, resamples=200)["parts"] == ["crops_p1", "crops_p2"]
+    assert A.additivity({"crops": runs["crops"], "crops_p1": runs["crops_p1"]}) == {}  # no P0 run
+    assert A.additivity_report({0: {}}, labels) == ("", {})

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from crops_ray.report.markdown import rows_table
 from crops_ray.world import generator as G
 
 BUILT_IN = ("oracle", "logging", "random")
@@ -287,4 +288,4 @@ def table2_markdown(summary: pd.DataFrame, baseline: str, labels: dict[str, str]
                 "-" if r.arm == baseline else f"{100 * rel:+.2f}% [{100 * low:+.2f}, {100 * high:+.2f}]"
             )
         rows.append(row)
-    return pd.DataFrame(rows).to_markdown(index=False)
+    return rows_table(rows)
