@@ -179,7 +179,8 @@ def evaluate(
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
-    rows = ["| metric | value |", "|---|---:|"]
-    for k, v in metrics.items():
-        rows.append(f"| {k} | {v:.4f} |" if isinstance(v, float) and not isinstance(v, bool) else f"| {k} | {v} |")
-    return "\n".join(rows)
+    from crops_ray.report.markdown import key_value_table
+
+    return key_value_table(
+        ((k, f"{v:.4f}" if isinstance(v, float) else v) for k, v in metrics.items()), headers=("metric", "value")
+    )

@@ -217,11 +217,19 @@ def validate_logs(logs: str, out: str, cfg: ValidationConfig | None = None, prog
 
 def format_summary(summaries: dict[str, TableSummary]) -> str:
     """A table a person reads: rows in, kept, quarantined, and the reasons."""
-    lines = ["| table | rows in | kept | quarantined | reasons |", "|---|---:|---:|---:|---|"]
-    for table, s in summaries.items():
-        reasons = ", ".join(f"{k}: {v}" for k, v in s.reasons.items()) or "-"
-        lines.append(f"| {table} | {s.rows_in:,} | {s.kept:,} | {s.quarantined:,} | {reasons} |")
-    return "\n".join(lines)
+    from crops_ray.report.markdown import rows_table
+
+    rows = [
+        {
+            "table": table,
+            "rows in": f"{s.rows_in:,}",
+            "kept": f"{s.kept:,}",
+            "quarantined": f"{s.quarantined:,}",
+            "reasons": ", ".join(f"{k}: {v}" for k, v in s.reasons.items()) or "-",
+        }
+        for table, s in summaries.items()
+    ]
+    return rows_table(rows, text=True, align=["left", "right", "right", "right", "left"])
 
 
 def load_validation_config(path: str | None, overrides: dict | None = None, sets=()) -> ValidationConfig:

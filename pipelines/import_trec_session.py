@@ -20,6 +20,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray.adapters.trec_session import import_trec_session
+from crops_ray.report.markdown import key_value_table
 
 DEFAULT_XML = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -54,11 +55,8 @@ def main(argv: list[str] | None = None):
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    print("| statistic | value |\n|---|---:|")
-    for k, v in vars(stats).items():
-        if k not in ("topics", "split"):
-            print(f"| {k.replace('_', ' ')} | {v:,} |")
-    print(f"| topics | {len(stats.topics)} |")
+    rows = [(k.replace("_", " "), v) for k, v in vars(stats).items() if k not in ("topics", "split")]
+    print(key_value_table(rows + [("topics", len(stats.topics))]))
     split = stats.split
     if split:
         sessions = split["sessions"]["test"] + split["sessions"]["train"]

@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from crops_ray.config import add_config_args, load_config
 from crops_ray.hla import build_groups, load_samples, write_groups
 from crops_ray.plumbing import model_path
+from crops_ray.report.markdown import key_value_table
 from crops_ray.runtime import init_ray
 from crops_ray.storage import check_output
 from crops_ray.train import DEFAULT_RUN_NAME, DOC_TOWERS, LOSSES, NonFiniteTrainingError, TrainJobConfig, train
@@ -30,18 +31,17 @@ from crops_ray.train import DEFAULT_RUN_NAME, DOC_TOWERS, LOSSES, NonFiniteTrain
 
 def format_summary(m: dict) -> str:
     levels = ", ".join(f"L{k} {v:.4f}" for k, v in sorted(m["loss_per_level"].items()))
-    return "\n".join(
+    return key_value_table(
         [
-            "| training | value |",
-            "|---|---:|",
-            f"| loss | {m['loss_name']} |",
-            f"| steps | {m['steps']} (resumed from {m['resumed_from_step']}) |",
-            f"| final loss | {m['final_loss']:.4f} |",
-            f"| loss per level | {levels} |",
-            f"| workers x global batch | {m['num_workers']} x {m['global_batch']} |",
-            f"| samples/s | {m['samples_per_s']:.1f} |",
-            f"| wall time | {m['wall_s']:.1f} s |",
-        ]
+            ("loss", m["loss_name"]),
+            ("steps", f"{m['steps']} (resumed from {m['resumed_from_step']})"),
+            ("final loss", f"{m['final_loss']:.4f}"),
+            ("loss per level", levels),
+            ("workers x global batch", f"{m['num_workers']} x {m['global_batch']}"),
+            ("samples/s", f"{m['samples_per_s']:.1f}"),
+            ("wall time", f"{m['wall_s']:.1f} s"),
+        ],
+        headers=("training", "value"),
     )
 
 

@@ -211,6 +211,45 @@ def test_search_returns_the_library_top_k(url, assets):
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_the_fused_topology_answers_like_the_split_one(url, assets, monkeypatch):
+    """topology: fused puts the three models in the ingress replica: same answers, versions and batching."""
+    from ray import serve
+
+    from serve import app
+
+    # The split application already holds 1.4 of the session's 2 CPUs: the fused replica asks for what is left.
+    monkeypatch.setitem(app.DEFAULT_OPTIONS, "FusedGateway", {**app.DEFAULT_OPTIONS["FusedGateway"], "num_cpus": 0.5})
+    serve.run(build_app({**assets.settings, "topology": "fused"}), name="fused", route_prefix="/fused")
+    try:
+        fused = f"{url}/fused"
+        health = requests.get(f"{fused}/healthz", timeout=TIMEOUT).json()
+        assert {k: health[k] for k in ("model", "discriminator", "index", "dim", "index_size")} == {
+            k: requests.get(f"{url}/healthz", timeout=TIMEOUT).json()[k]
+            for k in ("model", "discriminator", "index", "dim", "index_size")
+        }
+        text = assets.videos["text"][7]
+        got, want = (post(u, "/v1/search", {"query": text, "k": 5}).json() for u in (fused, url))
+        assert [h["video_id"] for h in got["results"]] == [h["video_id"] for h in want["results"]]
+        pairs = [
+            {"query": "jaguar", "text": assets.videos["text"][0]},
+            {"query": "python", "text": assets.videos["text"][1]},
+        ]
+        np.testing.assert_allclose(
+            post(fused, "/v1/score", {"pairs": pairs}).json()["scores"],
+            post(url, "/v1/score", {"pairs": pairs}).json()["scores"],
+            atol=1e-6,
+        )
+        with ThreadPoolExecutor(8) as pool:  # concurrent requests share the fused replica's encoder batches
+            answers = list(pool.map(lambda q: post(fused, "/v1/encode", {"queries": [q]}), assets.queries[:16]))
+        assert all(a.status_code == 200 for a in answers)
+        info = serve.get_deployment_handle("FusedGateway", app_name="fused").encoder_info.remote().result()
+        assert info["requests"] >= 16 and info["largest_batch"] > 1
+    finally:
+        serve.delete("fused")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_openapi_documents_the_endpoints_and_limits(url):
     spec = requests.get(f"{url}/openapi.json", timeout=TIMEOUT).json()
     assert {"/v1/encode", "/v1/score", "/v1/search", "/healthz"} <= set(spec["paths"])

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -289,7 +290,12 @@ def test_pipeline_trains_two_workers_and_resumes(tiny_world, tiny_model, tmp_pat
     printed = capsys.readouterr().out
     assert max(len(t) for t in storage.read_table(os.path.join(out, "groups"))["texts"].to_pylist()) == 6  # YAML
     assert first["config"]["warmup_ratio"] == 0.5 and first["global_batch"] == 16  # YAML, and the flag wins
-    assert "step 1/2" in printed and "step 2/2" in printed and "samples/s" in printed and "| final loss |" in printed
+    assert (
+        "step 1/2" in printed
+        and "step 2/2" in printed
+        and "samples/s" in printed
+        and re.search(r"\| final loss +\|", printed)
+    )
     assert first["steps"] == 2 and first["resumed_from_step"] == 0 and first["num_workers"] == 2
     assert {"1", "2", "3", "4"} <= set(first["loss_per_level"]) and first["samples_per_s"] > 0
     saved = json.load(open(os.path.join(out, "train_metrics.json")))

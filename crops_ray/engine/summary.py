@@ -174,35 +174,46 @@ def engine_stats(
 
 def format_summary(stats: dict) -> str:
     """Tables a person reads: per source candidates and kept, samples per level, time per stage."""
+    from crops_ray.report.markdown import rows_table
+
+    def table(rows: list[dict]) -> str:
+        return rows_table(rows, text=True, align=["left"] + ["right"] * (len(rows[0]) - 1))
+
     src = stats["sources"]
-    lines = ["| source | candidates | removed | kept |", "|---|---:|---:|---:|"]
-    lines.append(f"| log stages (P0) | {src['log']['pairs']:,} pairs | - | {src['log']['pairs']:,} |")
+    pairs = src["log"]["pairs"]
+    sources = [{"source": "log stages (P0)", "candidates": f"{pairs:,} pairs", "removed": "-", "kept": f"{pairs:,}"}]
     r = src["reformulation"]
     if r["enabled"]:
-        lines.append(
-            f"| reformulation (P1) | {r['candidates']:,} | gate {r['gate_removed']:,}, theta<=alpha "
-            f"{r['below_alpha']:,} | {r['kept']:,} |"
-        )
+        removed = f"gate {r['gate_removed']:,}, theta<=alpha {r['below_alpha']:,}"
+        sources.append({"source": "reformulation (P1)", "candidates": f"{r['candidates']:,}", "removed": removed})
+        sources[-1]["kept"] = f"{r['kept']:,}"
     r = src["recommendation"]
     if r["enabled"]:
-        lines.append(
-            f"| recommendation (P2) | {r['candidates']:,} | theta<=alpha {r['below_alpha']:,} | {r['kept']:,} |"
-        )
+        removed = f"theta<=alpha {r['below_alpha']:,}"
+        sources.append({"source": "recommendation (P2)", "candidates": f"{r['candidates']:,}", "removed": removed})
+        sources[-1]["kept"] = f"{r['kept']:,}"
     r = src["llm"]
     if r["enabled"]:
         removed = ", ".join(f"{k} {v}" for k, v in r["removed"].items() if v) or "-"
-        lines.append(f"| LLM (P3), {r['queries']} queries | {r['candidates']:,} | {removed} | {r['kept']:,} |")
+        sources.append(
+            {"source": f"LLM (P3), {r['queries']} queries", "candidates": f"{r['candidates']:,}", "removed": removed}
+        )
+        sources[-1]["kept"] = f"{r['kept']:,}"
+    lines = [table(sources)]
     heavy = stats.get("heavy_users", {})
     if heavy.get("users"):
         lines.append(
             f"\n{heavy['users']:,} user(s) with more than {heavy['max_user_rows']:,} log rows ({heavy['rows']:,} rows) "
             "were left out of P1/P2 mining (crawlers or shared accounts; their search rows still give P0 samples)."
         )
-    lines += ["", "| samples: source | level | rows |", "|---|---:|---:|"]
-    for key, n in stats["samples"]["by_source_level"].items():
-        s, lv = key.rsplit(":", 1)
-        lines.append(f"| {s} | {lv} | {n:,} |")
-    lines += ["", "| stage | seconds |", "|---|---:|"] + [f"| {k} | {v:.1f} |" for k, v in stats["seconds"].items()]
+    samples = [
+        {"samples: source": key.rsplit(":", 1)[0], "level": key.rsplit(":", 1)[1], "rows": f"{n:,}"}
+        for key, n in stats["samples"]["by_source_level"].items()
+    ]
+    if samples:
+        lines += ["", table(samples)]
+    if stats["seconds"]:
+        lines += ["", table([{"stage": k, "seconds": f"{v:.1f}"} for k, v in stats["seconds"].items()])]
     d, llm = stats["discriminator"], stats["llm"]
     lines += [
         "",
@@ -213,21 +224,29 @@ def format_summary(stats: dict) -> str:
     ]
     ev = stats.get("evaluation")
     if ev:
-        lines += [
-            "",
-            "| against the world's ground truth | candidates | relevant share | kept | precision | recall |",
-            "|---|---:|---:|---:|---:|---:|",
+        truth = [
+            {
+                "against the world's ground truth": name,
+                "candidates": f"{e['candidates']:,}",
+                "relevant share": str(e["relevant_candidates"]),
+                "kept": f"{e['kept']:,}",
+                "precision": str(e["precision"]),
+                "recall": str(e["recall_within_candidates"]),
+            }
+            for name, e in ev["sources"].items()
         ]
-        for name, e in ev["sources"].items():
-            lines.append(
-                f"| {name} | {e['candidates']:,} | {e['relevant_candidates']} | {e['kept']:,} | {e['precision']} | "
-                f"{e['recall_within_candidates']} |"
-            )
         dd = ev["discriminator"]
-        lines.append(
-            f"| discriminator at alpha {ev['alpha']} | {dd['pairs']:,} | - | - | {dd['precision_at_alpha']} | "
-            f"{dd['recall_at_alpha']} |"
+        truth.append(
+            {
+                "against the world's ground truth": f"discriminator at alpha {ev['alpha']}",
+                "candidates": f"{dd['pairs']:,}",
+                "relevant share": "-",
+                "kept": "-",
+                "precision": str(dd["precision_at_alpha"]),
+                "recall": str(dd["recall_at_alpha"]),
+            }
         )
+        lines += ["", table(truth)]
         b = ev["bubble"]
         lines.append(
             "\nminority-sense videos search never exposed for an ambiguous query, now positives: level 5: "

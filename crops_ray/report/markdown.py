@@ -31,6 +31,12 @@ def markdown_table(
     return frame.to_markdown(index=index, disable_numparse=True, colalign=align)
 
 
+def key_value_table(pairs, headers: Sequence[str] = ("statistic", "value")) -> str:
+    """``(name, value)`` pairs as a two-column table; integers get thousands separators, the values align right."""
+    rows = [(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)) for k, v in pairs]
+    return markdown_table(pd.DataFrame(rows, columns=list(headers)), index=False, text=True)
+
+
 def rows_table(rows: list[dict], columns: Sequence[str] | None = None, **kwargs) -> str:
     """A list of row dicts (the columns in first-seen order, or ``columns``) as a table without an index."""
     return markdown_table(pd.DataFrame(rows, columns=columns), index=False, **kwargs)

@@ -242,7 +242,6 @@ def _world_stats(cat: Catalog, cfg: WorldConfig, results: list[dict], seconds: f
 
 
 def format_stats(stats: dict) -> str:
-    lines = ["| statistic | value |", "|---|---:|"]
-    for k, v in stats.items():
-        lines.append(f"| {k.replace('_', ' ')} | {v:,} |" if isinstance(v, int) else f"| {k.replace('_', ' ')} | {v} |")
-    return "\n".join(lines)
+    from crops_ray.report.markdown import key_value_table
+
+    return key_value_table((k.replace("_", " "), v) for k, v in stats.items())
