@@ -1,4 +1,4 @@
-"""Benchmark: training throughput of crops_ray.train (Ray Train, 1 and 2 workers) against sentence-transformers.
+"""Benchmark: training throughput of crops_ray.train (Ray Train) against sentence-transformers, 1 and 2 workers.
 
 The anchor is what a user would otherwise write: sentence-transformers' ``MultipleNegativesRankingLoss`` training
 the same model (mean pooling, normalised, scale 1/temperature) on the same groups in one process, each example as
@@ -7,7 +7,9 @@ loop over the loss module (``SentenceTransformerTrainer`` needs the ``datasets``
 Throughput is steady state: the first step (start-up, lazy initialisation) is not counted; the Ray rows also give
 the wall time including Ray Train's start-up. The anchor runs in a Ray task (the CPU priority and threads of a
 training worker), once before and once after the Ray rows; their mean evens out drift in a shared machine's load.
-Compare rows of one run only.
+Compare rows of one run only. Rows, each with its ratio to what it is compared with: crops_ray.train on all cores
+(against the anchor, same cores), on 1 thread, 2 DDP workers of 1 thread each (against 1 thread: the physical limit
+on 2 cores is 2), and with the document tower frozen (the CPU demo's query-side fine-tuning; against both towers).
 
     .venv/bin/python bench/train.py [--steps 20] [--batch-size 16] [--model minilm] [--max-length 64]
 
@@ -30,6 +32,7 @@ from crops_ray import storage
 from crops_ray.hla import GroupConfig, build_groups, load_samples, write_groups
 from crops_ray.losses import DEFAULT_TEMPERATURE
 from crops_ray.plumbing import model_path
+from crops_ray.report.markdown import rows_table
 from crops_ray.runtime import init_ray
 from crops_ray.train import TrainConfig, train
 from crops_ray.world.generator import generate_world, world_config
@@ -114,8 +117,15 @@ def main() -> None:
                 "sentence-transformers is not installed: no anchor row (pip install -c constraints/cpu.txt "
                 "sentence-transformers)\n"
             )
-        rows = []
-        for workers in (1, 2):
+        # (label, workers, torch threads per worker (0: the node's cores / workers), document tower)
+        setups = [
+            ("crops_ray.train H-InfoNCE, all cores", 1, 0, "train"),
+            ("crops_ray.train H-InfoNCE, 1 thread", 1, 1, "train"),
+            ("crops_ray.train H-InfoNCE, DDP (gloo), 1 thread each", 2, 1, "train"),
+            ("crops_ray.train H-InfoNCE, frozen document tower, all cores", 1, 0, "frozen"),
+        ]
+        rates = {}
+        for label, workers, threads, tower in setups:
             cfg = TrainConfig(
                 model=args.model,
                 max_length=args.max_length,
@@ -123,45 +133,43 @@ def main() -> None:
                 lr=args.lr,
                 max_steps=args.steps,
                 num_workers=workers,
+                torch_threads=threads,
+                shared_towers=tower == "train",
+                doc_tower=tower,
                 checkpoint_every=args.steps,
                 log_every=args.steps,
                 shuffle_buffer=0,
                 seed=SEED,
             )
-            m = train(
-                groups, os.path.join(tmp, f"out-{workers}"), cfg, name=f"bench-{workers}", progress=lambda *_: None
-            )
-            rows.append(
-                (
-                    "crops_ray.train h_infonce, Ray Train",
-                    workers,
-                    args.batch_size * workers,
-                    m["samples_per_s"],
-                    m["wall_s"],
-                )
-            )
+            name = f"bench-{len(rates)}"
+            m = train(groups, os.path.join(tmp, name), cfg, name=name, progress=lambda *_: None)
+            rates[label] = (workers, args.batch_size * workers, m["samples_per_s"], m["wall_s"])
         st_rate = None
         if st_before is not None:  # the anchor runs before and after the Ray rows: their mean evens out load drift
             st_after = anchor()
             st_rate = (st_before + st_after) / 2
-            rows.insert(
-                0, ("sentence-transformers MNRL, 1 process (mean of before/after)", 1, args.batch_size, st_rate, None)
-            )
             print(f"sentence-transformers samples/s before {st_before:.1f}, after {st_after:.1f}\n")
 
-    one_worker = rows[-2][3]
-    print(
-        "| trainer | workers | global batch | samples/s (steady) | wall s incl. start-up | vs sentence-transformers | "
-        "vs 1 worker |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, workers, global_batch, rate, wall in rows:
-        vs_st = f"{rate / st_rate:.2f}" if st_rate else "-"
-        vs_one = f"{rate / one_worker:.2f}" if wall is not None else "-"
-        print(
-            f"| {name} | {workers} | {global_batch} | {rate:.1f} | {wall if wall is not None else '-'} | {vs_st} | "
-            f"{vs_one} |"
+    # Each row's ratio to what it should be compared with: all cores to the anchor (same cores), two 1-thread
+    # workers to one 1-thread worker (the physical limit on 2 cores is 2), the frozen tower to both towers training.
+    labels = [s[0] for s in setups]
+    versus = {labels[0]: (st_rate, "sentence-transformers"), labels[1]: (rates[labels[0]][2], labels[0])}
+    versus[labels[2]] = (rates[labels[1]][2], labels[1])
+    versus[labels[3]] = (rates[labels[0]][2], labels[0])
+    table = []
+    if st_rate:
+        table.append(
+            {"trainer": "sentence-transformers MNRL, 1 process (mean of before/after)", "workers": "1"}
+            | {"global batch": str(args.batch_size), "samples/s": f"{st_rate:.1f}", "wall s": "-", "ratio": "1.00"}
+            | {"against": "-"}
         )
+    for label, (workers, global_batch, rate, wall) in rates.items():
+        base, against = versus[label]
+        table.append(
+            {"trainer": label, "workers": str(workers), "global batch": str(global_batch), "samples/s": f"{rate:.1f}"}
+            | {"wall s": f"{wall:.0f}", "ratio": f"{rate / base:.2f}" if base else "-", "against": against}
+        )
+    print(rows_table(table, text=True, align=["left", "right", "right", "right", "right", "right", "left"]))
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
 
