@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from crops_ray import schema as S
 from crops_ray import storage
 from crops_ray.config import load_config
+from crops_ray.plumbing import map_with_actors
 from crops_ray.validate_rules import RAW_COLUMN, check_batch, raw_json
 
 
@@ -150,13 +151,14 @@ def _validate_events(table: str, files: list[str], out: str, cfg: ValidationConf
     import ray.data
     from ray.data.expressions import col
 
-    checked = ray.data.read_parquet(files).map_batches(
+    checked = map_with_actors(
+        ray.data.read_parquet(files),
         BatchChecker,
-        fn_constructor_args=(table, cfg, ray.put(video_ids)),
-        batch_format="pyarrow",
+        constructor_args=(table, cfg, ray.put(video_ids)),
         batch_size=cfg.batch_size,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.checker_pool_max),
         num_cpus=cfg.checker_num_cpus,
+        pool_min=1,
+        pool_max=cfg.checker_pool_max,
     )
     # Two lazy passes (kept, then quarantine) instead of materialising: large logs never sit in the object store.
     # (A single checker pass into a scratch folder, split by two plain reads, measured slower on small logs: every
