@@ -19,11 +19,14 @@ import json
 import os
 import time
 from dataclasses import fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from crops_ray.encoder import CONFIG_NAME, DOC_FOLDER, QUERY_FOLDER, EncoderConfig
 from crops_ray.plumbing import cache_dir, model_path, weights_fingerprint
+
+if TYPE_CHECKING:  # crops_ray.encoder imports torch: this module imports without it (EvalConfig checks backends)
+    from crops_ray.encoder import EncoderConfig
 
 BACKENDS = ("torch", "onnx", "onnx-int8")  # the encoder backends Serve and evaluation accept
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -39,6 +42,8 @@ def check_backend(backend: str) -> str:
 
 def _encoder_config(folder: str) -> EncoderConfig:
     """The saved encoder's settings, or the defaults for a plain Hugging Face folder (as Encoder.from_pretrained)."""
+    from crops_ray.encoder import CONFIG_NAME, EncoderConfig
+
     path = os.path.join(folder, CONFIG_NAME)
     if not os.path.exists(path):
         return EncoderConfig(init=folder)
@@ -49,9 +54,9 @@ def _encoder_config(folder: str) -> EncoderConfig:
 
 
 def _towers(folder: str) -> tuple[EncoderConfig, dict[str, str]]:
-    """The settings and each tower's Hugging Face folder ("query", "doc") of a model folder; clear errors if none."""
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{folder!r}: no such model folder")
+    """The settings and each tower's Hugging Face folder ("query", "doc") of a model folder (from model_path)."""
+    from crops_ray.encoder import DOC_FOLDER, QUERY_FOLDER
+
     config = _encoder_config(folder)
     if config.shared:
         towers = {"query": folder, "doc": folder}

@@ -101,6 +101,7 @@ class HandleBackend:
         info = await self.refresh()
         return {
             **self.versions,
+            "encoder_backend": info["encoder"].get("backend", "torch"),
             "dim": info["encoder"]["dim"],
             "index_size": info["retriever"]["size"],
             "index_check": info["retriever"].get("checked", ""),
@@ -131,7 +132,8 @@ class Gateway:
 def build_app(args: dict) -> serve.Application:
     """The application: ``serve run serve.app:build_app model=... index=...``, serve/config.yaml, or serve.run().
 
-    The discriminator's calibration is resolved here, once, so every replica scores with the same one.
+    The discriminator's calibration is resolved here, once, so every replica scores with the same one; an ONNX
+    encoder backend's query tower is exported here, once, into the cache every replica on this node reads.
     """
     from crops_ray.discriminator import DiscriminatorConfig, calibrated_weights, load_or_fit_calibration
     from crops_ray.index import check_index_matches
@@ -143,6 +145,10 @@ def build_app(args: dict) -> serve.Application:
     index_check = check_index_matches(
         s.index, s.model
     )  # another encoder's index, another dimension, no vectors: refused
+    if s.encoder_backend != "torch":
+        from crops_ray.onnx_encoder import OnnxEncoder
+
+        OnnxEncoder.from_pretrained(s.model, quantize=s.encoder_backend == "onnx-int8").session("query")
     batch = {
         "batching": s.batching,
         "max_batch_size": s.max_batch_size,
@@ -157,7 +163,7 @@ def build_app(args: dict) -> serve.Application:
         return {"ray_actor_options": {"num_cpus": o.pop("num_cpus")}, **o}
 
     encoder = QueryEncoder.options(**options("QueryEncoder")).bind(
-        s.model, encode_batch_size=s.encode_batch_size, **batch
+        s.model, encode_batch_size=s.encode_batch_size, backend=s.encoder_backend, **batch
     )
     discriminator = DiscriminatorDeployment.options(**options("Discriminator")).bind(
         s.discriminator_model, asdict(calibration), **batch
