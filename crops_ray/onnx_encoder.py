@@ -193,7 +193,9 @@ class OnnxEncoder:
         self.towers, self.tokenizer, self.config = towers, tokenizer, config
         self.quantize, self.threads, self.cache = quantize, threads, cache
         self.backend = "onnx-int8" if quantize else "onnx"
-        self._sessions: dict[str, object] = {}
+        self._sessions: dict[str, object] = {}  # tower -> session (shared towers: one session)
+        with open(os.path.join(towers["query"], "config.json")) as f:
+            self.dim = int(json.load(f)["hidden_size"])
 
     @classmethod
     def from_pretrained(
@@ -206,24 +208,23 @@ class OnnxEncoder:
         config, towers = _towers(model_path(name_or_path))
         return cls(towers, AutoTokenizer.from_pretrained(towers["query"]), config, quantize, threads, cache)
 
-    @property
-    def dim(self) -> int:
-        with open(os.path.join(self.towers["query"], "config.json")) as f:
-            return int(json.load(f)["hidden_size"])
-
     def session(self, which: str):
-        """The ``which`` tower's session; a tower equal to one already loaded (shared towers) reuses it."""
+        """The ``which`` tower's session, opened on first use; shared towers share one."""
+        if which not in self._sessions:
+            same = next((s for w, s in self._sessions.items() if self.towers[w] == self.towers[which]), None)
+            # cached_tower hashes the weights: once per tower, never per call.
+            self._sessions[which] = same or self._open(cached_tower(self.towers[which], self.quantize, self.cache))
+        return self._sessions[which]
+
+    def _open(self, path: str):
         import onnxruntime as ort
 
-        path = cached_tower(self.towers[which], self.quantize, self.cache)
-        if path not in self._sessions:
-            opts = ort.SessionOptions()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opts.inter_op_num_threads = 1
-            if self.threads:
-                opts.intra_op_num_threads = self.threads
-            self._sessions[path] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        return self._sessions[path]
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.inter_op_num_threads = 1
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
     def _encode(self, which: str, texts: list[str], batch_size: int) -> np.ndarray:
         if batch_size < 1:
