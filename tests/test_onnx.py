@@ -139,3 +139,22 @@ def test_evaluation_and_serve_take_the_backend_option(tiny_model, cache, monkeyp
     (emb,) = replica._run([TEXTS[:2]])
     assert np.abs(emb - load_encoder(tiny_model).encode_queries(TEXTS[:2])).max() < 1e-4
     assert QueryEncoder.func_or_class(tiny_model, threads=1).info()["model"] == model_version(tiny_model)
+
+
+def test_build_app_exports_the_query_tower_once_and_binds_the_backend(tiny_model, tmp_path, monkeypatch):
+    from crops_ray.discriminator import Calibration
+    from crops_ray.index import VectorIndex
+    from serve.app import build_app
+
+    monkeypatch.setenv("CROPS_CACHE", str(tmp_path / "cache"))
+    VectorIndex.build(["a", "b", "c"], np.eye(3, 384, dtype=np.float32)).save(str(tmp_path / "index"))
+    Calibration(a=10.0, b=-4.0, model="minilm", kind="bi-encoder", source="test", labelled_pairs=0, positives=0).save(
+        str(tmp_path / "cal.json")
+    )
+    settings = {"model": tiny_model, "index": str(tmp_path / "index"), "calibration": str(tmp_path / "cal.json")}
+    app = build_app({**settings, "encoder_backend": "onnx-int8"})
+    encoder = app._bound_deployment.init_args[0]._bound_deployment
+    assert encoder.name == "QueryEncoder" and encoder.init_kwargs["backend"] == "onnx-int8"
+    entries = [e for e in os.listdir(tmp_path / "cache" / "onnx") if not e.startswith(".")]
+    assert sorted(e.rsplit("-", 1)[1] for e in entries) == ["fp32", "int8"]  # replicas find the export made
+    assert build_app(settings)._bound_deployment.init_args[0]._bound_deployment.init_kwargs["backend"] == "torch"
