@@ -90,7 +90,8 @@ def export_tower(tower_dir: str, out_path: str, quantize: bool = False) -> str:
         raise FileNotFoundError(f"{tower_dir}: not a Hugging Face model folder (no config.json)")
     # Eager attention: SDPA's mask shortcuts are Python branches a trace would freeze.
     model = AutoModel.from_pretrained(tower_dir, attn_implementation="eager").eval()
-    names = [n for n in INPUTS if n in AutoTokenizer.from_pretrained(tower_dir).model_input_names]
+    tokenizer = AutoTokenizer.from_pretrained(tower_dir)
+    names = [n for n in INPUTS if n in tokenizer.model_input_names]
 
     class LastHidden(torch.nn.Module):
         def __init__(self, inner):
@@ -100,8 +101,7 @@ def export_tower(tower_dir: str, out_path: str, quantize: bool = False) -> str:
         def forward(self, *args):
             return self.inner(**dict(zip(names, args))).last_hidden_state
 
-    ids = torch.tensor([[101, 2023, 2003, 102], [101, 2023, 102, 0]])  # one padded row: the mask is traced live
-    example = {"input_ids": ids, "attention_mask": (ids > 0).long(), "token_type_ids": torch.zeros_like(ids)}
+    example = tokenizer(["an example query", "one"], padding=True, return_tensors="pt")  # a padded row: a live mask
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
