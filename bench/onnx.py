@@ -105,7 +105,7 @@ def main() -> None:
     t0 = time.perf_counter()
     for quantize in (False, True):
         cached_tower(os.path.join(crops, "query") if os.path.isdir(f"{crops}/query") else crops, quantize)
-    print(f"ONNX export of the query tower (fp32 + int8; cached): {time.perf_counter() - t0:.1f} s")
+    print(f"ONNX query tower, fp32 + int8 (exported, or found in the cache): {time.perf_counter() - t0:.1f} s")
 
     rates = speed(crops, queries, a.rounds, a.single)
     print(f"\n## Query encoding speed, 1 thread ({len(queries)} queries; batch 1: {a.single})\n")
