@@ -12,6 +12,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,8 +32,16 @@ class EvalConfig:
     ndcg_ks: tuple = (4, 10)
     mrr_k: int = 10
     query_batch_size: int = 64
+    # The queries' encoder runtime (crops_ray/onnx_encoder.py); the corpus is always encoded by PyTorch.
+    query_backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    query_threads: int | None = None  # ONNX Runtime's intra-op threads for the queries (None: all cores)
     index: IndexConfig = field(default_factory=IndexConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+
+    def __post_init__(self) -> None:
+        from crops_ray.onnx_encoder import check_backend
+
+        check_backend(self.query_backend)
 
 
 @dataclass
@@ -98,14 +107,13 @@ def retrieve(
         return dict(zip(queries, ranked))
     if method != "dense":
         raise ValueError(f"unknown method {method!r}: 'bm25' or 'dense' (a model folder)")
-    from crops_ray.encoder import Encoder
+    from crops_ray.onnx_encoder import load_encoder
     from crops_ray.plumbing import model_path
 
     model_dir = model_path(model or "minilm")
     ids, emb = encode_corpus(files, model_dir, cfg.embed, progress=progress)
     index = VectorIndex.build(ids, emb, cfg.index)
-    encoder = Encoder.from_pretrained(model_dir)
-    encoder.eval()
+    encoder = load_encoder(model_dir, cfg.query_backend, threads=cfg.query_threads)
     q = encoder.encode_queries(queries, batch_size=cfg.query_batch_size)
     ranked, _ = index.search(q, k)
     if cfg.index.kind != "flat":

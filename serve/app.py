@@ -113,6 +113,7 @@ class HandleBackend:
         info = await self.refresh()
         return {
             **self.versions,
+            "encoder_backend": info["encoder"].get("backend", "torch"),
             "dim": info["encoder"]["dim"],
             "index_size": info["retriever"]["size"],
             "index_check": info["retriever"].get("checked", ""),
@@ -170,7 +171,8 @@ class FusedGateway:
 def build_app(args: dict) -> serve.Application:
     """The application: ``serve run serve.app:build_app model=... index=...``, serve/config.yaml, or serve.run().
 
-    The discriminator's calibration is resolved here, once, so every replica scores with the same one.
+    The discriminator's calibration is resolved here, once, so every replica scores with the same one; an ONNX
+    encoder backend's query tower is exported here, once, into the cache every replica on this node reads.
     """
     from crops_ray.discriminator import DiscriminatorConfig, calibrated_weights, load_or_fit_calibration
     from crops_ray.index import check_index_matches
@@ -182,6 +184,10 @@ def build_app(args: dict) -> serve.Application:
     index_check = check_index_matches(
         s.index, s.model
     )  # another encoder's index, another dimension, no vectors: refused
+    if s.encoder_backend != "torch":
+        from crops_ray.onnx_encoder import OnnxEncoder
+
+        OnnxEncoder.from_pretrained(s.model, quantize=s.encoder_backend == "onnx-int8").session("query")
     batch = {
         "batching": s.batching,
         "max_batch_size": s.max_batch_size,
@@ -196,7 +202,7 @@ def build_app(args: dict) -> serve.Application:
         return {"ray_actor_options": {"num_cpus": o.pop("num_cpus")}, **o}
 
     models = {
-        "encoder": {"model": s.model, "encode_batch_size": s.encode_batch_size, **batch},
+        "encoder": {"model": s.model, "encode_batch_size": s.encode_batch_size, "backend": s.encoder_backend, **batch},
         "discriminator": {"model": s.discriminator_model, "calibration": asdict(calibration), **batch},
         "retriever": {"index": s.index, "checked": index_check, **batch},
     }

@@ -1,6 +1,7 @@
 """The three model deployments, each scaling on its own and batching concurrent requests.
 
-    QueryEncoder    crops_ray.encoder.Encoder (query tower): texts -> unit-length embeddings
+    QueryEncoder    crops_ray.encoder.Encoder (query tower; or crops_ray.onnx_encoder.OnnxEncoder): texts -> unit-length
+                    embeddings
     Discriminator   crops_ray.discriminator, calibrated theta(query, text) in [0, 1]
     Retriever       crops_ray.index.VectorIndex (FAISS): query embedding -> top-k video ids and scores
 
@@ -91,7 +92,8 @@ def top_k(index, embeddings: np.ndarray, ks: list[int]) -> list[tuple[list[str],
 
 @serve.deployment(name="QueryEncoder")
 class QueryEncoder(_ModelReplica):
-    """The query tower: a list of texts -> float32 [n, dim], unit length (exactly Encoder.encode_queries)."""
+    """The query tower: a list of texts -> float32 [n, dim], unit length (exactly Encoder.encode_queries, or
+    OnnxEncoder.encode_queries with ``backend`` "onnx" / "onnx-int8": the version then ends in ``+<backend>``)."""
 
     _batched = _batched()
 
@@ -103,21 +105,25 @@ class QueryEncoder(_ModelReplica):
         batch_wait_timeout_s: float = 0.005,
         encode_batch_size: int = 64,
         threads: int | None = None,
+        backend: str = "torch",
     ):
         import torch
 
-        from crops_ray.encoder import Encoder
+        from crops_ray.onnx_encoder import load_encoder
 
-        torch.set_num_threads(_replica_threads(threads))
-        self.encoder = Encoder.from_pretrained(model)
-        self.encoder.eval()
-        self.version = model_version(model)
+        threads = _replica_threads(threads)
+        torch.set_num_threads(threads)
+        # ONNX: the export is in the cache (build_app made it); a replica on another node exports it once, locked.
+        self.encoder = load_encoder(model, backend, threads=threads)
+        self.backend = backend
+        self.version = model_version(model, backend)
         self.encode_batch_size = encode_batch_size
         self._serve(batching, max_batch_size, batch_wait_timeout_s)
 
     def info(self) -> dict:
         return {
             "model": self.version,
+            "backend": self.backend,
             "dim": self.encoder.dim,
             "max_length": self.encoder.config.max_length,
             **self.batch_stats(),

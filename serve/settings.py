@@ -22,6 +22,11 @@ class ServeSettings(BaseModel):
 
     model: str = Field("minilm", description="encoder folder written by training, or 'minilm' (pretrained, zero-shot)")
     index: str = Field(description="index folder written by evaluation (OUT/index/)")
+    encoder_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch",
+        description="the QueryEncoder's runtime: PyTorch, or ONNX Runtime on the exported query tower (fp32, or "
+        "int8 weights); exported once by the builder, cached (crops_ray/onnx_encoder.py)",
+    )
     discriminator_model: str = Field("minilm", description="discriminator backbone (alias or Hugging Face folder)")
     calibration: str | None = Field(
         None,
@@ -97,8 +102,10 @@ def content_version(folder: str, suffixes: tuple[str, ...]) -> str:
     return f"{os.path.basename(os.path.normpath(folder))}@{h.hexdigest()[:12]}"
 
 
-def model_version(name_or_path: str) -> str:
+def model_version(name_or_path: str, backend: str = "torch") -> str:
+    """``name@sha12``, and ``+onnx`` / ``+onnx-int8`` when the model runs on ONNX Runtime (other numbers)."""
     from crops_ray.plumbing import model_path
 
     version = content_version(model_path(name_or_path), (".safetensors", ".bin", ".json"))
-    return version if os.path.isdir(name_or_path) else f"{name_or_path}@{version.split('@')[1]}"
+    version = version if os.path.isdir(name_or_path) else f"{name_or_path}@{version.split('@')[1]}"
+    return version if backend == "torch" else f"{version}+{backend}"
