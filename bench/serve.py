@@ -101,16 +101,16 @@ class LocalBackend:
         import torch
 
         from crops_ray.discriminator import Discriminator, DiscriminatorConfig
-        from crops_ray.encoder import Encoder
         from crops_ray.index import VectorIndex
+        from crops_ray.onnx_encoder import load_encoder
         from serve.app import content_version, model_version
 
         torch.set_num_threads(threads)
-        self.encoder = Encoder.from_pretrained(settings.model).eval()
+        self.encoder = load_encoder(settings.model, settings.encoder_backend, threads=threads)
         self.index = VectorIndex.load(settings.index)
         self.disc = Discriminator(DiscriminatorConfig(model=settings.discriminator_model), calibration, device="cpu")
         self.versions = {
-            "model": model_version(settings.model),
+            "model": model_version(settings.model, settings.encoder_backend),
             "discriminator": model_version(settings.discriminator_model),
             "index": content_version(settings.index, (".faiss", ".parquet", ".json")),
         }
@@ -286,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--threads", type=int, default=DEFAULT_THREADS, help="torch threads per model replica and in the baseline"
     )
+    p.add_argument(
+        "--encoder-backend",
+        choices=["torch", "onnx", "onnx-int8"],
+        help="the query encoder's runtime in every server (default: Serve's default)",
+    )
     p.add_argument("--plain-server", action="store_true", help=argparse.SUPPRESS)  # internal: the baseline process
     p.add_argument("--batching", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--settings-json", help=argparse.SUPPRESS)
@@ -311,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"encoding the tiny world's videos with {args.model} into a temporary index", flush=True)
         index, queries = f"{tmp.name}/index", build_index(args.model, tmp.name)
-    settings = resolve_settings({"model": args.model, "index": index, "threads": args.threads})
+    backend = {"encoder_backend": args.encoder_backend} if args.encoder_backend else {}
+    settings = resolve_settings({"model": args.model, "index": index, "threads": args.threads, **backend})
     bodies = {
         "/v1/encode": [{"queries": [q]} for q in queries],
         "/v1/search": [{"query": q, "k": SEARCH_K} for q in queries],
@@ -375,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"\n{args.requests} requests per row in {args.rounds} alternating rounds after {args.warmup} warm-up, "
-        f"1 query per request, k={SEARCH_K}; model {settings.model}, {args.threads} torch threads per model, "
+        f"1 query per request, k={SEARCH_K}; model {settings.model} on {settings.encoder_backend}, {args.threads} "
+        "threads per model, "
         f"batches of up to {settings.max_batch_size} within {settings.batch_wait_timeout_s * 1e3:g} ms; load average "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {time.time() - started:.0f}s in all\n"
     )

@@ -127,7 +127,7 @@ def test_evaluation_and_serve_take_the_backend_option(tiny_model, cache, monkeyp
     assert from_dict(EvalConfig, {"query_backend": "onnx-int8"}).query_backend == "onnx-int8"
     with pytest.raises(ValueError, match="query_backend"):
         from_dict(EvalConfig, {"query_backend": "tensorrt"})
-    assert ServeSettings(index="i").encoder_backend == "torch"
+    assert ServeSettings(index="i").encoder_backend == "onnx"  # the default: the same metrics, faster
     with pytest.raises(ValidationError):
         ServeSettings(index="i", encoder_backend="tensorrt")
     # The deployment's class, constructed outside Serve: the backend it loads and the version it reports.
@@ -157,4 +157,5 @@ def test_build_app_exports_the_query_tower_once_and_binds_the_backend(tiny_model
     assert encoder.name == "QueryEncoder" and encoder.init_kwargs["backend"] == "onnx-int8"
     entries = [e for e in os.listdir(tmp_path / "cache" / "onnx") if not e.startswith(".")]
     assert sorted(e.rsplit("-", 1)[1] for e in entries) == ["fp32", "int8"]  # replicas find the export made
-    assert build_app(settings)._bound_deployment.init_args[0]._bound_deployment.init_kwargs["backend"] == "torch"
+    torch_app = build_app({**settings, "encoder_backend": "torch"})
+    assert torch_app._bound_deployment.init_args[0]._bound_deployment.init_kwargs["backend"] == "torch"

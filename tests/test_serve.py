@@ -74,6 +74,7 @@ def assets(tmp_path_factory):
             "discriminator_model": model,
             "calibration": str(root / "calibration.json"),
             "batch_wait_timeout_s": 0.05,
+            "encoder_backend": "torch",  # answers compared with the library's PyTorch encoder, exactly
         },
     )
 
@@ -212,21 +213,28 @@ def test_search_returns_the_library_top_k(url, assets):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_the_fused_topology_answers_like_the_split_one(url, assets, monkeypatch):
-    """topology: fused puts the three models in the ingress replica: same answers, versions and batching."""
+    """topology: fused puts the three models in the ingress replica (here with the default ONNX query encoder):
+    the same answers, versions and batching."""
     from ray import serve
 
     from serve import app
 
     # The split application already holds 1.4 of the session's 2 CPUs: the fused replica asks for what is left.
     monkeypatch.setitem(app.DEFAULT_OPTIONS, "FusedGateway", {**app.DEFAULT_OPTIONS["FusedGateway"], "num_cpus": 0.5})
-    serve.run(build_app({**assets.settings, "topology": "fused"}), name="fused", route_prefix="/fused")
+    settings = {**assets.settings, "topology": "fused", "encoder_backend": "onnx"}
+    serve.run(build_app(settings), name="fused", route_prefix="/fused")
     try:
         fused = f"{url}/fused"
         health = requests.get(f"{fused}/healthz", timeout=TIMEOUT).json()
-        assert {k: health[k] for k in ("model", "discriminator", "index", "dim", "index_size")} == {
-            k: requests.get(f"{url}/healthz", timeout=TIMEOUT).json()[k]
-            for k in ("model", "discriminator", "index", "dim", "index_size")
-        }
+        split = requests.get(f"{url}/healthz", timeout=TIMEOUT).json()
+        assert health["model"] == split["model"] + "+onnx" and health["encoder_backend"] == "onnx"
+        assert all(health[k] == split[k] for k in ("discriminator", "index", "dim", "index_size"))
+        texts = ["jaguar cubs", assets.videos["text"][3]]
+        np.testing.assert_allclose(
+            post(fused, "/v1/encode", {"queries": texts}).json()["embeddings"],
+            assets.encoder.encode_queries(texts),
+            atol=1e-5,
+        )
         text = assets.videos["text"][7]
         got, want = (post(u, "/v1/search", {"query": text, "k": 5}).json() for u in (fused, url))
         assert [h["video_id"] for h in got["results"]] == [h["video_id"] for h in want["results"]]
