@@ -34,7 +34,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from serve.app import split_rows, top_k  # noqa: E402  (the deployments' own batch helpers)
 
 DEFAULT_REQUESTS = 300
 DEFAULT_CONCURRENCY = 8
@@ -127,9 +126,13 @@ class LocalBackend:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _encode_many(self, requests: list[list[str]]) -> list:
+        from serve.deployments import split_rows  # the deployments' own batch helpers (imported late: see main)
+
         return split_rows(self.encoder.encode_queries([q for qs in requests for q in qs]), [len(qs) for qs in requests])
 
     def _search_many(self, requests: list[tuple[str, int]]) -> list:
+        from serve.deployments import top_k
+
         return top_k(self.index, self.encoder.encode_queries([q for q, _ in requests]), [k for _, k in requests])
 
     async def _one(self, batcher: MicroBatcher, request):
@@ -291,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=["torch", "onnx", "onnx-int8"],
         help="the query encoder's runtime in every server (default: Serve's default)",
     )
+    p.add_argument(
+        "--direct-ingress",
+        action="store_true",
+        help="Serve with Ray's direct ingress: the ingress replicas answer HTTP themselves, no proxy",
+    )
     p.add_argument("--plain-server", action="store_true", help=argparse.SUPPRESS)  # internal: the baseline process
     p.add_argument("--batching", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--settings-json", help=argparse.SUPPRESS)
@@ -304,10 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     levels = [int(c) for c in str(args.concurrency).split(",")]
 
+    if args.direct_ingress:  # read when Ray Serve is imported, and by the local Ray's processes
+        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
     from ray import serve
 
     from crops_ray.runtime import init_ray
-    from serve.app import build_app, resolve_settings
+    from serve.app import build_app, direct_ingress_urls, resolve_settings
 
     tmp = tempfile.TemporaryDirectory(prefix="crops-bench-serve-")
     started = time.time()
@@ -337,7 +347,10 @@ def main(argv: list[str] | None = None) -> int:
             name=app,
             route_prefix=f"/{app}",
         )
-        servers[(f"Ray Serve {topology}", name)] = f"http://127.0.0.1:{serve_port}/{app}"
+        url = (
+            direct_ingress_urls(app, "127.0.0.1")[0] if args.direct_ingress else f"http://127.0.0.1:{serve_port}/{app}"
+        )
+        servers[(f"Ray Serve {topology}", name)] = url
         if batching:  # the encoder's batch counters: its own deployment, or the fused replica that holds it
             deployment, method = ("QueryEncoder", "info") if topology == "split" else ("FusedGateway", "encoder_info")
             stats[(f"Ray Serve {topology}", name)] = (serve.get_deployment_handle(deployment, app_name=app), method)
@@ -384,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         f"1 query per request, k={SEARCH_K}; model {settings.model} on {settings.encoder_backend}, {args.threads} "
         "threads per model, "
         f"batches of up to {settings.max_batch_size} within {settings.batch_wait_timeout_s * 1e3:g} ms; load average "
-        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {time.time() - started:.0f}s in all\n"
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {time.time() - started:.0f}s in all; Serve "
+        f"{'with direct ingress (no proxy)' if args.direct_ingress else 'behind its HTTP proxy'}\n"
     )
     print(
         "| concurrency | endpoint | server | batching | req/s | vs plain, same batching | vs plain unbatched | "

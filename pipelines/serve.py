@@ -4,11 +4,14 @@
     python pipelines/serve.py --model minilm --index runs/eval/zero_shot/index --port 8000 --set max_k=500
     CROPS_SERVE_TOKEN=$(openssl rand -hex 16) python pipelines/serve.py ... --host 0.0.0.0   # off loopback: a token
     python pipelines/serve.py --config configs/serve.yaml                                   # settings in a file
+    python pipelines/serve.py ... --set topology=fused --direct-ingress                      # no proxy: a small node
 
 Starts a local Ray (or joins RAY_ADDRESS), starts Serve's HTTP proxy on --host:--port, deploys serve/app.py's
 application (gateway, query encoder, discriminator, retriever), prints the URL and a curl example, and waits.
 --config FILE.yaml and --set KEY=VALUE set any ServeSettings field (model, index, limits, batching, threads; the flags
-win over the file, --set over both); the endpoints are in serve/README.md.
+win over the file, --set over both); the endpoints are in serve/README.md. With --direct-ingress (Ray 2.60's
+experimental direct ingress, for a local Ray this command starts) the ingress replicas answer HTTP themselves, each on
+a port of its own that is printed, and no proxy stands in between.
 """
 
 from __future__ import annotations
@@ -50,11 +53,21 @@ def main(argv: list[str] | None = None) -> None:
     config.add_config_args(p, "ServeSettings (model, index, limits, batching, threads)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: this machine's)")
     p.add_argument("--allow-no-auth", action="store_true", help="serve off loopback without a token (not recommended)")
+    p.add_argument(
+        "--direct-ingress",
+        action="store_true",
+        help="the ingress replicas answer HTTP on ports of their own, no proxy (Ray's experimental direct ingress; "
+        "on a cluster, every node needs RAY_SERVE_ENABLE_DIRECT_INGRESS=1 in its environment too)",
+    )
     args = p.parse_args(argv)
+    if args.direct_ingress:
+        # Read by Ray Serve when it is imported, and by every Ray process a local Ray starts (a cluster's nodes need
+        # it in their own environment).
+        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
 
     from pydantic import ValidationError
 
-    from serve.app import APP_NAME, build_app, resolve_settings
+    from serve.app import APP_NAME, build_app, direct_ingress_urls, resolve_settings
 
     try:
         settings = resolve_settings(parse_settings(args))  # fail fast, before Ray starts
@@ -77,7 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     init_ray(num_cpus=args.num_cpus)
     serve.start(http_options={"host": args.host, "port": args.port, "request_timeout_s": 30})
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
-    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    url = f"http://{host}:{args.port}"
+    if args.direct_ingress:
+        urls = direct_ingress_urls(APP_NAME, host)
+        print(f"direct ingress: {len(urls)} replica(s) answer HTTP at {', '.join(urls)} (no proxy)")
+        url = urls[0]
     auth = ' -H "Authorization: Bearer $' + settings.auth_token_env + '"' if token_set else ""
     print(
         f"\nserving {settings.model} with index {settings.index} at {url} (API docs: {url}/docs; auth "

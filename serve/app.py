@@ -38,6 +38,7 @@ __all__ = [
     "APP_NAME",
     "DEFAULT_OPTIONS",
     "DEFAULT_TOKEN_ENV",
+    "DIRECT_INGRESS_ENV",
     "Backend",
     "DiscriminatorDeployment",
     "FusedGateway",
@@ -49,6 +50,7 @@ __all__ = [
     "ServeSettings",
     "build_app",
     "content_version",
+    "direct_ingress_urls",
     "digest_of",
     "make_api",
     "model_version",
@@ -163,6 +165,28 @@ class FusedGateway:
     def encoder_info(self) -> dict:
         """The encoder's ``info()`` (batch counters included), for a deployment handle."""
         return self.backend.encoder.info()
+
+
+# ------------------------------------------------------------------------------------------------ direct ingress
+
+DIRECT_INGRESS_ENV = "RAY_SERVE_ENABLE_DIRECT_INGRESS"
+
+
+def direct_ingress_urls(app_name: str, host: str) -> list[str]:
+    """The URLs of an application's ingress replicas when Serve runs with direct ingress.
+
+    Ray 2.60's direct ingress (``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` in the environment of every Ray process,
+    experimental in Ray) lets each ingress replica answer HTTP itself on a port of its own (30000-31000), with no
+    proxy in between: a load balancer, not Serve, then spreads requests over the replicas. The replicas bind the
+    ``http_options`` host; their ports come from the Serve controller's target groups.
+    """
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    groups = ray.get(controller.get_target_groups.remote(app_name))
+    prefix = "" if not groups else groups[0].route_prefix.rstrip("/")
+    return [f"http://{host}:{t.port}{prefix}" for g in groups if g.protocol == "HTTP" for t in g.targets]
 
 
 # ------------------------------------------------------------------------------------------------ the builder

@@ -728,3 +728,40 @@ def test_an_index_the_encoder_cannot_search_is_refused_at_build_time(tmp_path, s
         ._bound_deployment.init_kwargs["checked"]
         .startswith("encoder fingerprint")
     )
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_direct_ingress_answers_on_the_replicas_own_port_with_no_proxy(small, tmp_path):
+    """pipelines/serve.py --direct-ingress (its own local Ray): the fused replica answers HTTP on the port it prints."""
+    import re
+    import signal
+    import subprocess
+    import time
+
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, os.path.join(ROOT, "pipelines", "serve.py"), "--index", small.index_dir]
+    cmd += ["--calibration", small.settings["calibration"], "--port", str(_free_port()), "--num-cpus", "2"]
+    cmd += ["--set", "topology=fused", "--direct-ingress"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, url = time.time() + 240, None
+        while url is None and time.time() < deadline and proc.poll() is None:
+            time.sleep(1)
+            found = re.search(r"direct ingress: 1 replica\(s\) answer HTTP at (http://\S+) ", log.read_text())
+            url = found.group(1) if found else None
+        assert url, log.read_text()[-3000:]
+        assert int(url.rsplit(":", 1)[1]) >= 30000  # the replica's own port, not the proxy's
+        health = requests.get(f"{url}/healthz", timeout=TIMEOUT)
+        assert health.status_code == 200 and health.json()["encoder_backend"] == "onnx"
+        r = post(url, "/v1/search", {"query": "jaguar", "k": 2})
+        assert r.status_code == 200 and len(r.json()["results"]) == 2
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
