@@ -55,3 +55,23 @@ def test_weights_are_identified_by_content_not_by_path(tmp_path):
     save_file(weights, str(changed / "model.safetensors"), metadata={"format": "pt"})
     assert os.path.getsize(changed / "model.safetensors") == os.path.getsize(os.path.join(a, "model.safetensors"))
     assert weights_fingerprint(str(changed)) != weights_fingerprint(a)
+
+
+def test_a_corpus_copied_elsewhere_keeps_its_embedding_cache_entry(tmp_path):
+    """The corpus part of the cache key is the files' names and bytes, not their folder or modification time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from crops_ray.plumbing import doc_tower_fingerprint, model_path
+
+    table = pa.table({"video_id": ["a", "b"], "text": ["jaguar cubs", "python tutorial"]})
+    for world in ("w1", "w2"):
+        (tmp_path / world / "videos").mkdir(parents=True)
+        pq.write_table(table, tmp_path / world / "videos" / "part-0.parquet")
+    model = model_path("minilm")
+    first, copy = (
+        doc_tower_fingerprint(model, [str(tmp_path / w / "videos" / "part-0.parquet")]) for w in ("w1", "w2")
+    )
+    assert first == copy
+    pq.write_table(table.slice(0, 1), tmp_path / "w2" / "videos" / "part-0.parquet")
+    assert doc_tower_fingerprint(model, [str(tmp_path / "w2" / "videos" / "part-0.parquet")]) != first
