@@ -162,9 +162,31 @@ class Encoder(torch.nn.Module):
         pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)).float()
         return F.normalize(pooled, dim=-1) if self.config.normalize else pooled
 
-    def forward(self, query_inputs: dict[str, torch.Tensor], doc_inputs: dict[str, torch.Tensor] | None):
-        """Query and document embeddings; ``doc_inputs=None`` runs the query tower only (a frozen doc tower)."""
-        return self.embed("query", query_inputs), None if doc_inputs is None else self.embed("doc", doc_inputs)
+    def tokenize_chunks(self, texts: list[str], chunk_size: int, device=None) -> tuple[list[dict], torch.Tensor]:
+        """``texts`` tokenised in chunks of similar length, and the permutation that puts the chunks' embeddings back
+        in the order of ``texts``: a chunk pads to its own longest text, not the batch's (a training batch's
+        candidates range from a short title to ``max_length`` tokens)."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        chunks = [
+            {k: v.to(device) for k, v in self.tokenize([texts[i] for i in order[start : start + chunk_size]]).items()}
+            for start in range(0, len(order), chunk_size)
+        ]
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+        return chunks, inverse.to(device)
+
+    def forward(self, query_inputs: dict[str, torch.Tensor], doc_inputs):
+        """Query and document embeddings; ``doc_inputs=None`` runs the query tower only (a frozen doc tower).
+
+        ``doc_inputs`` is one tokenised batch, or ``(chunks, inverse)`` from :meth:`tokenize_chunks`.
+        """
+        q = self.embed("query", query_inputs)
+        if doc_inputs is None:
+            return q, None
+        if isinstance(doc_inputs, tuple):
+            chunks, inverse = doc_inputs
+            return q, torch.cat([self.embed("doc", chunk) for chunk in chunks])[inverse]
+        return q, self.embed("doc", doc_inputs)
 
     def freeze_docs(self) -> None:
         """Freeze the document tower (separate towers only): no gradients, dropout off, embeddings that never change."""

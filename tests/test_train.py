@@ -94,6 +94,19 @@ def test_in_batch_labels_own_group_same_query_shared_video_and_negatives():
     ]
 
 
+def test_candidates_encoded_in_length_chunks_come_back_in_order(tiny_model):
+    """collate tokenises the candidates in chunks of similar length (less padding): the same embeddings, in order."""
+    enc = Encoder.from_pretrained(tiny_model, max_length=32).eval()
+    texts = [("jaguar " * n).strip() for n in (9, 1, 5, 12, 2, 7, 3)]
+    chunks, inverse = enc.tokenize_chunks(texts, chunk_size=3)
+    assert len(chunks) == 3 and [c["input_ids"].shape[0] for c in chunks] == [3, 3, 1]
+    assert chunks[0]["input_ids"].shape[1] < enc.tokenize(texts)["input_ids"].shape[1]  # the short ones pad less
+    with torch.no_grad():
+        _, chunked = enc(enc.tokenize(texts[:1]), (chunks, inverse))
+        _, whole = enc(enc.tokenize(texts[:1]), enc.tokenize(texts))
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
+
+
 def test_single_process_loss_is_h_infonce_on_the_batch_matrix(tiny_model):
     enc = Encoder.from_pretrained(tiny_model, max_length=32).eval()
     groups = [

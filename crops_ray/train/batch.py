@@ -64,7 +64,9 @@ def in_batch_labels(
 @dataclass
 class Batch:
     query_inputs: dict
-    doc_inputs: dict | None  # None when the document tower is frozen (then doc_texts go through a DocCache)
+    # (chunks, inverse) from Encoder.tokenize_chunks; None when the document tower is frozen (then doc_texts go
+    # through a DocCache)
+    doc_inputs: tuple | None
     row_query_key: torch.Tensor  # [B]
     cand_query_key: torch.Tensor  # [C] key of the query whose group holds the candidate
     cand_video_key: torch.Tensor  # [C]
@@ -72,6 +74,9 @@ class Batch:
     cand_row: torch.Tensor  # [C] local row (query) of the candidate's group
     n_docs: int  # real candidates (C); a batch without any still encodes one empty text, sliced away
     doc_texts: list = field(default_factory=list)
+
+
+DOC_CHUNK = 32  # candidates per document-tower forward pass, of similar length (Encoder.tokenize_chunks)
 
 
 def collate(rows: dict, encoder, loss: str, device: torch.device | str = "cpu", tokenize_docs: bool = True) -> Batch:
@@ -99,7 +104,7 @@ def collate(rows: dict, encoder, loss: str, device: torch.device | str = "cpu", 
 
     return Batch(
         query_inputs=tokens(queries),
-        doc_inputs=tokens(docs or [""]) if tokenize_docs else None,
+        doc_inputs=encoder.tokenize_chunks(docs or [""], DOC_CHUNK, device) if tokenize_docs else None,
         row_query_key=tensor([stable_hash(q) for q in queries]),
         cand_query_key=tensor(qkeys),
         cand_video_key=tensor(vkeys),
