@@ -177,7 +177,7 @@ def format_summary(stats: dict) -> str:
     from crops_ray.report.markdown import rows_table
 
     def table(rows: list[dict]) -> str:
-        return rows_table(rows, text=True, align=["left"] + ["right"] * (len(rows[0]) - 1))
+        return rows_table(rows, text=True)
 
     src = stats["sources"]
     pairs = src["log"]["pairs"]

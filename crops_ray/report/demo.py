@@ -51,10 +51,13 @@ class DemoRun:
 
 @dataclass
 class DemoReport:
+    """The tables the README block repeats, rendered once for report.md."""
+
     table: str  # Table 1
     head: list[str]  # Table 1's section, as lines
-    corpus: int
-    additivity_table: str
+    significance_table: str  # CroPS minus each baseline ("" without CIs)
+    additivity_table: str  # "" without ablations
+    online_seeds_table: str  # Table 2 over the seeds ("" with one seed or none)
 
 
 def seed_comparisons(root: str, methods: list[str], seed: int) -> tuple[dict, dict]:
@@ -120,13 +123,15 @@ def write_report(run: DemoRun) -> DemoReport:
                 "`eval/queries.parquet`: a bare ambiguous word, a sense query, a subtopic query, a long-tail query "
                 "(subtopic + angle).\n\n" + by_kind,
             )
-    if any(run.per_seed_ci.values()):
+    significance_table = (
+        R.significance_markdown(run.per_seed_ci, "CroPS", labels) if any(run.per_seed_ci.values()) else ""
+    )
+    if significance_table:
         sections.insert(
             4,
             f"{SIGNIFICANCE}\n\nPercentage points per seed, with the paired bootstrap 95% confidence interval over "
             "queries (`crops_ray/significance.py`, scipy's BCa bootstrap); * marks an interval that excludes 0; with "
-            "several seeds the mean ± sd of the differences comes first.\n\n"
-            + R.significance_markdown(run.per_seed_ci, "CroPS", labels),
+            "several seeds the mean ± sd of the differences comes first.\n\n" + significance_table,
         )
     additivity_table, additivity = additivity_report(run.per_seed_additivity, labels)
     if additivity_table:  # right after CroPS minus each baseline
@@ -140,7 +145,8 @@ def write_report(run: DemoRun) -> DemoReport:
             "H-InfoNCE against binary labels + InfoNCE on the same samples. Points, paired 95% CI per seed, * "
             "excludes 0; with several seeds the mean ± sd first.\n\n" + additivity_table,
         )
-    sections += _online_sections(run) + _bubble_sections(run)
+    seeds_table = online_seeds_table(run.online_by_seed, labels) if len(run.online_by_seed) > 1 else ""
+    sections += _online_sections(run, seeds_table) + _bubble_sections(run)
     run.timings["total"] = time.time() - run.started
     sections.append("## Time (this machine)\n\n" + time_table(run.timings))
     with open(f"{out}/report.md", "w") as f:
@@ -161,10 +167,10 @@ def write_report(run: DemoRun) -> DemoReport:
             indent=2,
             default=str,
         )
-    return DemoReport(table, head, corpus, additivity_table)
+    return DemoReport(table, head, significance_table, additivity_table, seeds_table)
 
 
-def _online_sections(run: DemoRun) -> list[str]:
+def _online_sections(run: DemoRun, seeds_table: str) -> list[str]:
     """Table 2 (the first seed's online A/B test, and over the seeds), or why there is none."""
     if run.online_by_seed:
         text = [
@@ -180,13 +186,8 @@ def _online_sections(run: DemoRun) -> list[str]:
             "",
             run.online_by_seed[run.seeds[0]][1],
         ]
-        if len(run.online_by_seed) > 1:
-            text += [
-                "",
-                "Over the seeds (relative change vs DPR, mean ± sd):",
-                "",
-                online_seeds_table(run.online_by_seed, run.labels),
-            ]
+        if seeds_table:
+            text += ["", "Over the seeds (relative change vs DPR, mean ± sd):", "", seeds_table]
         return ["\n".join(text)]
     if run.online_skipped:
         return [
@@ -213,7 +214,7 @@ def _bubble_sections(run: DemoRun) -> list[str]:
     ]
     if {"dpr", "crops"} <= set(run.methods):
         words = list(bubble.sort_values("requests", ascending=False)["word"][:3])
-        side = {"DPR": f"{first}/dpr/eval/per_query.parquet", "CroPS": f"{first}/crops/eval/per_query.parquet"}
+        side = {label: R.per_query_path(f"{first}/{name}") for label, name in (("DPR", "dpr"), ("CroPS", "crops"))}
         sections.append(
             "## DPR vs CroPS, top-10 for ambiguous queries\n\n✓ relevant in the qrels, ✗ not; the video's sense in "
             "italics.\n\n" + side_by_side(world, side, words)
@@ -227,12 +228,11 @@ def readme_block(run: DemoRun, report: DemoReport) -> str:
     if run.online_by_seed:
         block += f"\n\n### Table 2: simulated online A/B test (seed {run.seeds[0]})\n\n"
         block += run.online_by_seed[run.seeds[0]][1]
-        if len(run.online_by_seed) > 1:
-            block += "\n\nOver the seeds (relative change vs DPR, mean ± sd):\n\n"
-            block += online_seeds_table(run.online_by_seed, run.labels)
-    if any(run.per_seed_ci.values()):
+        if report.online_seeds_table:
+            block += "\n\nOver the seeds (relative change vs DPR, mean ± sd):\n\n" + report.online_seeds_table
+    if report.significance_table:
         block += "\n\n### CroPS minus each baseline (points, paired bootstrap 95% CI over queries; * excludes 0)\n\n"
-        block += R.significance_markdown(run.per_seed_ci, "CroPS", run.labels)
+        block += report.significance_table
     if report.additivity_table:
         block += "\n\n### Do the perspectives add up? (points, paired bootstrap 95% CI over queries; * excludes 0)"
         block += "\n\n" + report.additivity_table

@@ -11,6 +11,7 @@ import numpy as np
 
 from crops_ray.report.markdown import rows_table
 from crops_ray.report.per_query import interval_cell
+from crops_ray.report.plots import pyplot
 
 DOWNSTREAM_METRICS = (("recall@100_ct", "R@100 CT"), ("recall@100_qr", "R@100 QR"), ("ndcg@4", "NDCG@4"))
 
@@ -136,6 +137,38 @@ def write_outputs(result: dict, out: str) -> None:
     ]
     with open(f"{out}/alpha_sweep.md", "w") as f:
         f.write("\n".join(parts))
-    from crops_ray.report.plots import plot_sweep
-
     plot_sweep(rows, f"{out}/alpha_sweep.png", reference)
+
+
+def plot_sweep(rows: list[dict], path: str, reference: float) -> None:
+    """Kept counts, precision/recall (with ground truth) and downstream metrics (when trained) against alpha."""
+    plt = pyplot()
+    alphas = [r["alpha"] for r in rows]
+    trained = any(key in r for r in rows for key, _ in DOWNSTREAM_METRICS)
+    panels = ["counts"] + (["quality"] if "p1_precision" in rows[0] else []) + (["downstream"] if trained else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "counts":
+            for short, label in (("p1", "P1 kept"), ("p2", "P2 kept")):
+                ax.plot(alphas, [r[f"{short}_kept"] for r in rows], marker="o", label=label)
+            ax.set_ylabel("pairs kept")
+            ax.set_title("kept candidates")
+        elif panel == "quality":
+            for color, (name, label) in zip(("C0", "C1", "C2"), (("p1", "P1"), ("p2", "P2"), ("mined", "mined"))):
+                for what, style, marker in (("precision", "-", "o"), ("recall", "--", "x")):
+                    values = [np.nan if r[f"{name}_{what}"] is None else r[f"{name}_{what}"] for r in rows]
+                    ax.plot(alphas, values, color=color, linestyle=style, marker=marker, label=f"{label} {what}")
+            ax.set_ylim(0, 1.02)
+            ax.set_title("against the ground truth (grade >= 2)")
+        else:
+            for key, label in DOWNSTREAM_METRICS:
+                values = [100 * r[key] if r.get(key) is not None else np.nan for r in rows]
+                ax.plot(alphas, values, marker="o", label=label)
+            ax.set_ylabel("%")
+            ax.set_title("CroPS trained on each alpha's samples")
+        ax.axvline(reference, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("alpha (keep theta > alpha)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

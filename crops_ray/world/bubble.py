@@ -62,11 +62,11 @@ def bubble_table(world: str, window_s: int = 90):
 
 
 def plot_bubble(table, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from crops_ray.report.plots import pyplot
+
+    plt = pyplot()
 
     x = np.arange(len(table))
     fig, ax = plt.subplots(figsize=(10, 4))
