@@ -38,7 +38,7 @@ from crops_ray.discriminator import Calibration, calibrated_weights, load_or_fit
 from crops_ray.engine import assemble as A
 from crops_ray.engine import world_knowledge as W
 from crops_ray.engine.assemble import llm_samples
-from crops_ray.engine.config import SOURCES, EngineConfig, EngineInputError, label_settings
+from crops_ray.engine.config import EngineConfig, EngineInputError, label_settings
 from crops_ray.engine.inputs import Run, check_logs, read_inputs, validate_stage
 from crops_ray.engine.io import Clock, read_parquet, sum_counts, write_parquet
 from crops_ray.engine.summary import (
@@ -53,7 +53,6 @@ from crops_ray.engine.summary import (
 from crops_ray.hla import LevelConfig
 
 __all__ = [  # re-exported: other code imports these from crops_ray.engine.build
-    "SOURCES",
     "EngineConfig",
     "EngineInputError",
     "build_data",
@@ -128,14 +127,13 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
     import ray
 
     stats = engine_stats(
-        logs=logs,
+        logs=run.logs,
         resources=ray.cluster_resources(),
         cfg=cfg,
         calibration=calibration,
         rows_in=run.rows_in,
         quarantined=run.quarantined,
         mined=mined,
-        gate=label_settings(cfg)["gate"],
         llm=llm,
         user_rows=user_rows,
         heavy=heavy,
@@ -156,7 +154,7 @@ SEARCH_COLUMNS = ["request_id", "user_id", "query", "ts", "video_id", "stage"]
 def _mine_users(run: Run) -> tuple[int, dict[str, int]]:
     """P1/P2 candidates, one shuffle by user -> ``_work/user_candidates``. Returns the candidate rows and the users
     over max_user_rows (left out of P1/P2 mining) with their rows."""
-    cfg, files, rows_in, progress = run.cfg, run.files, run.rows_in, run.progress
+    cfg, files, rows_in = run.cfg, run.files, run.rows_in
     p1_cfg = cfg.reformulation if "p1" in cfg.sources else None
     p2_cfg = cfg.recommendation if "p2" in cfg.sources else None
     user_rows = 0
@@ -172,8 +170,8 @@ def _mine_users(run: Run) -> tuple[int, dict[str, int]]:
                 # no user can pass the cap when neither log holds half as many rows: skip the count
                 heavy = heavy_users([read_parquet(files["search_log"], ["user_id"]), rec], cfg.max_user_rows)
             if heavy:
-                progress(
-                    f"      {len(heavy):,} user(s) over max_user_rows={cfg.max_user_rows:,} left out of P1/P2 mining "
+                run.indented(
+                    f"{len(heavy):,} user(s) over max_user_rows={cfg.max_user_rows:,} left out of P1/P2 mining "
                     f"({sum(heavy.values()):,} rows; the heaviest has {max(heavy.values()):,})"
                 )
             ds = user_candidates(
@@ -187,7 +185,7 @@ def _mine_users(run: Run) -> tuple[int, dict[str, int]]:
                 skip_users=heavy,
             )
             user_rows = write_parquet(ds, f"{run.work}/user_candidates", USER_CANDIDATE_SCHEMA)
-    progress(f"      {user_rows:,} candidate rows (before deduplication)")
+    run.indented(f"{user_rows:,} candidate rows (before deduplication)")
     return user_rows, heavy
 
 
@@ -207,7 +205,7 @@ def _pairs(run: Run, user_rows: int) -> int:
             cfg.map_num_cpus,
         )
         pair_rows = write_parquet(pairs, f"{run.work}/pairs", A.PAIR_SCHEMA)
-    run.progress(f"      {pair_rows:,} pairs")
+    run.indented(f"{pair_rows:,} pairs")
     return pair_rows
 
 
@@ -232,8 +230,8 @@ def _score(run: Run, calibration: Calibration, pair_rows: int) -> MinedCounts:
         ds = ds.map_batches(A.label_candidates, batch_format="pyarrow", fn_kwargs=labels, num_cpus=cfg.map_num_cpus)
         write_parquet(ds, f"{staging}/candidates", A.CANDIDATES_SCHEMA)
     counts = MinedCounts.from_totals(sum_counts(f"{staging}/candidates", candidate_counts, CANDIDATE_COUNT_COLUMNS))
-    run.progress(
-        f"      scored {counts.scored:,} pairs; kept P1 {counts.p1_kept:,} of "
+    run.indented(
+        f"scored {counts.scored:,} pairs; kept P1 {counts.p1_kept:,} of "
         f"{counts.p1_candidates:,}, P2 {counts.p2_kept:,} of {counts.p2_candidates:,}"
     )
     return counts

@@ -252,12 +252,10 @@ def vllm_processor_config(cfg: WorldKnowledgeConfig, model_dir: str):
 
 def vllm_processor(cfg: WorldKnowledgeConfig, model_dir: str):
     """Ray Data's LLM processor: chat template, tokenize, vLLM engine, detokenize, then our columns."""
-    from functools import partial
-
     from ray.data.llm import build_processor
 
     return build_processor(
         vllm_processor_config(cfg, model_dir),
-        preprocess=partial(_vllm_preprocess, cfg=asdict(cfg)),
+        preprocess=functools.partial(_vllm_preprocess, cfg=asdict(cfg)),
         postprocess=_vllm_postprocess,
     )

@@ -32,7 +32,6 @@ def candidate_counts(batch: pa.Table) -> pa.Table:
 
 
 CANDIDATE_COUNT_COLUMNS = [  # the candidates' columns candidate_counts reads
-    "score",
     "reformulation",
     "recommendation",
     "needs_score",
@@ -49,16 +48,6 @@ def sample_counts(batch: pa.Table) -> pa.Table:
     for k in keys:
         counts[k] = counts.get(k, 0) + 1
     return pa.table({k: [v] for k, v in counts.items()})
-
-
-def token_counts(batch: pa.Table) -> pa.Table:
-    return pa.table(
-        {
-            "calls": [int(pc.sum(batch["calls"]).as_py() or 0)],
-            "prompt_tokens": [int(pc.sum(batch["prompt_tokens"]).as_py() or 0)],
-            "generated_tokens": [int(pc.sum(batch["generated_tokens"]).as_py() or 0)],
-        }
-    )
 
 
 # ---------------------------------------------------------------------------------------------- stage totals
@@ -108,7 +97,6 @@ def engine_stats(
     rows_in: dict,
     quarantined: dict,
     mined: MinedCounts,
-    gate: str,
     llm: LlmCounts,
     user_rows: int,
     heavy: dict,
@@ -117,7 +105,10 @@ def engine_stats(
     seconds: dict,
 ) -> dict:
     """The stats dict build_data returns and writes as ``OUT/stats.json`` (before ``evaluation``)."""
+    from crops_ray.engine.config import label_settings  # config imports world_knowledge, which imports this module
+
     sources = set(cfg.sources)
+    gate = label_settings(cfg)["gate"]
     return {
         "logs": logs,
         "cluster": {"cpus": resources.get("CPU", 0), "gpus": resources.get("GPU", 0)},
@@ -179,26 +170,23 @@ def format_summary(stats: dict) -> str:
     def table(rows: list[dict]) -> str:
         return rows_table(rows, text=True)
 
+    def source(name: str, candidates: str, removed: str, kept: int) -> dict:
+        return {"source": name, "candidates": candidates, "removed": removed, "kept": f"{kept:,}"}
+
     src = stats["sources"]
     pairs = src["log"]["pairs"]
-    sources = [{"source": "log stages (P0)", "candidates": f"{pairs:,} pairs", "removed": "-", "kept": f"{pairs:,}"}]
-    r = src["reformulation"]
-    if r["enabled"]:
-        removed = f"gate {r['gate_removed']:,}, theta<=alpha {r['below_alpha']:,}"
-        sources.append({"source": "reformulation (P1)", "candidates": f"{r['candidates']:,}", "removed": removed})
-        sources[-1]["kept"] = f"{r['kept']:,}"
-    r = src["recommendation"]
-    if r["enabled"]:
-        removed = f"theta<=alpha {r['below_alpha']:,}"
-        sources.append({"source": "recommendation (P2)", "candidates": f"{r['candidates']:,}", "removed": removed})
-        sources[-1]["kept"] = f"{r['kept']:,}"
-    r = src["llm"]
-    if r["enabled"]:
-        removed = ", ".join(f"{k} {v}" for k, v in r["removed"].items() if v) or "-"
+    sources = [source("log stages (P0)", f"{pairs:,} pairs", "-", pairs)]
+    p1, p2, p3 = src["reformulation"], src["recommendation"], src["llm"]
+    if p1["enabled"]:
+        removed = f"gate {p1['gate_removed']:,}, theta<=alpha {p1['below_alpha']:,}"
+        sources.append(source("reformulation (P1)", f"{p1['candidates']:,}", removed, p1["kept"]))
+    if p2["enabled"]:
         sources.append(
-            {"source": f"LLM (P3), {r['queries']} queries", "candidates": f"{r['candidates']:,}", "removed": removed}
+            source("recommendation (P2)", f"{p2['candidates']:,}", f"theta<=alpha {p2['below_alpha']:,}", p2["kept"])
         )
-        sources[-1]["kept"] = f"{r['kept']:,}"
+    if p3["enabled"]:
+        removed = ", ".join(f"{k} {v}" for k, v in p3["removed"].items() if v) or "-"
+        sources.append(source(f"LLM (P3), {p3['queries']} queries", f"{p3['candidates']:,}", removed, p3["kept"]))
     lines = [table(sources)]
     heavy = stats.get("heavy_users", {})
     if heavy.get("users"):

@@ -27,13 +27,11 @@ import pyarrow.compute as pc
 
 from crops_ray import storage
 from crops_ray.engine.descriptions import (
-    ANGLES,
     DESCRIPTION_SCHEMA,
     REASONS,
     DescriptionVerifier,
     apply_theta,
     build_messages,
-    jaccard,
     parse_descriptions,
     prompt_rows,
     quality_control,
@@ -42,17 +40,15 @@ from crops_ray.engine.descriptions import (
 from crops_ray.engine.io import count_true, read_parquet, sum_counts, write_parquet
 from crops_ray.engine.llm import (
     GENERATED_SCHEMA,
-    PACKAGED_LLMS,
     TransformersGenerator,
     _explode_samples,
     _gather_samples,
-    _vllm_postprocess,
     _vllm_preprocess,
     llm_path,
     vllm_processor,
     vllm_processor_config,
 )
-from crops_ray.engine.summary import LlmCounts, token_counts
+from crops_ray.engine.summary import LlmCounts
 from crops_ray.plumbing import map_with_actors, pool_gpus
 
 if TYPE_CHECKING:
@@ -60,22 +56,18 @@ if TYPE_CHECKING:
     from crops_ray.engine.inputs import Run
 
 __all__ = [  # re-exported: other code imports these from crops_ray.engine.world_knowledge
-    "ANGLES",
     "DESCRIPTION_SCHEMA",
     "GENERATED_SCHEMA",
-    "PACKAGED_LLMS",
     "REASONS",
     "DescriptionVerifier",
     "TransformersGenerator",
     "WorldKnowledgeConfig",
     "_gather_samples",
-    "_vllm_postprocess",
     "_vllm_preprocess",
     "apply_theta",
     "build_messages",
     "choose_queries",
     "generate",
-    "jaccard",
     "llm_path",
     "parse_descriptions",
     "prompt_rows",
@@ -141,6 +133,10 @@ class WorldKnowledgeConfig:
         if self.max_queries < 0:
             raise ValueError(f"world_knowledge max_queries must be >= 0, got {self.max_queries}")
 
+    @property
+    def prompts_per_batch(self) -> int:  # a batch holds batch_size generations, samples_per_query per prompt
+        return max(1, self.batch_size // self.samples_per_query)
+
 
 # ---------------------------------------------------------------------------------------------- queries
 
@@ -191,7 +187,7 @@ def generate(ds, cfg: WorldKnowledgeConfig, partitions: int = 2, progress=print)
         ds,
         TransformersGenerator,
         constructor_kwargs={"cfg": cfg},
-        batch_size=max(1, cfg.batch_size // cfg.samples_per_query),
+        batch_size=cfg.prompts_per_batch,
         num_cpus=cfg.num_cpus,
         pool_min=cfg.pool_min,
         pool_max=cfg.pool_max,
@@ -245,10 +241,9 @@ def run_stages(run: Run, calibration: Calibration) -> LlmCounts:
     """The engine's two P3 stages: prompt the LLM on the most clicked queries (``llm_generate``, answers in
     ``_work/llm_generated``), then parse, de-duplicate and verify its descriptions (``llm_verify``) ->
     ``OUT/llm_descriptions``."""
-    import pyarrow.parquet as pq
     import ray.data
 
-    cfg, staging, work, progress = run.cfg, run.staging, run.work, run.progress
+    cfg, staging, work = run.cfg, run.staging, run.work
     wk = cfg.world_knowledge
     with run.clock.stage(
         "llm_generate",
@@ -259,17 +254,17 @@ def run_stages(run: Run, calibration: Calibration) -> LlmCounts:
         prompts = prompt_rows(chosen, wk)
         ds = None
         if prompts:
-            per_batch = max(1, wk.batch_size // wk.samples_per_query)
+            per_batch = wk.prompts_per_batch
             ds = generate(
                 ray.data.from_items(prompts, override_num_blocks=max(1, min(-(-len(prompts) // per_batch), 64))),
                 wk,
                 run.partitions,
-                progress=lambda m: progress("      " + m),
+                progress=run.indented,
             )
         write_parquet(ds, f"{work}/llm_generated", GENERATED_SCHEMA)
-    tokens = sum_counts(f"{work}/llm_generated", token_counts, ["calls", "prompt_tokens", "generated_tokens"])
-    progress(
-        f"      {len(chosen)} queries, {tokens.get('calls', 0):,} "
+    tokens = sum_counts(f"{work}/llm_generated", lambda t: t, ["calls", "prompt_tokens", "generated_tokens"])
+    run.indented(
+        f"{len(chosen)} queries, {tokens.get('calls', 0):,} "
         f"prompts, {tokens.get('generated_tokens', 0):,} tokens generated"
     )
 
@@ -280,11 +275,11 @@ def run_stages(run: Run, calibration: Calibration) -> LlmCounts:
             else None
         )
         write_parquet(ds, f"{staging}/llm_descriptions", DESCRIPTION_SCHEMA)
-    table = pq.read_table(storage.parquet_files(f"{staging}/llm_descriptions"), columns=["reason", "score"])
+    table = storage.read_table(storage.parquet_files(f"{staging}/llm_descriptions"), columns=["reason", "score"])
     reasons = reason_counts(table["reason"].to_pylist())
-    kept = table.num_rows - sum(reasons.values())
-    progress(
-        f"      {table.num_rows - reasons['empty']:,} descriptions, kept {kept:,}; removed "
+    kept, descriptions = table.num_rows - sum(reasons.values()), table.num_rows - reasons["empty"]
+    run.indented(
+        f"{descriptions:,} descriptions, kept {kept:,}; removed "
         + (", ".join(f"{k} {v}" for k, v in reasons.items() if v) or "none")
     )
     return LlmCounts(
@@ -292,7 +287,7 @@ def run_stages(run: Run, calibration: Calibration) -> LlmCounts:
         prompts=tokens.get("calls", 0),
         prompt_tokens=tokens.get("prompt_tokens", 0),
         generated_tokens=tokens.get("generated_tokens", 0),
-        descriptions=table.num_rows - reasons["empty"],
+        descriptions=descriptions,
         removed=reasons,
         kept=kept,
         scored=count_true(pc.is_valid(table["score"])),
