@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from crops_ray.onnx_encoder import BACKENDS  # noqa: E402  (no Ray Serve import: see main)
 
 DEFAULT_REQUESTS = 300
 DEFAULT_CONCURRENCY = 8
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--encoder-backend",
-        choices=["torch", "onnx", "onnx-int8"],
+        choices=BACKENDS,
         help="the query encoder's runtime in every server (default: Serve's default)",
     )
     p.add_argument(

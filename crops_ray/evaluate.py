@@ -12,7 +12,6 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +21,7 @@ from crops_ray import schema as S
 from crops_ray import storage
 from crops_ray.embed import EmbedConfig, encode_corpus
 from crops_ray.index import IndexConfig, VectorIndex
+from crops_ray.onnx_encoder import EncoderBackend, check_backend
 
 TARGETS = ("ct", "qr", "qrels")
 
@@ -33,14 +33,12 @@ class EvalConfig:
     mrr_k: int = 10
     query_batch_size: int = 64
     # The queries' encoder runtime (crops_ray/onnx_encoder.py); the corpus is always encoded by PyTorch.
-    query_backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    query_backend: EncoderBackend = "torch"
     query_threads: int | None = None  # ONNX Runtime's intra-op threads for the queries (None: all cores)
     index: IndexConfig = field(default_factory=IndexConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
 
     def __post_init__(self) -> None:
-        from crops_ray.onnx_encoder import check_backend
-
         check_backend(self.query_backend)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
@@ -27,7 +27,8 @@ from crops_ray.plumbing import cache_dir, encode_by_length, model_path, weights_
 if TYPE_CHECKING:  # crops_ray.encoder imports torch: this module imports without it (EvalConfig checks backends)
     from crops_ray.encoder import EncoderConfig
 
-BACKENDS = ("torch", "onnx", "onnx-int8")  # the encoder backends Serve and evaluation accept
+EncoderBackend = Literal["torch", "onnx", "onnx-int8"]  # the encoder runtimes Serve and evaluation accept
+BACKENDS = get_args(EncoderBackend)
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OPSET = 17
 MODEL_FILE = "model.onnx"
@@ -187,8 +188,9 @@ class OnnxEncoder:
         self.quantize, self.threads, self.cache = quantize, threads, cache
         self.backend = "onnx-int8" if quantize else "onnx"
         self._sessions: dict[str, object] = {}  # tower -> session (shared towers: one session)
-        with open(os.path.join(towers["query"], "config.json")) as f:
-            self.dim = int(json.load(f)["hidden_size"])
+        from crops_ray.encoder import Encoder
+
+        self.dim = Encoder.output_dim(towers["query"])
 
     @classmethod
     def from_pretrained(

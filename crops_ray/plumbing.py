@@ -174,13 +174,14 @@ def _doc_tower(model_dir: str) -> tuple[str, dict]:
 # ------------------------------------------------------------------------------------------------ actor pools
 
 
-def pool_gpus(num_gpus: float | None) -> float:
-    """GPUs per actor: as configured, or (``None``) one per actor when the cluster has GPUs."""
-    import ray
+def actor_threads(torch_threads: int | None, num_cpus: float) -> int:
+    """Set an actor's torch threads: as configured, else its CPU share rounded, at least 1 (actors sharing a node
+    must not oversubscribe its cores). Returns the number set."""
+    import torch
 
-    if num_gpus is not None:
-        return num_gpus
-    return 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) else 0.0
+    threads = torch_threads or max(1, int(round(num_cpus)))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def map_with_actors(
@@ -191,7 +192,7 @@ def map_with_actors(
     num_cpus: float,
     pool_min: int,
     pool_max: int,
-    num_gpus: float = 0.0,
+    num_gpus: float | None = 0.0,
     max_restarts: int | None = None,
     max_task_retries: int | None = None,
     constructor_args: tuple = (),
@@ -199,14 +200,17 @@ def map_with_actors(
 ):
     """``ds.map_batches(cls)`` on an actor pool of ``pool_min..pool_max`` actors, each loading its model once.
 
-    With GPUs the pool never asks for more actors than the cluster has GPUs for. A fixed-size pool when
-    ``pool_min == pool_max``: Ray Data's autoscaler was seen leaving a 2-actor pool at one actor (a core idle).
+    ``num_gpus`` per actor; ``None``: one per actor when the cluster has GPUs, none otherwise. With GPUs the pool
+    never asks for more actors than the cluster has GPUs for. A fixed-size pool when ``pool_min == pool_max``: Ray
+    Data's autoscaler was seen leaving a 2-actor pool at one actor (a core idle).
     """
     import ray
     import ray.data
 
+    gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+    if num_gpus is None:
+        num_gpus = 1.0 if gpus else 0.0
     if num_gpus:
-        gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
         pool_max = max(1, min(pool_max, int(gpus // num_gpus) or 1))
     args: dict = {
         "compute": ray.data.ActorPoolStrategy(min_size=min(pool_min, pool_max), max_size=pool_max),

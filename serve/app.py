@@ -29,8 +29,8 @@ from fastapi import FastAPI
 from ray import serve
 
 from serve.api import Backend, make_api, request_models
-from serve.deployments import DiscriminatorDeployment, QueryEncoder, Retriever, split_rows, top_k
-from serve.guard import API_VERSION, Guard, digest_of, token_matches
+from serve.deployments import DiscriminatorDeployment, QueryEncoder, Retriever
+from serve.guard import API_VERSION, Guard, digest_of
 from serve.settings import DEFAULT_TOKEN_ENV, ServeSettings, content_version, model_version, resolve_settings
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "APP_NAME",
     "DEFAULT_OPTIONS",
     "DEFAULT_TOKEN_ENV",
-    "DIRECT_INGRESS_ENV",
     "Backend",
     "DiscriminatorDeployment",
     "FusedGateway",
@@ -56,9 +55,6 @@ __all__ = [
     "model_version",
     "request_models",
     "resolve_settings",
-    "split_rows",
-    "token_matches",
-    "top_k",
 ]
 
 APP_NAME = "crops"
@@ -123,44 +119,46 @@ class HandleBackend:
         }
 
 
-@serve.deployment(name="Gateway")
-@serve.ingress()
-class Gateway:
-    """The FastAPI ingress. The app is built per replica (``__serve_build_asgi_app__``) so its request models
-    carry the configured limits."""
+class _Ingress:
+    """What both gateways share: the settings, the token's digest and the FastAPI app, built per replica
+    (``__serve_build_asgi_app__``) so that its request models carry the configured limits."""
 
-    async def __init__(self, encoder, discriminator, retriever, settings: dict, token_digest: str | None = None):
+    async def _start(self, settings: dict, token_digest: str | None, backend: HandleBackend) -> None:
         self.settings = ServeSettings(**settings)
         # The builder passes the token's digest; a gateway deployed by hand may read the token from its environment.
         self.digest = token_digest or digest_of(os.environ.get(self.settings.auth_token_env))
-        self.backend = HandleBackend(encoder, discriminator, retriever)
-        await self.backend.refresh()
+        self.backend = backend
+        await backend.refresh()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return make_api(self.backend, self.settings, self.digest)
 
 
+@serve.deployment(name="Gateway")
+@serve.ingress()
+class Gateway(_Ingress):
+    """The FastAPI ingress over the three model deployments' handles."""
+
+    async def __init__(self, encoder, discriminator, retriever, settings: dict, token_digest: str | None = None):
+        await self._start(settings, token_digest, HandleBackend(encoder, discriminator, retriever))
+
+
 @serve.deployment(name="FusedGateway")
 @serve.ingress()
-class FusedGateway:
+class FusedGateway(_Ingress):
     """The fused topology: the FastAPI ingress and the three models in one replica (``topology: fused``).
 
     On a small node the processes of the split topology (proxy, gateway, encoder, retriever) compete for the same
     cores and every search crosses two handles; here a request crosses only the proxy. Replicas scale as one."""
 
     async def __init__(self, models: dict, settings: dict, token_digest: str | None = None):
-        self.settings = ServeSettings(**settings)
-        self.digest = token_digest or digest_of(os.environ.get(self.settings.auth_token_env))
-        self.backend = HandleBackend(
+        backend = HandleBackend(
             QueryEncoder.func_or_class(**models["encoder"]),
             DiscriminatorDeployment.func_or_class(**models["discriminator"]),
             Retriever.func_or_class(**models["retriever"]),
             local=True,
         )
-        await self.backend.refresh()
-
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return make_api(self.backend, self.settings, self.digest)
+        await self._start(settings, token_digest, backend)
 
     def encoder_info(self) -> dict:
         """The encoder's ``info()`` (batch counters included), for a deployment handle."""
@@ -168,8 +166,6 @@ class FusedGateway:
 
 
 # ------------------------------------------------------------------------------------------------ direct ingress
-
-DIRECT_INGRESS_ENV = "RAY_SERVE_ENABLE_DIRECT_INGRESS"
 
 
 def direct_ingress_urls(app_name: str, host: str) -> list[str]:

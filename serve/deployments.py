@@ -115,6 +115,7 @@ class QueryEncoder(_ModelReplica):
         torch.set_num_threads(threads)
         # ONNX: the export is in the cache (build_app made it); a replica on another node exports it once, locked.
         self.encoder = load_encoder(model, backend, threads=threads)
+        self.encoder.encode_queries(["warm-up"])  # lazy set-up (an ONNX session) at start-up, not in a request
         self.backend = backend
         self.version = model_version(model, backend)
         self.encode_batch_size = encode_batch_size

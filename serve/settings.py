@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from crops_ray.onnx_encoder import EncoderBackend
+from crops_ray.plumbing import file_digest
+
 DEFAULT_TOKEN_ENV = "CROPS_SERVE_TOKEN"
 
 
@@ -22,7 +25,7 @@ class ServeSettings(BaseModel):
 
     model: str = Field("minilm", description="encoder folder written by training, or 'minilm' (pretrained, zero-shot)")
     index: str = Field(description="index folder written by evaluation (OUT/index/)")
-    encoder_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+    encoder_backend: EncoderBackend = Field(
         "onnx",
         description="the QueryEncoder's runtime: ONNX Runtime on the exported query tower (fp32: the same Recall@100 "
         "and NDCG@4 as PyTorch on the demo world, 3.4-4x faster per single query; int8 weights: faster, cosines "
@@ -97,9 +100,7 @@ def content_version(folder: str, suffixes: tuple[str, ...]) -> str:
             if name.endswith(suffixes):
                 path = os.path.join(root, name)
                 h.update(os.path.relpath(path, folder).encode())
-                with open(path, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        h.update(chunk)
+                file_digest(path, h)
     return f"{os.path.basename(os.path.normpath(folder))}@{h.hexdigest()[:12]}"
 
 

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from crops_ray.discriminator.calibration import Calibration
 from crops_ray.discriminator.config import DiscriminatorConfig
 from crops_ray.discriminator.model import Discriminator
-from crops_ray.plumbing import map_with_actors, pool_gpus
+from crops_ray.plumbing import actor_threads, map_with_actors
 
 
 class DiscriminatorScorer:
@@ -33,10 +33,7 @@ class DiscriminatorScorer:
         mask_column: str | None = None,
         gate_column: str | None = None,
     ):
-        import torch
-
-        threads = cfg.torch_threads or max(1, int(round(cfg.num_cpus)))
-        torch.set_num_threads(threads)
+        actor_threads(cfg.torch_threads, cfg.num_cpus)
         self.disc = Discriminator(cfg, Calibration(**calibration))
         self.q, self.t, self.s, self.mask, self.gate = query_column, text_column, score_column, mask_column, gate_column
 
@@ -87,7 +84,7 @@ def score_dataset(ds, cfg: DiscriminatorConfig, calibration: Calibration, rows: 
         num_cpus=cfg.num_cpus,
         pool_min=cfg.pool_min,
         pool_max=pool_max,
-        num_gpus=pool_gpus(cfg.num_gpus),
+        num_gpus=cfg.num_gpus,
         max_restarts=cfg.max_restarts,
         max_task_retries=cfg.max_task_retries,
     )

@@ -223,11 +223,10 @@ class DescriptionVerifier:
     """
 
     def __init__(self, discriminator_cfg, calibration: dict, alpha: float, qc: dict, cap: int):
-        import torch
-
         from crops_ray.discriminator import Calibration, Discriminator
+        from crops_ray.plumbing import actor_threads
 
-        torch.set_num_threads(discriminator_cfg.torch_threads or max(1, int(round(discriminator_cfg.num_cpus))))
+        actor_threads(discriminator_cfg.torch_threads, discriminator_cfg.num_cpus)
         self.disc = Discriminator(discriminator_cfg, Calibration(**calibration))
         self.alpha, self.qc, self.cap = alpha, qc, cap
 

@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 
 from crops_ray.engine.descriptions import build_messages
-from crops_ray.plumbing import cache_dir, packaged_folder
+from crops_ray.plumbing import actor_threads, cache_dir, packaged_folder
 
 if TYPE_CHECKING:
     from crops_ray.engine.world_knowledge import WorldKnowledgeConfig
@@ -120,10 +120,9 @@ class TransformersGenerator:
     """
 
     def __init__(self, cfg: WorldKnowledgeConfig):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        torch.set_num_threads(cfg.torch_threads or max(1, int(round(cfg.num_cpus))))
+        actor_threads(cfg.torch_threads, cfg.num_cpus)
         self.cfg = cfg
         folder = llm_path(cfg, progress=lambda *_: None)
         self.tok = AutoTokenizer.from_pretrained(folder)

@@ -49,7 +49,7 @@ from crops_ray.engine.llm import (
     vllm_processor_config,
 )
 from crops_ray.engine.summary import LlmCounts
-from crops_ray.plumbing import map_with_actors, pool_gpus
+from crops_ray.plumbing import map_with_actors
 
 if TYPE_CHECKING:
     from crops_ray.discriminator import Calibration
@@ -220,7 +220,7 @@ def verify(ds, discriminator_cfg, calibration, alpha: float, cfg: WorldKnowledge
         num_cpus=d.num_cpus,
         pool_min=d.pool_min,
         pool_max=d.pool_max,
-        num_gpus=pool_gpus(d.num_gpus),
+        num_gpus=d.num_gpus,
         max_restarts=d.max_restarts,
         max_task_retries=d.max_task_retries,
     )
