@@ -28,7 +28,7 @@ import numpy as np
 
 from crops_ray.evaluate import EvalConfig, load_targets, score_run
 from crops_ray.index import VectorIndex, check_index_matches
-from crops_ray.onnx_encoder import BACKENDS, cached_tower, load_encoder
+from crops_ray.onnx_encoder import BACKENDS, OnnxEncoder, load_encoder
 from crops_ray.significance import compare_runs
 
 # This file's folder leaves the path: as sys.path[0] it would make this script the `onnx` that onnxruntime imports
@@ -104,7 +104,7 @@ def main() -> None:
     crops = f"{a.run}/crops/model"
     t0 = time.perf_counter()
     for quantize in (False, True):
-        cached_tower(os.path.join(crops, "query") if os.path.isdir(f"{crops}/query") else crops, quantize)
+        OnnxEncoder.from_pretrained(crops, quantize=quantize).session("query")  # as serve's build_app does
     print(f"ONNX query tower, fp32 + int8 (exported, or found in the cache): {time.perf_counter() - t0:.1f} s")
 
     rates = speed(crops, queries, a.rounds, a.single)
