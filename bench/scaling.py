@@ -1,14 +1,17 @@
-"""Scale on paper: GPU- and CPU-hours per stage at the paper's scale, from throughputs measured by a demo run.
+"""How cost grows with the logs, measured; and the cost at the paper's scale, from the measured slopes.
 
-    .venv/bin/python bench/scaling.py --run runs/demo > docs/scaling.md
+    .venv/bin/python bench/scaling.py measure --out runs/scaling          # tiny, small, medium: ~1 h on 2 cores
+    .venv/bin/python bench/scaling.py plan --measured runs/scaling > docs/scaling.md
 
-Reads what a finished ``pipelines/demo.py`` run measured on this machine (``RUN/seed-S/data/stats.json``: rows,
-pairs scored, LLM tokens and the wall time of every data-engine stage; ``RUN/seed-S/crops/train_metrics.json``:
-training samples/s; ``RUN/metrics.json``: evaluation seconds) and turns them into per-core throughputs. The
-workload at the paper's scale is a small set of inputs, each printed with where it comes from (the paper, or a
-stated assumption you should replace with your own numbers): the paper gives 35 M synthetic positives and
-"hundreds of millions of users"; everything else scales with the search-log size at the ratios this run
-measured (pairs scored per search row, training samples per search row).
+``measure`` runs, for each world scale in its own process (its own local Ray, so each driver's memory is its
+own): the world's generation (not part of the system; timed apart), ``validate``, ``build_data`` stage by stage
+(configs/engine.yaml; P3 prompts a fixed number of queries at every scale, ``--llm-queries``, since its cost is set
+by the prompts, not the logs) and one epoch of the demo's CroPS training (the driver's grouping of the samples,
+then Ray Train). Each step records its seconds and the peak resident memory of the driver, of Ray's workers (in
+all and the largest) and of Ray's own processes, sampled every 0.2 s. medium is small's catalog with 10x its
+users (so about 10x its logs). ``plan`` prints how each stage's seconds per million log rows move from small to
+medium (the target: flat within 1.5x) and where the driver's memory grows, then the hours per stage at the
+paper's scale, extrapolated from the largest measured scale's per-core rates.
 
 GPU throughput was not measured (no GPU was lent to the sessions that built this): GPU-hours are the measured
 per-core CPU throughput times an assumed GPU/core speed-up per stage (``--gpu-speedup-*``), printed as such.
@@ -18,9 +21,185 @@ Rerun with measured GPU numbers (``bench/engine.py`` and ``bench/train.py`` on a
 from __future__ import annotations
 
 import argparse
-import glob
+import dataclasses
 import json
 import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+# ------------------------------------------------------------------------------------------- measure
+
+
+class MemoryWatch:
+    """Peak resident memory of this process (the driver) and of Ray's processes, sampled every ``every`` s.
+
+    Ray's processes are this process's descendants (a local Ray): workers carry a ``ray::`` process title
+    (tasks, actors, idle workers kept for the next stage), the rest (raylet, GCS, log monitor) are Ray's own.
+    RSS counts the object store's shared pages in every process that touched them, so the worker total is an
+    upper bound. :meth:`take` returns the peaks since the last call and starts a new segment.
+    """
+
+    def __init__(self, every: float = 0.2):
+        import psutil
+
+        self._me, self._psutil, self.every = psutil.Process(), psutil, every
+        self._peaks = self._zero()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _zero() -> dict:
+        return {"driver_mb": 0.0, "workers_mb": 0.0, "largest_worker_mb": 0.0, "ray_system_mb": 0.0}
+
+    def _sample(self) -> dict:
+        mb = 1 / 2**20
+        now = {"driver_mb": self._me.memory_info().rss * mb, "workers_mb": 0.0, "largest_worker_mb": 0.0}
+        system = 0.0
+        for p in self._me.children(recursive=True):
+            try:
+                rss, title = p.memory_info().rss * mb, (p.cmdline() or [""])[0]
+            except self._psutil.Error:  # gone between the listing and the read
+                continue
+            if title.startswith("ray::"):
+                now["workers_mb"] += rss
+                now["largest_worker_mb"] = max(now["largest_worker_mb"], rss)
+            else:
+                system += rss
+        now["ray_system_mb"] = system
+        return now
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            now = self._sample()
+            with self._lock:
+                self._peaks = {k: max(v, now[k]) for k, v in self._peaks.items()}
+
+    def take(self) -> dict:
+        now = self._sample()
+        with self._lock:
+            peaks, self._peaks = {k: round(max(v, now[k]), 1) for k, v in self._peaks.items()}, self._zero()
+        return peaks
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _stage_segments(watch: MemoryWatch, memory: dict):
+    """A progress callback for build_data: the engine's clock prints ``[n/total] what`` when a stage starts and
+    ``      NAME: 12.3s`` when it ends, so the memory peaks between the two are stage NAME's."""
+
+    def progress(line: str) -> None:
+        print(line, flush=True)
+        if line.startswith("["):  # a stage starts: what came before it (the calibration, a fixed cost) is not its
+            watch.take()
+            return
+        name, sep, rest = line.strip().partition(": ")
+        if sep and rest.endswith("s") and name.isidentifier() and line.startswith("      "):
+            try:
+                float(rest[:-1])
+            except ValueError:
+                return
+            memory[name] = watch.take()
+
+    return progress
+
+
+def measure_one(scale: str, out: str, seed: int, llm_queries: int) -> dict:
+    """Generate the ``scale`` world, then validate, build_data and one training epoch over it, timed and watched.
+
+    Writes OUT/SCALE/{world,validated,data,crops} and OUT/SCALE/measured.json; returns the record.
+    """
+    from crops_ray.config import from_dict, read_yaml
+    from crops_ray.engine.build import EngineConfig, build_data
+    from crops_ray.experiment import ExperimentConfig
+    from crops_ray.hla import build_groups, load_samples, samples_files, write_groups
+    from crops_ray.runtime import init_ray
+    from crops_ray.train import train
+    from crops_ray.train.groups import write_groups_dataset
+    from crops_ray.validate import validate_logs
+    from crops_ray.world.generator import generate_world, world_config
+
+    load = os.getloadavg()[0]
+    root = os.path.join(out, scale)
+    if os.path.exists(root):
+        shutil.rmtree(root)
+    os.makedirs(root)
+    started = time.perf_counter()
+    world = generate_world(f"{root}/world", world_config(scale, seed=seed), use_ray=False)
+    world_s = time.perf_counter() - started
+
+    init_ray()
+    watch = MemoryWatch()
+    seconds: dict[str, float] = {}
+    memory: dict[str, dict] = {"ray_start": watch.take()}
+
+    started = time.perf_counter()
+    summaries = validate_logs(f"{root}/world", f"{root}/validated")
+    seconds["validate"] = time.perf_counter() - started
+    memory["validate"] = watch.take()
+    rows = {t: s.rows_in for t, s in summaries.items()}
+
+    cfg = from_dict(EngineConfig, read_yaml(os.path.join(REPO, "configs", "engine.yaml")))
+    cfg.world_knowledge.max_queries = llm_queries
+    stats = build_data(f"{root}/validated", f"{root}/data", cfg, progress=_stage_segments(watch, memory))
+    for name, s in stats["seconds"].items():
+        if name != "total":
+            seconds[name] = s
+
+    # The training groups as pipelines/train.py builds them (Ray Data), one epoch of the demo's CroPS training on
+    # them (query-side fine-tuning, H-InfoNCE), then the same groups built by the driver in memory (build_groups,
+    # the experiment's path), last so that what the driver kept does not count against the steps before.
+    gcfg = ExperimentConfig().groups
+    started = time.perf_counter()
+    num_groups = write_groups_dataset(samples_files(f"{root}/data"), f"{root}/crops/groups", gcfg)
+    seconds["groups"] = time.perf_counter() - started
+    memory["groups"] = watch.take()
+    tcfg = dataclasses.replace(ExperimentConfig().train, max_steps=0, epochs=1.0, checkpoint_every=10**6)
+    metrics = train(f"{root}/crops/groups", f"{root}/crops", tcfg)
+    seconds["train_epoch"] = metrics["wall_s"]
+    memory["train_epoch"] = watch.take()
+    started = time.perf_counter()
+    samples, _ = load_samples(f"{root}/data")
+    num_samples = samples.num_rows
+    write_groups(build_groups(samples, gcfg), f"{root}/groups-driver")
+    seconds["groups_driver"] = time.perf_counter() - started
+    memory["groups_driver"] = watch.take()
+    watch.close()
+
+    record = {
+        "scale": scale,
+        "seed": seed,
+        "users": world["users"],
+        "world_seconds": round(world_s, 1),
+        "rows": rows,
+        "log_rows": rows["search_log"] + rows["rec_log"],
+        "work": {
+            "pairs_scored": stats["discriminator"]["mined_pairs_scored"],
+            "llm_prompts": stats["llm"]["calls"],
+            "samples": num_samples,
+            "groups": num_groups,
+            "train_steps": metrics["steps"],
+        },
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "memory_mb": memory,
+        "cpus": os.cpu_count(),
+        "load_before": load,
+    }
+    with open(f"{root}/measured.json", "w") as f:
+        json.dump(record, f, indent=2)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------- plan
 
 
 def _load(path: str) -> dict:
@@ -28,17 +207,12 @@ def _load(path: str) -> dict:
         return json.load(f)
 
 
-def measured(run: str) -> dict:
-    """Per-core throughputs from a demo run folder (first seed that has the files)."""
-    seeds = sorted(glob.glob(os.path.join(run, "seed-*")))
-    for seed in seeds:
-        stats_path, train_path = f"{seed}/data/stats.json", f"{seed}/crops/train_metrics.json"
-        if os.path.exists(stats_path) and os.path.exists(train_path):
-            break
-    else:
-        raise SystemExit(
-            f"{run}: no seed-*/data/stats.json with seed-*/crops/train_metrics.json (run pipelines/demo.py first)"
-        )
+def measured(folder: str) -> dict:
+    """Per-core throughputs from one measured scale (``OUT/SCALE``: data/stats.json, crops/train_metrics.json)."""
+    stats_path, train_path = f"{folder}/data/stats.json", f"{folder}/crops/train_metrics.json"
+    for path in (stats_path, train_path):
+        if not os.path.exists(path):
+            raise SystemExit(f"{path}: missing (run `bench/scaling.py measure` first)")
     stats, tm = _load(stats_path), _load(train_path)
     cores = stats.get("cluster", {}).get("cpus") or os.cpu_count()
     sec = stats["seconds"]
@@ -46,9 +220,8 @@ def measured(run: str) -> dict:
     rows_all = sum(stats["rows_read"].values())
     llm = stats["llm"]
     kept_llm = stats["sources"]["llm"]["kept"]
-    demo = _load(os.path.join(run, "metrics.json")) if os.path.exists(os.path.join(run, "metrics.json")) else {}
     return {
-        "source": seed,
+        "source": folder,
         "cores": cores,
         "search_rows": search_rows,
         "log_rows_per_search_row": rows_all / search_rows,
@@ -65,8 +238,6 @@ def measured(run: str) -> dict:
         "train_groups_per_s": tm["samples_per_s"],
         "train_workers": tm["num_workers"],
         "train_doc_tower": tm["config"].get("doc_tower", "train"),
-        "train_group_size": None,
-        "demo_seconds": demo.get("seconds", {}),
     }
 
 
@@ -114,13 +285,117 @@ def plan(m: dict, args) -> list[dict]:
     return out
 
 
-def report(m: dict, rows: list[dict], args) -> str:
+# Each measured step, the unit of its own work (None: per log row only) and what that unit is.
+STEPS = [
+    ("validate", None, "every log row checked, kept or quarantined"),
+    ("users", None, "P1/P2 mining: one shuffle of the search and rec logs by user"),
+    ("pairs", None, "one shuffle by video: (query, video) pairs with text"),
+    ("score", "pairs_scored", "the discriminator over the mined pairs"),
+    ("llm_generate", "llm_prompts", "P3 descriptions (a fixed number of prompts)"),
+    ("llm_verify", "llm_prompts", "P3 quality control and theta"),
+    ("assemble", "samples", "HLA samples"),
+    ("groups", "groups", "training groups built by Ray Data (pipelines/train.py's path)"),
+    ("train_epoch", "groups", "one epoch of CroPS training (Ray Train)"),
+    ("groups_driver", "groups", "the same groups built by the driver in memory (the experiment's path)"),
+]
+UNITS = {"pairs_scored": "pair scored", "llm_prompts": "prompt", "samples": "sample", "groups": "group"}
+MEMORY = [("driver_mb", "driver"), ("workers_mb", "Ray workers, all"), ("largest_worker_mb", "largest worker")]
+
+
+def load_records(out: str) -> list[dict]:
+    """The measured.json of every scale under ``out``, smallest logs first."""
+    records = []
+    for name in sorted(os.listdir(out)):
+        path = os.path.join(out, name, "measured.json")
+        if os.path.exists(path):
+            records.append(_load(path))
+    if not records:
+        raise SystemExit(f"{out}: no SCALE/measured.json (run `bench/scaling.py measure --out {out}` first)")
+    return sorted(records, key=lambda r: r["log_rows"])
+
+
+def growth(records: list[dict]) -> list[str]:
+    """Markdown: seconds per million log rows (and per unit of each step's own work) by scale, the last two
+    scales' ratio, and the peak memory of each step."""
+    names = [r["scale"] for r in records]
+    a, b = records[-2:] if len(records) > 1 else (records[0], records[0])
     lines = [
-        "# Scale on paper",
+        "## How cost grows with the logs (measured)",
         "",
-        "Generated by `bench/scaling.py` from a demo run (`" + m["source"] + "`); do not edit by hand.",
+        "| scale | users | log rows (search + rec) | search-log rows | pairs scored | LLM prompts | samples | groups |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in records:
+        w = r["work"]
+        lines.append(
+            f"| {r['scale']} | {r['users']:,} | {r['log_rows']:,} | {r['rows']['search_log']:,} | "
+            f"{w['pairs_scored']:,} | {w['llm_prompts']:,} | {w['samples']:,} | {w['groups']:,} |"
+        )
+    lines += [
         "",
-        "## Measured on this machine",
+        f"Seconds per million log rows, and the ratio {b['scale']} / {a['scale']} (1.0: cost grows exactly with "
+        "the logs; the target is within 1.5x). Where a step's work is not the log rows, the last columns give "
+        "its cost per unit of its own work.",
+        "",
+        "| step | what | "
+        + " | ".join(f"{n} s" for n in names)
+        + " | "
+        + " | ".join(f"{n} s / M rows" for n in names)
+        + f" | {b['scale']} / {a['scale']} per row | "
+        f"per unit of own work ({a['scale']} -> {b['scale']}) |",
+        "|---|---|" + "---:|" * (2 * len(names) + 2),
+    ]
+    for step, unit, what in STEPS:
+        if not all(step in r["seconds"] for r in records):
+            continue
+        secs = [r["seconds"][step] for r in records]
+        per_row = [s / (r["log_rows"] / 1e6) for s, r in zip(secs, records)]
+        ratio = per_row[-1] / per_row[-2] if len(records) > 1 and per_row[-2] > 0 else float("nan")
+        own = "-"
+        if unit and a["work"][unit] and b["work"][unit]:
+            ua, ub = a["seconds"][step] / a["work"][unit], b["seconds"][step] / b["work"][unit]
+            own = f"{ua * 1e3:,.2f} -> {ub * 1e3:,.2f} ms per {UNITS[unit]} ({ub / ua:.2f}x)"
+        lines.append(
+            f"| {step} | {what} | "
+            + " | ".join(f"{s:,.1f}" for s in secs)
+            + " | "
+            + " | ".join(f"{x:,.1f}" for x in per_row)
+            + f" | {ratio:.2f} | {own} |"
+        )
+    lines += [
+        "",
+        "Peak resident memory (MB) of each step: the driver, Ray's workers together (idle workers kept between "
+        "stages included; shared object-store pages counted in each process) and the largest worker.",
+        "",
+        "| step | " + " | ".join(f"{label} ({n})" for label_key, label in MEMORY for n in names) + " |",
+        "|---|" + "---:|" * (len(MEMORY) * len(names)),
+    ]
+    for step in ["validate"] + [s for s, _, _ in STEPS if s != "validate"]:
+        if not all(step in r["memory_mb"] for r in records):
+            continue
+        cells = [f"{r['memory_mb'][step][key]:,.0f}" for key, _ in MEMORY for r in records]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    loads = ", ".join(f"{r['scale']} {r['load_before']:.1f}" for r in records)
+    lines += [
+        "",
+        f"Machine: {records[-1]['cpus']} cores; 1-minute load average when each scale started: {loads}. "
+        f"Generating the worlds (a stand-in for the platform's logs, not part of the system) took "
+        + ", ".join(f"{r['scale']} {r['world_seconds']:.0f} s" for r in records)
+        + ".",
+        "",
+    ]
+    return lines
+
+
+def report(m: dict, rows: list[dict], args, records: list[dict]) -> str:
+    lines = [
+        "# Scaling: measured growth, and the paper's scale on paper",
+        "",
+        f"Generated by `bench/scaling.py plan --measured {args.measured}` from `bench/scaling.py measure`; "
+        "do not edit by hand.",
+        "",
+        *growth(records),
+        f"## Per-core rates at the largest measured scale ({records[-1]['scale']})",
         "",
         "| throughput | value | from |",
         "|---|---:|---|",
@@ -210,33 +485,61 @@ def report(m: dict, rows: list[dict], args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> str:
+def measure(args) -> None:
+    """Each scale in a process of its own (its own Ray and driver), one after the other."""
+    for scale in [s.strip() for s in args.scales.split(",") if s.strip()]:
+        print(f"=== {scale} ===", flush=True)
+        cmd = [sys.executable, os.path.abspath(__file__), "one", "--scale", scale, "--out", args.out]
+        cmd += ["--seed", str(args.seed), "--llm-queries", str(args.llm_queries)]
+        subprocess.run(cmd, check=True)
+    print("\n".join(growth(load_records(args.out))))
+
+
+def main(argv=None) -> str | None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", default="runs/demo", help="a finished demo run folder")
-    p.add_argument("--synthetic-positives", type=float, default=35e6, help="the paper: 35 M")
-    p.add_argument(
+    sub = p.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("measure", help="measure every scale (each in its own process)")
+    m.add_argument("--out", default="runs/scaling")
+    m.add_argument("--scales", default="tiny,small,medium")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--llm-queries", type=int, default=40, help="queries prompted for P3 at every scale")
+    one = sub.add_parser("one", help="measure one scale in this process")
+    one.add_argument("--scale", required=True)
+    one.add_argument("--out", required=True)
+    one.add_argument("--seed", type=int, default=0)
+    one.add_argument("--llm-queries", type=int, default=40)
+    pl = sub.add_parser("plan", help="the measured growth and the hours per stage at the paper's scale")
+    pl.add_argument("--measured", default="runs/scaling", help="the folder `measure` wrote")
+    pl.add_argument("--synthetic-positives", type=float, default=35e6, help="the paper: 35 M")
+    pl.add_argument(
         "--search-rows", type=float, default=2e10, help="search-log rows (request x candidate) in the mining window"
     )
-    p.add_argument("--samples-per-group", type=int, default=8)
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument(
+    pl.add_argument("--samples-per-group", type=int, default=8)
+    pl.add_argument("--epochs", type=float, default=1.0)
+    pl.add_argument(
         "--gpu-speedup-encoder",
         type=float,
         default=100.0,
         help="assumed: one GPU vs one CPU core, MiniLM-class inference",
     )
-    p.add_argument(
+    pl.add_argument(
         "--gpu-speedup-train", type=float, default=60.0, help="assumed: one GPU vs one CPU core, encoder training"
     )
-    p.add_argument(
+    pl.add_argument(
         "--vllm-tokens-per-gpu-s", type=float, default=2000.0, help="assumed: a 14B model on one 48 GB GPU, batched"
     )
-    p.add_argument("--gpu-nodes", type=int, default=16)
-    p.add_argument("--cpu-nodes", type=int, default=8)
-    p.add_argument("--cores-per-cpu-node", type=int, default=16)
+    pl.add_argument("--gpu-nodes", type=int, default=16)
+    pl.add_argument("--cpu-nodes", type=int, default=8)
+    pl.add_argument("--cores-per-cpu-node", type=int, default=16)
     args = p.parse_args(argv)
-    m = measured(args.run)
-    text = report(m, plan(m, args), args)
+    if args.command == "measure":
+        return measure(args)
+    if args.command == "one":
+        measure_one(args.scale, args.out, args.seed, args.llm_queries)
+        return None
+    records = load_records(args.measured)
+    rates = measured(os.path.join(args.measured, records[-1]["scale"]))
+    text = report(rates, plan(rates, args), args, records)
     print(text)
     return text
 

@@ -19,7 +19,8 @@ How a query's ``n`` candidates become examples (:class:`GroupConfig`): ``max(#an
 examples, at most ``max_examples_per_query``, where the anchors (the candidates at the query's highest level)
 take turns; each anchor's companions are drawn without replacement with weight ``level_preference ** level``,
 so the higher levels are kept and the lower ones still appear.
-The rows are shuffled (seeded) so a batch mixes queries.
+The rows are shuffled (seeded: each example's place is a hash of seed, query and example number,
+:func:`example_order`) so a batch mixes queries.
 
 ``sources`` keeps where each candidate came from, which is what the DPR baseline needs: training with
 ``loss="infonce"`` keeps only the search-log candidates (sources in :data:`crops_ray.schema.STAGES`), labels the
@@ -188,19 +189,26 @@ def _query_examples(levels: np.ndarray, cfg: GroupConfig, rng: np.random.Generat
     return examples
 
 
-def build_groups(samples: pa.Table, cfg: GroupConfig | None = None) -> pa.Table:
-    """Training examples (:data:`GROUPS_SCHEMA`) from samples (:data:`SAMPLES_SCHEMA`); see the section docstring.
+GROUP_COLUMNS = ["query", "video_id", "text", "level", "source"]
 
-    Samples at level 0 and samples without text are skipped; a (query, video) pair given by several sources
-    keeps its highest level (:func:`keep_highest`: ties go to the log). Deterministic for a given ``cfg.seed``.
-    """
-    cfg = cfg or GroupConfig()
-    missing = [c for c in ("query", "video_id", "text", "level", "source") if c not in samples.column_names]
+
+def check_sample_columns(names: list[str], where: str) -> None:
+    missing = [c for c in GROUP_COLUMNS if c not in names]
     if missing:
         raise ValueError(
-            f"build_groups: samples lack column(s) {missing}; expected the samples schema {SAMPLES_SCHEMA.names}"
+            f"{where}: samples lack column(s) {missing}; expected the samples schema {SAMPLES_SCHEMA.names}"
         )
-    df = samples.select(["query", "video_id", "text", "level", "source"]).to_pandas()
+
+
+def example_order(seed: int, query: str, example: int) -> int:
+    """Where an example goes in the shuffled groups: a seeded hash of (query, example number), so the order of the
+    whole table is decided per example, without the table (the Ray Data path sorts by it, as the driver does)."""
+    return stable_hash(f"{seed}\x1f{query}\x1f{example}")
+
+
+def query_groups(df: pd.DataFrame, cfg: GroupConfig) -> pa.Table:
+    """The training examples of the samples in ``df`` (any number of whole queries), unordered, with the
+    columns of :data:`GROUPS_SCHEMA` plus ``order`` (:func:`example_order`). The one rule both paths share."""
     df = df.dropna(subset=["query", "video_id", "text", "level"])
     df = df[df["level"] > IN_BATCH_LEVEL]
     df = keep_highest(df)
@@ -210,20 +218,36 @@ def build_groups(samples: pa.Table, cfg: GroupConfig | None = None) -> pa.Table:
     texts, vids, sources = (df[c].to_numpy(object) for c in ("text", "video_id", "source"))
     starts = np.flatnonzero(np.r_[True, queries[1:] != queries[:-1]]) if len(df) else np.zeros(0, np.int64)
     ends = np.r_[starts[1:], len(df)]
-    rows: dict[str, list] = {name: [] for name in GROUPS_SCHEMA.names}
+    rows: dict[str, list] = {name: [] for name in [*GROUPS_SCHEMA.names, "order"]}
     for start, end in zip(starts.tolist(), ends.tolist()):
         query = queries[start]
         rng = np.random.default_rng([cfg.seed, stable_hash(query)])
-        for idx in _query_examples(levels[start:end], cfg, rng):
+        for e, idx in enumerate(_query_examples(levels[start:end], cfg, rng)):
             idx = idx + start
             rows["query"].append(query)
             rows["texts"].append(texts[idx].tolist())
             rows["video_ids"].append(vids[idx].tolist())
             rows["levels"].append(levels[idx].tolist())
             rows["sources"].append(sources[idx].tolist())
-    table = pa.table(rows, schema=GROUPS_SCHEMA)
-    order = np.random.default_rng(cfg.seed).permutation(table.num_rows)
-    return table.take(pa.array(order, pa.int64()))
+            rows["order"].append(example_order(cfg.seed, query, e))
+    return pa.table(rows, schema=GROUPS_SCHEMA.append(pa.field("order", pa.int64())))
+
+
+def shuffled(groups: pa.Table) -> pa.Table:
+    """``query_groups`` output in its seeded order (a batch then mixes queries), without the ``order`` column."""
+    return groups.sort_by([("order", "ascending"), ("query", "ascending")]).drop_columns(["order"])
+
+
+def build_groups(samples: pa.Table, cfg: GroupConfig | None = None) -> pa.Table:
+    """Training examples (:data:`GROUPS_SCHEMA`) from samples (:data:`SAMPLES_SCHEMA`) held in memory; see the
+    section docstring. Samples at level 0 and samples without text are skipped; a (query, video) pair given by
+    several sources keeps its highest level (:func:`keep_highest`: ties go to the log). Deterministic for a given
+    ``cfg.seed``; :func:`crops_ray.train.groups.write_groups_dataset` gives the same table from a samples folder of
+    any size without holding it.
+    """
+    cfg = cfg or GroupConfig()
+    check_sample_columns(samples.column_names, "build_groups")
+    return shuffled(query_groups(samples.select(GROUP_COLUMNS).to_pandas(), cfg))
 
 
 def write_groups(groups: pa.Table, out: str, rows_per_shard: int = GroupConfig.rows_per_shard) -> list[str]:
@@ -238,34 +262,45 @@ def write_groups(groups: pa.Table, out: str, rows_per_shard: int = GroupConfig.r
     return [f"{out.rstrip('/')}/{n}" for n in names]
 
 
+def samples_files(data: str) -> list[str] | None:
+    """The samples parquet files ``data`` names (a folder holding ``samples/``, a samples folder or file), their
+    columns checked, or None when ``data`` is a log folder (``search_log/`` + ``videos/``: its samples are
+    :func:`log_samples`)."""
+    import pyarrow.dataset as pads
+
+    fs, base = filesystem_and_path(data.rstrip("/"))
+    info = fs.get_file_info(base)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{data}: no such file or folder")
+    try:
+        if table_files(data, "search_log"):
+            return None
+    except LogSchemaError:
+        pass
+    try:
+        files = table_files(data, "samples")
+    except LogSchemaError:
+        files = storage.parquet_files(data) if info.type == pafs.FileType.Directory else [data]
+    if not files:
+        raise ValueError(
+            f"{data}: holds no parquet data (expected a log folder with search_log/ and videos/, or samples)"
+        )
+    try:
+        names = pads.dataset(files, format="parquet").schema.names
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ValueError(f"{data}: neither a log folder (search_log/, videos/) nor samples parquet ({exc})") from exc
+    check_sample_columns(names, f"{data}: neither a log folder (search_log/, videos/) nor samples")
+    return files
+
+
 def load_samples(data: str, levels: LevelConfig | None = None) -> tuple[pa.Table, str]:
     """Samples from ``data``: a log folder (``search_log/`` + ``videos/``: :func:`log_samples`), a folder holding
     ``samples/`` (the data engine's output), or a samples parquet folder/file itself. Returns (samples, what was read).
     """
-    fs, base = filesystem_and_path(data.rstrip("/"))
-    if fs.get_file_info(base).type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"{data}: no such file or folder")
-    try:
-        log_files = table_files(data, "search_log")
-    except LogSchemaError:
-        log_files = []
-    if log_files:
-        search_log = storage.read_table(log_files)
+    files = samples_files(data)
+    if files is None:
+        search_log = storage.read_table(table_files(data, "search_log"))
         videos = storage.read_table(table_files(data, "videos"))
         return log_samples(search_log, videos, levels), f"search log {data} ({search_log.num_rows:,} rows)"
-    try:
-        files = table_files(data, "samples")
-    except LogSchemaError:
-        files = [data]
-    try:
-        samples = storage.read_table(files)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise ValueError(f"{data}: neither a log folder (search_log/, videos/) nor samples parquet ({exc})") from exc
-    if samples.num_columns == 0:
-        raise ValueError(
-            f"{data}: holds no parquet data (expected a log folder with search_log/ and videos/, or samples)"
-        )
-    missing = [c for c in ("query", "video_id", "text", "level", "source") if c not in samples.column_names]
-    if missing:
-        raise ValueError(f"{data}: neither a log folder (search_log/, videos/) nor samples (columns {missing} missing)")
+    samples = storage.read_table(files)
     return samples, f"samples {data} ({samples.num_rows:,} rows)"

@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
     p.add_argument(
-        "--scale", default="small", choices=sorted(SCALES), help="tiny (tests), small (demo), large (millions of rows)"
+        "--scale",
+        default="small",
+        choices=sorted(SCALES),
+        help="tiny (tests), small (demo), medium (10x the demo's users: bench/scaling.py), large (millions of rows)",
     )
     p.add_argument("--seed", type=int, default=0)
     add_config_args(p, "WorldConfig (applied over the scale)")

@@ -21,12 +21,13 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray.config import add_config_args, load_config
-from crops_ray.hla import build_groups, load_samples, write_groups
+from crops_ray.hla import build_groups, load_samples, samples_files, write_groups
 from crops_ray.plumbing import model_path
 from crops_ray.report.markdown import key_value_table
 from crops_ray.runtime import init_ray
 from crops_ray.storage import check_output
 from crops_ray.train import DEFAULT_RUN_NAME, DOC_TOWERS, LOSSES, NonFiniteTrainingError, TrainJobConfig, train
+from crops_ray.train.groups import write_groups_dataset
 
 
 def format_summary(m: dict) -> str:
@@ -99,18 +100,21 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = job.train
         check_output(args.out, [args.data], replaces=False)
         model_path(cfg.model)  # a missing model fails now, not after the groups are built and Ray has started
-        samples, what = load_samples(args.data, job.levels)
-        groups = build_groups(samples, job.groups)
-        if groups.num_rows == 0:
-            raise ValueError(f"{args.data}: no labelled samples to train on")
-        os.makedirs(args.out, exist_ok=True)
         groups_dir = os.path.join(args.out, "groups")
-        write_groups(groups, groups_dir, job.groups.rows_per_shard)
-        print(
-            f"{what} -> {samples.num_rows:,} samples -> {groups.num_rows:,} training groups of up to "
-            f"{job.groups.group_size} candidates ({groups_dir})"
-        )
+        os.makedirs(args.out, exist_ok=True)
+        files = samples_files(args.data)
         init_ray()
+        if files is None:  # a log folder: its samples are the logged stages, built in memory
+            samples, what = load_samples(args.data, job.levels)
+            groups = build_groups(samples, job.groups)
+            if groups.num_rows == 0:
+                raise ValueError(f"{args.data}: no labelled samples to train on")
+            write_groups(groups, groups_dir, job.groups.rows_per_shard)
+            what, num_groups = f"{what} -> {samples.num_rows:,} samples", groups.num_rows
+        else:  # the data engine's samples, any size: grouped by Ray Data, never held by this process
+            num_groups = write_groups_dataset(files, groups_dir, job.groups)
+            what = f"samples {args.data} ({len(files)} file(s))"
+        print(f"{what} -> {num_groups:,} training groups of up to {job.groups.group_size} candidates ({groups_dir})")
         metrics = train(groups_dir, args.out, cfg, storage=args.storage, name=args.name)
     except (FileNotFoundError, ValueError, NonFiniteTrainingError) as exc:
         print(f"error: {exc}", file=sys.stderr)

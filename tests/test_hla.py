@@ -222,3 +222,37 @@ def test_load_samples_from_logs_and_from_samples(tiny_world, tmp_path):
         load_samples(str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="neither a log folder"):
         load_samples(os.path.join(tiny_world, "eval"))
+
+
+@pytest.mark.ray
+def test_ray_data_groups_equal_the_drivers_groups(tiny_world, tmp_path, ray_local):
+    """pipelines/train.py groups the engine's samples with Ray Data (the driver never holds them): the table it
+    writes is build_groups' table, row for row in the same seeded order, from samples split over several files."""
+    from crops_ray.train.groups import write_groups_dataset
+
+    samples, _ = load_samples(tiny_world)
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    third = samples.num_rows // 3 + 1
+    for i in range(3):
+        pq.write_table(samples.slice(i * third, third), folder / f"part-{i:05d}.parquet")
+    cfg = GroupConfig(group_size=4, seed=7, rows_per_shard=50)
+    written = write_groups_dataset(str(folder), str(tmp_path / "groups"), cfg)
+    files = sorted(str(p) for p in (tmp_path / "groups").glob("*.parquet"))
+    got = pa.concat_tables(pq.read_table(f) for f in files).cast(GROUPS_SCHEMA)
+    want = build_groups(samples, cfg)
+    assert written == want.num_rows == got.num_rows and len(files) > 1
+    assert got.equals(want)
+    negatives = tmp_path / "negatives"
+    negatives.mkdir()
+    pq.write_table(
+        samples.set_column(
+            samples.schema.get_field_index("level"),
+            "level",
+            pa.array([0] * samples.num_rows, samples.schema.field("level").type),
+        ),
+        negatives / "part-00000.parquet",
+    )
+    with pytest.raises(ValueError, match="no training examples"):
+        write_groups_dataset(str(negatives), str(tmp_path / "nothing"), cfg)
+    assert not (tmp_path / "nothing").exists()

@@ -11,8 +11,8 @@ import threading
 import time
 from dataclasses import asdict
 
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from crops_ray.hla import GROUPS_SCHEMA
 from crops_ray.plumbing import model_path
@@ -76,6 +76,19 @@ def _has_columns(fs, path: str) -> bool:
     return all(c in names for c in GROUPS_SCHEMA.names)
 
 
+def _count_groups(fs, path: str) -> tuple[int, int]:
+    """(groups, levels = highest level + 1) of the groups at ``path``, read batch by batch: the driver's memory
+    does not grow with the groups."""
+    import pyarrow.dataset as pads
+
+    rows, highest = 0, 0
+    for batch in pads.dataset(path, filesystem=fs, format="parquet").to_batches(columns=["levels"]):
+        rows += batch.num_rows
+        top = pc.max(pc.list_flatten(batch.column(0))).as_py()
+        highest = max(highest, top or 0)
+    return rows, highest + 1
+
+
 def _drain(queue, stop: threading.Event, progress, events: list) -> None:
     """Print the workers' progress lines; keep the structured events (a non-finite stop) in ``events``."""
     from ray.util.queue import Empty
@@ -120,7 +133,6 @@ def train(
     ``storage`` (default ``out/checkpoints``; a local path or a URI such as ``s3://bucket/runs``) and ``name``
     identify the run: the same pair resumes it. Ray must be initialised (``crops_ray.runtime.init_ray``).
     """
-    import pyarrow.compute as pc
     import ray
     import ray.data
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -131,16 +143,14 @@ def train(
     fs, path = filesystem_and_path(groups.rstrip("/"))
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{groups}: no such groups file or folder")
-    levels = pq.read_table(path, filesystem=fs, columns=["levels"]) if _has_columns(fs, path) else None
-    if levels is None:
+    if not _has_columns(fs, path):
         raise ValueError(
             f"{groups}: not a groups table {GROUPS_SCHEMA.names}; build it with crops_ray.hla.build_groups"
         )
-    if levels.num_rows == 0:
+    num_groups, num_levels = _count_groups(fs, path)
+    if num_groups == 0:
         raise ValueError(f"{groups}: no training groups")
-    total_steps, micro_per_epoch = plan_steps(levels.num_rows, cfg)
-    num_levels = int(pc.max(pc.list_flatten(levels["levels"])).as_py()) + 1
-    del levels
+    total_steps, micro_per_epoch = plan_steps(num_groups, cfg)
 
     model_path(cfg.model)  # fail here, with a clear message, on a model that is not there
     if cfg.doc_embeddings and "://" not in cfg.doc_embeddings:  # workers run in other working directories

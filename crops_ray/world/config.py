@@ -88,6 +88,9 @@ SCALES: dict[str, dict] = {
         shards=2,
     ),
     "small": dict(),
+    # the small world's catalog with 10x its users, so 10x its logs: bench/scaling.py measures how each stage's
+    # cost grows with the logs (a platform's logs grow with its users far faster than its catalog of queries)
+    "medium": dict(users=12_000, shards=8),
     "large": dict(
         videos_per_subtopic=400,
         distractors_per_subtopic=150,
