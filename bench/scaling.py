@@ -113,6 +113,54 @@ def _stage_segments(watch: MemoryWatch, memory: dict):
     return progress
 
 
+def _groups_steps(root: str, watch: MemoryWatch, seconds: dict, memory: dict, train_epoch: bool) -> tuple[int, int]:
+    """The training groups as pipelines/train.py builds them (Ray Data), one epoch of the demo's CroPS training on
+    them (query-side fine-tuning, H-InfoNCE), then the same groups built by the driver in memory (build_groups, the
+    experiment's path), last so that what the driver kept does not count against the steps before."""
+    from crops_ray.experiment import ExperimentConfig
+    from crops_ray.hla import build_groups, load_samples, samples_files, write_groups
+    from crops_ray.train import train
+    from crops_ray.train.groups import write_groups_dataset
+
+    gcfg = ExperimentConfig().groups
+    started = time.perf_counter()
+    num_groups = write_groups_dataset(samples_files(f"{root}/data"), f"{root}/crops/groups", gcfg)
+    seconds["groups"] = time.perf_counter() - started
+    memory["groups"] = watch.take()
+    if train_epoch:
+        tcfg = dataclasses.replace(ExperimentConfig().train, max_steps=0, epochs=1.0, checkpoint_every=10**6)
+        metrics = train(f"{root}/crops/groups", f"{root}/crops", tcfg)
+        seconds["train_epoch"], seconds["train_steps"] = metrics["wall_s"], metrics["steps"]
+        memory["train_epoch"] = watch.take()
+    started = time.perf_counter()
+    samples, _ = load_samples(f"{root}/data")
+    num_samples = samples.num_rows
+    write_groups(build_groups(samples, gcfg), f"{root}/groups-driver")
+    seconds["groups_driver"] = time.perf_counter() - started
+    memory["groups_driver"] = watch.take()
+    return num_groups, num_samples
+
+
+def redo_groups(scale: str, out: str) -> dict:
+    """Measure the groups steps again on a measured scale's data (after a change to grouping), in place."""
+    from crops_ray.runtime import init_ray
+
+    path = os.path.join(out, scale, "measured.json")
+    record = _load(path)
+    init_ray()
+    watch = MemoryWatch()
+    seconds, memory = {}, {"ray_start": watch.take()}
+    num_groups, _ = _groups_steps(os.path.join(out, scale), watch, seconds, memory, train_epoch=False)
+    watch.close()
+    record["work"]["groups"] = num_groups
+    for step in ("groups", "groups_driver"):
+        record["seconds"][step] = round(seconds[step], 2)
+        record["memory_mb"][step] = memory[step]
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)
+    return record
+
+
 def measure_one(scale: str, out: str, seed: int, llm_queries: int) -> dict:
     """Generate the ``scale`` world, then validate, build_data and one training epoch over it, timed and watched.
 
@@ -120,11 +168,7 @@ def measure_one(scale: str, out: str, seed: int, llm_queries: int) -> dict:
     """
     from crops_ray.config import from_dict, read_yaml
     from crops_ray.engine.build import EngineConfig, build_data
-    from crops_ray.experiment import ExperimentConfig
-    from crops_ray.hla import build_groups, load_samples, samples_files, write_groups
     from crops_ray.runtime import init_ray
-    from crops_ray.train import train
-    from crops_ray.train.groups import write_groups_dataset
     from crops_ray.validate import validate_logs
     from crops_ray.world.generator import generate_world, world_config
 
@@ -155,24 +199,7 @@ def measure_one(scale: str, out: str, seed: int, llm_queries: int) -> dict:
         if name != "total":
             seconds[name] = s
 
-    # The training groups as pipelines/train.py builds them (Ray Data), one epoch of the demo's CroPS training on
-    # them (query-side fine-tuning, H-InfoNCE), then the same groups built by the driver in memory (build_groups,
-    # the experiment's path), last so that what the driver kept does not count against the steps before.
-    gcfg = ExperimentConfig().groups
-    started = time.perf_counter()
-    num_groups = write_groups_dataset(samples_files(f"{root}/data"), f"{root}/crops/groups", gcfg)
-    seconds["groups"] = time.perf_counter() - started
-    memory["groups"] = watch.take()
-    tcfg = dataclasses.replace(ExperimentConfig().train, max_steps=0, epochs=1.0, checkpoint_every=10**6)
-    metrics = train(f"{root}/crops/groups", f"{root}/crops", tcfg)
-    seconds["train_epoch"] = metrics["wall_s"]
-    memory["train_epoch"] = watch.take()
-    started = time.perf_counter()
-    samples, _ = load_samples(f"{root}/data")
-    num_samples = samples.num_rows
-    write_groups(build_groups(samples, gcfg), f"{root}/groups-driver")
-    seconds["groups_driver"] = time.perf_counter() - started
-    memory["groups_driver"] = watch.take()
+    num_groups, num_samples = _groups_steps(root, watch, seconds, memory, train_epoch=True)
     watch.close()
 
     record = {
@@ -187,7 +214,7 @@ def measure_one(scale: str, out: str, seed: int, llm_queries: int) -> dict:
             "llm_prompts": stats["llm"]["calls"],
             "samples": num_samples,
             "groups": num_groups,
-            "train_steps": metrics["steps"],
+            "train_steps": seconds.pop("train_steps"),
         },
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "memory_mb": memory,
@@ -508,6 +535,7 @@ def main(argv=None) -> str | None:
     one.add_argument("--out", required=True)
     one.add_argument("--seed", type=int, default=0)
     one.add_argument("--llm-queries", type=int, default=40)
+    one.add_argument("--redo-groups", action="store_true", help="measure only the groups steps again, in place")
     pl = sub.add_parser("plan", help="the measured growth and the hours per stage at the paper's scale")
     pl.add_argument("--measured", default="runs/scaling", help="the folder `measure` wrote")
     pl.add_argument("--synthetic-positives", type=float, default=35e6, help="the paper: 35 M")
@@ -535,7 +563,10 @@ def main(argv=None) -> str | None:
     if args.command == "measure":
         return measure(args)
     if args.command == "one":
-        measure_one(args.scale, args.out, args.seed, args.llm_queries)
+        if args.redo_groups:
+            redo_groups(args.scale, args.out)
+        else:
+            measure_one(args.scale, args.out, args.seed, args.llm_queries)
         return None
     records = load_records(args.measured)
     rates = measured(os.path.join(args.measured, records[-1]["scale"]))

@@ -19,8 +19,9 @@ How a query's ``n`` candidates become examples (:class:`GroupConfig`): ``max(#an
 examples, at most ``max_examples_per_query``, where the anchors (the candidates at the query's highest level)
 take turns; each anchor's companions are drawn without replacement with weight ``level_preference ** level``,
 so the higher levels are kept and the lower ones still appear.
-The rows are shuffled (seeded: each example's place is a hash of seed, query and example number,
-:func:`example_order`) so a batch mixes queries.
+The rows are shuffled (seeded) so a batch mixes queries: the samples are split by a hash of the query into
+buckets of about :attr:`GroupConfig.samples_per_bucket` samples, and each bucket's examples are ordered by a hash
+of seed, query and example number (:func:`example_order`); the buckets follow each other.
 
 ``sources`` keeps where each candidate came from, which is what the DPR baseline needs: training with
 ``loss="infonce"`` keeps only the search-log candidates (sources in :data:`crops_ray.schema.STAGES`), labels the
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from crops_ray import storage
@@ -91,6 +93,9 @@ class GroupConfig:
     level_preference: float = 2.0  # companion sampling weight = level_preference ** level (1.0: uniform)
     seed: int = 0
     rows_per_shard: int = 100_000  # examples per output parquet file
+    # Samples are split by a hash of their query into ceil(samples / samples_per_bucket) buckets, each grouped
+    # and shuffled on its own (by one Ray Data task on a team's logs): what one task holds is bounded.
+    samples_per_bucket: int = 500_000
 
     def __post_init__(self) -> None:
         if self.group_size < 1:
@@ -99,6 +104,8 @@ class GroupConfig:
             raise ValueError(f"GroupConfig.max_examples_per_query must be >= 1, got {self.max_examples_per_query}")
         if not self.level_preference > 0:
             raise ValueError(f"GroupConfig.level_preference must be > 0, got {self.level_preference}")
+        if self.samples_per_bucket < 1:
+            raise ValueError(f"GroupConfig.samples_per_bucket must be >= 1, got {self.samples_per_bucket}")
         if self.rows_per_shard < 1:
             raise ValueError(f"GroupConfig.rows_per_shard must be >= 1, got {self.rows_per_shard}")
 
@@ -201,14 +208,25 @@ def check_sample_columns(names: list[str], where: str) -> None:
 
 
 def example_order(seed: int, query: str, example: int) -> int:
-    """Where an example goes in the shuffled groups: a seeded hash of (query, example number), so the order of the
-    whole table is decided per example, without the table (the Ray Data path sorts by it, as the driver does)."""
+    """Where an example goes within its bucket: a seeded hash of (query, example number)."""
     return stable_hash(f"{seed}\x1f{query}\x1f{example}")
 
 
+def num_buckets(num_samples: int, cfg: GroupConfig) -> int:
+    """How many query buckets ``num_samples`` input samples are grouped in (:attr:`GroupConfig.samples_per_bucket`)."""
+    return max(1, math.ceil(num_samples / cfg.samples_per_bucket))
+
+
+def query_buckets(queries: pa.Array, buckets: int) -> np.ndarray:
+    """The bucket of each query (a hash of the query alone, so every sample of a query lands in the same one)."""
+    unique = pc.unique(queries)
+    codes = np.array([stable_hash(q) % buckets for q in unique.to_pylist()], dtype=np.int64)
+    return codes[pc.index_in(queries, value_set=unique).to_numpy(zero_copy_only=False)]
+
+
 def query_groups(df: pd.DataFrame, cfg: GroupConfig) -> pa.Table:
-    """The training examples of the samples in ``df`` (any number of whole queries), unordered, with the
-    columns of :data:`GROUPS_SCHEMA` plus ``order`` (:func:`example_order`). The one rule both paths share."""
+    """The training examples of the samples in ``df`` (any number of whole queries) in their seeded order: sorted by
+    :func:`example_order`, so a batch mixes queries. The one rule both paths share (one bucket at a time)."""
     df = df.dropna(subset=["query", "video_id", "text", "level"])
     df = df[df["level"] > IN_BATCH_LEVEL]
     df = keep_highest(df)
@@ -218,7 +236,8 @@ def query_groups(df: pd.DataFrame, cfg: GroupConfig) -> pa.Table:
     texts, vids, sources = (df[c].to_numpy(object) for c in ("text", "video_id", "source"))
     starts = np.flatnonzero(np.r_[True, queries[1:] != queries[:-1]]) if len(df) else np.zeros(0, np.int64)
     ends = np.r_[starts[1:], len(df)]
-    rows: dict[str, list] = {name: [] for name in [*GROUPS_SCHEMA.names, "order"]}
+    rows: dict[str, list] = {name: [] for name in GROUPS_SCHEMA.names}
+    order: list[int] = []
     for start, end in zip(starts.tolist(), ends.tolist()):
         query = queries[start]
         rng = np.random.default_rng([cfg.seed, stable_hash(query)])
@@ -229,25 +248,26 @@ def query_groups(df: pd.DataFrame, cfg: GroupConfig) -> pa.Table:
             rows["video_ids"].append(vids[idx].tolist())
             rows["levels"].append(levels[idx].tolist())
             rows["sources"].append(sources[idx].tolist())
-            rows["order"].append(example_order(cfg.seed, query, e))
-    return pa.table(rows, schema=GROUPS_SCHEMA.append(pa.field("order", pa.int64())))
-
-
-def shuffled(groups: pa.Table) -> pa.Table:
-    """``query_groups`` output in its seeded order (a batch then mixes queries), without the ``order`` column."""
-    return groups.sort_by([("order", "ascending"), ("query", "ascending")]).drop_columns(["order"])
+            order.append(example_order(cfg.seed, query, e))
+    table = pa.table(rows, schema=GROUPS_SCHEMA)
+    return table.take(pa.array(np.argsort(np.array(order, dtype=np.int64), kind="stable"), pa.int64()))
 
 
 def build_groups(samples: pa.Table, cfg: GroupConfig | None = None) -> pa.Table:
     """Training examples (:data:`GROUPS_SCHEMA`) from samples (:data:`SAMPLES_SCHEMA`) held in memory; see the
     section docstring. Samples at level 0 and samples without text are skipped; a (query, video) pair given by
     several sources keeps its highest level (:func:`keep_highest`: ties go to the log). Deterministic for a given
-    ``cfg.seed``; :func:`crops_ray.train.groups.write_groups_dataset` gives the same table from a samples folder of
-    any size without holding it.
+    ``cfg.seed``: the buckets in turn (:func:`query_buckets`), each in its seeded order.
+    :func:`crops_ray.train.groups.write_groups_dataset` writes the same table from a samples folder of any size
+    without holding it.
     """
     cfg = cfg or GroupConfig()
     check_sample_columns(samples.column_names, "build_groups")
-    return shuffled(query_groups(samples.select(GROUP_COLUMNS).to_pandas(), cfg))
+    samples = samples.select(GROUP_COLUMNS)
+    buckets = num_buckets(samples.num_rows, cfg)
+    of = query_buckets(samples["query"], buckets) if samples.num_rows else np.zeros(0, np.int64)
+    tables = [query_groups(samples.filter(pa.array(of == b)).to_pandas(), cfg) for b in range(buckets)]
+    return pa.concat_tables(tables)
 
 
 def write_groups(groups: pa.Table, out: str, rows_per_shard: int = GroupConfig.rows_per_shard) -> list[str]:

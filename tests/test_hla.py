@@ -226,8 +226,9 @@ def test_load_samples_from_logs_and_from_samples(tiny_world, tmp_path):
 
 @pytest.mark.ray
 def test_ray_data_groups_equal_the_drivers_groups(tiny_world, tmp_path, ray_local):
-    """pipelines/train.py groups the engine's samples with Ray Data (the driver never holds them): the table it
-    writes is build_groups' table, row for row in the same seeded order, from samples split over several files."""
+    """pipelines/train.py groups the engine's samples with Ray Data (the driver never holds them): the files it
+    writes, in name order, are build_groups' table row for row, from samples split over several files and grouped
+    in several query buckets."""
     from crops_ray.train.groups import write_groups_dataset
 
     samples, _ = load_samples(tiny_world)
@@ -236,12 +237,13 @@ def test_ray_data_groups_equal_the_drivers_groups(tiny_world, tmp_path, ray_loca
     third = samples.num_rows // 3 + 1
     for i in range(3):
         pq.write_table(samples.slice(i * third, third), folder / f"part-{i:05d}.parquet")
-    cfg = GroupConfig(group_size=4, seed=7, rows_per_shard=50)
+    cfg = GroupConfig(group_size=4, seed=7, rows_per_shard=500, samples_per_bucket=samples.num_rows // 4)
     written = write_groups_dataset(str(folder), str(tmp_path / "groups"), cfg)
     files = sorted(str(p) for p in (tmp_path / "groups").glob("*.parquet"))
     got = pa.concat_tables(pq.read_table(f) for f in files).cast(GROUPS_SCHEMA)
     want = build_groups(samples, cfg)
-    assert written == want.num_rows == got.num_rows and len(files) > 1
+    assert written == want.num_rows == got.num_rows and len(files) > 4  # 4 or 5 buckets, some over 500 rows
+    assert want.group_by("query").aggregate([]).num_rows == samples.group_by("query").aggregate([]).num_rows
     assert got.equals(want)
     negatives = tmp_path / "negatives"
     negatives.mkdir()

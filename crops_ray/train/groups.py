@@ -2,17 +2,35 @@
 
 :func:`crops_ray.hla.build_groups` groups samples held in memory (the experiment's per-method sample sets); on a
 team's logs the samples grow with the logs, so :func:`write_groups_dataset` runs the same rule as a Ray Data job:
-one shuffle by query (``groupby``), :func:`crops_ray.hla.query_groups` on each query, one sort by
-:func:`crops_ray.hla.example_order` (the seeded place of each example), written in that order. The table it writes
-is the table ``build_groups`` returns for the same samples and seed (a test compares them).
+each sample gets its query's bucket (:func:`crops_ray.hla.query_buckets`), one shuffle brings each bucket to one
+task (``groupby``), which builds and orders its examples (:func:`crops_ray.hla.query_groups`) and writes them as
+``part-BBBBB-SSS.parquet``. The files in name order are the table ``build_groups`` returns for the same samples and
+seed (a test compares them); one task holds one bucket, about ``GroupConfig.samples_per_bucket`` samples.
 """
 
 from __future__ import annotations
 
 import os
 
+import pandas as pd
+import pyarrow as pa
+
 from crops_ray import storage
-from crops_ray.hla import GROUP_COLUMNS, GroupConfig, check_sample_columns, query_groups
+from crops_ray.hla import GROUP_COLUMNS, GroupConfig, check_sample_columns, num_buckets, query_buckets, query_groups
+from crops_ray.schema import count_rows
+
+
+def _with_bucket(batch: pa.Table, buckets: int) -> pa.Table:
+    return batch.append_column("bucket", pa.array(query_buckets(batch["query"], buckets), pa.int64()))
+
+
+def _write_bucket(df: pd.DataFrame, cfg: GroupConfig, root: str) -> pd.DataFrame:
+    """One bucket's examples, ordered, as ``root/part-BBBBB-SSS.parquet`` (the same names on a retry)."""
+    bucket = int(df["bucket"].iat[0])
+    groups = query_groups(df.drop(columns="bucket"), cfg)
+    for shard, start in enumerate(range(0, groups.num_rows, cfg.rows_per_shard)):
+        storage.write_table(groups.slice(start, cfg.rows_per_shard), f"{root}/part-{bucket:05d}-{shard:03d}.parquet")
+    return pd.DataFrame({"bucket": [bucket], "groups": [groups.num_rows]})
 
 
 def write_groups_dataset(samples: str | list[str], out: str, cfg: GroupConfig | None = None, num_cpus: float = 0.5):
@@ -26,25 +44,22 @@ def write_groups_dataset(samples: str | list[str], out: str, cfg: GroupConfig | 
     if not files:
         raise FileNotFoundError(f"{samples}: no samples parquet")
     check_sample_columns(pads.dataset(files, format="parquet").schema.names, str(samples))
+    buckets = num_buckets(count_rows(files), cfg)
     paths = [f if "://" in f else os.path.abspath(f) for f in files]
-    ds = (
-        ray.data.read_parquet(paths)
-        .select_columns(GROUP_COLUMNS)
-        .groupby("query")
-        .map_groups(query_groups, batch_format="pandas", fn_kwargs={"cfg": cfg}, num_cpus=num_cpus)
-        .sort(["order", "query"])
-        .drop_columns(["order"])
-    )
-    ctx = ray.data.DataContext.get_current()
-    previous = ctx.execution_options.preserve_order
-    ctx.execution_options.preserve_order = True  # files named by task index, in the sorted order
-    try:
-        with storage.Output(out) as root:
-            ds.write_parquet(root, min_rows_per_file=cfg.rows_per_shard)
-            written = storage.parquet_files(root)
-            rows = pads.dataset(written, format="parquet").count_rows() if written else 0
-            if rows == 0:
-                raise ValueError(f"{samples}: no training examples (were the samples empty or all level 0?)")
-    finally:
-        ctx.execution_options.preserve_order = previous
-    return rows
+    with storage.Output(out) as root:
+        written = (
+            ray.data.read_parquet(paths)
+            .select_columns(GROUP_COLUMNS)
+            .map_batches(_with_bucket, batch_format="pyarrow", fn_kwargs={"buckets": buckets}, num_cpus=num_cpus)
+            .groupby("bucket")
+            .map_groups(
+                _write_bucket,
+                batch_format="pandas",
+                fn_kwargs={"cfg": cfg, "root": root if "://" in root else os.path.abspath(root)},
+                num_cpus=num_cpus,
+            )
+            .sum("groups")
+        )
+        if not written:
+            raise ValueError(f"{samples}: no training examples (were the samples empty or all level 0?)")
+    return int(written)
