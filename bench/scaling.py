@@ -141,21 +141,41 @@ def _groups_steps(root: str, watch: MemoryWatch, seconds: dict, memory: dict, tr
     return num_groups, num_samples
 
 
-def redo_groups(scale: str, out: str) -> dict:
-    """Measure the groups steps again on a measured scale's data (after a change to grouping), in place."""
+def _engine_step(root: str, watch: MemoryWatch, seconds: dict, memory: dict, llm_queries: int) -> dict:
+    """build_data over the validated logs, stage by stage (configs/engine.yaml, P3 on ``llm_queries`` queries)."""
+    from crops_ray.config import from_dict, read_yaml
+    from crops_ray.engine.build import EngineConfig, build_data
+
+    cfg = from_dict(EngineConfig, read_yaml(os.path.join(REPO, "configs", "engine.yaml")))
+    cfg.world_knowledge.max_queries = llm_queries
+    stats = build_data(f"{root}/validated", f"{root}/data", cfg, progress=_stage_segments(watch, memory))
+    seconds.update({name: s for name, s in stats["seconds"].items() if name != "total"})
+    return stats
+
+
+def redo(scale: str, out: str, steps: list[str], llm_queries: int) -> dict:
+    """Measure some steps again on a measured scale's logs (after a change to them), in place: ``engine``
+    (build_data's stages, then the groups, which read its samples) or ``groups`` alone."""
     from crops_ray.runtime import init_ray
 
-    path = os.path.join(out, scale, "measured.json")
+    root, path = os.path.join(out, scale), os.path.join(out, scale, "measured.json")
     record = _load(path)
     init_ray()
     watch = MemoryWatch()
-    seconds, memory = {}, {"ray_start": watch.take()}
-    num_groups, _ = _groups_steps(os.path.join(out, scale), watch, seconds, memory, train_epoch=False)
+    seconds: dict = {}
+    memory: dict = {"ray_start": watch.take()}
+    if "engine" in steps:
+        stats = _engine_step(root, watch, seconds, memory, llm_queries)
+        record["work"]["pairs_scored"] = stats["discriminator"]["mined_pairs_scored"]
+        record["work"]["llm_prompts"] = stats["llm"]["calls"]
+    num_groups, num_samples = _groups_steps(root, watch, seconds, memory, train_epoch=False)
     watch.close()
-    record["work"]["groups"] = num_groups
-    for step in ("groups", "groups_driver"):
-        record["seconds"][step] = round(seconds[step], 2)
+    record["work"].update(groups=num_groups, samples=num_samples)
+    for step, value in seconds.items():
+        record["seconds"][step] = round(value, 2)
         record["memory_mb"][step] = memory[step]
+    record["redone"] = sorted(set(record.get("redone", [])) | set(seconds))
+    record["load_before_redo"] = os.getloadavg()[0]
     with open(path, "w") as f:
         json.dump(record, f, indent=2)
     return record
@@ -166,8 +186,6 @@ def measure_one(scale: str, out: str, seed: int, llm_queries: int) -> dict:
 
     Writes OUT/SCALE/{world,validated,data,crops} and OUT/SCALE/measured.json; returns the record.
     """
-    from crops_ray.config import from_dict, read_yaml
-    from crops_ray.engine.build import EngineConfig, build_data
     from crops_ray.runtime import init_ray
     from crops_ray.validate import validate_logs
     from crops_ray.world.generator import generate_world, world_config
@@ -192,13 +210,7 @@ def measure_one(scale: str, out: str, seed: int, llm_queries: int) -> dict:
     memory["validate"] = watch.take()
     rows = {t: s.rows_in for t, s in summaries.items()}
 
-    cfg = from_dict(EngineConfig, read_yaml(os.path.join(REPO, "configs", "engine.yaml")))
-    cfg.world_knowledge.max_queries = llm_queries
-    stats = build_data(f"{root}/validated", f"{root}/data", cfg, progress=_stage_segments(watch, memory))
-    for name, s in stats["seconds"].items():
-        if name != "total":
-            seconds[name] = s
-
+    stats = _engine_step(root, watch, seconds, memory, llm_queries)
     num_groups, num_samples = _groups_steps(root, watch, seconds, memory, train_epoch=True)
     watch.close()
 
@@ -535,7 +547,7 @@ def main(argv=None) -> str | None:
     one.add_argument("--out", required=True)
     one.add_argument("--seed", type=int, default=0)
     one.add_argument("--llm-queries", type=int, default=40)
-    one.add_argument("--redo-groups", action="store_true", help="measure only the groups steps again, in place")
+    one.add_argument("--redo", help="comma-separated: engine (build_data, then the groups) or groups; in place")
     pl = sub.add_parser("plan", help="the measured growth and the hours per stage at the paper's scale")
     pl.add_argument("--measured", default="runs/scaling", help="the folder `measure` wrote")
     pl.add_argument("--synthetic-positives", type=float, default=35e6, help="the paper: 35 M")
@@ -563,8 +575,8 @@ def main(argv=None) -> str | None:
     if args.command == "measure":
         return measure(args)
     if args.command == "one":
-        if args.redo_groups:
-            redo_groups(args.scale, args.out)
+        if args.redo:
+            redo(args.scale, args.out, args.redo.split(","), args.llm_queries)
         else:
             measure_one(args.scale, args.out, args.seed, args.llm_queries)
         return None
