@@ -128,6 +128,7 @@ def _groups_steps(root: str, watch: MemoryWatch, seconds: dict, memory: dict, tr
     seconds["groups"] = time.perf_counter() - started
     memory["groups"] = watch.take()
     if train_epoch:
+        shutil.rmtree(f"{root}/crops/checkpoints", ignore_errors=True)  # a run there would be resumed, not measured
         tcfg = dataclasses.replace(ExperimentConfig().train, max_steps=0, epochs=1.0, checkpoint_every=10**6)
         metrics = train(f"{root}/crops/groups", f"{root}/crops", tcfg)
         seconds["train_epoch"], seconds["train_steps"] = metrics["wall_s"], metrics["steps"]
@@ -155,7 +156,7 @@ def _engine_step(root: str, watch: MemoryWatch, seconds: dict, memory: dict, llm
 
 def redo(scale: str, out: str, steps: list[str], llm_queries: int) -> dict:
     """Measure some steps again on a measured scale's logs (after a change to them), in place: ``engine``
-    (build_data's stages, then the groups, which read its samples) or ``groups`` alone."""
+    (build_data's stages), then always the groups (they read its samples), and ``train`` (the epoch)."""
     from crops_ray.runtime import init_ray
 
     root, path = os.path.join(out, scale), os.path.join(out, scale, "measured.json")
@@ -168,9 +169,11 @@ def redo(scale: str, out: str, steps: list[str], llm_queries: int) -> dict:
         stats = _engine_step(root, watch, seconds, memory, llm_queries)
         record["work"]["pairs_scored"] = stats["discriminator"]["mined_pairs_scored"]
         record["work"]["llm_prompts"] = stats["llm"]["calls"]
-    num_groups, num_samples = _groups_steps(root, watch, seconds, memory, train_epoch=False)
+    num_groups, num_samples = _groups_steps(root, watch, seconds, memory, train_epoch="train" in steps)
     watch.close()
     record["work"].update(groups=num_groups, samples=num_samples)
+    if "train_steps" in seconds:
+        record["work"]["train_steps"] = seconds.pop("train_steps")
     for step, value in seconds.items():
         record["seconds"][step] = round(value, 2)
         record["memory_mb"][step] = memory[step]
@@ -547,7 +550,7 @@ def main(argv=None) -> str | None:
     one.add_argument("--out", required=True)
     one.add_argument("--seed", type=int, default=0)
     one.add_argument("--llm-queries", type=int, default=40)
-    one.add_argument("--redo", help="comma-separated: engine (build_data, then the groups) or groups; in place")
+    one.add_argument("--redo", help="comma-separated: engine, groups, train; measured again in place")
     pl = sub.add_parser("plan", help="the measured growth and the hours per stage at the paper's scale")
     pl.add_argument("--measured", default="runs/scaling", help="the folder `measure` wrote")
     pl.add_argument("--synthetic-positives", type=float, default=35e6, help="the paper: 35 M")
