@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--logs", help="your log folder instead of the generated world")
-    p.add_argument("--scale", default="small", help="world scale: tiny, small, large")
+    p.add_argument("--scale", default="small", help="world scale: tiny, small, medium, large")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (world and training); 3 give mean and spread")
     p.add_argument("--ablations", action="store_true", help="add crops_p1, crops_p2, crops_p3, crops_binary")
     p.add_argument(
