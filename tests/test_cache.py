@@ -75,3 +75,26 @@ def test_a_corpus_copied_elsewhere_keeps_its_embedding_cache_entry(tmp_path):
     assert first == copy
     pq.write_table(table.slice(0, 1), tmp_path / "w2" / "videos" / "part-0.parquet")
     assert doc_tower_fingerprint(model, [str(tmp_path / "w2" / "videos" / "part-0.parquet")]) != first
+
+
+def test_a_cached_calibration_follows_its_weights_to_a_new_install(tmp_path):
+    """A zero-shot calibration records its model's folder; after the virtual environment is rebuilt elsewhere (a
+    new checkout) the entry, keyed by the weights' content, is used with the weights where they are now, not an error
+    about the old folder."""
+    from crops_ray.discriminator import load_or_fit_calibration
+    from crops_ray.discriminator.calibration import calibrated_weights
+    from crops_ray.encoder import shallow_copy
+
+    model = shallow_copy("minilm", str(tmp_path / "venv-1" / "minilm-1l"), num_layers=1)
+    cache = str(tmp_path / "cache")
+    cfg = DiscriminatorConfig(model=model, calibration_pairs=120, cache_dir=cache)
+    first = load_or_fit_calibration(cfg, progress=lambda *_: None)
+    assert first.model == model
+    moved = str(shutil.move(os.path.dirname(model), tmp_path / "venv-2") / "minilm-1l")
+    said = []
+    again = load_or_fit_calibration(
+        DiscriminatorConfig(model=moved, calibration_pairs=120, cache_dir=cache), progress=said.append
+    )
+    assert not said  # the cached entry, not a new fit
+    assert (again.a, again.b) == (first.a, first.b) and again.model == moved
+    assert calibrated_weights(again, cfg) == moved

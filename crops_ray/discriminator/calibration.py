@@ -250,7 +250,10 @@ def load_or_fit_calibration(cfg: DiscriminatorConfig, alpha: float = 0.6, progre
 def _cached_or_fitted(cfg: DiscriminatorConfig, cached: str, alpha: float, key: str, progress) -> Calibration:
     if os.path.exists(cached):
         cal = Calibration.load(cached)
-        if not cfg.fine_tune or os.path.exists(os.path.join(cal.model, "config.json")):
+        if os.path.exists(os.path.join(cal.model, "config.json")):
+            return cal
+        if not cfg.fine_tune:  # the key holds these weights' fingerprint: the same weights, installed elsewhere now
+            cal.model = model_path(cfg.model)  # (a new virtual environment, another checkout)
             return cal
     from crops_ray.world.generator import generate_world, world_config
     from crops_ray.world.labelled_pairs import world_labelled_pairs
