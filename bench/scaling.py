@@ -6,12 +6,13 @@
 ``measure`` runs, for each world scale in its own process (its own local Ray, so each driver's memory is its
 own): the world's generation (not part of the system; timed apart), ``validate``, ``build_data`` stage by stage
 (configs/engine.yaml; P3 prompts a fixed number of queries at every scale, ``--llm-queries``, since its cost is set
-by the prompts, not the logs) and one epoch of the demo's CroPS training (the driver's grouping of the samples,
-then Ray Train). Each step records its seconds and the peak resident memory of the driver, of Ray's workers (in
-all and the largest) and of Ray's own processes, sampled every 0.2 s. medium is small's catalog with 10x its
-users (so about 10x its logs). ``plan`` prints how each stage's seconds per million log rows move from small to
-medium (the target: flat within 1.5x) and where the driver's memory grows, then the hours per stage at the
-paper's scale, extrapolated from the largest measured scale's per-core rates.
+by the prompts, not the logs), the training groups on Ray Data (pipelines/train.py's path), one epoch of the demo's
+CroPS training on them, and the same groups built by the driver in memory (the experiment's path). Each step
+records its seconds and the peak resident memory of the driver, of Ray's workers (in all and the largest) and of
+Ray's own processes, sampled every 0.2 s. medium is small's catalog with 10x its users (so about 10x its logs).
+``plan`` prints how each stage's seconds per million log rows move from small to medium (the target: flat within
+1.5x) and where the driver's memory grows, then the hours per stage at the paper's scale, extrapolated from the
+largest measured scale's per-core rates.
 
 GPU throughput was not measured (no GPU was lent to the sessions that built this): GPU-hours are the measured
 per-core CPU throughput times an assumed GPU/core speed-up per stage (``--gpu-speedup-*``), printed as such.
@@ -113,33 +114,35 @@ def _stage_segments(watch: MemoryWatch, memory: dict):
     return progress
 
 
-def _groups_steps(root: str, watch: MemoryWatch, seconds: dict, memory: dict, train_epoch: bool) -> tuple[int, int]:
+def _groups_steps(root: str, watch: MemoryWatch, seconds: dict, memory: dict, train_epoch: bool) -> dict:
     """The training groups as pipelines/train.py builds them (Ray Data), one epoch of the demo's CroPS training on
     them (query-side fine-tuning, H-InfoNCE), then the same groups built by the driver in memory (build_groups, the
-    experiment's path), last so that what the driver kept does not count against the steps before."""
+    experiment's path), last so that what the driver kept does not count against the steps before. Returns the
+    work done: groups, samples and (with ``train_epoch``) training steps."""
     from crops_ray.experiment import ExperimentConfig
     from crops_ray.hla import build_groups, load_samples, samples_files, write_groups
     from crops_ray.train import train
     from crops_ray.train.groups import write_groups_dataset
 
     gcfg = ExperimentConfig().groups
+    work: dict[str, int] = {}
     started = time.perf_counter()
-    num_groups = write_groups_dataset(samples_files(f"{root}/data"), f"{root}/crops/groups", gcfg)
+    work["groups"] = write_groups_dataset(samples_files(f"{root}/data"), f"{root}/crops/groups", gcfg)
     seconds["groups"] = time.perf_counter() - started
     memory["groups"] = watch.take()
     if train_epoch:
         shutil.rmtree(f"{root}/crops/checkpoints", ignore_errors=True)  # a run there would be resumed, not measured
         tcfg = dataclasses.replace(ExperimentConfig().train, max_steps=0, epochs=1.0, checkpoint_every=10**6)
         metrics = train(f"{root}/crops/groups", f"{root}/crops", tcfg)
-        seconds["train_epoch"], seconds["train_steps"] = metrics["wall_s"], metrics["steps"]
+        seconds["train_epoch"], work["train_steps"] = metrics["wall_s"], metrics["steps"]
         memory["train_epoch"] = watch.take()
     started = time.perf_counter()
     samples, _ = load_samples(f"{root}/data")
-    num_samples = samples.num_rows
+    work["samples"] = samples.num_rows
     write_groups(build_groups(samples, gcfg), f"{root}/groups-driver")
     seconds["groups_driver"] = time.perf_counter() - started
     memory["groups_driver"] = watch.take()
-    return num_groups, num_samples
+    return work
 
 
 def _engine_step(root: str, watch: MemoryWatch, seconds: dict, memory: dict, llm_queries: int) -> dict:
@@ -169,11 +172,8 @@ def redo(scale: str, out: str, steps: list[str], llm_queries: int) -> dict:
         stats = _engine_step(root, watch, seconds, memory, llm_queries)
         record["work"]["pairs_scored"] = stats["discriminator"]["mined_pairs_scored"]
         record["work"]["llm_prompts"] = stats["llm"]["calls"]
-    num_groups, num_samples = _groups_steps(root, watch, seconds, memory, train_epoch="train" in steps)
+    record["work"].update(_groups_steps(root, watch, seconds, memory, train_epoch="train" in steps))
     watch.close()
-    record["work"].update(groups=num_groups, samples=num_samples)
-    if "train_steps" in seconds:
-        record["work"]["train_steps"] = seconds.pop("train_steps")
     for step, value in seconds.items():
         record["seconds"][step] = round(value, 2)
         record["memory_mb"][step] = memory[step]
@@ -214,7 +214,7 @@ def measure_one(scale: str, out: str, seed: int, llm_queries: int) -> dict:
     rows = {t: s.rows_in for t, s in summaries.items()}
 
     stats = _engine_step(root, watch, seconds, memory, llm_queries)
-    num_groups, num_samples = _groups_steps(root, watch, seconds, memory, train_epoch=True)
+    work = _groups_steps(root, watch, seconds, memory, train_epoch=True)
     watch.close()
 
     record = {
@@ -227,9 +227,7 @@ def measure_one(scale: str, out: str, seed: int, llm_queries: int) -> dict:
         "work": {
             "pairs_scored": stats["discriminator"]["mined_pairs_scored"],
             "llm_prompts": stats["llm"]["calls"],
-            "samples": num_samples,
-            "groups": num_groups,
-            "train_steps": seconds.pop("train_steps"),
+            **work,
         },
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "memory_mb": memory,
