@@ -11,7 +11,10 @@ and level 0 elsewhere; ``cross_entropy`` gets ``target = i*K``.  Two kinds of sc
 Each row is run with ``torch.set_num_threads`` at each of ``--threads``.  Both losses are timed
 interleaved in this process (the machine may be shared): the median of several repeats after a warm-up,
 bounded in wall time per row; small shapes get more repeats.  Only the ratio is meant to be compared
-across runs.  Prints the load average before and after, and one markdown table.
+across runs.  Each row also counts the ATen operations one forward + backward dispatches (a
+``TorchDispatchMode``): on CPU each costs a few microseconds whatever its size, so at small B that count,
+not the arithmetic, sets the time (B = 8 is all fixed cost).  Prints the load average before and after,
+and one markdown table.
 
     .venv/bin/python bench/loss.py [--threads 1,2] [--batch-sizes 64,256,1024] [--k 8] [--repeats 20]
 """
@@ -27,10 +30,11 @@ import time
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from crops_ray.losses import DEFAULT_TEMPERATURE, h_infonce
 
-BATCH_SIZES = "64,256,1024"
+BATCH_SIZES = "8,64,256,1024"
 THREADS = "1,2"
 CANDIDATES_PER_QUERY = 8
 SCORE_KINDS = {"cosine": (-1.0, 1.0), "dot": (50.0, 200.0)}  # uniform ranges
@@ -91,19 +95,35 @@ def time_pair(steps, scores, device, repeats: int, budget_s: float) -> list[floa
     return [statistics.median(ts) for ts in times]
 
 
+class _CountOps(TorchDispatchMode):
+    """Counts the ATen operations dispatched inside the ``with`` block (forward and backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(step, scores) -> int:
+    """ATen operations one forward + backward of ``step`` dispatches."""
+    scores.grad = None
+    with _CountOps() as counter:
+        step().backward()
+    return counter.count
+
+
 def bench_row(device, threads, kind, batch, k, repeats, budget_s) -> dict:
     """Time both losses on one input; ``threads`` is ``None`` on a GPU."""
     t = DEFAULT_TEMPERATURE
     scores, labels, target = make_inputs(batch, k, kind, device, torch.Generator().manual_seed(SEED))
     if scores.numel() < SMALL_SHAPE_ELEMS:
         repeats *= SMALL_SHAPE_REPEAT_FACTOR
-    ce, hi = time_pair(
-        [lambda: F.cross_entropy(scores / t, target), lambda: h_infonce(scores, labels, t)],
-        scores,
-        device,
-        repeats,
-        budget_s,
-    )
+    steps = [lambda: F.cross_entropy(scores / t, target), lambda: h_infonce(scores, labels, t)]
+    ce, hi = time_pair(steps, scores, device, repeats, budget_s)
+    ce_ops, hi_ops = (count_ops(step, scores) for step in steps)
     return {
         "device": device.type,
         "threads": threads if threads is not None else "-",
@@ -113,6 +133,8 @@ def bench_row(device, threads, kind, batch, k, repeats, budget_s) -> dict:
         "cross_entropy ms": ce,
         "h_infonce ms": hi,
         "ratio h/ce": hi / ce,
+        "ATen ops ce": ce_ops,
+        "ATen ops h": hi_ops,
     }
 
 

@@ -7,9 +7,14 @@ loop over the loss module (``SentenceTransformerTrainer`` needs the ``datasets``
 Throughput is steady state: the first step (start-up, lazy initialisation) is not counted; the Ray rows also give
 the wall time including Ray Train's start-up. The anchor runs in a Ray task (the CPU priority and threads of a
 training worker), once before and once after the Ray rows; their mean evens out drift in a shared machine's load.
-Compare rows of one run only. Rows, each with its ratio to what it is compared with: crops_ray.train on all cores
-(against the anchor, same cores), on 1 thread, 2 DDP workers of 1 thread each (against 1 thread: the physical limit
-on 2 cores is 2), and with the document tower frozen (the CPU demo's query-side fine-tuning; against both towers).
+Every measurement starts on a quiet machine: after Ray starts (its pre-started idle workers import for ~20 s) and
+between rows the benchmark waits until the CPUs are below ``QUIET_CPU_PERCENT`` busy. Compare rows of one run only.
+Rows, each with its ratio to what it is compared with: crops_ray.train on all cores (against the anchor, same
+cores), on 1 thread, 2 DDP workers of 1 thread each (against 1 thread), and with the document tower frozen (the CPU
+demo's query-side fine-tuning; against both towers). What two processes can reach on this machine is measured, not
+assumed: the anchor on 1 thread alone, then two copies at once with no communication between them (their summed
+rate against one alone: the machine's ceiling for two workers, which shared caches and memory bandwidth keep below
+the core count).
 
     .venv/bin/python bench/train.py [--steps 20] [--batch-size 16] [--model minilm] [--max-length 64]
 
@@ -39,6 +44,19 @@ from crops_ray.world.generator import generate_world, world_config
 
 GROUP_SIZE = 8
 SEED = 0
+QUIET_CPU_PERCENT = 15.0  # a measurement starts once the machine's CPUs are this idle ...
+QUIET_WAIT_S = 90.0  # ... or after this long, whichever comes first
+
+
+def wait_quiet() -> float:
+    """Wait until the CPUs are below QUIET_CPU_PERCENT busy over a second (at most QUIET_WAIT_S); the last reading."""
+    import psutil
+
+    deadline = time.monotonic() + QUIET_WAIT_S
+    busy = psutil.cpu_percent(interval=1.0)
+    while busy > QUIET_CPU_PERCENT and time.monotonic() < deadline:
+        busy = psutil.cpu_percent(interval=1.0)
+    return busy
 
 
 def make_groups(folder: str, scale: str) -> str:
@@ -51,16 +69,18 @@ def make_groups(folder: str, scale: str) -> str:
     return os.path.join(folder, "groups")
 
 
-def sentence_transformers_rate(groups: str, model: str, steps: int, batch: int, max_length: int, lr: float) -> float:
+def sentence_transformers_rate(
+    groups: str, model: str, steps: int, batch: int, max_length: int, lr: float, threads: int = 0
+) -> float:
     """Steady samples/s of MultipleNegativesRankingLoss on the same groups, one process.
 
     Runs as a Ray task so it gets what a Ray Train worker gets (Ray starts workers at nice 15: on a shared machine
-    a driver process would win CPU from them) and the same torch threads (this node's cores).
+    a driver process would win CPU from them) and the same torch threads (this node's cores, or ``threads``).
     """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     torch.manual_seed(SEED)
     st = SentenceTransformer(model_path(model), device="cpu")
     st.max_seq_length = max_length
@@ -105,12 +125,15 @@ def main() -> None:
         )
         init_ray()
         task = ray.remote(num_cpus=1)(sentence_transformers_rate)
+        anchor_args = (groups, args.model, args.steps, args.batch_size, args.max_length, args.lr)
 
-        def anchor():
-            return ray.get(task.remote(groups, args.model, args.steps, args.batch_size, args.max_length, args.lr))
+        def anchor(threads: int = 0, copies: int = 1) -> list[float]:
+            wait_quiet()
+            return ray.get([task.remote(*anchor_args, threads=threads) for _ in range(copies)])
 
-        if importlib.util.find_spec("sentence_transformers"):
-            st_before = anchor()
+        has_anchor = importlib.util.find_spec("sentence_transformers") is not None
+        if has_anchor:
+            (st_before,) = anchor()
         else:
             st_before = None
             print(
@@ -142,13 +165,20 @@ def main() -> None:
                 seed=SEED,
             )
             name = f"bench-{len(rates)}"
+            wait_quiet()
             m = train(groups, os.path.join(tmp, name), cfg, name=name, progress=lambda *_: None)
             rates[label] = (workers, args.batch_size * workers, m["samples_per_s"], m["wall_s"])
-        st_rate = None
-        if st_before is not None:  # the anchor runs before and after the Ray rows: their mean evens out load drift
-            st_after = anchor()
+        st_rate = ceiling = None
+        if has_anchor:  # the anchor runs before and after the Ray rows: their mean evens out load drift
+            (st_after,) = anchor()
             st_rate = (st_before + st_after) / 2
-            print(f"sentence-transformers samples/s before {st_before:.1f}, after {st_after:.1f}\n")
+            (solo,) = anchor(threads=1)
+            pair = anchor(threads=1, copies=2)
+            ceiling = (solo, sum(pair))
+            print(
+                f"sentence-transformers samples/s before {st_before:.1f}, after {st_after:.1f}; on 1 thread alone "
+                f"{solo:.1f}, two copies at once {' + '.join(f'{r:.1f}' for r in pair)}\n"
+            )
 
     # Each row's ratio to what it should be compared with: all cores to the anchor (same cores), two 1-thread
     # workers to one 1-thread worker (the physical limit on 2 cores is 2), the frozen tower to both towers training.
@@ -168,6 +198,13 @@ def main() -> None:
         table.append(
             {"trainer": label, "workers": str(workers), "global batch": str(global_batch), "samples/s": f"{rate:.1f}"}
             | {"wall s": f"{wall:.0f}", "ratio": f"{rate / base:.2f}" if base else "-", "against": against}
+        )
+    if ceiling:
+        solo, pair = ceiling
+        table.append(
+            {"trainer": "machine's ceiling: 2 sentence-transformers processes, 1 thread each, no DDP", "workers": "2"}
+            | {"global batch": str(2 * args.batch_size), "samples/s": f"{pair:.1f}", "wall s": "-"}
+            | {"ratio": f"{pair / solo:.2f}", "against": f"the same on 1 thread alone ({solo:.1f} samples/s)"}
         )
     print(rows_table(table, text=True, align=["left", "right", "right", "right", "right", "right", "left"]))
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")
