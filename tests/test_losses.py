@@ -385,3 +385,19 @@ def test_validation_errors(scores, labels, kwargs, match):
 def test_infonce_validation_errors(target, kwargs, match):
     with pytest.raises(ValueError, match=match):
         infonce(torch.zeros(2, 5), target, **kwargs)
+
+
+def test_the_loss_benchmark_times_both_losses_and_counts_their_backward_ops():
+    """bench/loss.py's table: both losses timed, and the ATen counts include the backward (cross-entropy's
+    forward alone is 3 operations: the division, log-softmax, NLL)."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "bench", "loss.py")
+    spec = importlib.util.spec_from_file_location("bench_loss", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    table = bench.main(["--threads", "1", "--batch-sizes", "8", "--repeats", "3", "--budget-s", "0.5"])
+    assert len(table) == 2 and set(table["scores"]) == {"cosine", "dot"}
+    assert (table["cross_entropy ms"] > 0).all() and (table["h_infonce ms"] > 0).all()
+    assert (table["ATen ops ce"] > 3).all() and (table["ATen ops h"] > table["ATen ops ce"]).all()
