@@ -181,7 +181,7 @@ def main() -> None:
             )
 
     # Each row's ratio to what it should be compared with: all cores to the anchor (same cores), two 1-thread
-    # workers to one 1-thread worker (the physical limit on 2 cores is 2), the frozen tower to both towers training.
+    # workers to one 1-thread worker (what two processes can reach here is the last row), the frozen tower to both.
     labels = [s[0] for s in setups]
     versus = {labels[0]: (st_rate, "sentence-transformers"), labels[1]: (rates[labels[0]][2], labels[0])}
     versus[labels[2]] = (rates[labels[1]][2], labels[1])
