@@ -5,7 +5,8 @@ bench/train.py does) with ``--workers`` workers and, once training is steady, re
 ``--window-s`` apart (psutil). Prints each process busier than 1 % of a core, as a share of one core. A worker that
 computes all the time reads ~100 %; what a DDP worker reads below that it spends waiting, mostly at the step's
 gradient all-reduce for the slower rank. Then, for scale, the all-reduce alone: two processes (gloo, 1 thread each)
-all-reduce a float32 tensor of the model's parameter count; the median of 5.
+all-reduce a float32 tensor of the model's parameter count; the median of 5. And how unequal the two ranks' halves
+of a global batch are: tokens (each text truncated at max_length 64) of the larger half over the mean of both.
 
     .venv/bin/python bench/train_cpu.py [--workers 2] [--steps 16] [--warmup-s 35] [--window-s 20]
 """
@@ -88,6 +89,27 @@ def allreduce_ms(numel: int) -> float:
     return out.get() * 1e3
 
 
+def halves_imbalance(groups: str, batch: int, max_length: int = 64) -> list[float]:
+    """Per global step of 2 x ``batch`` groups: tokens of the larger rank's half over the mean of both halves."""
+    from transformers import AutoTokenizer
+
+    from crops_ray import storage
+    from crops_ray.plumbing import model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path("minilm"))
+    rows = storage.read_table(groups).to_pylist()
+
+    def tokens(part):
+        texts = [g["query"] for g in part] + [t for g in part for t in g["texts"]]
+        return sum(min(max_length, len(ids)) for ids in tokenizer(texts)["input_ids"])
+
+    ratios = []
+    for start in range(0, len(rows) - 2 * batch + 1, 2 * batch):
+        a, b = tokens(rows[start : start + batch]), tokens(rows[start + batch : start + 2 * batch])
+        ratios.append(max(a, b) / ((a + b) / 2))
+    return ratios
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, default=2)
@@ -116,6 +138,7 @@ def main() -> None:
             seed=0,
         )
         m = train(groups, os.path.join(tmp, "run"), cfg, name="cpu-probe", progress=lambda *_: None)
+        imbalance = halves_imbalance(groups, cfg.batch_size)
     if not shares:
         raise SystemExit("training ended before the reading: raise --steps or lower --warmup-s")
     print(
@@ -130,6 +153,10 @@ def main() -> None:
 
     numel = sum(t.numel() for t in AutoModel.from_pretrained(model_path("minilm")).parameters())
     ms = allreduce_ms(numel)
+    print(
+        f"larger half's tokens over the mean of both, {len(imbalance)} global batches of 2 x {cfg.batch_size} groups: "
+        f"mean {sum(imbalance) / len(imbalance):.3f}, max {max(imbalance):.3f}"
+    )
     print(f"gloo all-reduce of {numel / 1e6:.1f} M float32 (the model's gradients), 2 processes: {ms:.0f} ms")
 
 
