@@ -16,7 +16,7 @@ across runs.  Each row also counts the ATen operations one forward + backward di
 not the arithmetic, sets the time (B = 8 is all fixed cost).  Prints the load average before and after,
 and one markdown table.
 
-    .venv/bin/python bench/loss.py [--threads 1,2] [--batch-sizes 64,256,1024] [--k 8] [--repeats 20]
+    .venv/bin/python bench/loss.py [--threads 1,2] [--batch-sizes 8,64,256,1024] [--k 8] [--repeats 20]
 """
 
 from __future__ import annotations

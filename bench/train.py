@@ -59,6 +59,35 @@ def wait_quiet() -> float:
     return busy
 
 
+def bench_config(
+    workers: int,
+    threads: int,
+    doc_tower: str,
+    steps: int,
+    batch_size: int = 16,
+    model: str = "minilm",
+    max_length: int = 64,
+    lr: float = 5e-5,
+) -> TrainConfig:
+    """A crops_ray.train run of ``steps`` steps as this benchmark times it: one checkpoint and one report at the end,
+    the groups in file order, ``threads`` torch threads per worker (0: the node's cores / workers)."""
+    return TrainConfig(
+        model=model,
+        max_length=max_length,
+        batch_size=batch_size,
+        lr=lr,
+        max_steps=steps,
+        num_workers=workers,
+        torch_threads=threads,
+        shared_towers=doc_tower == "train",
+        doc_tower=doc_tower,
+        checkpoint_every=steps,
+        log_every=steps,
+        shuffle_buffer=0,
+        seed=SEED,
+    )
+
+
 def make_groups(folder: str, scale: str) -> str:
     """HLA groups of exactly GROUP_SIZE candidates from a generated world (fixed columns for the anchor)."""
     generate_world(os.path.join(folder, "world"), world_config(scale, seed=SEED), progress=lambda *_: None)
@@ -110,7 +139,7 @@ def main() -> None:
     p.add_argument("--model", default="minilm")
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--scale", default="tiny", help="world scale the groups come from")
-    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--lr", type=float, default=5e-5)  # bench_config's default
     args = p.parse_args()
     if args.steps < 2 or args.batch_size < 1:
         p.error("--steps must be >= 2 and --batch-size >= 1")
@@ -149,20 +178,8 @@ def main() -> None:
         ]
         rates = {}
         for label, workers, threads, tower in setups:
-            cfg = TrainConfig(
-                model=args.model,
-                max_length=args.max_length,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                max_steps=args.steps,
-                num_workers=workers,
-                torch_threads=threads,
-                shared_towers=tower == "train",
-                doc_tower=tower,
-                checkpoint_every=args.steps,
-                log_every=args.steps,
-                shuffle_buffer=0,
-                seed=SEED,
+            cfg = bench_config(
+                workers, threads, tower, args.steps, args.batch_size, args.model, args.max_length, args.lr
             )
             name = f"bench-{len(rates)}"
             wait_quiet()

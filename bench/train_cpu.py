@@ -23,13 +23,12 @@ import time
 import psutil
 
 from crops_ray.runtime import init_ray
-from crops_ray.train import TrainConfig, train
+from crops_ray.train import train
 
 # bench/train.py, loaded from its file: bench/ on sys.path would shadow the serve/ package with bench/serve.py.
 _spec = importlib.util.spec_from_file_location("bench_train", os.path.join(os.path.dirname(__file__), "train.py"))
 bench_train = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_train)
-make_groups, wait_quiet = bench_train.make_groups, bench_train.wait_quiet
 
 
 def cpu_shares(warmup_s: float, window_s: float, out: dict) -> None:
@@ -89,14 +88,14 @@ def allreduce_ms(numel: int) -> float:
     return out.get() * 1e3
 
 
-def halves_imbalance(groups: str, batch: int, max_length: int = 64) -> list[float]:
+def halves_imbalance(groups: str, batch: int, model: str, max_length: int) -> list[float]:
     """Per global step of 2 x ``batch`` groups: tokens of the larger rank's half over the mean of both halves."""
     from transformers import AutoTokenizer
 
     from crops_ray import storage
     from crops_ray.plumbing import model_path
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path("minilm"))
+    tokenizer = AutoTokenizer.from_pretrained(model_path(model))
     rows = storage.read_table(groups).to_pylist()
 
     def tokens(part):
@@ -118,27 +117,14 @@ def main() -> None:
     p.add_argument("--window-s", type=float, default=20.0)
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-train-cpu-") as tmp:
-        groups = make_groups(tmp, "tiny")
+        groups = bench_train.make_groups(tmp, "tiny")
         init_ray()
-        wait_quiet()
+        bench_train.wait_quiet()
         shares: dict[str, float] = {}
         threading.Thread(target=cpu_shares, args=(args.warmup_s, args.window_s, shares), daemon=True).start()
-        cfg = TrainConfig(
-            model="minilm",
-            max_length=64,
-            batch_size=16,
-            max_steps=args.steps,
-            num_workers=args.workers,
-            torch_threads=1,
-            shared_towers=True,
-            doc_tower="train",
-            checkpoint_every=args.steps,
-            log_every=args.steps,
-            shuffle_buffer=0,
-            seed=0,
-        )
+        cfg = bench_train.bench_config(args.workers, 1, "train", args.steps)
         m = train(groups, os.path.join(tmp, "run"), cfg, name="cpu-probe", progress=lambda *_: None)
-        imbalance = halves_imbalance(groups, cfg.batch_size)
+        imbalance = halves_imbalance(groups, cfg.batch_size, cfg.model, cfg.max_length)
     if not shares:
         raise SystemExit("training ended before the reading: raise --steps or lower --warmup-s")
     print(
@@ -151,7 +137,7 @@ def main() -> None:
 
     from crops_ray.plumbing import model_path
 
-    numel = sum(t.numel() for t in AutoModel.from_pretrained(model_path("minilm")).parameters())
+    numel = sum(t.numel() for t in AutoModel.from_pretrained(model_path(cfg.model)).parameters())
     ms = allreduce_ms(numel)
     print(
         f"larger half's tokens over the mean of both, {len(imbalance)} global batches of 2 x {cfg.batch_size} groups: "
