@@ -1,7 +1,10 @@
 """Output folders on any filesystem pyarrow writes (local, s3://, gs://), replaced whole or not at all.
 
-On a local disk a stage writes into ``OUT.tmp-<pid>`` and renames it over ``OUT`` at the end, so a run that
-is interrupted half-way leaves the previous output intact. Object stores have no atomic rename: there the stage
+On a local disk a stage writes into ``OUT.tmp-<pid>`` and swaps it with ``OUT`` at the end in one atomic step
+(Linux ``renameat2`` with ``RENAME_EXCHANGE``), so a run that is interrupted half-way leaves the previous output
+intact and a reader finds the old output or the new one, never none. Where the system cannot swap (not Linux, or
+a filesystem without the exchange) the old output is renamed aside first: between that rename and the next there is
+a moment with no ``OUT`` at all, though never a half-written one. Object stores have no atomic rename: there the stage
 writes into ``OUT.tmp-<pid>`` too and, once that is complete, the old output is deleted and the new one copied
 in place; readers check the ``_SUCCESS`` marker, written last.
 
@@ -12,8 +15,12 @@ refused rather than emptied.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
+import sys
+import time
 from contextlib import contextmanager
 
 import pyarrow as pa
@@ -23,6 +30,11 @@ import pyarrow.parquet as pq
 from crops_ray.schema import filesystem_and_path
 
 SUCCESS_MARKER = "_SUCCESS"
+# A cache fill (a corpus encoded on CPUs, a discriminator fine-tuned) takes minutes to an hour or two: a run that
+# still holds an entry's lock after this long is taken as hung, and the run waiting for it stops with the reason.
+LOCK_TIMEOUT_S = 4 * 3600
+LOCK_POLL_S = 0.5
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
 
 
 class OutputError(ValueError):
@@ -123,9 +135,12 @@ class Output:
             return
         if self.local:
             write_bytes(join(self.root, SUCCESS_MARKER), b"")
-            # Move the old output aside before the swap, so there is never a moment without one.
+            if os.path.lexists(self.uri) and exchange_paths(self.root, self.uri):
+                shutil.rmtree(self.root, ignore_errors=True)  # root holds the old output now
+                return
+            # No atomic swap here: the old output goes aside, then the new one in (a moment with no output between).
             old = f"{self.uri}.old-{os.getpid()}"
-            if os.path.exists(self.uri):
+            if os.path.lexists(self.uri):
                 os.replace(self.uri, old)
             os.replace(self.root, self.uri)
             shutil.rmtree(old, ignore_errors=True)
@@ -139,6 +154,21 @@ class Output:
             pafs.copy_files(root, path, source_filesystem=fs, destination_filesystem=fs)
             fs.delete_dir(root)
             write_bytes(join(self.uri, SUCCESS_MARKER), b"")
+
+
+def exchange_paths(a: str, b: str) -> bool:
+    """Swap two existing local paths in one atomic step; False where this system or filesystem cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # glibc 2.28+
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # the kernel or the filesystem has no exchange
+        return False
+    raise OSError(err, os.strerror(err), a, None, b)
 
 
 def makedirs(uri: str) -> None:
@@ -177,18 +207,50 @@ def read_table(uri_or_files, columns: list[str] | None = None) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
 
 
+class LockTimeout(TimeoutError):
+    """Another run has held a cache entry's lock for longer than a fill takes."""
+
+
 @contextmanager
-def key_lock(path: str):
+def key_lock(path: str, timeout_s: float = LOCK_TIMEOUT_S):
     """An exclusive lock for ``path`` as long as the block runs: one process fills a cache entry while another run
-    that wants the same entry waits, then finds it filled (POSIX advisory lock, released on exit). The lock file
-    lives in ``.locks/`` beside the entry, so a cache folder lists its entries only."""
+    that wants the same entry waits, then finds it filled (POSIX advisory lock, released on exit, even a crash).
+    The lock file lives in ``.locks/`` beside the entry, so a cache folder lists its entries only; it holds the
+    holder's pid. A run that waits longer than ``timeout_s`` raises :class:`LockTimeout` naming the lock file."""
     import fcntl
 
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(os.path.join(folder, ".locks"), exist_ok=True)
-    with open(os.path.join(folder, ".locks", f"{name}.lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    lock_file = os.path.join(folder, ".locks", f"{name}.lock")
+    with open(lock_file, "a+") as f:  # not "w": a waiter must not erase the holder's pid
+        _acquire(f, lock_file, path, timeout_s)
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _acquire(f, lock_file: str, path: str, timeout_s: float) -> None:
+    import fcntl
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(LOCK_POLL_S, left))
+    f.seek(0)
+    holder = f.read().strip() or "unknown"
+    raise LockTimeout(
+        f"waited {timeout_s:g} s for the lock {lock_file}: another run (pid {holder}) is still filling {path}. "
+        f"If that run is hung, stop it (its lock is released when its process exits) and run again; if it is "
+        f"still working, let it finish and run again, and its entry will be reused."
+    )

@@ -15,7 +15,6 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -23,7 +22,7 @@ from crops_ray import schema as S
 from crops_ray import storage
 from crops_ray.config import load_config
 from crops_ray.plumbing import map_with_actors
-from crops_ray.validate_rules import RAW_COLUMN, check_batch, raw_json
+from crops_ray.validate_rules import RAW_COLUMN, check_batch, quarantine_later_copies
 
 
 @dataclass
@@ -118,25 +117,8 @@ def _validate_videos(files: list[str], out: str, cfg: ValidationConfig) -> pa.Ar
     seen: set[str] = set()
     kept_ids: list[str] = []
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=cfg.batch_size):
-        reason = batch[S.QUARANTINE_REASON].to_pylist()
-        ids = batch["video_id"].to_pylist()
-        dup_rows = []
-        for i, (vid, why) in enumerate(zip(ids, reason)):
-            if why is None:
-                if vid in seen:
-                    reason[i] = "duplicate_video_id"
-                    dup_rows.append(i)
-                else:
-                    seen.add(vid)
-                    kept_ids.append(vid)
-        if dup_rows:
-            raw = batch[RAW_COLUMN].to_pylist()
-            for i, text in zip(dup_rows, raw_json(batch, ["video_id", "text"], np.array(dup_rows))):
-                raw[i] = text
-            batch = batch.set_column(
-                batch.schema.get_field_index(S.QUARANTINE_REASON), S.QUARANTINE_REASON, pa.array(reason, pa.string())
-            )
-            batch = batch.set_column(batch.schema.get_field_index(RAW_COLUMN), RAW_COLUMN, pa.array(raw, pa.string()))
+        batch, kept = quarantine_later_copies(batch, seen)
+        kept_ids.extend(kept)
         kept_writer.add(_kept(batch))
         bad_writer.add(_quarantined(batch))
     kept_writer.close()

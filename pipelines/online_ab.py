@@ -6,7 +6,8 @@
 Each method (trained under --runs by pipelines/demo.py, or BM25 / the pretrained encoder) becomes the
 platform's retrieval channel for a fresh period of the same world; oracle, logging and random arms bound the
 scale. Prints CTR, long-play rate and reformulation rate per arm with their relative change vs the baseline
-and a 95% confidence interval over users; writes OUT/online.json and OUT/online_counts.parquet.
+and a 95% confidence interval over users; writes OUT/online.json and OUT/online_counts.parquet. An OUT that
+is, contains or lies inside --world or --runs is refused before anything is read.
 On logs that are not a generated world (no world.json) it exits 0 with a one-line reason: it needs users.
 """
 
@@ -20,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray.config import add_config_args, load_config
 from crops_ray.experiment import METHODS, TABLE1, ExperimentConfig, online_ab
+from crops_ray.storage import OutputError, check_output
 from crops_ray.world.online import OnlineConfig
 
 
@@ -37,6 +39,10 @@ def main(argv: list[str] | None = None):
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         p.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    try:  # before anything is read or written: OUT's files must never land in (or over) the world or the models
+        check_output(args.out, [args.world, args.runs], replaces=False)
+    except OutputError as exc:
+        p.error(str(exc))
     if not os.path.exists(os.path.join(args.world, "world.json")):
         print(
             f"online A/B skipped: {args.world} is not a generated world (no world.json); the simulation needs its users"

@@ -64,7 +64,7 @@ def test_sessions_are_the_same_users_as_the_world(world):
     assert len({s.user for s in sessions}) > 20 and np.mean([len(sessions) / 30]) > 1
 
 
-def test_pipeline_skips_logs_that_are_not_a_world_with_a_reason(tmp_path, capsys):
+def _online_ab_main():
     import importlib.util
     import os
 
@@ -72,9 +72,33 @@ def test_pipeline_skips_logs_that_are_not_a_world_with_a_reason(tmp_path, capsys
     spec = importlib.util.spec_from_file_location("online_ab_pipeline", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module.main
+
+
+def test_pipeline_skips_logs_that_are_not_a_world_with_a_reason(tmp_path, capsys):
     (tmp_path / "logs").mkdir()
-    assert (
-        module.main(["--world", str(tmp_path / "logs"), "--runs", str(tmp_path), "--out", str(tmp_path / "out")])
-        is None
-    )
+    (tmp_path / "runs").mkdir()
+    args = ["--world", str(tmp_path / "logs"), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    assert _online_ab_main()(args) is None
     assert "skipped" in capsys.readouterr().out and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["runs", "inside_runs", "above_both", "inside_world"])
+def test_pipeline_refuses_an_out_that_overlaps_its_world_or_runs(tmp_path, where, capsys):
+    world, runs = tmp_path / "w", tmp_path / "runs"
+    world.mkdir()
+    (world / "world.json").write_text("{}")
+    (runs / "dpr" / "model").mkdir(parents=True)
+    (runs / "dpr" / "model" / "weights.bin").write_bytes(b"trained")
+    out = {"runs": runs, "inside_runs": runs / "online", "above_both": tmp_path, "inside_world": world / "ab"}[where]
+    with pytest.raises(SystemExit) as exit_:
+        _online_ab_main()(["--world", str(world), "--runs", str(runs), "--out", str(out), "--methods", "dpr"])
+    assert exit_.value.code == 2 and "the input" in capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "runs",
+        "runs/dpr",
+        "runs/dpr/model",
+        "runs/dpr/model/weights.bin",
+        "w",
+        "w/world.json",
+    ]

@@ -146,3 +146,75 @@ def test_object_store_path_deletes_nothing_before_the_new_output_is_complete(tmp
     with Output(out) as root:
         storage.write_bytes(f"{root}/b.txt", b"second")
     assert sorted(os.listdir(out)) == ["_SUCCESS", "b.txt"]
+
+
+def test_replacing_an_output_leaves_no_moment_without_one(tmp_path, monkeypatch):
+    """After every rename, swap and delete of the replacement, OUT exists whole (its _SUCCESS marker), and it holds
+    the new output at the end; where the system cannot swap, the fallback still replaces it whole."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    if not storage.exchange_paths(str(a), str(b)):
+        pytest.skip("this system or filesystem has no atomic exchange of two paths")
+    out = tmp_path / "out"
+    with Output(str(out)) as root:
+        storage.write_bytes(f"{root}/a.txt", b"first")
+    seen = []
+
+    def watched(step):
+        def run(*args, **kwargs):
+            result = step(*args, **kwargs)
+            seen.append((step.__name__, (out / "_SUCCESS").exists()))
+            return result
+
+        return run
+
+    monkeypatch.setattr(os, "replace", watched(os.replace))
+    monkeypatch.setattr(storage.shutil, "rmtree", watched(storage.shutil.rmtree))
+    monkeypatch.setattr(storage, "exchange_paths", watched(storage.exchange_paths))
+    with Output(str(out)) as root:
+        storage.write_bytes(f"{root}/b.txt", b"second")
+    assert seen and all(present for _, present in seen), seen
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "b.txt"] and sorted(os.listdir(tmp_path)) == ["a", "b", "out"]
+
+    monkeypatch.setattr(storage, "exchange_paths", lambda *_: False)  # e.g. macOS: two renames
+    with Output(str(out)) as root:
+        storage.write_bytes(f"{root}/c.txt", b"third")
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "c.txt"] and sorted(os.listdir(tmp_path)) == ["a", "b", "out"]
+
+
+def test_a_hung_lock_holder_makes_the_waiter_stop_with_the_lock_file_and_what_to_do(tmp_path):
+    """Another process holds an entry's lock and never lets go: the second run stops after its timeout with a
+    message naming the lock file, the holder's pid and what to do; once the holder is gone the lock is free."""
+    import subprocess
+    import sys
+    import time
+
+    entry = str(tmp_path / "cache" / "corpus-abc.parquet")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from crops_ray.storage import key_lock\n"
+            "with key_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)",
+            entry,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lock_file = str(tmp_path / "cache" / ".locks" / "corpus-abc.parquet.lock")
+        started = time.monotonic()
+        with pytest.raises(storage.LockTimeout) as error:
+            with storage.key_lock(entry, timeout_s=1.0):
+                pytest.fail("the lock was taken while another process held it")
+        assert 1.0 <= time.monotonic() - started < 5
+        message = str(error.value)
+        assert lock_file in message and f"pid {holder.pid}" in message and "hung, stop it" in message
+    finally:
+        holder.kill()
+        holder.wait()
+    with storage.key_lock(entry, timeout_s=5.0):  # the holder's death released its lock
+        assert open(lock_file).read().strip() == str(os.getpid())

@@ -137,6 +137,39 @@ def test_a_shard_mixing_every_kind_of_bad_value_is_quarantined_not_crashed():
     assert out["reason"].to_pylist() == ["ts_out_of_range", None] and json.loads(out["raw"][0].as_py())["ts"] == 10**15
 
 
+def _invalid_utf8(values, typ=pa.string()):
+    """A string-typed column as a broken producer writes it: its bytes are not checked, some are not UTF-8."""
+    binary = pa.large_binary() if typ == pa.large_string() else pa.binary()
+    return pa.array(values, binary).view(typ)
+
+
+def test_invalid_utf8_in_string_columns_is_a_row_problem_with_readable_raw():
+    """String columns (not binary) holding bytes that are not UTF-8, in rows quarantined for that or for another
+    reason: each row gets a reason, its raw is JSON with the bytes shown escaped, nothing raises."""
+    batch = pa.table(
+        {
+            "request_id": ["r0", "r1", None, "r3", "r4"],
+            "user_id": _invalid_utf8([b"u", b"\xff", b"u", b"u", b"u"]),
+            "query": _invalid_utf8([b"q", b"q", b"caf\xe9", b"q", b"q"], pa.large_string()),
+            "ts": _invalid_utf8([str(TS).encode(), str(TS).encode(), str(TS).encode(), b"17\xff", str(TS).encode()]),
+            "video_id": _invalid_utf8([b"v1", b"v1", b"v1", b"v1", b"v\xfe"]).dictionary_encode(),
+            "stage": ["clicked"] * 5,
+        }
+    )
+    out = check_batch(batch, "search_log", ValidationConfig(), pa.array(["v1"]))
+    assert out["reason"].to_pylist() == [
+        None,
+        "undecodable_user_id",
+        "missing_request_id",  # the first reason wins; the bad query still travels in raw
+        "invalid_ts",
+        "undecodable_video_id",
+    ]
+    raw = [json.loads(r) for r in out["raw"].to_pylist()[1:]]
+    assert raw[0]["user_id"] == "\\xff" and raw[1]["query"] == "caf\\xe9" and raw[1]["request_id"] is None
+    assert raw[2]["ts"] == "17\\xff" and raw[3]["video_id"] == "v\\xfe"
+    assert out.num_rows == batch.num_rows and out.validate(full=True) is None  # every output string is UTF-8
+
+
 def test_nested_columns_and_mapped_name_collisions_are_whole_file_errors(tmp_path):
     path = str(tmp_path / "part-0.parquet")
     pq.write_table(pa.table({**{k: [v] for k, v in _search().items()}, "query": pa.array([["jaguar", "cub"]])}), path)
@@ -184,10 +217,10 @@ def test_validate_logs_conserves_rows(tmp_path, ray_local):
     search = search.append_column("device", pa.array(["ios"] * search.num_rows))
     rec = pa.table(
         {
-            "user_id": ["u1", "u1", None, "u2"],
-            "video_id": ["v1", "v9", "v2", "v3"],
-            "ts": [TS, TS, TS, 3],
-            "action": ["watch"] * 4,
+            "user_id": _invalid_utf8([b"u1", b"u1", None, b"u2", b"u\xff"]),  # a string column, written unchecked
+            "video_id": ["v1", "v9", "v2", "v3", "v1"],
+            "ts": [TS, TS, TS, 3, TS],
+            "action": ["watch"] * 5,
         }
     )
     _write_logs(tmp_path / "logs", videos, search, rec) if os.makedirs(tmp_path / "logs") is None else None
@@ -201,7 +234,7 @@ def test_validate_logs_conserves_rows(tmp_path, ray_local):
     for _, reason in BAD_SEARCH_ROWS:
         expected[reason] = expected.get(reason, 0) + 1
     assert s.reasons == dict(sorted(expected.items()))
-    assert r.reasons == {"missing_user_id": 1, "ts_out_of_range": 1, "unknown_video_id": 1}
+    assert r.reasons == {"missing_user_id": 1, "ts_out_of_range": 1, "undecodable_user_id": 1, "unknown_video_id": 1}
     for summary in summaries.values():
         assert summary.conserved
 
@@ -211,6 +244,8 @@ def test_validate_logs_conserves_rows(tmp_path, ray_local):
     assert kept.schema.field("ts").type == pa.int64()
     quarantine = pq.read_table(out / "quarantine" / "search_log")
     assert set(quarantine.column_names) >= {"reason", "raw", "request_id"}
+    bad_rec = pq.read_table(out / "quarantine" / "rec_log").to_pylist()
+    assert [json.loads(x["raw"])["user_id"] for x in bad_rec if x["reason"] == "undecodable_user_id"] == ["u\\xff"]
     kept_videos = pq.read_table(out / "videos").to_pylist()
     assert [(x["video_id"], x["text"]) for x in kept_videos] == [
         ("v1", "jaguar at night"),
