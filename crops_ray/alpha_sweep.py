@@ -6,7 +6,8 @@ build_data scored every mined pair once and kept theta (and the reformulation ga
 reassembles the samples with the engine's own HLA step (:func:`crops_ray.engine.assemble.to_samples`): nothing is
 scored again, and the build's own alpha reproduces the build exactly. Per alpha:
 
-- counts (any logs): P1/P2 candidates and kept, samples per source and level;
+- counts (any logs): P1/P2 candidates and kept, the precision the gate expects of the kept pairs (their mean
+  theta: the logs' own estimate), samples per source and level;
 - quality (where ground truth exists, e.g. a generated world's ``eval/``): precision and recall of the kept
   P1, P2 and mined pairs, relevant meaning qrels grade >= 2, with the counters of :mod:`crops_ray.world.audit`;
 - downstream (opt-in: CroPS trains once per alpha through :func:`crops_ray.experiment.run_method`): Recall@100
@@ -109,12 +110,12 @@ def _p3_samples(data: str, cfg: B.EngineConfig):
 
 def _add(total: dict, counts: dict) -> None:
     for k, v in counts.items():
-        total[k] = total.get(k, 0) + int(v)
+        total[k] = total.get(k, 0) + v
 
 
-def _table_counts(table: pa.Table) -> dict[str, int]:
-    """build.py's one-row counter tables as a dict."""
-    return {name: int(table[name][0].as_py() or 0) for name in table.column_names}
+def _table_counts(table: pa.Table) -> dict[str, float]:
+    """build.py's one-row counter tables as a dict (counts, and the kept pairs' theta sums)."""
+    return {name: table[name][0].as_py() or 0 for name in table.column_names}
 
 
 def sweep_counts(
@@ -162,6 +163,10 @@ def _add_quality(quality: dict, labelled: pa.Table, rel: np.ndarray) -> None:
 # ---------------------------------------------------------------------------------------------- rows
 
 
+def _mean(total: float, n: int) -> float | None:
+    return round(total / n, 4) if n else None
+
+
 def _f1(counts: dict) -> float | None:
     """F1 of the kept pairs against the relevant candidates, from :func:`quality_counts`' counters."""
     total = counts["kept"] + counts["relevant"]
@@ -176,6 +181,9 @@ def sweep_rows(counted: dict[float, dict], truth: bool) -> list[dict]:
         row = {
             "alpha": alpha,
             **{k: c.get(k, 0) for k in ("p1_candidates", "p1_kept", "p2_candidates", "p2_kept")},
+            # the precision the gate expects of what it keeps, from the logs alone (the kept pairs' mean theta)
+            "p1_estimated_precision": _mean(c.get("p1_kept_theta", 0), c.get("p1_kept", 0)),
+            "p2_estimated_precision": _mean(c.get("p2_kept_theta", 0), c.get("p2_kept", 0)),
             "samples": sum(entry["samples"].values()),
             "samples_by_source_level": dict(sorted(entry["samples"].items())),
         }
@@ -274,7 +282,7 @@ def run_sweep(
     Writes :func:`write_outputs`' files and returns the result."""
     started = time.time()
     stats, cfg = read_build(data)
-    min_grade = cfg.discriminator.calibration_min_grade if min_grade is None else min_grade
+    min_grade = cfg.audit_min_grade if min_grade is None else min_grade
     steps = 2 + (downstream_args is not None)
     relevant = None
     if eval_dir:

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--min-grade",
         type=int,
         help="a pair is relevant at this qrels grade or above (default: the "
-        "build's discriminator.calibration_min_grade, 2, as its stats.json)",
+        "build's audit_min_grade, 2, as its stats.json)",
     )
     p.add_argument(
         "--downstream", action="store_true", help="also train and evaluate CroPS per alpha (minutes per alpha)"

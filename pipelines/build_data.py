@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> dict:
         "--fine-tune-discriminator",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="fine-tune the bi-encoder discriminator on the labelled pairs before calibrating (default on; cached)",
+        help="train the gate on its labels (the log's own, or --labelled-pairs) before calibrating (default on; cached)",
     )
-    p.add_argument("--labelled-pairs", help="parquet/CSV with query, text, label to calibrate the discriminator on")
+    p.add_argument("--labelled-pairs", help="parquet/CSV with query, text, label to train and calibrate the gate")
     p.add_argument("--partitions", type=int, help="shuffle partitions (default: from the input size)")
     p.add_argument("--keep-work", action="store_true", help="keep intermediate parquet in OUT/_work/")
     args = p.parse_args(argv)

@@ -37,10 +37,9 @@ from crops_ray.storage import SUCCESS_MARKER, OutputError, check_output
 from crops_ray.validate import ValidationConfig, format_summary, validate_logs
 from crops_ray.world.generator import format_stats, generate_world, world_config
 
-# The CPU demo's data-engine settings (a YAML passed with --engine-config applies on top): the default calibration
-# set halved (the fine-tuned discriminator still reaches ~0.98 held-out precision) and P3 on 4 queries (the CPU LLM
-# is a stand-in for vLLM on a GPU), so that one seed fits 20 minutes on 2 cores.
-DEMO_ENGINE = {"discriminator": {"calibration_pairs": 1500}, "world_knowledge": {"max_queries": 4}}
+# The CPU demo's data-engine settings (a YAML passed with --engine-config applies on top): P3 on 4 queries (the CPU
+# LLM is a stand-in for vLLM on a GPU), so that one seed fits 20 minutes on 2 cores.
+DEMO_ENGINE = {"world_knowledge": {"max_queries": 4}}
 
 
 def _engine_config(path: str | None, seed: int):

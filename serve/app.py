@@ -115,6 +115,7 @@ class HandleBackend:
             "dim": info["encoder"]["dim"],
             "index_size": info["retriever"]["size"],
             "index_check": info["retriever"].get("checked", ""),
+            "gate": {"kind": info["discriminator"]["kind"], "weights": info["discriminator"]["weights"]},
             "calibration": info["discriminator"]["calibration"],
         }
 
@@ -194,12 +195,17 @@ def build_app(args: dict) -> serve.Application:
     The discriminator's calibration is resolved here, once, so every replica scores with the same one; an ONNX
     encoder backend's query tower is exported here, once, into the cache every replica on this node reads.
     """
-    from crops_ray.discriminator import DiscriminatorConfig, calibrated_weights, load_or_fit_calibration
+    from crops_ray.discriminator import Calibration, DiscriminatorConfig, calibrated_weights
     from crops_ray.index import check_index_matches
 
     s = resolve_settings(args)
-    disc_cfg = DiscriminatorConfig(model=s.discriminator_model, calibration=s.calibration)
-    calibration = load_or_fit_calibration(disc_cfg)
+    if not s.calibration:
+        raise ValueError(
+            "Serve scores with the gate the data engine trained on your logs: pass calibration= the "
+            "discriminator_calibration.json that build_data wrote (it names the gate's weights)"
+        )
+    calibration = Calibration.load(s.calibration)
+    disc_cfg = DiscriminatorConfig(model=s.discriminator_model, kind=calibration.kind, calibration=s.calibration)
     calibrated_weights(calibration, disc_cfg)  # weights that are gone fail here, not in every replica
     index_check = check_index_matches(
         s.index, s.model

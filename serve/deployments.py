@@ -168,7 +168,15 @@ class DiscriminatorDeployment(_ModelReplica):
         cal = self.disc.calibration
         return {
             "discriminator": self.version,
-            "calibration": {"a": cal.a, "b": cal.b, "source": cal.source, "alpha": cal.alpha},
+            "kind": cal.kind,
+            "weights": self.disc.model_dir,
+            "calibration": {
+                "a": cal.a,
+                "b": cal.b,
+                "source": cal.source,
+                "alpha": cal.alpha,
+                "sources": cal.sources,
+            },
             **self.batch_stats(),
         }
 

@@ -34,8 +34,8 @@ class ServeSettings(BaseModel):
     discriminator_model: str = Field("minilm", description="discriminator backbone (alias or Hugging Face folder)")
     calibration: str | None = Field(
         None,
-        description="calibration JSON; None: crops_ray.discriminator.load_or_fit_calibration (fitted once on the "
-        "embedded world, cached)",
+        description="the gate's calibration JSON that build_data wrote (OUT/discriminator_calibration.json): it "
+        "names the gate's weights and kind, so /v1/score serves the gate the engine used; required",
     )
     max_items: int = Field(256, ge=1, description="queries per /v1/encode, pairs per /v1/score")
     max_chars: int = Field(

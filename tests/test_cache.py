@@ -9,35 +9,45 @@ from crops_ray.discriminator import DiscriminatorConfig
 from crops_ray.plumbing import weights_fingerprint
 
 
-def _calibrate(cache: str, model: str, out: str) -> None:
-    """One run (its own process): the world calibration of ``model`` through the shared cache folder."""
-    from crops_ray.discriminator import load_or_fit_calibration
+def _rows():
+    import pyarrow as pa
 
-    cal = load_or_fit_calibration(
-        DiscriminatorConfig(model=model, calibration_pairs=120, cache_dir=cache), progress=lambda *_: None
+    pairs = [("jaguar cubs", "Jaguar cubs play by the river."), ("python decorators", "Python decorators explained.")]
+    return pa.Table.from_pylist(
+        [{"query": q, "text": t, "label": int(q == tq)} for q, _ in pairs for tq, t in pairs] * 4
+    )
+
+
+def _train(cache: str, model: str, out: str) -> None:
+    """One run (its own process): the gate trained on the same labels through the shared cache folder."""
+    from crops_ray.discriminator.gate import train_model
+
+    said = []
+    folder = train_model(
+        DiscriminatorConfig(model=model, cache_dir=cache, fine_tune_batch_size=4), _rows(), said.append
     )
     with open(out, "w") as f:
-        json.dump(cal.__dict__, f)
+        json.dump({"folder": folder, "trained": any("epoch" in m for m in said)}, f)
 
 
-def test_two_runs_at_once_fit_once_and_leave_one_intact_entry(tmp_path):
+def test_two_runs_at_once_train_the_gate_once_and_leave_one_intact_entry(tmp_path):
     from crops_ray.encoder import shallow_copy
 
     model = shallow_copy("minilm", str(tmp_path / "minilm-1l"), num_layers=1)
     cache = str(tmp_path / "cache")
     spawn = multiprocessing.get_context("spawn")  # fresh interpreters, as two jobs on one machine
-    runs = [spawn.Process(target=_calibrate, args=(cache, model, str(tmp_path / f"run{i}.json"))) for i in range(2)]
+    runs = [spawn.Process(target=_train, args=(cache, model, str(tmp_path / f"run{i}.json"))) for i in range(2)]
     for p in runs:
         p.start()
     for p in runs:
         p.join(timeout=600)
     assert [p.exitcode for p in runs] == [0, 0]
     first, second = (json.load(open(tmp_path / f"run{i}.json")) for i in range(2))
-    assert first == second  # the second waited for the first's entry instead of fitting its own
-    entries = os.listdir(os.path.join(cache, "calibration"))
-    assert len([e for e in entries if e.endswith(".json")]) == 1 and not [e for e in entries if ".tmp" in e]
-    stored = json.load(open(os.path.join(cache, "calibration", next(e for e in entries if e.endswith(".json")))))
-    assert stored == first
+    assert first["folder"] == second["folder"]
+    assert sorted([first["trained"], second["trained"]]) == [False, True]  # the second waited, then read the first's
+    entries = os.listdir(os.path.join(cache, "discriminators"))
+    assert [e for e in entries if not e.startswith(".")] == [os.path.basename(first["folder"])]
+    assert os.path.exists(os.path.join(first["folder"], "config.json"))
 
 
 def test_weights_are_identified_by_content_not_by_path(tmp_path):
@@ -77,24 +87,16 @@ def test_a_corpus_copied_elsewhere_keeps_its_embedding_cache_entry(tmp_path):
     assert doc_tower_fingerprint(model, [str(tmp_path / "w2" / "videos" / "part-0.parquet")]) != first
 
 
-def test_a_cached_calibration_follows_its_weights_to_a_new_install(tmp_path):
-    """A zero-shot calibration records its model's folder; after the virtual environment is rebuilt elsewhere (a
-    new checkout) the entry, keyed by the weights' content, is used with the weights where they are now, not an error
-    about the old folder."""
-    from crops_ray.discriminator import load_or_fit_calibration
-    from crops_ray.discriminator.calibration import calibrated_weights
+def test_a_cached_gate_follows_its_base_weights_to_a_new_install(tmp_path):
+    """The gate's cache key holds its base weights' content, not their folder: after the virtual environment is
+    rebuilt elsewhere (a new checkout) the same labels find the trained gate instead of training again."""
+    from crops_ray.discriminator.gate import train_model
     from crops_ray.encoder import shallow_copy
 
     model = shallow_copy("minilm", str(tmp_path / "venv-1" / "minilm-1l"), num_layers=1)
     cache = str(tmp_path / "cache")
-    cfg = DiscriminatorConfig(model=model, calibration_pairs=120, cache_dir=cache)
-    first = load_or_fit_calibration(cfg, progress=lambda *_: None)
-    assert first.model == model
+    first = train_model(DiscriminatorConfig(model=model, cache_dir=cache, fine_tune_batch_size=4), _rows(), print)
     moved = str(shutil.move(os.path.dirname(model), tmp_path / "venv-2") / "minilm-1l")
     said = []
-    again = load_or_fit_calibration(
-        DiscriminatorConfig(model=moved, calibration_pairs=120, cache_dir=cache), progress=said.append
-    )
-    assert not said  # the cached entry, not a new fit
-    assert (again.a, again.b) == (first.a, first.b) and again.model == moved
-    assert calibrated_weights(again, cfg) == moved
+    again = train_model(DiscriminatorConfig(model=moved, cache_dir=cache, fine_tune_batch_size=4), _rows(), said.append)
+    assert again == first and not any("epoch" in m for m in said)  # the cached gate, not a new training

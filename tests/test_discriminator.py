@@ -11,7 +11,6 @@ from crops_ray.discriminator import (
     Discriminator,
     DiscriminatorConfig,
     fit_logistic,
-    load_or_fit_calibration,
     precision_recall,
     query_split,
     read_labelled_pairs,
@@ -76,7 +75,7 @@ def test_world_labelled_pairs_are_balanced_and_split_by_query(tmp_path):
 
 @pytest.fixture(scope="module")
 def disc():
-    return Discriminator(DiscriminatorConfig(encode_batch_size=8))
+    return Discriminator(DiscriminatorConfig(kind="bi-encoder", encode_batch_size=8))
 
 
 def test_real_model_ranks_related_text_higher_and_encodes_each_text_once(disc):
@@ -98,80 +97,55 @@ def test_real_model_ranks_related_text_higher_and_encodes_each_text_once(disc):
         disc.theta(["a"], ["b"])
 
 
-def test_user_labelled_pairs_calibrate_the_model(tmp_path):
-    rows = []
+def test_user_labelled_pairs_train_and_calibrate_the_gate(tmp_path):
+    """A team's own labelled pairs are the preferred source: the gate trains on half of their queries (here a
+    zero-shot bi-encoder, no training) and is calibrated on the other half, never on the logs' labels."""
+    import pyarrow.parquet as pq
+
+    from crops_ray.discriminator.gate import calibrate_gate, train_gate
+
     topics = {
         "jaguar big cat": "A jaguar stalks its prey along the riverbank at night.",
         "python programming": "Writing Python functions and classes for beginners.",
         "sourdough bread": "Feeding a sourdough starter and baking a crusty loaf.",
         "electric guitar": "Learning power chords on an electric guitar.",
+        "slap bass": "Slap bass technique for beginners.",
+        "ford mustang": "A 1967 Ford Mustang restoration.",
     }
-    for q, good in topics.items():
-        for other_q, other in topics.items():
-            rows.append({"query": q, "text": good if other_q == q else other, "label": int(other_q == q)})
-    pa_path = tmp_path / "pairs.parquet"
-    import pyarrow.parquet as pq
+    rows = [{"query": q, "text": t, "label": int(q == tq)} for q in topics for tq, t in topics.items()]
+    pq.write_table(pa.Table.from_pylist(rows), str(tmp_path / "pairs.parquet"))
+    cfg = DiscriminatorConfig(kind="bi-encoder", fine_tune=False, labelled_pairs=str(tmp_path / "pairs.parquet"))
+    model_dir, evidence, info = train_gate(cfg, None, None, progress=lambda *_: None)
+    assert evidence is None and info["labels"].endswith("pairs.parquet") and model_dir.endswith("model")
+    disc = Discriminator(cfg)
+    scored = {"query": ["jaguar big cat"] * 2, "video_id": ["a", "b"], "raw": [0.9, 0.1]}
+    import pandas as pd
 
-    pq.write_table(pa.Table.from_pylist(rows), str(pa_path))
-    cal = load_or_fit_calibration(DiscriminatorConfig(labelled_pairs=str(pa_path)), alpha=0.6, progress=lambda *_: None)
-    assert cal.a > 0 and cal.labelled_pairs > 0 and cal.source.endswith("pairs.parquet")
-    with pytest.raises(ValueError, match="calibrates a bi-encoder"):
-        cal.save(str(tmp_path / "c.json"))
-        load_or_fit_calibration(DiscriminatorConfig(kind="cross-encoder", calibration=str(tmp_path / "c.json")))
+    cal, cinfo = calibrate_gate(cfg, model_dir, pd.DataFrame(scored), None, None, disc.raw_scores, 0.6)
+    assert cal.a > 0 and cal.source.endswith("pairs.parquet") and cinfo["calibration_pairs"] > 0
 
 
-def test_fine_tuned_discriminator_is_cached_and_loaded_through_its_calibration(tmp_path):
-    """Fine-tuning (a 1-layer copy, for speed) lowers the loss, lands in the cache and scoring loads it."""
-    import pyarrow.parquet as pq
-
+def test_the_gates_weights_are_trained_once_and_loaded_through_its_calibration(tmp_path):
+    """Training a gate (a 1-layer copy, for speed) lands in the cache under its labels' content; the same labels
+    find it there; scoring loads the weights the calibration names."""
+    from crops_ray.discriminator.gate import train_model
     from crops_ray.encoder import shallow_copy
 
     small = shallow_copy("minilm", str(tmp_path / "m1"), num_layers=1)
-    topics = {
-        "jaguar cubs": "Jaguar cubs play by the river with their mother.",
-        "jaguar hunting": "A jaguar hunts caimans at night.",
-        "python decorators": "Python decorators explained with examples.",
-        "python snake care": "Caring for a ball python snake.",
-        "sourdough starter": "Feeding a sourdough starter every day.",
-        "sourdough shaping": "Shaping a sourdough loaf before baking.",
-    }
-    rows = [{"query": q, "text": t, "label": int(q == tq)} for q in topics for tq, t in topics.items()] * 4
-    pq.write_table(pa.Table.from_pylist(rows), str(tmp_path / "pairs.parquet"))
-    cfg = DiscriminatorConfig(
-        model=small,
-        labelled_pairs=str(tmp_path / "pairs.parquet"),
-        fine_tune=True,
-        fine_tune_epochs=3,
-        fine_tune_lr=1e-4,
-        fine_tune_batch_size=16,
-        cache_dir=str(tmp_path / "cache"),
-    )
+    rows = [{"query": q, "text": f"{t} video", "label": int(q == t)} for q in ("a b", "c d") for t in ("a b", "c d")]
+    cfg = DiscriminatorConfig(model=small, fine_tune_batch_size=2, cache_dir=str(tmp_path / "cache"))
     said = []
-    cal = load_or_fit_calibration(cfg, alpha=0.6, progress=said.append)
-    losses = [
-        float(m.split("loss ")[1].split()[0]) for m in said if m.startswith("fine-tuning the discriminator: epoch")
-    ]
-    assert len(losses) == 3 and losses[-1] < losses[0]
-    assert cal.model.startswith(str(tmp_path / "cache")) and cal.source.endswith(":fine-tuned")
-    assert Discriminator(DiscriminatorConfig(model=small), cal).model_dir == cal.model  # the weights it calibrates
+    folder = train_model(cfg, pa.Table.from_pylist(rows), progress=said.append)
+    assert folder.startswith(str(tmp_path / "cache")) and any("epoch 1/1" in m for m in said)
     again = []
-    assert load_or_fit_calibration(cfg, alpha=0.6, progress=again.append).model == cal.model
-    assert not any(m.startswith("fine-tuning the discriminator: epoch") for m in again)  # from the cache
-    with pytest.raises(ValueError, match="bi-encoder"):
-        DiscriminatorConfig(kind="cross-encoder", fine_tune=True)
-
-
-@pytest.mark.slow
-def test_world_calibration_is_precise_on_held_out_queries():
-    """The default calibration: fitted on half the queries of a world with another seed, measured on the rest."""
-    cal = load_or_fit_calibration(DiscriminatorConfig(), alpha=0.6)
-    print(
-        f"a={cal.a:.2f} b={cal.b:.2f} raw threshold {cal.raw_threshold_at_alpha:.3f}; held-out precision "
-        f"{cal.precision_at_alpha:.3f} recall {cal.recall_at_alpha:.3f} on {cal.heldout_pairs} pairs"
-    )
-    assert cal.source.startswith("world:") and cal.heldout_pairs > 500
-    assert cal.precision_at_alpha > 0.75 and cal.recall_at_alpha > 0.5
-    assert 0.3 < cal.raw_threshold_at_alpha < 0.6  # a cosine: 0.49 measured (relevant = grade >= 2)
+    assert train_model(cfg, pa.Table.from_pylist(rows), progress=again.append) == folder
+    assert not any("epoch" in m for m in again) and any("cached" in m for m in again)
+    other = train_model(cfg, pa.Table.from_pylist(rows[:3]), progress=lambda *_: None)
+    assert other != folder  # other labels, other weights
+    cal = Calibration(a=1.0, b=0.0, model=folder, kind="cross-encoder", source="t", labelled_pairs=4, positives=2)
+    disc = Discriminator(DiscriminatorConfig(kind="bi-encoder"), cal)  # the calibration's kind wins
+    assert disc.model_dir == folder and disc.cfg.kind == "cross-encoder"
+    assert disc.theta(["a b"], ["a b video"]).shape == (1,)
 
 
 @pytest.mark.ray
@@ -195,7 +169,7 @@ def test_actor_pool_stage_matches_the_plain_model(ray_local, disc):
             * 5
         )
     ]
-    cfg = DiscriminatorConfig(batch_size=7)
+    cfg = DiscriminatorConfig(kind="bi-encoder", batch_size=7)
     out = score_dataset(
         ray.data.from_items(rows).repartition(3), cfg, cal, mask_column="score_me", gate_column="others"
     ).take_all()
@@ -220,7 +194,7 @@ def test_a_calibration_whose_weights_are_gone_is_an_error_not_the_base_model(tmp
     gone = str(tmp_path / "discriminators" / "ft-1234")
     cal = Calibration(a=10.0, b=-4.0, model=gone, kind="bi-encoder", source="world:1", labelled_pairs=10, positives=5)
     with pytest.raises(FileNotFoundError, match="ft-1234"):
-        Discriminator(DiscriminatorConfig(), cal)
+        Discriminator(DiscriminatorConfig(kind="bi-encoder"), cal)
     assert calibrated_weights(Calibration(**{**cal.__dict__, "model": "minilm"}), DiscriminatorConfig()).endswith(
         "model"
     )

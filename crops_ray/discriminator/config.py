@@ -1,35 +1,38 @@
 """The discriminator's settings, with the paper's values as defaults (a 6-layer Transformer, alpha applied by the
-caller)."""
+caller), trained and calibrated on the logs it gates unless told otherwise."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from crops_ray.discriminator.log_labels import LogLabelConfig
 
 KINDS = ("bi-encoder", "cross-encoder")
 
 
 @dataclass
 class DiscriminatorConfig:
+    # The gate's model: a cross-encoder fine-tuned from this backbone (default), or a bi-encoder (cosine).
     model: str = "minilm"  # a packaged alias (crops_ray.plumbing) or any local Hugging Face folder
-    kind: str = "bi-encoder"
-    max_length: int = 128  # word pieces per text; video titles and captions fit in ~70
-    encode_batch_size: int = 64  # texts per forward pass
+    kind: str = "cross-encoder"
+    # The bi-encoder behind query-to-query similarity (P1's reformulation gate) and a bi-encoder gate.
+    similarity_model: str = "minilm"
+    max_length: int = 128  # word pieces per text (bi-encoder) or per (query, text) pair (cross-encoder)
+    encode_batch_size: int = 64  # texts or pairs per forward pass
     batch_size: int = 512  # (query, text) pairs per Ray Data batch
     cache_size: int = 200_000  # texts whose embeddings an actor keeps (bi-encoder)
-    # calibration
-    calibration: str | None = None  # a calibration JSON to use as is
-    labelled_pairs: str | None = None  # parquet/CSV with query, text, label (0/1) to fit the calibration on
-    calibration_seed: int = 20_251_115  # seed of the embedded world that provides the default labelled set
-    calibration_pairs: int = 3000  # labelled pairs per split (fit and held-out)
-    # What "relevant" means in the world's labelled set: qrels grade >= this. 2 = relevant, not merely marginal
-    # (grade 1: another subtopic of the same topic), since a kept candidate becomes a positive on par with a click.
-    calibration_min_grade: int = 2
-    # Fine-tune the bi-encoder on the labelled pairs before calibrating (the paper's discriminator is a trained
-    # relevance model, not a zero-shot one): on half of the queries, BCE on a learned scale of the cosine. The
-    # fine-tuned folder is cached and named in the calibration (``Calibration.model``), which scoring then loads.
-    fine_tune: bool = False
-    # One epoch: held-out precision / recall at alpha 0.988 / 0.988 against 0.992 / 0.985 for two (399 held-out
-    # positives, world v2), at half of the ~3 minutes a fresh machine spends on it.
+    # Where theta comes from, in order: a calibration JSON used as is (its weights named inside it), the user's
+    # labelled pairs (parquet/CSV with query, text, label 0/1: the model trained on half of their queries,
+    # calibrated on the other half), else the search log's own labels (log_labels; trained on half of the
+    # queries, calibrated on the held-out queries' mined candidates). Never a generated world.
+    calibration: str | None = None
+    labelled_pairs: str | None = None
+    log_labels: LogLabelConfig = field(default_factory=LogLabelConfig)
+    # Train the gate's weights on the labels (a cross-encoder's head is new, so it needs this unless ``model`` is
+    # already a trained sequence-classification folder; a bi-encoder without it is the packaged one, zero-shot).
+    fine_tune: bool = True
+    # One epoch of BCE (the log labels are a few thousand pairs: about a minute on 2 cores); trained folders are
+    # cached under a key of their labels' content and settings.
     fine_tune_epochs: int = 1
     fine_tune_lr: float = 3e-5
     fine_tune_batch_size: int = 32
@@ -47,12 +50,10 @@ class DiscriminatorConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"discriminator kind {self.kind!r} is not one of {KINDS}")
-        for name in ("max_length", "encode_batch_size", "batch_size", "calibration_pairs", "pool_min", "pool_max"):
+        for name in ("max_length", "encode_batch_size", "batch_size", "pool_min", "pool_max", "fine_tune_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"discriminator {name} must be >= 1, got {getattr(self, name)}")
-        if self.fine_tune and self.kind != "bi-encoder":
-            raise ValueError(
-                "discriminator fine_tune supports kind='bi-encoder' only (build_data: --no-fine-tune-discriminator)"
-            )
+        if isinstance(self.log_labels, dict):
+            self.log_labels = LogLabelConfig(**self.log_labels)
         if self.pool_min > self.pool_max:
             raise ValueError(f"discriminator pool_min {self.pool_min} > pool_max {self.pool_max}")

@@ -1,11 +1,14 @@
 """The model behind theta, in one process: raw scores for (query, text) pairs, and theta when calibrated.
 
-A bi-encoder discriminator is the training code's :class:`crops_ray.encoder.Encoder` (shared towers, mean
-pooling, unit length: raw score = cosine), so a fine-tuned discriminator is saved and loaded like any trained
-encoder; a cross-encoder is any local sequence-classification folder (one logit per pair).
+A cross-encoder (the default) is a sequence-classification folder with one logit per pair
+(:mod:`crops_ray.discriminator.cross_encoder`); a bi-encoder discriminator is the training code's
+:class:`crops_ray.encoder.Encoder` (shared towers, mean pooling, unit length: raw score = cosine). Either way the
+calibration names the weights and the kind it was fitted on, and those are what load.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -18,22 +21,26 @@ class Discriminator:
     def __init__(self, cfg: DiscriminatorConfig, calibration: Calibration | None = None, device: str | None = None):
         import torch
 
+        if calibration is not None and calibration.kind != cfg.kind:  # the calibration names the kind it fits
+            cfg = replace(cfg, kind=calibration.kind)
         self.cfg, self.calibration = cfg, calibration
         self.model_dir = calibrated_weights(calibration, cfg)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._similarity = None
         if cfg.kind == "bi-encoder":
-            from crops_ray.encoder import Encoder
-
-            self.encoder = Encoder.from_pretrained(self.model_dir, shared=True, max_length=cfg.max_length)
-            self.encoder.to(self.device).eval()
+            self.encoder = self._bi_encoder(self.model_dir)
             self._cache = EmbeddingCache(cfg.cache_size)  # a video in many pairs is encoded once
         else:
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+            from crops_ray.discriminator.cross_encoder import load
 
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-            self.model = AutoModelForSequenceClassification.from_pretrained(self.model_dir).to(self.device).eval()
-        self.texts_encoded = 0  # forward-pass work actually done (cache misses)
+            self.tokenizer, self.model = load(self.model_dir, self.device)
+        self.texts_encoded = 0  # forward-pass work actually done (cache misses; pairs for a cross-encoder)
         self.pairs_scored = 0
+
+    def _bi_encoder(self, folder: str):
+        from crops_ray.encoder import Encoder
+
+        return Encoder.from_pretrained(folder, shared=True, max_length=self.cfg.max_length).to(self.device).eval()
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         self.texts_encoded += len(texts)
@@ -53,26 +60,19 @@ class Discriminator:
             return np.empty(0, dtype=np.float32)
         if self.cfg.kind == "bi-encoder":
             return np.einsum("ij,ij->i", self.embed(queries), self.embed(texts)).astype(np.float32)
-        import torch
+        from crops_ray.discriminator.cross_encoder import logits
 
-        out = np.empty(len(queries), dtype=np.float32)
-        bs = self.cfg.encode_batch_size
-        with torch.inference_mode():
-            for start in range(0, len(queries), bs):
-                enc = self.tokenizer(
-                    queries[start : start + bs],
-                    texts[start : start + bs],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.cfg.max_length,
-                    return_tensors="pt",
-                ).to(self.device)
-                logits = self.model(**enc).logits
-                out[start : start + bs] = (
-                    (logits[:, -1] if logits.shape[-1] > 1 else logits[:, 0]).float().cpu().numpy()
-                )
         self.texts_encoded += len(queries)
-        return out
+        return logits(self.tokenizer, self.model, queries, texts, self.cfg.encode_batch_size, self.cfg.max_length)
+
+    def similarity(self, left: list[str], right: list[str]) -> np.ndarray:
+        """Cosine of two texts' bi-encoder embeddings (P1's query-to-query gate): the gate's own encoder when it is a
+        bi-encoder, else ``similarity_model`` (loaded on first use)."""
+        if self.cfg.kind == "bi-encoder":
+            return self.raw_scores(left, right)
+        if self._similarity is None:
+            self._similarity = Discriminator(replace(self.cfg, kind="bi-encoder", model=self.cfg.similarity_model))
+        return self._similarity.raw_scores(left, right)
 
     def theta(self, queries: list[str], texts: list[str]) -> np.ndarray:
         if self.calibration is None:

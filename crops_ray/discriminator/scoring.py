@@ -19,8 +19,9 @@ class DiscriminatorScorer:
     """Ray Data callable class: theta for the rows of a batch, the model loaded once per actor.
 
     Adds ``score_column`` (float32) = theta(query_column, text_column) for the rows where ``mask_column`` is
-    true (all rows when it is None); other rows get null. With ``gate_column`` (a list of strings per row) it
-    also adds ``gate_score``: the best raw similarity between the query and any string of that list.
+    true (all rows when it is None; the raw score instead of theta with ``raw``, for a calibration fitted
+    afterwards); other rows get null. With ``gate_column`` (a list of strings per row) it also adds
+    ``gate_score``: the best bi-encoder cosine between the query and any string of that list.
     """
 
     def __init__(
@@ -32,10 +33,12 @@ class DiscriminatorScorer:
         score_column: str = "score",
         mask_column: str | None = None,
         gate_column: str | None = None,
+        raw: bool = False,
     ):
         actor_threads(cfg.torch_threads, cfg.num_cpus)
         self.disc = Discriminator(cfg, Calibration(**calibration))
         self.q, self.t, self.s, self.mask, self.gate = query_column, text_column, score_column, mask_column, gate_column
+        self.score = self.disc.raw_scores if raw else self.disc.theta
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
@@ -47,7 +50,7 @@ class DiscriminatorScorer:
         queries, texts = batch[self.q].to_pylist(), batch[self.t].to_pylist()
         score = np.full(n, np.nan, dtype=np.float32)
         if len(rows):
-            score[rows] = self.disc.theta([queries[i] for i in rows], [texts[i] or "" for i in rows])
+            score[rows] = self.score([queries[i] for i in rows], [texts[i] or "" for i in rows])
         valid = np.zeros(n, dtype=bool)
         valid[rows] = True
         batch = batch.append_column(self.s, pa.array(score, pa.float32(), mask=~valid))
@@ -55,7 +58,7 @@ class DiscriminatorScorer:
             lists = batch[self.gate].to_pylist()
             left = [queries[i] for i in range(n) for _ in (lists[i] or ())]
             right = [o for i in range(n) for o in (lists[i] or ())]
-            raw = self.disc.raw_scores(left, right) if left else np.empty(0, np.float32)
+            raw = self.disc.similarity(left, right) if left else np.empty(0, np.float32)
             gate = np.full(n, np.nan, dtype=np.float32)
             pos = 0
             for i in range(n):

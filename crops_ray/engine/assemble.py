@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from crops_ray.discriminator.calibration import Calibration
 from crops_ray.engine.users import key_buckets
 from crops_ray.hla import SOURCE_RANK, LevelConfig
 from crops_ray.schema import SAMPLES_SCHEMA, STAGES
@@ -54,11 +55,18 @@ PAIR_SCHEMA = pa.schema(
     ]
 )
 
+SCORED_SCHEMA = pa.schema(  # the score stage's work: the gate's raw score, before its calibration
+    list(PAIR_SCHEMA) + [("score", pa.float32()), ("gate_score", pa.float32())]
+)
+
 CANDIDATES_SCHEMA = pa.schema(
     list(PAIR_SCHEMA)
     + [
-        ("score", pa.float32()),  # theta(query, text) where scored
-        ("gate_score", pa.float32()),  # best raw similarity of the query and a reformulated query
+        ("score", pa.float32()),  # theta(query, text) where scored: the higher of the two below
+        ("raw_score", pa.float32()),  # the gate model's raw score (theta = sigmoid(a * raw + b))
+        ("reformulation_theta", pa.float32()),  # theta under P1's calibration, where P1 proposed the pair
+        ("recommendation_theta", pa.float32()),  # theta under P2's calibration, where P2 proposed the pair
+        ("gate_score", pa.float32()),  # best bi-encoder cosine of the query and a reformulated query
         ("gate_pass", pa.bool_()),
         ("reformulation_kept", pa.bool_()),
         ("recommendation_kept", pa.bool_()),
@@ -197,21 +205,47 @@ def pairs_dataset(
 # ---------------------------------------------------------------------------------------------- labels
 
 
-def label_candidates(batch: pa.Table, alpha: float, gate: str, gate_threshold: float) -> pa.Table:
-    """Scored pairs -> CANDIDATES_SCHEMA: which P1/P2 candidates pass (gate, then theta > alpha)."""
+def label_candidates(
+    batch: pa.Table, alpha: float, gate: str, gate_threshold: float, calibration: dict | None = None
+) -> pa.Table:
+    """Scored pairs -> CANDIDATES_SCHEMA: which P1/P2 candidates pass (gate, then theta > alpha).
+
+    With ``calibration`` (a :class:`crops_ray.discriminator.Calibration` as a dict) the batch holds the gate's raw
+    scores (SCORED_SCHEMA), turned here into each proposing source's theta; without, it holds candidates already
+    labelled (their thetas are kept, only alpha and the gate are applied again: the alpha sweep)."""
     n = batch.num_rows
     if "gate_score" not in batch.column_names:
         batch = batch.append_column("gate_score", pa.nulls(n, pa.float32()))
-    above = pc.fill_null(pc.greater(batch["score"], alpha), False)
+    p1_proposed, p2_proposed = pc.fill_null(batch["reformulation"], False), pc.fill_null(batch["recommendation"], False)
+    if calibration is not None:
+        batch = _with_thetas(batch, Calibration(**calibration), p1_proposed, p2_proposed)
+    p1_above = pc.fill_null(pc.greater(batch["reformulation_theta"], alpha), False)
+    p2_above = pc.fill_null(pc.greater(batch["recommendation_theta"], alpha), False)
     if gate == "discriminator":
         gate_pass = pc.fill_null(pc.greater_equal(batch["gate_score"], gate_threshold), False)
     else:  # "lexical" was applied while mining; "none" passes everything
-        gate_pass = pc.fill_null(batch["reformulation"], False)
-    p1 = pc.and_(pc.and_(pc.fill_null(batch["reformulation"], False), gate_pass), above)
-    p2 = pc.and_(pc.fill_null(batch["recommendation"], False), above)
-    batch = batch.append_column("gate_pass", pc.and_(pc.fill_null(batch["reformulation"], False), gate_pass))
-    batch = batch.append_column("reformulation_kept", p1).append_column("recommendation_kept", p2)
+        gate_pass = p1_proposed
+    batch = batch.append_column("gate_pass", pc.and_(p1_proposed, gate_pass))
+    batch = batch.append_column("reformulation_kept", pc.and_(pc.and_(p1_proposed, gate_pass), p1_above))
+    batch = batch.append_column("recommendation_kept", pc.and_(p2_proposed, p2_above))
     return batch.select(CANDIDATES_SCHEMA.names).cast(CANDIDATES_SCHEMA)
+
+
+def _with_thetas(batch: pa.Table, cal: Calibration, p1: pa.Array, p2: pa.Array) -> pa.Table:
+    """Raw scores in ``score`` -> raw_score, each source's theta where it proposed the pair, and score = the higher."""
+    raw = batch["score"]
+    valid = pc.is_valid(raw).to_numpy(zero_copy_only=False)
+    values = pc.fill_null(raw, 0.0).to_numpy(zero_copy_only=False)
+    thetas = {}
+    for name, proposed in (("reformulation", p1), ("recommendation", p2)):
+        ok = valid & proposed.to_numpy(zero_copy_only=False)
+        thetas[name] = np.where(ok, cal.theta(values, name), np.nan).astype(np.float32)
+    best = np.fmax(thetas["reformulation"], thetas["recommendation"])
+    batch = batch.set_column(batch.column_names.index("score"), "score", pa.array(best, mask=np.isnan(best)))
+    batch = batch.append_column("raw_score", raw)
+    for name, theta in thetas.items():
+        batch = batch.append_column(f"{name}_theta", pa.array(theta, pa.float32(), mask=np.isnan(theta)))
+    return batch
 
 
 def to_samples(batch: pa.Table, levels: dict[str, int]) -> pa.Table:

@@ -6,11 +6,13 @@ Steps (each writes parquet, so a large run never holds its data in the object st
 2. ``pairs``: log rows (P0), candidates and videos, one shuffle by video -> one row per (query, video) with
    its text (:func:`crops_ray.engine.assemble.collapse_videos`). Both shuffles key on hash buckets of the
    user/video id (``rows_per_bucket``), so the per-group functions run vectorised over many users/videos.
-3. ``score``: the discriminator over the pairs P1/P2 proposed -> ``OUT/candidates/`` (every pair, its
-   sources, theta, and which mined candidates were kept).
-4. ``llm_generate`` and ``llm_verify``: P3 on the most clicked queries -> ``OUT/llm_descriptions/`` (every
+3. ``gate``: the discriminator trained on labels from the user's data (the log's own labels, or the user's
+   labelled pairs; :mod:`crops_ray.discriminator.gate`), cached.
+4. ``score``: its raw score over the pairs P1/P2 proposed, its calibration on the held-out queries' labelled
+   candidates -> ``OUT/candidates/`` (every pair, its sources, theta, and which mined candidates were kept).
+5. ``llm_generate`` and ``llm_verify``: P3 on the most clicked queries -> ``OUT/llm_descriptions/`` (every
    description with the quality-control reason that dropped it, if any).
-5. ``assemble``: the highest level per (query, video), plus the P3 documents -> ``OUT/samples/``
+6. ``assemble``: the highest level per (query, video), plus the P3 documents -> ``OUT/samples/``
    (``schema.SAMPLES_SCHEMA``), and ``OUT/stats.json``.
 
 ``OUT`` is replaced atomically: everything is written to a staging folder that takes its place at the end.
@@ -31,10 +33,12 @@ import json
 import os
 import shutil
 import time
+from dataclasses import asdict, dataclass, field, replace
 
 from crops_ray import schema as S
 from crops_ray import storage
-from crops_ray.discriminator import Calibration, calibrated_weights, load_or_fit_calibration, score_dataset
+from crops_ray.discriminator import Calibration, calibrated_weights, score_dataset
+from crops_ray.discriminator.gate import calibrate_gate, train_gate, with_text
 from crops_ray.engine import assemble as A
 from crops_ray.engine import world_knowledge as W
 from crops_ray.engine.assemble import llm_samples
@@ -109,18 +113,16 @@ def build_data(
 
 def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir: str | None, progress) -> dict:
     sources = set(cfg.sources)
-    clock = Clock(progress, total=(1 if validate else 0) + 3 + (2 if "p3" in sources else 0) + 1)
+    clock = Clock(progress, total=(1 if validate else 0) + 4 + (2 if "p3" in sources else 0) + 1)
     if validate:
         logs, eval_dir = validate_stage(logs, staging, eval_dir, clock, progress)
     run = read_inputs(logs, staging, cfg, clock, progress)
 
-    calibration = load_or_fit_calibration(cfg.discriminator, cfg.alpha, progress=run.indented)
-    calibrated_weights(calibration, cfg.discriminator)  # weights that are gone fail here, not inside every actor
-    calibration.save(f"{staging}/discriminator_calibration.json")
-
     user_rows, heavy = _mine_users(run)
     pair_rows = _pairs(run, user_rows)
-    mined = _score(run, calibration, pair_rows)
+    gate = _train_gate(run)
+    mined, calibration = _score(run, gate, pair_rows)
+    calibration.save(f"{staging}/discriminator_calibration.json")
     llm = W.run_stages(run, calibration) if "p3" in sources else LlmCounts()  # P3: llm_generate, llm_verify
     sample_rows, by_source_level = _assemble(run)
 
@@ -131,6 +133,7 @@ def _build(logs: str, staging: str, cfg: EngineConfig, validate: bool, eval_dir:
         resources=ray.cluster_resources(),
         cfg=cfg,
         calibration=calibration,
+        gate_info=gate.info,
         rows_in=run.rows_in,
         quarantined=run.quarantined,
         mined=mined,
@@ -209,32 +212,112 @@ def _pairs(run: Run, user_rows: int) -> int:
     return pair_rows
 
 
-def _score(run: Run, calibration: Calibration, pair_rows: int) -> MinedCounts:
-    """theta: the discriminator over the pairs P1/P2 proposed, then the labelling rule -> ``OUT/candidates``."""
+@dataclass
+class Gate:
+    """The gate as the score stage gets it: a calibration to use as is (``fixed``), or weights to calibrate on the
+    mined candidates' raw scores with the log's evidence (``evidence``; None for the user's labelled pairs)."""
+
+    model_dir: str
+    fixed: Calibration | None = None
+    evidence: object = None
+    heldout_sample: object = None  # the held-out queries' balanced sample (query, text, label)
+    info: dict = field(default_factory=dict)  # stats.json's discriminator.gate
+
+
+def _train_gate(run: Run) -> Gate:
+    """The gate's weights: from a calibration JSON as is, else trained on the user's labelled pairs or on the
+    log's own labels (:mod:`crops_ray.discriminator.gate`; never a generated world)."""
+    dcfg = run.cfg.discriminator
+    with run.clock.stage("gate", f"training the gate ({dcfg.kind}) on labels from your data"):
+        if dcfg.calibration:
+            cal = Calibration.load(dcfg.calibration)
+            calibrated_weights(cal, dcfg)  # weights that are gone fail here, not inside every actor
+            run.indented(f"the gate as calibrated in {dcfg.calibration} ({cal.kind}, {cal.model})")
+            return Gate(cal.model, fixed=cal, info={"labels": os.path.abspath(dcfg.calibration)})
+        import pyarrow.parquet as pq
+
+        search = pq.read_table(run.files["search_log"], columns=["request_id", "query", "video_id", "stage"])
+        videos = pq.read_table(run.files["videos"], columns=["video_id", "text"])
+        model_dir, evidence, info = train_gate(dcfg, search, videos, progress=run.indented)
+        labels = info.pop("_labels", None)
+        held = None
+        if labels is not None:  # what the gate learnt from, for reading and for the audit
+            pq.write_table(labels, f"{run.staging}/gate_labels.parquet")
+            held = with_text(labels.filter(labels["heldout"]), videos)
+        return Gate(model_dir, None, evidence, held, info)
+
+
+def _score(run: Run, gate: Gate, pair_rows: int) -> tuple[MinedCounts, Calibration]:
+    """The gate's raw score for the pairs P1/P2 proposed -> its calibration (unless fixed) -> theta and the
+    labelling rule -> ``OUT/candidates``."""
     cfg, staging = run.cfg, run.staging
     labels = label_settings(cfg)
-    gate = labels["gate"]
+    dcfg = replace(cfg.discriminator, kind=gate.fixed.kind) if gate.fixed else cfg.discriminator
+    raw_cal = gate.fixed or Calibration(a=1.0, b=0.0, model=gate.model_dir, kind=dcfg.kind, source="raw",
+                                        labelled_pairs=0, positives=0)  # fmt: skip
     with run.clock.stage(
-        "score",
-        f"scoring mined pairs with the discriminator ({cfg.discriminator.kind}, "
-        f"{os.path.basename(calibration.model.rstrip('/'))})",
+        "score", f"scoring mined pairs with the gate ({dcfg.kind}, {os.path.basename(gate.model_dir.rstrip('/'))})"
     ):
         ds = score_dataset(
             read_parquet(f"{run.work}/pairs"),
-            cfg.discriminator,
-            calibration,
+            dcfg,
+            raw_cal,
             rows=pair_rows,
             mask_column="needs_score",
-            gate_column="reformulated_queries" if gate == "discriminator" else None,
+            gate_column="reformulated_queries" if labels["gate"] == "discriminator" else None,
+            raw=True,
         )
-        ds = ds.map_batches(A.label_candidates, batch_format="pyarrow", fn_kwargs=labels, num_cpus=cfg.map_num_cpus)
+        write_parquet(ds, f"{run.work}/scored", A.SCORED_SCHEMA)
+        calibration = gate.fixed or _calibrate(run, gate, dcfg)
+        ds = read_parquet(f"{run.work}/scored").map_batches(
+            A.label_candidates,
+            batch_format="pyarrow",
+            fn_kwargs={**labels, "calibration": asdict(calibration)},
+            num_cpus=cfg.map_num_cpus,
+        )
         write_parquet(ds, f"{staging}/candidates", A.CANDIDATES_SCHEMA)
     counts = MinedCounts.from_totals(sum_counts(f"{staging}/candidates", candidate_counts, CANDIDATE_COUNT_COLUMNS))
     run.indented(
         f"scored {counts.scored:,} pairs; kept P1 {counts.p1_kept:,} of "
         f"{counts.p1_candidates:,}, P2 {counts.p2_kept:,} of {counts.p2_candidates:,}"
     )
-    return counts
+    return counts, calibration
+
+
+def _calibrate(run: Run, gate: Gate, dcfg) -> Calibration:
+    """theta = sigmoid(a * raw + b) fitted on the held-out queries' labelled candidates, moved to the candidates'
+    base rate (:func:`crops_ray.discriminator.gate.calibrate_gate`)."""
+    import pyarrow.parquet as pq
+
+    from crops_ray import storage as st
+
+    scored = pq.read_table(
+        st.parquet_files(f"{run.work}/scored"),
+        columns=["query", "video_id", "score", "needs_score", "reformulation", "recommendation"],
+    ).to_pandas()
+    scored = scored[scored["needs_score"].fillna(False) & scored["score"].notna()].rename(columns={"score": "raw"})
+    scored[["reformulation", "recommendation"]] = scored[["reformulation", "recommendation"]].fillna(False)
+    scorer = None
+
+    def raw_of(queries, texts):
+        nonlocal scorer
+        if scorer is None:
+            from crops_ray.discriminator.model import Discriminator
+
+            scorer = Discriminator(replace(dcfg), Calibration(1.0, 0.0, gate.model_dir, dcfg.kind, "raw", 0, 0))
+        return scorer.raw_scores(queries, texts)
+
+    cal, info = calibrate_gate(dcfg, gate.model_dir, scored, gate.evidence, gate.heldout_sample, raw_of, run.cfg.alpha)
+    labelled = info.pop("_calibration_set", None)
+    if labelled is not None:
+        labelled.to_parquet(f"{run.staging}/gate_calibration.parquet", index=False)
+    gate.info.update(info)
+    per_source = ", ".join(f"{k} a={v['a']:.2f} b={v['b']:.2f}" for k, v in (cal.sources or {}).items())
+    run.indented(
+        f"calibrated on {info['calibration_pairs']:,} labelled pairs ({info['calibration_set']}): pooled a={cal.a:.2f} "
+        f"b={cal.b:.2f}{'; ' + per_source if per_source else ''}"
+    )
+    return cal
 
 
 def _assemble(run: Run) -> tuple[int, dict[str, int]]:
@@ -265,4 +348,4 @@ def _audit(staging: str, eval_dir: str | None, cfg: EngineConfig) -> dict | None
 
     if not has_truth(eval_dir):
         return None
-    return evaluate_engine(staging, eval_dir, cfg.alpha, cfg.discriminator.calibration_min_grade)
+    return evaluate_engine(staging, eval_dir, cfg.alpha, cfg.audit_min_grade)

@@ -24,10 +24,9 @@ class EngineConfig:
     sources: tuple = SOURCES  # perspectives switched on (ablations): any of p1, p2, p3
     alpha: float = 0.6  # keep a mined candidate when theta(q, d) > alpha
     levels: dict = field(default_factory=_paper_levels)  # HLA level per sample source
-    # Fine-tuned on the labelled pairs (the embedded world's, or labelled_pairs) before calibration: a zero-shot
-    # bi-encoder cannot tell a query's subtopic from its topic (measured: precision 0.56 vs 0.82 on the small
-    # world's mined pairs at grade >= 2), and a kept candidate becomes a positive on par with a click.
-    discriminator: DiscriminatorConfig = field(default_factory=lambda: DiscriminatorConfig(fine_tune=True))
+    # The gate: a cross-encoder trained and calibrated on labels from the logs themselves (or the user's labelled
+    # pairs); a kept candidate becomes a positive on par with a click, so it must tell a sibling facet from the intent.
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     reformulation: ReformulationConfig = field(default_factory=ReformulationConfig)
     recommendation: RecommendationConfig = field(default_factory=RecommendationConfig)
     # A user with more rows than this (search_log + rec_log) is left out of P1/P2 mining and counted (a crawler
@@ -44,6 +43,9 @@ class EngineConfig:
     # on the tiny world 6.9, 6.6 and 4.8 s.
     shuffle_strategy: str = "shuffle_v2"
     keep_work: bool = False  # keep OUT/_work/ (intermediate parquet) for inspection
+    # Audit only (a generated world's eval/, never an input): "relevant" means a judgment of at least this grade.
+    # 2 = relevant, not merely marginal (grade 1: another subtopic of the same topic).
+    audit_min_grade: int = 2
 
     def __post_init__(self) -> None:
         if isinstance(self.sources, str):

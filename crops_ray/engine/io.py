@@ -58,7 +58,7 @@ def write_parquet(ds, folder: str, schema: pa.Schema) -> int:
     return S.count_rows(files)
 
 
-def sum_counts(folder: str, fn, columns: list[str], **kwargs) -> dict[str, int]:
+def sum_counts(folder: str, fn, columns: list[str], **kwargs) -> dict[str, float]:
     """Counters computed by ``fn`` (one-row tables) over a parquet folder, streamed on the driver.
 
     Only the named columns are read, batch by batch, so this stays light on large outputs, and it costs no Ray
@@ -66,14 +66,14 @@ def sum_counts(folder: str, fn, columns: list[str], **kwargs) -> dict[str, int]:
     """
     import pyarrow.dataset as pads
 
-    total: dict[str, int] = {}
+    total: dict[str, float] = {}  # integer counters stay ints; float sums (a theta total) stay floats
     files = storage.parquet_files(folder)
     if not files:
         return total
     for batch in pads.dataset(files, format="parquet").to_batches(columns=columns):
         counts = fn(pa.Table.from_batches([batch]), **kwargs)
         for name in counts.column_names:
-            total[name] = total.get(name, 0) + int(pc.sum(counts[name]).as_py() or 0)
+            total[name] = total.get(name, 0) + (pc.sum(counts[name]).as_py() or 0)
     return total
 
 

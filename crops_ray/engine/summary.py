@@ -27,8 +27,16 @@ def candidate_counts(batch: pa.Table) -> pa.Table:
             "p2_candidates": [count_true(p2)],
             "p2_kept": [count_true(batch["recommendation_kept"])],
             "p0_pairs": [count_true(pc.is_valid(batch["log_level"]))],
+            # theta summed over the kept pairs: their mean is the precision the gate expects (logs only)
+            "p1_kept_theta": [_kept_theta(batch, "reformulation")],
+            "p2_kept_theta": [_kept_theta(batch, "recommendation")],
         }
     )
+
+
+def _kept_theta(batch: pa.Table, source: str) -> float:
+    kept = pc.fill_null(batch[f"{source}_kept"], False)
+    return float(pc.sum(pc.filter(batch[f"{source}_theta"], kept)).as_py() or 0.0)
 
 
 CANDIDATE_COUNT_COLUMNS = [  # the candidates' columns candidate_counts reads
@@ -39,6 +47,8 @@ CANDIDATE_COUNT_COLUMNS = [  # the candidates' columns candidate_counts reads
     "reformulation_kept",
     "recommendation_kept",
     "log_level",
+    "reformulation_theta",
+    "recommendation_theta",
 ]
 
 
@@ -65,6 +75,8 @@ class MinedCounts:
     p2_candidates: int = 0
     p2_kept: int = 0
     p0_pairs: int = 0
+    p1_kept_theta: float = 0.0
+    p2_kept_theta: float = 0.0
 
     @classmethod
     def from_totals(cls, totals: dict[str, int]) -> MinedCounts:
@@ -94,6 +106,7 @@ def engine_stats(
     resources: dict,
     cfg,
     calibration,
+    gate_info: dict,
     rows_in: dict,
     quarantined: dict,
     mined: MinedCounts,
@@ -126,12 +139,14 @@ def engine_stats(
                 if gate == "discriminator"
                 else mined.p1_candidates - mined.p1_kept,
                 "kept": mined.p1_kept,
+                "estimated_precision": _ratio(mined.p1_kept_theta, mined.p1_kept),
             },
             "recommendation": {
                 "enabled": "p2" in sources,
                 "candidates": mined.p2_candidates,
                 "below_alpha": mined.p2_candidates - mined.p2_kept,
                 "kept": mined.p2_kept,
+                "estimated_precision": _ratio(mined.p2_kept_theta, mined.p2_kept),
             },
             "llm": {
                 "enabled": "p3" in sources,
@@ -148,6 +163,7 @@ def engine_stats(
             "mined_pairs_scored": mined.scored,
             "llm_descriptions_scored": llm.scored,
             "calibration": asdict(calibration),
+            "gate": gate_info,
         },
         "llm": {
             "backend": cfg.world_knowledge.backend,
@@ -160,6 +176,10 @@ def engine_stats(
     }
 
 
+def _ratio(total: float, n: int) -> float | None:
+    return round(total / n, 4) if n else None
+
+
 # ---------------------------------------------------------------------------------------------- summary
 
 
@@ -170,8 +190,12 @@ def format_summary(stats: dict) -> str:
     def table(rows: list[dict]) -> str:
         return rows_table(rows, text=True)
 
-    def source(name: str, candidates: str, removed: str, kept: int) -> dict:
-        return {"source": name, "candidates": candidates, "removed": removed, "kept": f"{kept:,}"}
+    def source(name: str, candidates: str, removed: str, kept: int, precision: float | None = None) -> dict:
+        est = "-" if precision is None else f"{precision:.3f}"
+        return {
+            "source": name, "candidates": candidates, "removed": removed, "kept": f"{kept:,}",
+            "estimated precision (logs)": est,
+        }  # fmt: skip
 
     src = stats["sources"]
     pairs = src["log"]["pairs"]
@@ -179,10 +203,18 @@ def format_summary(stats: dict) -> str:
     p1, p2, p3 = src["reformulation"], src["recommendation"], src["llm"]
     if p1["enabled"]:
         removed = f"gate {p1['gate_removed']:,}, theta<=alpha {p1['below_alpha']:,}"
-        sources.append(source("reformulation (P1)", f"{p1['candidates']:,}", removed, p1["kept"]))
+        sources.append(
+            source("reformulation (P1)", f"{p1['candidates']:,}", removed, p1["kept"], p1.get("estimated_precision"))
+        )
     if p2["enabled"]:
         sources.append(
-            source("recommendation (P2)", f"{p2['candidates']:,}", f"theta<=alpha {p2['below_alpha']:,}", p2["kept"])
+            source(
+                "recommendation (P2)",
+                f"{p2['candidates']:,}",
+                f"theta<=alpha {p2['below_alpha']:,}",
+                p2["kept"],
+                p2.get("estimated_precision"),
+            )
         )
     if p3["enabled"]:
         removed = ", ".join(f"{k} {v}" for k, v in p3["removed"].items() if v) or "-"
@@ -219,7 +251,9 @@ def format_summary(stats: dict) -> str:
                 "relevant share": str(e["relevant_candidates"]),
                 "kept": f"{e['kept']:,}",
                 "precision": str(e["precision"]),
+                "estimated precision (logs)": str(src.get(name, {}).get("estimated_precision", "-")),
                 "recall": str(e["recall_within_candidates"]),
+                "theta ECE": str(e.get("ece", "-")),
             }
             for name, e in ev["sources"].items()
         ]
@@ -231,7 +265,9 @@ def format_summary(stats: dict) -> str:
                 "relevant share": "-",
                 "kept": "-",
                 "precision": str(dd["precision_at_alpha"]),
+                "estimated precision (logs)": "-",
                 "recall": str(dd["recall_at_alpha"]),
+                "theta ECE": str(dd.get("ece", "-")),
             }
         )
         lines += ["", table(truth)]

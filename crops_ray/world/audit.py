@@ -86,15 +86,21 @@ def evaluate_engine(out: str, eval_dir: str, alpha: float, min_grade: int = 2) -
             "score",
             "reformulation_kept",
             "recommendation_kept",
+            "reformulation_theta",
+            "recommendation_theta",
         ],
     )
     rel = is_relevant(cands["query"], cands["video_id"], relevant)
     report: dict = {"relevant_means": f"qrels grade >= {min_grade}", "alpha": alpha, "sources": {}}
     kept_any = np.zeros(len(cands), dtype=bool)
+    theta = cands["score"].to_numpy(dtype=np.float64, na_value=np.nan)
     for source in ("reformulation", "recommendation"):
         kept = cands[f"{source}_kept"].to_numpy(dtype=bool)
         kept_any |= kept
+        own = cands[f"{source}_theta"].to_numpy(dtype=np.float64, na_value=np.nan)
+        proposed = cands[source].to_numpy(dtype=bool) & ~np.isnan(own)
         report["sources"][source] = quality(quality_counts(rel, cands[source].to_numpy(dtype=bool), kept))
+        report["sources"][source]["ece"] = _ece(own[proposed], rel[proposed])  # of that source's own theta
     mined = quality(quality_counts(rel, kept_any, kept_any))
     report["mined_positives"] = mined["kept"]
     report["mined_precision"] = mined["precision"]
@@ -105,7 +111,35 @@ def evaluate_engine(out: str, eval_dir: str, alpha: float, min_grade: int = 2) -
         "precision_at_alpha": scored["precision"],
         "recall_at_alpha": scored["recall_within_candidates"],
     }
+    scored_mask = cands["needs_score"].to_numpy(dtype=bool) & ~np.isnan(theta)
+    report["discriminator"]["ece"] = _ece(theta[scored_mask], rel[scored_mask])
+    report["gate_labels"] = label_rule_precision(out, relevant)
     report["bubble"] = minority_positives(out, eval_dir)
+    return report
+
+
+def _ece(theta: np.ndarray, relevant: np.ndarray) -> float | None:
+    from crops_ray.discriminator.calibration import expected_calibration_error
+
+    return round(expected_calibration_error(theta, relevant), 4) if len(theta) else None
+
+
+def label_rule_precision(out: str, relevant: set[tuple[str, str]]) -> dict:
+    """How often each log label rule is right, against the truth: per rule, the pairs it labelled (of queries the
+    world judges) and the share whose label agrees with it, for the gate's training sample and its calibration set.
+    Audit only: the engine never reads this."""
+    report = {}
+    for name, path in (("training_sample", "gate_labels.parquet"), ("calibration_set", "gate_calibration.parquet")):
+        if not os.path.exists(f"{out}/{path}"):
+            continue
+        labels = pq.read_table(f"{out}/{path}", columns=["query", "video_id", "label", "rule"]).to_pandas()
+        judged = {q for q, _ in relevant}
+        labels = labels[labels["query"].isin(judged)]
+        right = is_relevant(labels["query"], labels["video_id"], relevant) == labels["label"].astype(bool).to_numpy()
+        report[name] = {
+            rule: {"pairs": int(len(idx)), "precision": round(float(right[idx].mean()), 4)}
+            for rule, idx in labels.groupby("rule").indices.items()
+        }
     return report
 
 
