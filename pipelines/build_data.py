@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--fine-tune-discriminator",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="train the gate on its labels (the log's own, or --labelled-pairs) before calibrating (default on; cached)",
+        help="train the gate on its labels (the log's own, or --labelled-pairs) before calibrating (default on)",
     )
     p.add_argument("--labelled-pairs", help="parquet/CSV with query, text, label to train and calibrate the gate")
     p.add_argument("--partitions", type=int, help="shuffle partitions (default: from the input size)")
