@@ -65,6 +65,9 @@ def test_each_label_rule_on_a_constructed_log():
     # The skipped rule is opt-in (logs without positions cannot tell a skip from an unseen result).
     ev = LogEvidence(_constructed_log(), LogLabelConfig(min_positives=0, skipped_share=0.2))
     assert ev.label([q], ["v_skip"])[0].tolist() == [0] and ev.label([q], ["v_skip"])[1] == ["skipped"]
+    # A video shown for the query and not clicked is no sibling negative (most likely nobody looked at it).
+    shown = _log(list(_constructed_log().itertuples(index=False)) + [("r7", "jaguar cubs", "v_hunt", "exposed")])
+    assert LogEvidence(shown, LogLabelConfig(min_positives=0)).label([q], ["v_hunt"])[0].tolist() == [UNLABELLED]
     # A sibling that shares a clicked video with the query is the same intent: its clicks are no evidence against.
     shared = _log(list(_constructed_log().itertuples(index=False)) + [("r8", "jaguar hunting", "v_cub1", "clicked")])
     assert LogEvidence(shared, LogLabelConfig(min_positives=0)).label([q], ["v_hunt"])[0].tolist() == [UNLABELLED]
@@ -276,3 +279,14 @@ def test_the_cross_encoder_learns_the_facet_from_labels(tmp_path):
     sibling = logits(tok, model, q, [docs[x] for x in ["jaguar hunting", "jaguar cubs", "python snake care",
                                                         "python decorators"]], 8, 64)  # fmt: skip
     assert (own > sibling).all()
+
+
+def test_mined_candidates_the_log_labels_join_the_training_labels():
+    """The gate also learns from the pairs it will decide: mined candidates that a rule labels join the sample with
+    origin 'candidates'; unlabelled candidates do not."""
+    ev = LogEvidence(_constructed_log(), LogLabelConfig(min_positives=0))
+    cands = pd.DataFrame({"query": ["jaguar hunting"] * 3, "video_id": ["v_cub1", "v_hunt", "v_new"]})
+    table = build_log_labels(ev, ["v_cub1", "v_hunt", "v_py", "v_x"], cands).to_pandas()
+    mined = table[table["origin"] == "candidates"]
+    assert mined[["video_id", "label", "rule"]].values.tolist() == [["v_cub1", 0, "sibling"]]
+    assert set(table["origin"]) == {"sample", "candidates"} and not table.duplicated(["query", "video_id"]).any()

@@ -47,6 +47,7 @@ class Calibration:
     # same raw score are not equally likely to be relevant (P1's candidates are mostly relevant, P2's mostly not),
     # so theta > alpha must mean "alpha likely" among each source's own candidates. {source: {"a", "b", ...}}.
     sources: dict | None = None
+    int8: bool = False  # the cross-encoder's raw scores came from its int8 (CPU) form: score with the same
 
     def theta(self, raw: np.ndarray, source: str | None = None) -> np.ndarray:
         """theta of raw scores: the source's own calibration when it has one, else the pooled (a, b)."""

@@ -109,9 +109,16 @@ def with_text(labels: pa.Table, videos: pa.Table) -> pa.Table:
     )
 
 
-def train_gate(cfg: DiscriminatorConfig, search_log: pa.Table, videos: pa.Table, progress=print):
-    """Train the gate on the user's labelled pairs or on the log's own labels. Returns (weights folder, the log's
-    evidence or None, a dict for stats.json: where the labels came from, and how many of each rule)."""
+def train_gate(
+    cfg: DiscriminatorConfig,
+    search_log: pa.Table,
+    videos: pa.Table,
+    candidates: pd.DataFrame | None = None,
+    progress=print,
+):
+    """Train the gate on the user's labelled pairs or on the log's own labels (a balanced sample and the mined
+    ``candidates``, query and video_id, that the log labels; the training half of the queries). Returns (weights
+    folder, the log's evidence or None, a dict for stats.json: where the labels came from, how many of each rule)."""
     if cfg.labelled_pairs:
         pairs = read_labelled_pairs(cfg.labelled_pairs)
         held = query_split(pairs["query"].to_pylist(), heldout=True)
@@ -119,17 +126,19 @@ def train_gate(cfg: DiscriminatorConfig, search_log: pa.Table, videos: pa.Table,
         info = {"labels": os.path.abspath(cfg.labelled_pairs), "train_pairs": fit.num_rows}
         return train_model(cfg, fit, progress), None, info
     evidence = LogEvidence(search_log.select(["request_id", "query", "video_id", "stage"]), cfg.log_labels)
-    labels = build_log_labels(evidence, videos["video_id"].to_pylist())
+    labels = build_log_labels(evidence, videos["video_id"].to_pylist(), candidates)
     train = labels.filter(pa.compute.invert(labels["heldout"]))
     fit = with_text(train, videos)
-    rules = pd.Series(train["rule"].to_pylist()).value_counts().to_dict()
+    if fit.num_rows > cfg.max_train_pairs:  # a seeded sample bounds the training time on a large log
+        keep = np.sort(np.random.default_rng(cfg.fine_tune_seed).permutation(fit.num_rows)[: cfg.max_train_pairs])
+        fit = fit.take(keep)
+    rules = train.select(["origin", "rule"]).to_pandas().value_counts().to_dict()
     info = {
         "labels": "logs",
         "min_click_requests": evidence.min_clicks,
         "train_pairs": fit.num_rows,
         "train_queries": len(set(train["query"].to_pylist())),
-        "train_by_rule": {k: int(v) for k, v in sorted(rules.items())},
-        "heldout_sample_pairs": labels.num_rows - train.num_rows,
+        "train_by_rule": {f"{o}:{r}": int(v) for (o, r), v in sorted(rules.items())},
     }
     if fit.num_rows == 0 or len(set(fit["label"].to_pylist())) < 2:
         raise ValueError(
@@ -142,7 +151,9 @@ def train_gate(cfg: DiscriminatorConfig, search_log: pa.Table, videos: pa.Table,
         f"({', '.join(f'{k} {v:,}' for k, v in info['train_by_rule'].items())}); positives need "
         f"{evidence.min_clicks}+ click requests"
     )
-    return train_model(cfg, fit, progress), evidence, {**info, "_labels": labels}
+    held = labels.filter(labels["heldout"])
+    sample = held.filter(pa.compute.equal(held["origin"], "sample"))
+    return train_model(cfg, fit, progress), evidence, {**info, "_labels": labels, "_heldout_sample": sample}
 
 
 def calibrate_gate(
@@ -209,6 +220,7 @@ def _fit(raw, labels, model_dir: str, cfg: DiscriminatorConfig, source: str, alp
         )
     cal = fit_on_scores(raw, labels, np.ones(len(labels), bool), model_dir, cfg.kind, source, alpha)
     cal.fitted_prior = round(float(labels.mean()), 4)
+    cal.int8 = cfg.kind == "cross-encoder" and cfg.int8  # the raw scores it was fitted on came from that form
     return cal
 
 

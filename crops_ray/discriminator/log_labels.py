@@ -5,11 +5,13 @@ A real platform has no ground truth, only its logs, so every label here is a rul
 
 - ``repeat_click`` (1): clicked for the query in at least ``min_click_requests`` requests. One click can be a
   position-biased accident; the same video chosen again in another request is repeated evidence.
-- ``sibling`` (0): clicked for a *sibling* query and never for this one. A sibling shares a term with the query,
-  but neither query's terms contain the other's ("jaguar cubs" and "jaguar hunting"; not "jaguar" and "jaguar
-  cubs", where one refines the other), and no video was clicked for both (a shared click says the two are one
-  intent typed two ways: "... slow motion" and "... asmr" of the same thing). These are the same-topic,
-  other-facet videos the gate exists to reject.
+- ``sibling`` (0): clicked for a *sibling* query and never clicked or shown for this one. A sibling shares a term
+  with the query, but neither query's terms contain the other's ("jaguar cubs" and "jaguar hunting"; not "jaguar"
+  and "jaguar cubs", where one refines the other), and no video was clicked for both (a shared click says the two
+  are one intent typed two ways: "... slow motion" and "... asmr" of the same thing). A video the engine showed
+  for the query and nobody clicked is left out too: in a position-biased log that is mostly a result nobody looked
+  at, not a rejection (the same reason ``skipped`` is off). These are the same-topic, other-facet videos the gate
+  exists to reject.
 - ``skipped`` (0): shown (exposed) for the query in at least ``min_skips`` requests and never clicked for it. Off by
   default (``skipped_share`` 0): a log without positions cannot tell a skip from a result nobody looked at (click
   models: most non-clicks below the first few ranks are non-examinations), and the audit on the embedded world
@@ -17,8 +19,10 @@ A real platform has no ground truth, only its logs, so every label here is a rul
   turn it on.
 - ``random`` (0): a random video of the corpus never clicked for the query (the easy negatives, a few).
 
-Queries are split by a hash of their text (:func:`crops_ray.discriminator.calibration.query_split`): the gate is
-trained on one half and calibrated on the other, so theta is measured on queries the model never saw.
+The gate trains on a balanced sample of these labels plus the mined (P1/P2) candidates the log labels (the pairs it
+will decide, so the hard negatives it must reject are among them). Queries are split by a hash of their text
+(:func:`crops_ray.discriminator.calibration.query_split`): the gate is trained on one half and calibrated on the
+other half's labelled candidates, so theta is measured on queries the model never saw.
 Nothing here reads ``eval/`` or a generated world: :mod:`crops_ray.world.audit` measures these rules against a
 world's truth afterwards, for the report only.
 """
@@ -42,6 +46,7 @@ LABELS_SCHEMA = pa.schema(
         ("label", pa.int8()),
         ("rule", pa.string()),  # which rule of RULES labelled the pair
         ("heldout", pa.bool_()),  # the query's side of the split: False trains the gate, True calibrates it
+        ("origin", pa.string()),  # "sample" (the balanced sample) or "candidates" (mined candidates the log labels)
     ]
 )
 
@@ -104,6 +109,7 @@ class LogEvidence:
         self.pairs = per.rename(columns={"clicked": "clicks", "exposed": "skips"})[["clicks", "skips"]].reset_index()
         clicked = self.pairs[self.pairs["clicks"] > 0]
         self.clicked_for = clicked.groupby("query")["video_id"].agg(set).to_dict()
+        self.shown_for = self.pairs.groupby("query")["video_id"].agg(set).to_dict()  # clicked or exposed
         self.clicked_by = clicked.groupby("video_id")["query"].agg(set).to_dict()
         # siblings that share no clicked video with the query: a co-click makes them one intent (a click graph's
         # oldest signal), and their videos no evidence against it
@@ -131,7 +137,7 @@ class LogEvidence:
                 labels[i], rules[i] = 1, "repeat_click"
             elif clicks:
                 continue  # one click: neither rule's evidence
-            elif not self.siblings.get(q, set()).isdisjoint(self.clicked_by.get(v, ())):
+            elif not skips and not self.siblings.get(q, set()).isdisjoint(self.clicked_by.get(v, ())):
                 labels[i], rules[i] = 0, "sibling"
             elif cfg.skipped_share > 0 and skips >= cfg.min_skips:
                 labels[i], rules[i] = 0, "skipped"
@@ -151,7 +157,7 @@ class LogEvidence:
             n_neg = int(np.ceil(n_pos * cfg.negatives_per_positive))
             mine = self.clicked_for.get(q, set())
             taken: set[str] = set()
-            sibs = sorted({v for s in self.siblings.get(q, ()) for v in self.clicked_for[s]} - mine)
+            sibs = sorted({v for s in self.siblings.get(q, ()) for v in self.clicked_for[s]} - self.shown_for[q])
             skipped = []
             if cfg.skipped_share > 0:
                 skipped = sorted(
@@ -170,11 +176,21 @@ class LogEvidence:
         return pd.DataFrame(rows, columns=["query", "video_id", "label", "rule"])
 
 
-def build_log_labels(evidence: LogEvidence, video_ids) -> pa.Table:
-    """The gate's training and held-out labelled pairs (LABELS_SCHEMA), split by query."""
+def build_log_labels(evidence: LogEvidence, video_ids, candidates: pd.DataFrame | None = None) -> pa.Table:
+    """The gate's labelled pairs (LABELS_SCHEMA), split by query: the balanced sample, and the mined candidates
+    (``candidates``: query, video_id) that the log labels, which are the pairs the gate will decide."""
     from crops_ray.discriminator.calibration import query_split
 
-    sample = evidence.training_sample(video_ids)
-    sample["heldout"] = query_split(sample["query"].tolist(), heldout=True) if len(sample) else []
-    sample["label"] = sample["label"].astype("int8")
-    return pa.Table.from_pandas(sample[LABELS_SCHEMA.names], schema=LABELS_SCHEMA, preserve_index=False)
+    parts = [evidence.training_sample(video_ids).assign(origin="sample")]
+    if candidates is not None and len(candidates):
+        lab, rules = evidence.label(candidates["query"].tolist(), candidates["video_id"].tolist())
+        known = lab != UNLABELLED
+        parts.append(
+            candidates.loc[known, ["query", "video_id"]].assign(
+                label=lab[known], rule=[r for r, k in zip(rules, known) if k], origin="candidates"
+            )
+        )
+    labels = pd.concat(parts, ignore_index=True).drop_duplicates(["query", "video_id"])
+    labels["heldout"] = query_split(labels["query"].tolist(), heldout=True) if len(labels) else []
+    labels["label"] = labels["label"].astype("int8")
+    return pa.Table.from_pandas(labels[LABELS_SCHEMA.names], schema=LABELS_SCHEMA, preserve_index=False)

@@ -31,9 +31,14 @@ class Discriminator:
             self.encoder = self._bi_encoder(self.model_dir)
             self._cache = EmbeddingCache(cfg.cache_size)  # a video in many pairs is encoded once
         else:
-            from crops_ray.discriminator.cross_encoder import load
+            from crops_ray.discriminator.cross_encoder import load, quantized
 
+            self.int8 = calibration.int8 if calibration is not None else cfg.int8
+            if self.int8:  # int8 linear layers run on the CPU: the calibration was fitted on these scores
+                self.device = "cpu"
             self.tokenizer, self.model = load(self.model_dir, self.device)
+            if self.int8:
+                self.model = quantized(self.model)
         self.texts_encoded = 0  # forward-pass work actually done (cache misses; pairs for a cross-encoder)
         self.pairs_scored = 0
 

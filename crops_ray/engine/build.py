@@ -227,6 +227,10 @@ class Gate:
 def _train_gate(run: Run) -> Gate:
     """The gate's weights: from a calibration JSON as is, else trained on the user's labelled pairs or on the
     log's own labels (:mod:`crops_ray.discriminator.gate`; never a generated world)."""
+    import pyarrow.compute as pc
+
+    from crops_ray import storage as st
+
     dcfg = run.cfg.discriminator
     with run.clock.stage("gate", f"training the gate ({dcfg.kind}) on labels from your data"):
         if dcfg.calibration:
@@ -238,12 +242,13 @@ def _train_gate(run: Run) -> Gate:
 
         search = pq.read_table(run.files["search_log"], columns=["request_id", "query", "video_id", "stage"])
         videos = pq.read_table(run.files["videos"], columns=["video_id", "text"])
-        model_dir, evidence, info = train_gate(dcfg, search, videos, progress=run.indented)
-        labels = info.pop("_labels", None)
-        held = None
-        if labels is not None:  # what the gate learnt from, for reading and for the audit
+        pairs = pq.read_table(st.parquet_files(f"{run.work}/pairs"), columns=["query", "video_id", "needs_score"])
+        candidates = pairs.filter(pc.fill_null(pairs["needs_score"], False)).to_pandas()
+        model_dir, evidence, info = train_gate(dcfg, search, videos, candidates, progress=run.indented)
+        labels, sample = info.pop("_labels", None), info.pop("_heldout_sample", None)
+        if labels is not None:  # what the gate learnt from (and is calibrated on), for reading and for the audit
             pq.write_table(labels, f"{run.staging}/gate_labels.parquet")
-            held = with_text(labels.filter(labels["heldout"]), videos)
+        held = with_text(sample, videos) if sample is not None else None
         return Gate(model_dir, None, evidence, held, info)
 
 
@@ -254,7 +259,7 @@ def _score(run: Run, gate: Gate, pair_rows: int) -> tuple[MinedCounts, Calibrati
     labels = label_settings(cfg)
     dcfg = replace(cfg.discriminator, kind=gate.fixed.kind) if gate.fixed else cfg.discriminator
     raw_cal = gate.fixed or Calibration(a=1.0, b=0.0, model=gate.model_dir, kind=dcfg.kind, source="raw",
-                                        labelled_pairs=0, positives=0)  # fmt: skip
+                                        labelled_pairs=0, positives=0, int8=dcfg.int8)  # fmt: skip
     with run.clock.stage(
         "score", f"scoring mined pairs with the gate ({dcfg.kind}, {os.path.basename(gate.model_dir.rstrip('/'))})"
     ):
@@ -304,7 +309,8 @@ def _calibrate(run: Run, gate: Gate, dcfg) -> Calibration:
         if scorer is None:
             from crops_ray.discriminator.model import Discriminator
 
-            scorer = Discriminator(replace(dcfg), Calibration(1.0, 0.0, gate.model_dir, dcfg.kind, "raw", 0, 0))
+            raw_cal = Calibration(1.0, 0.0, gate.model_dir, dcfg.kind, "raw", 0, 0, int8=dcfg.int8)
+            scorer = Discriminator(replace(dcfg), raw_cal)
         return scorer.raw_scores(queries, texts)
 
     cal, info = calibrate_gate(dcfg, gate.model_dir, scored, gate.evidence, gate.heldout_sample, raw_of, run.cfg.alpha)

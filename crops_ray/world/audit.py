@@ -129,16 +129,22 @@ def label_rule_precision(out: str, relevant: set[tuple[str, str]]) -> dict:
     world judges) and the share whose label agrees with it, for the gate's training sample and its calibration set.
     Audit only: the engine never reads this."""
     report = {}
-    for name, path in (("training_sample", "gate_labels.parquet"), ("calibration_set", "gate_calibration.parquet")):
+    for name, path in (("training_set", "gate_labels.parquet"), ("calibration_set", "gate_calibration.parquet")):
         if not os.path.exists(f"{out}/{path}"):
             continue
-        labels = pq.read_table(f"{out}/{path}", columns=["query", "video_id", "label", "rule"]).to_pandas()
+        labels = pq.read_table(f"{out}/{path}").to_pandas()
+        if "heldout" in labels:  # gate_labels: what trained the gate (its held-out half is audited below)
+            labels = labels[~labels["heldout"]]
         judged = {q for q, _ in relevant}
         labels = labels[labels["query"].isin(judged)]
         right = is_relevant(labels["query"], labels["video_id"], relevant) == labels["label"].astype(bool).to_numpy()
+        keys = ["origin", "rule"] if "origin" in labels else ["rule"]
         report[name] = {
-            rule: {"pairs": int(len(idx)), "precision": round(float(right[idx].mean()), 4)}
-            for rule, idx in labels.groupby("rule").indices.items()
+            ":".join(k if isinstance(k, tuple) else (k,)): {
+                "pairs": int(len(idx)),
+                "precision": round(float(right[idx].mean()), 4),
+            }
+            for k, idx in labels.groupby(keys).indices.items()
         }
     return report
 
