@@ -26,7 +26,8 @@ def _cell(value) -> str:
 
 
 def mining_table(rows: list[dict], reference: float) -> str:
-    """Markdown: per alpha, kept of candidates per source, precision/recall where there is ground truth."""
+    """Markdown: per alpha, kept of candidates per source, the precision the logs estimate for them, and
+    precision/recall where there is ground truth."""
     table = []
     for r in rows:
         line = {
@@ -35,6 +36,8 @@ def mining_table(rows: list[dict], reference: float) -> str:
             "P2 kept": f"{r['p2_kept']:,} / {r['p2_candidates']:,}",
         }
         for name, label in (("p1", "P1"), ("p2", "P2"), ("mined", "mined")):
+            if f"{name}_estimated_precision" in r:  # from the logs alone: the kept pairs' mean theta
+                line[f"{label} est. precision (logs)"] = _cell(r[f"{name}_estimated_precision"])
             if f"{name}_precision" in r:
                 line[f"{label} precision"] = _cell(r[f"{name}_precision"])
                 line[f"{label} recall"] = _cell(r[f"{name}_recall"])
