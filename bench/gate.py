@@ -6,7 +6,8 @@ The pairs are a build's own mined candidates (``OUT/_work/pairs`` of a ``build_d
 - ``bi-encoder``: the previous default, cosine of MiniLM embeddings with its per-text embedding cache (a video in
   many pairs is encoded once): the engine's scorer as it was;
 - ``cross-encoder``: the new default, one forward pass per (query, text) pair, batched by length;
-- ``cross-encoder int8``: the same with dynamically quantised int8 linear layers (PyTorch), for the record.
+- ``cross-encoder int8``: the same with dynamically quantised int8 linear layers (PyTorch), one pair per pass
+  (``DiscriminatorConfig.int8``: in a batch, int8 activations would make a pair's score depend on its neighbours).
 
 Each runs ``--rounds`` times on a fresh model (the bi-encoder's cache starts empty each round), alternating; the best
 round counts. Printed: pairs/s, ms per pair, the ratio to the bi-encoder, and the time a log with 190k candidate
@@ -38,8 +39,6 @@ def sample_pairs(folder: str, n: int, seed: int) -> pd.DataFrame:
 
 
 def scorers(gate: str):
-    import torch
-
     from crops_ray.discriminator import Calibration, Discriminator, DiscriminatorConfig
 
     def bi():
@@ -50,10 +49,8 @@ def scorers(gate: str):
         return Discriminator(DiscriminatorConfig(), cal, device="cpu").raw_scores
 
     def cross_int8():
-        cal = Calibration(1.0, 0.0, gate, "cross-encoder", "bench", 0, 0)
-        d = Discriminator(DiscriminatorConfig(), cal, device="cpu")
-        d.model = torch.ao.quantization.quantize_dynamic(d.model, {torch.nn.Linear}, dtype=torch.qint8)
-        return d.raw_scores
+        cal = Calibration(1.0, 0.0, gate, "cross-encoder", "bench", 0, 0, int8=True)
+        return Discriminator(DiscriminatorConfig(), cal, device="cpu").raw_scores
 
     return {"bi-encoder": bi, "cross-encoder": cross, "cross-encoder int8": cross_int8}
 

@@ -713,3 +713,27 @@ def test_a_killed_discriminator_actor_is_restarted_and_its_batch_scored_again(ti
     np.testing.assert_allclose(  # the gate's raw scores (the cross-encoder's logits), before calibration
         a["raw_score"].to_numpy(dtype=float), b["score"].to_numpy(dtype=float), atol=1e-4, equal_nan=True
     )
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_serve_scores_with_the_gate_the_engine_trained(tiny_run):
+    """Serve's discriminator replica, given the engine's calibration, loads the same cross-encoder (int8, as the
+    engine scored) and gives the theta the engine's calibration gives; its info names the gate's kind and weights."""
+    import asyncio
+
+    from crops_ray.discriminator import Calibration
+    from serve.deployments import DiscriminatorDeployment
+
+    root, _, _ = tiny_run
+    out = root / "out"
+    cal = Calibration.load(str(out / "discriminator_calibration.json"))
+    replica = DiscriminatorDeployment.func_or_class(model="minilm", calibration=cal.__dict__, batching=False)
+    info = replica.info()
+    assert info["kind"] == "cross-encoder" and info["weights"] == cal.model and cal.int8
+    labelled = pq.read_table(str(out / "gate_calibration.parquet")).to_pandas().head(8)
+    text = dict(zip(*[pq.read_table(str(out / "candidates"), columns=c).column(0).to_pylist() for c in
+                      (["video_id"], ["text"])]))  # fmt: skip
+    pairs = [(q, text[v]) for q, v in zip(labelled["query"], labelled["video_id"])]
+    theta, _ = asyncio.run(replica.score(pairs))
+    np.testing.assert_allclose(theta, cal.theta(labelled["raw"].to_numpy()), atol=1e-4)

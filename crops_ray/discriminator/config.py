@@ -18,10 +18,12 @@ class DiscriminatorConfig:
     # The bi-encoder behind query-to-query similarity (P1's reformulation gate) and a bi-encoder gate.
     similarity_model: str = "minilm"
     max_length: int = 128  # word pieces per text (bi-encoder) or per (query, text) pair (cross-encoder)
-    # The cross-encoder scores with int8 linear layers (PyTorch dynamic quantisation, CPU): bench/gate.py measured
-    # 2.2x the fp32 pairs/s on 2 cores, the held-out labelled candidates' AUC 0.951 against 0.960. The calibration
-    # records it, so every scorer of that calibration (engine, P3, Serve) runs the same model. Off on a GPU cluster.
-    int8: bool = True
+    # Score with the cross-encoder's int8 form (PyTorch dynamic quantisation, CPU), one pair per forward pass: int8
+    # activations are scaled per input tensor, so in a batch a pair's theta would depend on its neighbours (measured:
+    # a mean logit change of 0.39 between batches of 64 and 7). One pair at a time it is 1.36x fp32's batched pairs/s
+    # on one thread, at a held-out AUC of 0.974 against fp32's 0.982 (small world): off by default, the gate's
+    # quality first. The calibration records it, so every scorer of that calibration (engine, P3, Serve) runs alike.
+    int8: bool = False
     encode_batch_size: int = 64  # texts or pairs per forward pass
     batch_size: int = 512  # (query, text) pairs per Ray Data batch
     cache_size: int = 200_000  # texts whose embeddings an actor keeps (bi-encoder)

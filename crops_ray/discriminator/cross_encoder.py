@@ -33,8 +33,8 @@ def load(folder: str, device: str = "cpu"):
 
 
 def quantized(model):
-    """The model with dynamically quantised int8 linear layers (CPU inference; weights int8, activations
-    quantised per batch): about 2.2x the fp32 pairs/s on 2 cores (bench/gate.py)."""
+    """The model with dynamically quantised int8 linear layers (CPU inference; weights int8, activations quantised
+    per input tensor, so score one pair per call for a theta that does not depend on its batch)."""
     import warnings
 
     import torch

@@ -68,7 +68,8 @@ class Discriminator:
         from crops_ray.discriminator.cross_encoder import logits
 
         self.texts_encoded += len(queries)
-        return logits(self.tokenizer, self.model, queries, texts, self.cfg.encode_batch_size, self.cfg.max_length)
+        batch = 1 if self.int8 else self.cfg.encode_batch_size  # int8: one pair per pass, its theta its own alone
+        return logits(self.tokenizer, self.model, queries, texts, batch, self.cfg.max_length)
 
     def similarity(self, left: list[str], right: list[str]) -> np.ndarray:
         """Cosine of two texts' bi-encoder embeddings (P1's query-to-query gate): the gate's own encoder when it is a
