@@ -47,7 +47,7 @@ MODEL   ?= runs/demo/seed-0/crops/model
 INDEX   ?= runs/demo/seed-0/crops/eval/index
 CALIBRATION ?= runs/demo/seed-0/data/discriminator_calibration.json
 serve: $(STAMP)
-	$(BIN)/python pipelines/serve.py --model $(MODEL) --index $(INDEX) $(if $(wildcard $(CALIBRATION)),--calibration $(CALIBRATION),)
+	$(BIN)/python pipelines/serve.py --model $(MODEL) --index $(INDEX) --calibration $(CALIBRATION)
 
 clean:
 	rm -rf runs .pytest_cache

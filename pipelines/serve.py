@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", help="encoder folder written by training, or 'minilm' (the default: pretrained)")
     p.add_argument("--index", help="index folder written by evaluation (OUT/index/); required here or in --config")
     p.add_argument(
-        "--calibration", help="discriminator calibration JSON (default: fitted once on the embedded world, cached)"
+        "--calibration", help="the gate's calibration JSON that build_data wrote (OUT/discriminator_calibration.json)"
     )
     p.add_argument("--discriminator-model", help="the discriminator's backbone (default: minilm)")
     p.add_argument("--host", default="127.0.0.1")

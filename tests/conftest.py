@@ -27,8 +27,7 @@ def ray_local():
 def tiny_engine(tmp_path_factory, ray_local):
     """The tiny world, validated by build_data itself (--validate), through every perspective once: (root, stats,
     samples), with the world in root/world and the output in root/out. Shared by the engine's tests and the alpha
-    sweep's (a build costs about a minute and a half). The zero-shot discriminator: fine-tuning has its own test in
-    test_discriminator.py and costs minutes here."""
+    sweep's). The engine's default gate: a cross-encoder trained and calibrated on the tiny log's own labels."""
     import pyarrow.parquet as pq
 
     from crops_ray.discriminator import DiscriminatorConfig

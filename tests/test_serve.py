@@ -52,7 +52,7 @@ def assets(tmp_path_factory):
     index = VectorIndex.build(videos["video_id"].tolist(), encoder.encode_docs(videos["text"].tolist()))
     index.meta = {"encoder": doc_tower_fingerprint(model, []), "model": model}  # as evaluation records it
     index.save(str(root / "index"))
-    cfg = DiscriminatorConfig(model=model)
+    cfg = DiscriminatorConfig(model=model, kind="bi-encoder")
     fit = world_labelled_pairs(world, 200, heldout=False, seed=1)
     held = world_labelled_pairs(world, 200, heldout=True, seed=1)
     calibration = fit_calibration(Discriminator(cfg), fit, held, "test", alpha=0.6)
@@ -127,6 +127,7 @@ def test_healthz_reports_what_is_served(url, assets):
     assert h["dim"] == assets.encoder.dim and h["index_size"] == INDEXED_VIDEOS
     assert h["index_check"].startswith("encoder fingerprint")  # build_app matched the index to this encoder
     assert h["calibration"]["source"] == "test" and h["discriminator"].startswith(model_version(assets.model) + "+cal")
+    assert h["gate"] == {"kind": "bi-encoder", "weights": assets.model}  # the gate served, named
 
 
 @pytest.mark.ray
