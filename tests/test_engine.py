@@ -308,8 +308,13 @@ def _candidates(rows):
         score=None,
         gate_score=None,
     )
+    rows = [{**base, **r} for r in rows]
+    for r in rows:  # candidates already scored: each proposing source's theta is the score
+        r.setdefault("raw_score", None)
+        r["reformulation_theta"] = r["score"] if r["reformulation"] else None
+        r["recommendation_theta"] = r["score"] if r["recommendation"] else None
     return pa.Table.from_pylist(
-        [{**base, **r} for r in rows],
+        rows,
         schema=pa.schema(
             [f for f in A.CANDIDATES_SCHEMA if f.name not in ("gate_pass", "reformulation_kept", "recommendation_kept")]
         ),
@@ -369,6 +374,32 @@ def test_labels_gate_alpha_and_highest_level_wins():
     assert ungated["reformulation_kept"].to_pylist()[3] is True
     custom = dict(LevelConfig().levels, recommendation=5, clicked=3)
     assert {r["video_id"]: r["level"] for r in A.to_samples(labelled, custom).to_pylist()}["c"] == 5
+
+
+def test_raw_scores_become_each_sources_own_theta():
+    """The score stage writes the gate's raw scores; labelling turns them into theta with each proposing source's
+    own calibration: the same raw score keeps a P1 candidate and rejects a P2 one."""
+    from crops_ray.discriminator import Calibration
+
+    cal = Calibration(a=1.0, b=0.0, model="m", kind="cross-encoder", source="logs", labelled_pairs=1, positives=1)
+    cal.sources = {"reformulation": {"a": 1.0, "b": 2.0}, "recommendation": {"a": 1.0, "b": -2.0}}
+    rows = [
+        dict(query="q", video_id="p1", reformulation=True, needs_score=True, score=0.5, gate_score=0.9),
+        dict(query="q", video_id="p2", recommendation=True, needs_score=True, score=0.5),
+        dict(query="q", video_id="both", reformulation=True, recommendation=True, needs_score=True, score=0.5,
+             gate_score=0.9),
+        dict(query="q", video_id="log", log_level=3, log_source="exposed"),
+    ]  # fmt: skip
+    raw = _candidates(rows).drop_columns(["raw_score", "reformulation_theta", "recommendation_theta"])
+    out = A.label_candidates(raw, alpha=0.6, gate="discriminator", gate_threshold=0.3, calibration=cal.__dict__)
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    assert out["raw_score"].to_pylist()[:3] == [0.5] * 3 and out["raw_score"].to_pylist()[3] is None
+    np.testing.assert_allclose(out["reformulation_theta"].to_pylist()[0], sig(2.5), rtol=1e-6)
+    np.testing.assert_allclose(out["recommendation_theta"].to_pylist()[1], sig(-1.5), rtol=1e-6)
+    assert out["reformulation_theta"].to_pylist()[1] is None and out["recommendation_theta"].to_pylist()[0] is None
+    np.testing.assert_allclose(out["score"].to_pylist()[:3], [sig(2.5), sig(-1.5), sig(2.5)], rtol=1e-6)
+    assert out["reformulation_kept"].to_pylist() == [True, False, True, False]
+    assert out["recommendation_kept"].to_pylist() == [False, False, False, False]
 
 
 # ---------------------------------------------------------------------------------------------- P3
