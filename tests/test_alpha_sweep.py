@@ -43,13 +43,18 @@ def _synthetic_build(root, n=300, seed=0):
             "recommendation_users": int(p2),
             "needs_score": p1 or p2,
             "score": None,
+            "raw_score": None,
+            "reformulation_theta": None,
+            "recommendation_theta": None,
             "gate_score": None,
         }
         if not (p1 or p2) or rng.random() < 0.3:
             stages = ((1, "filtered"), (2, "ranked"), (3, "exposed"), (4, "clicked"))
             row["log_level"], row["log_source"] = stages[i % 4]
-        if p1 or p2:
+        if p1 or p2:  # one theta for both sources here (the engine's may differ per source)
             row["score"] = float(rng.random())
+            row["reformulation_theta"] = row["score"] if p1 else None
+            row["recommendation_theta"] = row["score"] if p2 else None
             row["gate_score"] = float(rng.random()) if p1 else None
         rows.append(row)
         relevant = rng.random() < (row["score"] if row["score"] is not None else 0.5)
@@ -218,7 +223,7 @@ def test_sweep_of_the_tiny_world_reproduces_build_data_at_its_alpha(tiny_engine,
     import transformers
 
     import crops_ray.discriminator as D
-    from crops_ray.discriminator import calibration, scoring
+    from crops_ray.discriminator import scoring
     from crops_ray.engine import build as B
 
     def boom(*_, **__):
@@ -226,8 +231,9 @@ def test_sweep_of_the_tiny_world_reproduces_build_data_at_its_alpha(tiny_engine,
 
     for module in (D, B, scoring):
         monkeypatch.setattr(module, "score_dataset", boom)
-    for module in (D, B, calibration):
-        monkeypatch.setattr(module, "load_or_fit_calibration", boom)
+    for module in (B,):
+        monkeypatch.setattr(module, "train_gate", boom)
+        monkeypatch.setattr(module, "calibrate_gate", boom)
     for module in (D, scoring):
         monkeypatch.setattr(module, "Discriminator", boom)
     monkeypatch.setattr(D, "DiscriminatorScorer", boom)

@@ -32,6 +32,18 @@ def load(folder: str, device: str = "cpu"):
     return tokenizer, model
 
 
+def pair_batch(tokenizer, queries: list[str], texts: list[str], idx, max_length: int):
+    """The pairs ``idx`` as one padded batch: query and text as the two segments of one sequence."""
+    return tokenizer(
+        [queries[i] for i in idx],
+        [texts[i] for i in idx],
+        padding=True,
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+    )
+
+
 def quantized(model):
     """The model with dynamically quantised int8 linear layers (CPU inference; weights int8, activations quantised
     per input tensor, so score one pair per call for a theta that does not depend on its batch)."""
@@ -55,14 +67,7 @@ def logits(tokenizer, model, queries: list[str], texts: list[str], batch_size: i
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            enc = tokenizer(
-                [queries[i] for i in idx],
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            ).to(device)
+            enc = pair_batch(tokenizer, queries, texts, idx, max_length).to(device)
             out[idx] = model(**enc).logits[:, 0].float().cpu().numpy()
     return out
 
@@ -108,14 +113,7 @@ def train_cross_encoder(cfg: DiscriminatorConfig, pairs: pa.Table, out: str, pro
                     f"{spent / max(1, done) * (steps - done):.0f}s left"
                 )
             idx = order[start : start + bs]
-            enc = tokenizer(
-                [queries[i] for i in idx],
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=cfg.max_length,
-                return_tensors="pt",
-            )
+            enc = pair_batch(tokenizer, queries, texts, idx, cfg.max_length)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**enc).logits[:, 0], labels[idx])
             opt.zero_grad()
             loss.backward()
