@@ -143,7 +143,12 @@ def test_without_ground_truth_the_sweep_reports_counts_only(tmp_path):
     result = AS.run_sweep(str(tmp_path / "data"), str(tmp_path / "out"), (0.4, 0.6), None, progress=lambda *_: None)
     assert [r["p2_kept"] for r in result["rows"]] == [_direct(frame, a)["p2_kept"] for a in (0.4, 0.6)]
     assert "p1_precision" not in result["rows"][0]
-    assert "precision" not in (tmp_path / "out" / "alpha_sweep.md").read_text()
+    md = (tmp_path / "out" / "alpha_sweep.md").read_text()
+    assert "P2 precision" not in md and "recall" not in md  # no truth, no true precision or recall
+    # The logs' own estimate (the kept pairs' mean theta) is there, and it rises with alpha.
+    est = [r["p2_estimated_precision"] for r in result["rows"]]
+    kept = frame[frame["recommendation"] & (frame["score"] > 0.6)]["score"]
+    assert "P2 est. precision (logs)" in md and est[0] < est[1] == pytest.approx(kept.mean(), abs=1e-4)
 
 
 def test_downstream_trains_crops_once_per_alpha_on_that_alphas_samples(tmp_path, monkeypatch):
