@@ -21,7 +21,8 @@ class DiscriminatorConfig:
     # Score with the cross-encoder's int8 form (PyTorch dynamic quantisation, CPU), one pair per forward pass: int8
     # activations are scaled per input tensor, so in a batch a pair's theta would depend on its neighbours (measured:
     # a mean logit change of 0.39 between batches of 64 and 7). One pair at a time it is 1.15x fp32's batched pairs/s
-    # on one thread and slower on two (bench/gate.py), at a held-out AUC of 0.974 against fp32's 0.982: off. The calibration records it, so every scorer of that calibration (engine, P3, Serve) runs alike.
+    # on one thread and slower on two (bench/gate.py), at a held-out AUC of 0.974 against fp32's 0.982: off.
+    # The calibration records it, so every scorer of that calibration (engine, P3, Serve) runs alike.
     int8: bool = False
     encode_batch_size: int = 64  # texts or pairs per forward pass
     batch_size: int = 512  # (query, text) pairs per Ray Data batch
