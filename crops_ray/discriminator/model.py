@@ -82,5 +82,5 @@ class Discriminator:
 
     def theta(self, queries: list[str], texts: list[str]) -> np.ndarray:
         if self.calibration is None:
-            raise RuntimeError("theta needs a calibration (load_or_fit_calibration)")
+            raise RuntimeError("theta needs a calibration (the one build_data wrote: discriminator_calibration.json)")
         return self.calibration.theta(self.raw_scores(queries, texts)).astype(np.float32)
