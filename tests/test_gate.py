@@ -125,7 +125,7 @@ def _scores(rng, n_pos: int, n_easy: int, n_hard: int) -> tuple[np.ndarray, np.n
 
 
 def _cal(raw, labels) -> Calibration:
-    return fit_on_scores(raw, labels, np.ones(len(raw), bool), "m", "cross-encoder", "test", 0.6)
+    return fit_on_scores(raw, labels, "m", "cross-encoder", "test", 0.6, held_raw=raw, held_labels=labels)
 
 
 def test_a_calibration_fitted_on_pairs_drawn_like_the_candidates_has_their_base_rate():

@@ -140,26 +140,18 @@ def read_labelled_pairs(path: str) -> pa.Table:
 def fit_calibration(
     disc: Discriminator, fit: pa.Table, heldout: pa.Table | None, source: str, alpha: float
 ) -> Calibration:
-    raw = disc.raw_scores(fit["query"].to_pylist(), fit["text"].to_pylist())
-    labels = fit["label"].to_numpy()
-    a, b = fit_logistic(raw, labels)
-    cal = Calibration(
-        a=a,
-        b=b,
-        model=disc.model_dir,
-        kind=disc.cfg.kind,
-        source=source,
-        labelled_pairs=fit.num_rows,
-        positives=int(labels.sum()),
-        alpha=alpha,
+    """:func:`fit_on_scores` on ``disc``'s raw scores of ``fit``, measured on ``heldout``."""
+    held = heldout if heldout is not None and heldout.num_rows else None
+    return fit_on_scores(
+        disc.raw_scores(fit["query"].to_pylist(), fit["text"].to_pylist()),
+        fit["label"].to_numpy(),
+        disc.model_dir,
+        disc.cfg.kind,
+        source,
+        alpha,
+        held_raw=None if held is None else disc.raw_scores(held["query"].to_pylist(), held["text"].to_pylist()),
+        held_labels=None if held is None else held["label"].to_numpy(),
     )
-    if a > 0:
-        cal.raw_threshold_at_alpha = float((np.log(alpha / (1 - alpha)) - b) / a)
-    if heldout is not None and heldout.num_rows:
-        theta = cal.theta(disc.raw_scores(heldout["query"].to_pylist(), heldout["text"].to_pylist()))
-        cal.heldout_pairs = heldout.num_rows
-        cal.precision_at_alpha, cal.recall_at_alpha = precision_recall(theta, heldout["label"].to_numpy(), alpha)
-    return cal
 
 
 def calibrated_weights(calibration: Calibration | None, cfg: DiscriminatorConfig) -> str:
@@ -194,20 +186,26 @@ def expected_calibration_error(theta: np.ndarray, labels: np.ndarray, bins: int 
 
 
 def fit_on_scores(
-    raw: np.ndarray, labels: np.ndarray, held: np.ndarray, model: str, kind: str, source: str, alpha: float
+    raw: np.ndarray,
+    labels: np.ndarray,
+    model: str,
+    kind: str,
+    source: str,
+    alpha: float,
+    held_raw: np.ndarray | None = None,
+    held_labels: np.ndarray | None = None,
 ) -> Calibration:
-    """A calibration fitted on raw scores and 0/1 labels; ``held`` marks the pairs it is measured on (all of them are
-    fitted on too when no pair is held out)."""
-    raw, labels, held = np.asarray(raw), np.asarray(labels), np.asarray(held, dtype=bool)
-    fit = ~held if (~held).any() and held.any() and len(np.unique(labels[~held])) == 2 else np.ones_like(held)
-    a, b = fit_logistic(raw[fit], labels[fit])
+    """A calibration fitted on raw scores and 0/1 labels, its precision and recall at alpha measured on
+    ``held_raw`` / ``held_labels`` when given."""
+    labels = np.asarray(labels)
+    a, b = fit_logistic(raw, labels)
     cal = Calibration(
-        a=a, b=b, model=model, kind=kind, source=source, labelled_pairs=int(fit.sum()),
-        positives=int(labels[fit].sum()), alpha=alpha,
+        a=a, b=b, model=model, kind=kind, source=source, labelled_pairs=len(labels),
+        positives=int(labels.sum()), alpha=alpha,
     )  # fmt: skip
     if a > 0:
         cal.raw_threshold_at_alpha = float((np.log(alpha / (1 - alpha)) - b) / a)
-    if held.any():
-        cal.heldout_pairs = int(held.sum())
-        cal.precision_at_alpha, cal.recall_at_alpha = precision_recall(cal.theta(raw[held]), labels[held], alpha)
+    if held_raw is not None and len(held_raw):
+        cal.heldout_pairs = len(held_raw)
+        cal.precision_at_alpha, cal.recall_at_alpha = precision_recall(cal.theta(held_raw), held_labels, alpha)
     return cal

@@ -218,7 +218,7 @@ def _fit(raw, labels, model_dir: str, cfg: DiscriminatorConfig, source: str, alp
             "the gate's calibration set needs relevant and irrelevant pairs; the logs label too few of the mined "
             "candidates: pass your own labelled pairs (discriminator.labelled_pairs)"
         )
-    cal = fit_on_scores(raw, labels, np.ones(len(labels), bool), model_dir, cfg.kind, source, alpha)
+    cal = fit_on_scores(raw, labels, model_dir, cfg.kind, source, alpha, held_raw=raw, held_labels=labels)
     cal.fitted_prior = round(float(labels.mean()), 4)
     cal.int8 = cfg.kind == "cross-encoder" and cfg.int8  # the raw scores it was fitted on came from that form
     return cal
