@@ -31,6 +31,7 @@ from crops_ray import schema as S
 from crops_ray import storage
 from crops_ray.engine import assemble as A
 from crops_ray.engine import build as B
+from crops_ray.engine.summary import mean_of
 from crops_ray.report.sweep import DOWNSTREAM_METRICS, summary_lines, write_outputs
 from crops_ray.world import audit as E
 
@@ -163,10 +164,6 @@ def _add_quality(quality: dict, labelled: pa.Table, rel: np.ndarray) -> None:
 # ---------------------------------------------------------------------------------------------- rows
 
 
-def _mean(total: float, n: int) -> float | None:
-    return round(total / n, 4) if n else None
-
-
 def _f1(counts: dict) -> float | None:
     """F1 of the kept pairs against the relevant candidates, from :func:`quality_counts`' counters."""
     total = counts["kept"] + counts["relevant"]
@@ -182,8 +179,8 @@ def sweep_rows(counted: dict[float, dict], truth: bool) -> list[dict]:
             "alpha": alpha,
             **{k: c.get(k, 0) for k in ("p1_candidates", "p1_kept", "p2_candidates", "p2_kept")},
             # the precision the gate expects of what it keeps, from the logs alone (the kept pairs' mean theta)
-            "p1_estimated_precision": _mean(c.get("p1_kept_theta", 0), c.get("p1_kept", 0)),
-            "p2_estimated_precision": _mean(c.get("p2_kept_theta", 0), c.get("p2_kept", 0)),
+            "p1_estimated_precision": mean_of(c.get("p1_kept_theta", 0), c.get("p1_kept", 0)),
+            "p2_estimated_precision": mean_of(c.get("p2_kept_theta", 0), c.get("p2_kept", 0)),
             "samples": sum(entry["samples"].values()),
             "samples_by_source_level": dict(sorted(entry["samples"].items())),
         }

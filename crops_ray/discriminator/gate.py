@@ -14,8 +14,8 @@ Two steps, both from the user's own data, never from ``eval/`` or a generated wo
    small world: the pairs the log can label are not drawn like the rest, their negatives score higher.)
 
 The precision of what the gate keeps, estimated from the logs alone, is the mean theta of the kept pairs
-(:func:`estimated_precision`); ``stats.json`` shows it per source, and on a generated world the audit puts the
-true one beside it.
+(summed per batch by :func:`crops_ray.engine.summary.candidate_counts`); ``stats.json`` shows it per source, and
+on a generated world the audit puts the true one beside it.
 """
 
 from __future__ import annotations
@@ -222,9 +222,3 @@ def _fit(raw, labels, model_dir: str, cfg: DiscriminatorConfig, source: str, alp
     cal.fitted_prior = round(float(labels.mean()), 4)
     cal.int8 = cfg.kind == "cross-encoder" and cfg.int8  # the raw scores it was fitted on came from that form
     return cal
-
-
-def estimated_precision(theta: np.ndarray) -> float | None:
-    """The expected share of relevant pairs among kept ones: the mean of their calibrated theta (logs only)."""
-    theta = np.asarray(theta, dtype=np.float64)
-    return round(float(theta.mean()), 4) if len(theta) else None

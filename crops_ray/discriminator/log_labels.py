@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-RULES = {"repeat_click": 1, "sibling": 0, "skipped": 0, "random": 0}
 UNLABELLED = -1
 
 LABELS_SCHEMA = pa.schema(
@@ -44,7 +43,7 @@ LABELS_SCHEMA = pa.schema(
         ("query", pa.string()),
         ("video_id", pa.string()),
         ("label", pa.int8()),
-        ("rule", pa.string()),  # which rule of RULES labelled the pair
+        ("rule", pa.string()),  # which rule labelled the pair: repeat_click (1), sibling, skipped, random (0)
         ("heldout", pa.bool_()),  # the query's side of the split: False trains the gate, True calibrates it
         ("origin", pa.string()),  # "sample" (the balanced sample) or "candidates" (mined candidates the log labels)
     ]
@@ -110,6 +109,8 @@ class LogEvidence:
         clicked = self.pairs[self.pairs["clicks"] > 0]
         self.clicked_for = clicked.groupby("query")["video_id"].agg(set).to_dict()
         self.shown_for = self.pairs.groupby("query")["video_id"].agg(set).to_dict()  # clicked or exposed
+        never_clicked = self.pairs[(self.pairs["clicks"] == 0) & (self.pairs["skips"] >= self.cfg.min_skips)]
+        self.skipped_for = never_clicked.groupby("query")["video_id"].agg(sorted).to_dict()
         self.clicked_by = clicked.groupby("video_id")["query"].agg(set).to_dict()
         # siblings that share no clicked video with the query: a co-click makes them one intent (a click graph's
         # oldest signal), and their videos no evidence against it
@@ -158,11 +159,7 @@ class LogEvidence:
             mine = self.clicked_for.get(q, set())
             taken: set[str] = set()
             sibs = sorted({v for s in self.siblings.get(q, ()) for v in self.clicked_for[s]} - self.shown_for[q])
-            skipped = []
-            if cfg.skipped_share > 0:
-                skipped = sorted(
-                    v for (qq, v), (c, s) in self._counts.items() if qq == q and c == 0 and s >= cfg.min_skips
-                )
+            skipped = self.skipped_for.get(q, []) if cfg.skipped_share > 0 else []
             for rule, pool, share in (("sibling", sibs, cfg.sibling_share), ("skipped", skipped, cfg.skipped_share)):
                 k = min(len(pool), int(round(n_neg * share)))
                 for v in rng.choice(pool, size=k, replace=False) if k else ():

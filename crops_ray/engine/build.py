@@ -229,8 +229,6 @@ def _train_gate(run: Run) -> Gate:
     log's own labels (:mod:`crops_ray.discriminator.gate`; never a generated world)."""
     import pyarrow.compute as pc
 
-    from crops_ray import storage as st
-
     dcfg = run.cfg.discriminator
     with run.clock.stage("gate", f"training the gate ({dcfg.kind}) on labels from your data"):
         if dcfg.calibration:
@@ -242,7 +240,7 @@ def _train_gate(run: Run) -> Gate:
 
         search = pq.read_table(run.files["search_log"], columns=["request_id", "query", "video_id", "stage"])
         videos = pq.read_table(run.files["videos"], columns=["video_id", "text"])
-        pairs = pq.read_table(st.parquet_files(f"{run.work}/pairs"), columns=["query", "video_id", "needs_score"])
+        pairs = pq.read_table(storage.parquet_files(f"{run.work}/pairs"), columns=["query", "video_id", "needs_score"])
         candidates = pairs.filter(pc.fill_null(pairs["needs_score"], False)).to_pandas()
         model_dir, evidence, info = train_gate(dcfg, search, videos, candidates, progress=run.indented)
         labels, sample = info.pop("_labels", None), info.pop("_heldout_sample", None)
@@ -273,7 +271,7 @@ def _score(run: Run, gate: Gate, pair_rows: int) -> tuple[MinedCounts, Calibrati
             raw=True,
         )
         write_parquet(ds, f"{run.work}/scored", A.SCORED_SCHEMA)
-        calibration = gate.fixed or _calibrate(run, gate, dcfg)
+        calibration = gate.fixed or _calibrate(run, gate, dcfg, raw_cal)
         ds = read_parquet(f"{run.work}/scored").map_batches(
             A.label_candidates,
             batch_format="pyarrow",
@@ -289,15 +287,14 @@ def _score(run: Run, gate: Gate, pair_rows: int) -> tuple[MinedCounts, Calibrati
     return counts, calibration
 
 
-def _calibrate(run: Run, gate: Gate, dcfg) -> Calibration:
-    """theta = sigmoid(a * raw + b) fitted on the held-out queries' labelled candidates, moved to the candidates'
-    base rate (:func:`crops_ray.discriminator.gate.calibrate_gate`)."""
+def _calibrate(run: Run, gate: Gate, dcfg, raw_cal: Calibration) -> Calibration:
+    """theta = sigmoid(a * raw + b) fitted on the held-out queries' labelled candidates, pooled and per source
+    (:func:`crops_ray.discriminator.gate.calibrate_gate`). ``raw_cal`` is the identity calibration the scorers used:
+    the held-out sample, when it is needed, is scored by the same model."""
     import pyarrow.parquet as pq
 
-    from crops_ray import storage as st
-
     scored = pq.read_table(
-        st.parquet_files(f"{run.work}/scored"),
+        storage.parquet_files(f"{run.work}/scored"),
         columns=["query", "video_id", "score", "needs_score", "reformulation", "recommendation"],
     ).to_pandas()
     scored = scored[scored["needs_score"].fillna(False) & scored["score"].notna()].rename(columns={"score": "raw"})
@@ -309,8 +306,7 @@ def _calibrate(run: Run, gate: Gate, dcfg) -> Calibration:
         if scorer is None:
             from crops_ray.discriminator.model import Discriminator
 
-            raw_cal = Calibration(1.0, 0.0, gate.model_dir, dcfg.kind, "raw", 0, 0, int8=dcfg.int8)
-            scorer = Discriminator(replace(dcfg), raw_cal)
+            scorer = Discriminator(dcfg, raw_cal)
         return scorer.raw_scores(queries, texts)
 
     cal, info = calibrate_gate(dcfg, gate.model_dir, scored, gate.evidence, gate.heldout_sample, raw_of, run.cfg.alpha)

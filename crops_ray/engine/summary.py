@@ -139,14 +139,14 @@ def engine_stats(
                 if gate == "discriminator"
                 else mined.p1_candidates - mined.p1_kept,
                 "kept": mined.p1_kept,
-                "estimated_precision": _ratio(mined.p1_kept_theta, mined.p1_kept),
+                "estimated_precision": mean_of(mined.p1_kept_theta, mined.p1_kept),
             },
             "recommendation": {
                 "enabled": "p2" in sources,
                 "candidates": mined.p2_candidates,
                 "below_alpha": mined.p2_candidates - mined.p2_kept,
                 "kept": mined.p2_kept,
-                "estimated_precision": _ratio(mined.p2_kept_theta, mined.p2_kept),
+                "estimated_precision": mean_of(mined.p2_kept_theta, mined.p2_kept),
             },
             "llm": {
                 "enabled": "p3" in sources,
@@ -176,7 +176,8 @@ def engine_stats(
     }
 
 
-def _ratio(total: float, n: int) -> float | None:
+def mean_of(total: float, n: int) -> float | None:
+    """A mean from a sum and a count (None for none): the kept pairs' mean theta from candidate_counts' sums."""
     return round(total / n, 4) if n else None
 
 
