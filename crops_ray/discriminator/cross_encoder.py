@@ -24,11 +24,12 @@ HEAD_LR_SCALE = 50.0
 
 
 def load(folder: str, device: str = "cpu"):
-    """(tokenizer, model) of a sequence-classification folder with one logit per pair, in eval mode."""
+    """(tokenizer, model) of a sequence-classification folder, in eval mode (its own head: one logit, or one per
+    class for a team's classifier, whose last class is read as "relevant" by :func:`logits`)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1).to(device).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(folder).to(device).eval()
     return tokenizer, model
 
 
@@ -68,7 +69,7 @@ def logits(tokenizer, model, queries: list[str], texts: list[str], batch_size: i
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             enc = pair_batch(tokenizer, queries, texts, idx, max_length).to(device)
-            out[idx] = model(**enc).logits[:, 0].float().cpu().numpy()
+            out[idx] = model(**enc).logits[:, -1].float().cpu().numpy()  # one logit, or the last class's
     return out
 
 
