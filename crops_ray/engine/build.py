@@ -33,7 +33,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from crops_ray import schema as S
 from crops_ray import storage
@@ -255,11 +255,11 @@ def _score(run: Run, gate: Gate, pair_rows: int) -> tuple[MinedCounts, Calibrati
     labelling rule -> ``OUT/candidates``."""
     cfg, staging = run.cfg, run.staging
     labels = label_settings(cfg)
-    dcfg = replace(cfg.discriminator, kind=gate.fixed.kind) if gate.fixed else cfg.discriminator
+    dcfg = cfg.discriminator  # a fixed calibration's kind wins where the model loads (Discriminator)
     raw_cal = gate.fixed or Calibration(a=1.0, b=0.0, model=gate.model_dir, kind=dcfg.kind, source="raw",
                                         labelled_pairs=0, positives=0, int8=dcfg.int8)  # fmt: skip
     with run.clock.stage(
-        "score", f"scoring mined pairs with the gate ({dcfg.kind}, {os.path.basename(gate.model_dir.rstrip('/'))})"
+        "score", f"scoring mined pairs with the gate ({raw_cal.kind}, {os.path.basename(gate.model_dir.rstrip('/'))})"
     ):
         ds = score_dataset(
             read_parquet(f"{run.work}/pairs"),
