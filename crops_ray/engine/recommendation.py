@@ -8,7 +8,8 @@ logic; it runs inside Ray Data's ``groupby("user_id").map_groups`` (:mod:`crops_
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+import heapq
+from bisect import bisect_left
 from dataclasses import dataclass
 
 import pandas as pd
@@ -65,15 +66,50 @@ def recommendation_candidates(searches, feed, cfg: RecommendationConfig) -> pd.D
         times_of[user] = [t for t, _ in by_user[user]]
     for user, query in sorted(issued):
         events = by_user.get(user)
-        if not events:
-            continue
-        times = times_of[user]
-        best: dict[str, int] = {}  # video -> signed offset with the smallest magnitude
-        for q_ts in issued[(user, query)]:
-            for k in range(bisect_left(times, q_ts - cfg.before_s), bisect_right(times, q_ts + cfg.after_s)):
-                off, video = events[k][0] - q_ts, events[k][1]
-                if video not in best or (abs(off), off) < (abs(best[video]), best[video]):
-                    best[video] = off
-        nearest = sorted(best.items(), key=lambda kv: (abs(kv[1]), kv[1], kv[0]))[: cfg.per_user]
-        out.extend((user, query, video, off) for video, off in nearest)
+        if events:
+            nearest = _nearest_videos(sorted(issued[(user, query)]), times_of[user], events, cfg)
+            out.extend((user, query, video, off) for video, off in nearest)
     return pd.DataFrame(out, columns=list(CANDIDATE_COLUMNS)).astype({"offset_s": "int64"})
+
+
+def _nearest_videos(issued: list, times: list, events: list, cfg: RecommendationConfig) -> list:
+    """The ``per_user`` videos nearest in time to any of the requests ``issued`` (sorted), as (video, offset).
+
+    A feed event's offset is taken from the request just before it (offset >= 0, at most ``after_s``) or the one
+    just after it (offset < 0, at least ``-before_s``): every other request is further away on the same side. So
+    the events between two consecutive requests are read from both ends inward, nearest first, through a heap of
+    fronts (one forward from each request, one backward from it), and each event is read at most once. Reading
+    stops once ``per_user`` videos are found and nothing unread is as near: the cost is the requests plus the
+    events read (``per_user`` plus a video's repeats), never requests x feed events, for a crawler too.
+    Order: the smaller offset magnitude, then the negative offset (feed before the query), then the video id.
+    """
+    starts = [bisect_left(times, t) for t in issued]
+    gaps = [[0, starts[0] - 1]]  # gaps[g] = [lo, hi], the unread events between request g - 1 and request g
+    gaps += [[lo, (starts[i + 1] if i + 1 < len(issued) else len(times)) - 1] for i, lo in enumerate(starts)]
+    heap: list = []
+
+    def push(t: int, gap: int, step: int) -> None:  # the front's next unread event, if it is inside the window
+        lo, hi = gaps[gap]
+        if lo <= hi:
+            k = lo if step > 0 else hi
+            off = times[k] - t
+            if (off <= cfg.after_s) if step > 0 else (-off <= cfg.before_s):
+                heapq.heappush(heap, (abs(off), off, events[k][1], k, step, gap, t))
+
+    for i, t in enumerate(issued):
+        push(t, i, -1)  # backward from t into the gap before it
+        push(t, i + 1, 1)  # forward from t into the gap after it
+    best: dict[str, tuple] = {}
+    enough = None  # (abs offset, offset) at which per_user videos were found
+    while heap and (enough is None or heap[0][:2] <= enough):
+        dist, off, video, k, step, gap, t = heapq.heappop(heap)
+        lo, hi = gaps[gap]
+        if k != (lo if step > 0 else hi) or lo > hi:
+            continue  # the other end of this gap has read it
+        gaps[gap][0 if step > 0 else 1] += step
+        best.setdefault(video, (dist, off))
+        if enough is None and len(best) == cfg.per_user:
+            enough = (dist, off)
+        push(t, gap, step)
+    nearest = sorted(best.items(), key=lambda kv: (kv[1], kv[0]))[: cfg.per_user]
+    return [(video, off) for video, (_, off) in nearest]
