@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from crops_ray import config  # noqa: E402
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+PROXY_GRACE_S = 5.0  # how much longer than the app's request_timeout_s the proxy waits
 
 
 def parse_settings(args: argparse.Namespace) -> dict:
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     from crops_ray.runtime import init_ray
 
     init_ray(num_cpus=args.num_cpus)
-    serve.start(http_options={"host": args.host, "port": args.port, "request_timeout_s": 30})
+    # The proxy's deadline is 5 s past the app's, so a slow request gets the Guard's JSON 408, not the proxy's text.
+    proxy_timeout_s = settings.request_timeout_s + PROXY_GRACE_S
+    serve.start(http_options={"host": args.host, "port": args.port, "request_timeout_s": proxy_timeout_s})
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{host}:{args.port}"

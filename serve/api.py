@@ -135,7 +135,7 @@ def make_api(backend: Backend, settings: ServeSettings, digest: str | None) -> F
         "(the encoder's name@content-hash). Invalid requests get 422 (415 for a non-JSON body) with `error` and "
         f"`detail`; at most {settings.max_items} items per request and {settings.max_chars} characters per text.",
     )
-    errors = {code: {"model": ErrorResponse} for code in (401, 413, 415, 422, 503)}
+    errors = {code: {"model": ErrorResponse} for code in (401, 408, 413, 415, 422, 503)}
 
     def error_body(message: str, detail: Any = None) -> dict:
         return {"error": message, "detail": detail, "model": backend.versions.get("model", "")}
@@ -143,7 +143,14 @@ def make_api(backend: Backend, settings: ServeSettings, digest: str | None) -> F
     def error(status: int, message: str, detail: Any = None, headers: dict | None = None) -> JSONResponse:
         return JSONResponse(error_body(message, detail), status_code=status, headers=headers)
 
-    app.add_middleware(Guard, digest=digest, max_body_bytes=settings.max_body_bytes, error_body=error_body)
+    app.add_middleware(
+        Guard,
+        digest=digest,
+        max_body_bytes=settings.max_body_bytes,
+        error_body=error_body,
+        max_in_flight=settings.max_in_flight,
+        timeout_s=settings.request_timeout_s,
+    )
 
     @app.exception_handler(Exception)
     async def failed(_: Request, exc: Exception) -> JSONResponse:

@@ -61,12 +61,14 @@ APP_NAME = "crops"
 
 # Replica resources sized for a 2-core machine (all four fit in ~1.4 CPUs); serve/config.yaml overrides them.
 # max_queued_requests bounds what waits for a replica: beyond it a caller gets 503 (Retry-After), not a longer queue.
+# An ingress accepts 4x its settings' max_in_flight (256): past max_in_flight its Guard answers a JSON 503 itself, so
+# Ray's proxy queue (whose 503 is plain text) fills only past 1024 + 512 requests at once.
 DEFAULT_OPTIONS = {
-    "Gateway": {"num_cpus": 0.1, "max_ongoing_requests": 256, "max_queued_requests": 512},
+    "Gateway": {"num_cpus": 0.1, "max_ongoing_requests": 1024, "max_queued_requests": 512},
     "QueryEncoder": {"num_cpus": 0.5, "max_ongoing_requests": 128, "max_queued_requests": 512},
     "Discriminator": {"num_cpus": 0.5, "max_ongoing_requests": 128, "max_queued_requests": 512},
     "Retriever": {"num_cpus": 0.25, "max_ongoing_requests": 128, "max_queued_requests": 512},
-    "FusedGateway": {"num_cpus": 1.0, "max_ongoing_requests": 256, "max_queued_requests": 512},
+    "FusedGateway": {"num_cpus": 1.0, "max_ongoing_requests": 1024, "max_queued_requests": 512},
 }
 
 
@@ -225,6 +227,8 @@ def build_app(args: dict) -> serve.Application:
 
     def options(name: str) -> dict:
         o = dict(DEFAULT_OPTIONS[name])
+        if name in ("Gateway", "FusedGateway"):  # the Guard's JSON 503 answers before the proxy's plain-text one
+            o["max_ongoing_requests"] = max(o["max_ongoing_requests"], 4 * s.max_in_flight)
         return {"ray_actor_options": {"num_cpus": o.pop("num_cpus")}, **o}
 
     models = {

@@ -61,6 +61,18 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="request body limit; larger bodies get 413 before they are parsed"
     )
+    max_in_flight: int = Field(
+        256,
+        ge=1,
+        description="requests in progress per ingress replica; the next one gets a JSON 503 with Retry-After at once "
+        "(the ingress deployment's max_ongoing_requests is set above it, so Ray's proxy queue is the last resort)",
+    )
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="a request not answered within this gets a JSON 408 and its work is cancelled; the proxy's "
+        "http_options.request_timeout_s must be longer (pipelines/serve.py sets it 5 s longer)",
+    )
     health_timeout_s: float = Field(
         5.0, gt=0, description="/healthz waits this long for every deployment, then answers 503 naming the wait"
     )

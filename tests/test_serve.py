@@ -5,6 +5,8 @@ pairs) is started once for the module on top of the session's Ray; a second gate
 its model deployments. Tests that need no Serve (config, settings, the pipeline's argument checks) run fast.
 """
 
+import asyncio
+import json
 import os
 import socket
 import sys
@@ -461,6 +463,44 @@ def test_bearer_token_when_the_variable_is_set(secure_url, assets):
     for path, good in (("/v1/score", {"pairs": [{"query": "a", "text": "b"}]}), ("/v1/search", {"query": "a", "k": 3})):
         assert post(secure_url, path, good).status_code == 401
         assert post(secure_url, path, good, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    # Under a route prefix (this gateway is at /secure) the Guard still reads no body before the token, and no body
+    # over the limit at all (it once matched /v1/ against the prefixed path and let both through to FastAPI).
+    huge = b'{"queries": [' + b'"jaguar", ' * 200_000 + b'"x"]}'
+    for headers, status in (({}, 401), ({"Authorization": f"Bearer {TOKEN}"}, 413)):
+        r = requests.post(
+            f"{secure_url}/v1/encode",
+            data=huge,
+            headers={"Content-Type": "application/json", **headers},
+            timeout=TIMEOUT,
+        )
+        assert r.status_code == status and r.json()["model"], r.text
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_through_rays_proxy_a_late_request_gets_the_gateways_json_408(url, assets):
+    """A gateway whose deadline no search can meet, behind the real proxy: the answer is the JSON 408, not the
+    proxy's plain text, and the gateway serves the next request (its in-flight slot was given back)."""
+    from ray import serve
+
+    from serve.app import Gateway
+
+    handles = [
+        serve.get_deployment_handle(name, app_name=APP_NAME) for name in ("QueryEncoder", "Discriminator", "Retriever")
+    ]
+    settings = resolve_settings({**assets.settings, "request_timeout_s": 0.001, "max_in_flight": 1}).model_dump()
+    serve.run(
+        Gateway.options(ray_actor_options={"num_cpus": 0.05}).bind(*handles, settings),
+        name="late",
+        route_prefix="/late",
+    )
+    try:
+        for _ in range(3):
+            r = requests.post(f"{url}/late/v1/search", json={"query": "jaguar", "k": 3}, timeout=TIMEOUT)
+            assert r.status_code == 408 and r.headers["content-type"] == "application/json", r.text
+            assert "within 0.001 s" in r.json()["error"]
+    finally:
+        serve.delete("late")
 
 
 @pytest.mark.ray
@@ -556,6 +596,10 @@ def test_config_yaml_deploys_this_application_on_loopback():
     (app,) = config.applications
     assert app.import_path == "serve.app:build_app" and app.route_prefix == "/"
     settings = ServeSettings(**app.args)  # every key is a known setting
+    # The app's JSON 408 and 503 come before the proxy's plain-text ones.
+    assert config.http_options.request_timeout_s > settings.request_timeout_s
+    (gateway,) = [d for d in app.deployments if d.name == "Gateway"]
+    assert gateway.max_ongoing_requests > settings.max_in_flight
     for d in app.deployments:
         assert d.name in DEFAULT_OPTIONS
         if d.name != "Gateway":
@@ -692,6 +736,100 @@ def test_a_dead_replica_or_a_full_queue_is_a_json_503_and_other_failures_a_json_
         r = _client(FakeBackend(fail=exc)).post("/v1/encode", json={"queries": ["a"]})
         assert r.status_code == status and message in r.json()["error"] and r.json()["model"] == "fake@0", (exc, r.text)
         assert (r.headers.get("retry-after") == "1") == (status == 503)
+
+
+class Gated(FakeBackend):
+    """Encode waits for ``release``: requests pile up in the gateway as they do behind a slow model."""
+
+    def __init__(self):
+        super().__init__()
+        self.release, self.waiting = asyncio.Event(), 0
+
+    async def encode(self, queries):
+        self.waiting += 1
+        await self.release.wait()
+        return await super().encode(queries)
+
+
+class Reply:
+    """What a raw ASGI call answered: status, headers (lower-case names), JSON body."""
+
+    def __init__(self, messages: list):
+        start = next(m for m in messages if m["type"] == "http.response.start")
+        self.status_code = start["status"]
+        self.headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+        self.body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+
+    def json(self):
+        return json.loads(self.body)
+
+
+async def _asgi_post(app, path: str, payload: dict) -> Reply:
+    """One POST straight into the ASGI app, as a replica's HTTP server hands it over."""
+    body, sent, messages = json.dumps(payload).encode(), False, []
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http"}
+    scope.update(path=path, raw_path=path.encode(), root_path="", query_string=b"", headers=headers)
+    scope.update(server=("gw", 80), client=("test", 1))
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client stays connected
+
+    async def send(message):
+        messages.append(message)
+
+    await app(scope, receive, send)
+    return Reply(messages)
+
+
+def _gather(app, n: int, release=None):
+    """``n`` concurrent /v1/encode requests on one event loop (as a replica sees them); optionally release the
+    backend once the admitted ones are waiting. Returns the replies in request order."""
+
+    async def run():
+        tasks = [asyncio.create_task(_asgi_post(app, "/v1/encode", {"queries": [f"q{i}"]})) for i in range(n)]
+        if release is not None:
+            while release.waiting < min(n, 2) and not all(t.done() for t in tasks):
+                await asyncio.sleep(0.01)
+            release.release.set()
+        return await asyncio.gather(*tasks)
+
+    return asyncio.run(run())
+
+
+def test_past_max_in_flight_the_gateway_answers_a_json_503_and_then_serves_again():
+    from serve.app import make_api
+
+    backend = Gated()
+    app = make_api(backend, ServeSettings(index="unused", max_in_flight=2), None)
+    replies = _gather(app, 5, release=backend)
+    codes = [r.status_code for r in replies]
+    assert sorted(codes) == [200, 200, 503, 503, 503], codes
+    for r in replies:
+        if r.status_code == 503:
+            assert "at capacity (2 requests" in r.json()["error"] and r.headers["retry-after"] == "1"
+            assert r.json()["model"] == "fake@0"
+    assert [r.status_code for r in _gather(app, 2, release=backend)] == [200, 200]  # the slots were given back
+
+
+def test_a_request_past_its_deadline_gets_a_json_408_and_its_work_is_cancelled():
+    import time
+
+    from serve.app import make_api
+
+    backend = Gated()  # never released
+    app = make_api(backend, ServeSettings(index="unused", request_timeout_s=0.3, max_in_flight=1), None)
+    started = time.time()
+    (r,) = _gather(app, 1)
+    assert r.status_code == 408 and "within 0.3 s" in r.json()["error"] and r.json()["model"] == "fake@0"
+    assert time.time() - started < 5
+    backend.release.set()
+    (ok,) = _gather(app, 1)  # the timed-out request gave its slot back (max_in_flight=1)
+    assert ok.status_code == 200
 
 
 def test_an_index_the_encoder_cannot_search_is_refused_at_build_time(tmp_path, small):
