@@ -53,7 +53,8 @@ class Guard:
             return await self._reply(
                 send,
                 503,
-                f"the service is at capacity ({self.max_in_flight} requests in progress on this replica); retry shortly",
+                f"the service is at capacity ({self.max_in_flight} requests in progress on this replica); "
+                "retry shortly",
                 {"Retry-After": "1"},
             )
         self.in_flight += 1
