@@ -95,9 +95,11 @@ class VectorIndex:
         )
 
 
-def check_index_matches(folder: str, model_dir: str) -> str:
-    """Refuse an index that the encoder at ``model_dir`` cannot search: no vectors, another dimension, or built by
-    another document tower (its fingerprint is in index.json). Returns how it was checked, for /healthz."""
+def check_index_matches(folder: str, model_dir: str, allow_unverified: bool = False) -> str:
+    """Refuse an index that the encoder at ``model_dir`` cannot search: no vectors, another dimension, built by
+    another document tower (its fingerprint is in index.json), or one that names no document tower at all (an
+    index of another model with the same dimension would be served silently wrong) unless ``allow_unverified``.
+    Returns how it was checked, for /healthz."""
     from crops_ray.encoder import Encoder
     from crops_ray.plumbing import doc_tower_fingerprint
 
@@ -112,7 +114,13 @@ def check_index_matches(folder: str, model_dir: str) -> str:
             f"but the encoder {model_dir} makes {dim}-dimensional ones"
         )
     if "encoder" not in info:
-        return "dimension only (index.json names no encoder: written before crops-ray recorded it)"
+        if not allow_unverified:
+            raise ValueError(
+                f"index {folder} does not name the document encoder that built it (index.json has no 'encoder'), so "
+                f"nothing shows that {model_dir} can search it: rebuild it with pipelines/evaluate.py, or set "
+                "allow_unverified_index=true to serve it on its dimension alone"
+            )
+        return "dimension only (index.json names no encoder; served with allow_unverified_index)"
     from crops_ray.plumbing import model_path
 
     mine = doc_tower_fingerprint(model_path(model_dir), [])

@@ -209,9 +209,8 @@ def build_app(args: dict) -> serve.Application:
     calibration = Calibration.load(s.calibration)
     disc_cfg = DiscriminatorConfig(model=s.discriminator_model, kind=calibration.kind, calibration=s.calibration)
     calibrated_weights(calibration, disc_cfg)  # weights that are gone fail here, not in every replica
-    index_check = check_index_matches(
-        s.index, s.model
-    )  # another encoder's index, another dimension, no vectors: refused
+    # another encoder's index, another dimension, no vectors, no encoder named: refused
+    index_check = check_index_matches(s.index, s.model, allow_unverified=s.allow_unverified_index)
     if s.encoder_backend != "torch":
         from crops_ray.onnx_encoder import OnnxEncoder
 

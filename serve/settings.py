@@ -25,6 +25,11 @@ class ServeSettings(BaseModel):
 
     model: str = Field("minilm", description="encoder folder written by training, or 'minilm' (pretrained, zero-shot)")
     index: str = Field(description="index folder written by evaluation (OUT/index/)")
+    allow_unverified_index: bool = Field(
+        False,
+        description="serve an index whose index.json names no document encoder on its dimension alone (refused by "
+        "default: another model's index of the same dimension would answer wrong results)",
+    )
     encoder_backend: EncoderBackend = Field(
         "onnx",
         description="the QueryEncoder's runtime: ONNX Runtime on the exported query tower (fp32: the same Recall@100 "

@@ -861,6 +861,11 @@ def test_an_index_the_encoder_cannot_search_is_refused_at_build_time(tmp_path, s
         {"encoder": doc_tower_fingerprint(model_path("minilm"), []), "model": "minilm"},
     )
     assert check_index_matches(ok["index"], "minilm").startswith("encoder fingerprint")
+    unnamed = index("unnamed", np.eye(2, 384, dtype=np.float32))  # right dimension, no encoder in index.json
+    with pytest.raises(ValueError, match="does not name the document encoder"):
+        build_app(unnamed)
+    allowed = build_app({**unnamed, "allow_unverified_index": True})
+    assert allowed._bound_deployment.init_args[2]._bound_deployment.init_kwargs["checked"].startswith("dimension only")
     assert (
         build_app(ok)
         ._bound_deployment.init_args[2]
