@@ -137,6 +137,21 @@ def load_config(
     return from_dict(cls, settings(path, overrides, sets, defaults))
 
 
+def pipeline_config(
+    parser,
+    cls: type[T],
+    args,
+    overrides: dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> T:
+    """:func:`load_config` from a pipeline's ``--config`` and ``--set``: a bad or unknown setting, or a missing
+    YAML file, is a usage error (the message and exit code 2, as argparse gives), not a traceback."""
+    try:
+        return load_config(cls, args.config, overrides, args.set, defaults)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+
+
 def add_config_args(parser, what: str) -> None:
     """``--config`` and ``--set``, the same in every pipeline."""
     parser.add_argument("--config", help=f"YAML of {what} settings (examples in configs/)")

@@ -22,7 +22,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray import alpha_sweep as AS
-from crops_ray.config import add_config_args
+from crops_ray.config import add_config_args, pipeline_config
 from crops_ray.report.sweep import downstream_table, mining_table
 from crops_ray.storage import check_output
 from crops_ray.world.audit import judgments_path
@@ -51,19 +51,17 @@ def p0_source(validated: str | None, stats: dict, data: str, logs: str) -> str:
     return logs
 
 
-def downstream_args(args, stats: dict) -> dict | None:
-    """run_sweep's downstream settings from the command line; None without --downstream."""
+def downstream_args(args, stats: dict, cfg) -> dict | None:
+    """run_sweep's downstream settings from the command line (``cfg``: its ExperimentConfig); None without
+    --downstream."""
     if not args.downstream:
         return None
-    from crops_ray.config import load_config
-    from crops_ray.experiment import ExperimentConfig
     from crops_ray.hla import load_samples
 
     if not args.logs:
         raise AS.SweepInputError(
             "--downstream needs --logs: the folder with videos/ and eval/ the methods are evaluated on"
         )
-    cfg = load_config(ExperimentConfig, args.config, {"train.max_steps": args.max_steps}, args.set)
     log, what = load_samples(p0_source(args.validated, stats, args.data, args.logs))
     print(f"P0 for training: {what}")
     return {"logs": args.logs, "exp_cfg": cfg, "seed": args.seed, "log": log, "reuse": args.reuse}
@@ -104,12 +102,19 @@ def main(argv: list[str] | None = None) -> dict:
         "--reuse", action="store_true", help="with --downstream: read back alphas already trained under --out"
     )
     args = p.parse_args(argv)
+    if (args.config or args.set) and not args.downstream:
+        p.error("--config and --set are ExperimentConfig settings for --downstream training; alone they do nothing")
+    exp_cfg = None
+    if args.downstream:
+        from crops_ray.experiment import ExperimentConfig
+
+        exp_cfg = pipeline_config(p, ExperimentConfig, args, {"train.max_steps": args.max_steps})
     try:
         alphas = AS.parse_alphas(args.alphas)
         check_output(args.out, [args.data, args.logs, args.eval_dir, args.validated], replaces=False)
         stats, _ = AS.read_build(args.data)
         truth = ground_truth(args.eval_dir, args.logs)
-        result = AS.run_sweep(args.data, args.out, alphas, truth, args.min_grade, downstream_args(args, stats))
+        result = AS.run_sweep(args.data, args.out, alphas, truth, args.min_grade, downstream_args(args, stats, exp_cfg))
     except (ValueError, FileNotFoundError) as exc:  # SweepInputError and storage.OutputError are ValueErrors
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import add_config_args, load_config
+from crops_ray.config import add_config_args, load_config, pipeline_config
 from crops_ray.experiment import (
     ABLATIONS,
     METHODS,
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     flags = {"train.max_steps": args.max_steps}
     if args.doc_tower:
         flags.update({"train.doc_tower": args.doc_tower, "train.shared_towers": args.doc_tower == "train"})
-    cfg = load_config(ExperimentConfig, args.config, flags, args.set)
+    cfg = pipeline_config(p, ExperimentConfig, args, flags)
     seeds = [int(s) for s in args.seeds.split(",")]
     try:
         check_output(args.out, [args.logs], replaces=False)

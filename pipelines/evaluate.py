@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import add_config_args, load_config
+from crops_ray.config import add_config_args, pipeline_config
 from crops_ray.evaluate import EvalConfig, evaluate, format_metrics
 from crops_ray.index import KINDS
 from crops_ray.storage import check_output
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.method == "dense" and not args.model:
         p.error("--model is required for a dense method (use --model minilm for the pretrained encoder)")
-    cfg = load_config(EvalConfig, args.config, sets=args.set)
+    cfg = pipeline_config(p, EvalConfig, args)
     if args.index:
         cfg.index.kind = args.index
     try:

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import add_config_args, load_config
+from crops_ray.config import add_config_args, pipeline_config
 from crops_ray.storage import OutputError
 from crops_ray.world.generator import SCALES, WorldConfig, format_stats, generate_world
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = p.parse_args(argv)
     cli = {"seed": args.seed, "users": args.users, "shards": args.shards}
-    cfg = load_config(WorldConfig, args.config, cli, args.set, defaults=SCALES[args.scale])
+    cfg = pipeline_config(p, WorldConfig, args, cli, defaults=SCALES[args.scale])
     use_ray = args.ray if args.ray is not None else args.scale == "large"
     print(
         f"generating the {args.scale} world (seed {cfg.seed}, {cfg.users:,} users, {cfg.shards} "

@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import add_config_args, load_config
+from crops_ray.config import add_config_args, pipeline_config
 from crops_ray.experiment import METHODS, TABLE1, ExperimentConfig, online_ab
 from crops_ray.storage import OutputError, check_output
 from crops_ray.world.online import OnlineConfig
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--sessions-per-user", type=float)
     add_config_args(p, "ExperimentConfig (the model alias, eval settings)")
     args = p.parse_args(argv)
+    exp_cfg = pipeline_config(p, ExperimentConfig, args)
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None):
         args.runs,
         methods,
         args.out,
-        load_config(ExperimentConfig, args.config, sets=args.set),
+        exp_cfg,
         args.baseline,
         ocfg,
     )

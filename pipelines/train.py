@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import add_config_args, load_config
+from crops_ray.config import add_config_args, pipeline_config
 from crops_ray.hla import build_groups, load_samples, samples_files, write_groups
 from crops_ray.plumbing import model_path
 from crops_ray.report.markdown import key_value_table
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
         if args.doc_tower == "frozen":
             flags["shared_towers"] = False
-        job = load_config(TrainJobConfig, args.config, {f"train.{k}": v for k, v in flags.items()}, args.set)
+        job = pipeline_config(p, TrainJobConfig, args, {f"train.{k}": v for k, v in flags.items()})
         cfg = job.train
         check_output(args.out, [args.data], replaces=False)
         model_path(cfg.model)  # a missing model fails now, not after the groups are built and Ray has started

@@ -16,10 +16,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crops_ray.config import add_config_args
+from crops_ray.config import add_config_args, pipeline_config
 from crops_ray.schema import LogSchemaError
 from crops_ray.storage import OutputError
-from crops_ray.validate import format_summary, load_validation_config, validate_logs
+from crops_ray.validate import ValidationConfig, format_summary, validate_logs
 
 
 def main(argv: list[str] | None = None):
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--ts-min", type=int)
     p.add_argument("--ts-max", type=int)
     args = p.parse_args(argv)
-    cfg = load_validation_config(args.config, {"ts_min": args.ts_min, "ts_max": args.ts_max}, args.set)
+    cfg = pipeline_config(p, ValidationConfig, args, {"ts_min": args.ts_min, "ts_max": args.ts_max})
     try:
         summaries = validate_logs(args.logs, args.out, cfg)
     except (LogSchemaError, OutputError) as exc:

@@ -185,12 +185,30 @@ def _opens_to_world(rule: dict, port: int) -> bool:
 
 
 def test_private_ports_not_open_to_world(prepared):
-    for rule in _ip_permissions(prepared):
+    """The config opens no port itself: its nodes join the named group that scripts/aws_setup.py creates with SSH
+    from one CIDR only, whose real rules (after Ray's own bootstrap) tests/test_aws_setup.py reads back from moto.
+    A rule written here would be added to that group by `ray up`, so none may open the dashboard or Serve."""
+    rules = list(_ip_permissions(prepared))
+    for rule in rules:
         for port in PRIVATE_PORTS:
             assert not _opens_to_world(rule, port), f"security group opens {port} to the world: {rule}"
     if prepared["provider"]["type"] == "aws":
-        # A named group, so it can be created beforehand with SSH limited to your CIDR (docs/cluster.md).
-        assert prepared["provider"].get("security_group", {}).get("GroupName")
+        assert prepared["provider"].get("security_group", {}).get("GroupName") == "crops-ray-sg"
+        assert rules == [], f"cluster.yaml adds security-group rules of its own: {rules}"
+        sys.path.insert(0, str(ROOT / "scripts"))
+        import aws_setup  # the group the config names is the one the script makes
+
+        assert aws_setup.GROUP == prepared["provider"]["security_group"]["GroupName"]
+
+
+def test_the_port_check_catches_a_world_rule_added_to_the_config(config_path):
+    """The check above on a copy of cluster.yaml with the rule a hurried user might add: it must fail."""
+    raw = load(config_path)
+    raw["provider"].setdefault("security_group", {})["IpPermissions"] = [
+        {"IpProtocol": "tcp", "FromPort": 8265, "ToPort": 8265, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    ]
+    with pytest.raises(AssertionError, match="opens 8265 to the world"):
+        test_private_ports_not_open_to_world(validate_cluster_config(raw))
 
 
 def test_world_rule_detector_is_not_vacuous():

@@ -100,3 +100,41 @@ def test_every_pipeline_takes_config_and_set():
             [sys.executable, os.path.join(root, "pipelines", f"{name}.py"), "--help"], capture_output=True, text=True
         ).stdout
         assert "--config" in out and "--set KEY=VALUE" in out, name
+
+
+@pytest.mark.parametrize(
+    "name, argv",
+    [
+        ("validate", ["--logs", "{in}", "--out", "{out}"]),
+        ("build_data", ["--logs", "{in}", "--out", "{out}"]),
+        ("train", ["--data", "{in}", "--out", "{out}"]),
+        ("evaluate", ["--logs", "{in}", "--out", "{out}", "--model", "minilm"]),
+        ("generate_world", ["--out", "{out}"]),
+        ("demo", ["--logs", "{in}", "--out", "{out}"]),
+        ("alpha_sweep", ["--data", "{in}", "--out", "{out}", "--downstream", "--logs", "{in}"]),
+        ("online_ab", ["--world", "{in}", "--runs", "{in}", "--out", "{out}"]),
+        ("serve", ["--index", "{in}"]),
+    ],
+)
+def test_every_pipeline_reads_set_into_its_settings_before_any_work(tmp_path, capsys, name, argv):
+    """``--set`` reaches the pipeline's validated settings: a misspelt key is refused by name, with exit code 2 and
+    no traceback, before anything is read or written (a pipeline that dropped --set would run on, or fail on its
+    empty input instead)."""
+    import importlib
+
+    (tmp_path / "in").mkdir()
+    args = [a.format(**{"in": str(tmp_path / "in"), "out": str(tmp_path / "out")}) for a in argv]
+    main = importlib.import_module(f"pipelines.{name}").main
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--set", "misspelt_setting=1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "misspelt_setting" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_alpha_sweep_refuses_settings_it_would_not_use(tmp_path, capsys):
+    from pipelines.alpha_sweep import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--set", "train.lr=1e-4"])
+    assert exit_.value.code == 2 and "--downstream" in capsys.readouterr().err

@@ -44,11 +44,20 @@ def test_no_difference_is_not_significant_and_identical_runs_have_a_zero_interva
 
 
 def test_paired_beats_unpaired_power():
-    """A small consistent gain on noisy queries is detected because both runs are resampled together."""
+    """A small gain that varies per query, on queries whose difficulty varies much more: resampling the two runs
+    together (paired) finds it; resampling them apart, as an unpaired test would, cannot tell it from zero. A
+    pairing that broke (the runs resampled apart, or one run's queries reordered) fails the first assertion."""
     rng = np.random.default_rng(5)
-    base = rng.random(150)
-    ci = paired_bootstrap(base + 0.02, base, resamples=2000)
-    assert ci.significant and ci.low > 0.019
+    base = rng.random(150)  # per-query difficulty: sd 0.29
+    better = base + 0.02 + rng.normal(0, 0.03, 150)  # gain 0.02, sd 0.03 per query
+    ci = paired_bootstrap(better, base, resamples=2000)
+    assert ci.significant and 0 < ci.low < 0.02 < ci.high < 0.04
+    idx_a, idx_b = rng.integers(0, 150, size=(2, 4000, 150))
+    unpaired = np.quantile(better[idx_a].mean(1) - base[idx_b].mean(1), [0.025, 0.975])
+    assert unpaired[0] < 0 < unpaired[1]  # the same data, unpaired: no detectable difference
+    assert ci.high - ci.low < (unpaired[1] - unpaired[0]) / 5
+    shuffled = paired_bootstrap(better, rng.permutation(base), resamples=2000)  # a pairing lost: the gain drowns
+    assert not shuffled.significant
 
 
 def _per_query(hits, pairs, ndcg):
