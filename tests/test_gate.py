@@ -290,3 +290,28 @@ def test_mined_candidates_the_log_labels_join_the_training_labels():
     mined = table[table["origin"] == "candidates"]
     assert mined[["video_id", "label", "rule"]].values.tolist() == [["v_cub1", 0, "sibling"]]
     assert set(table["origin"]) == {"sample", "candidates"} and not table.duplicated(["query", "video_id"]).any()
+
+
+def test_logs_that_label_too_few_pairs_stop_with_what_to_pass_instead():
+    """No click at all (nothing to learn from), or candidates the log labels only one way (nothing to calibrate):
+    an error naming the settings that supply labels, never a gate trained or calibrated on nothing."""
+    import pandas as pd
+
+    from crops_ray.discriminator.config import DiscriminatorConfig
+    from crops_ray.discriminator.gate import calibrate_gate, train_gate
+
+    shown = _log([(f"r{i}", f"query {i % 7}", f"v{i}", "exposed") for i in range(40)])
+    videos = pa.table({"video_id": [f"v{i}" for i in range(40)], "text": [f"video {i}" for i in range(40)]})
+    with pytest.raises(ValueError, match="too few pairs to train the gate.*discriminator.labelled_pairs"):
+        train_gate(DiscriminatorConfig(), pa.Table.from_pandas(shown), videos, progress=lambda *_: None)
+
+    scored = pd.DataFrame(
+        {"query": [f"q{i}" for i in range(200)], "video_id": [f"v{i}" for i in range(200)], "raw": np.zeros(200)}
+    ).assign(reformulation=True, recommendation=False)
+
+    class AllRelevant:
+        def label(self, qs, vs):
+            return np.ones(len(vs), np.int8), ["repeat_click"] * len(vs)
+
+    with pytest.raises(ValueError, match="needs relevant and irrelevant pairs.*discriminator.labelled_pairs"):
+        calibrate_gate(DiscriminatorConfig(), "m", scored, AllRelevant(), None, lambda q, t: np.zeros(len(q)), 0.6)

@@ -195,10 +195,18 @@ def test_pipeline_chain_as_jobs(head, tmp_path):
             str(tmp_path / "eval"),
         ],
     )
+    # The job scored the model the train job wrote, on the world's held-out eval: the same numbers as evaluating
+    # that folder here, and the trained encoder is not the untrained one it started from.
+    import numpy as np
+
+    from crops_ray.encoder import Encoder
+    from crops_ray.evaluate import evaluate
+
     metrics = json.load(open(tmp_path / "eval" / "metrics.json"))["metrics"]
-    assert (
-        0.0 < metrics["recall@100_ct"] <= 1.0
-        and 0.0 <= metrics["recall@100_qr"] <= 1.0
-        and 0.0 < metrics["ndcg@4"] <= 1.0
-    )
-    assert "recall@100_ct" in logs
+    here = evaluate(str(world), str(tmp_path / "eval-here"), "dense", str(model / "model"), progress=lambda *_: None)
+    for metric in ("recall@100_ct", "recall@100_qr", "ndcg@4", "mrr@10"):
+        assert metrics[metric] == pytest.approx(here[metric], abs=1e-9), metric
+    assert metrics["recall@100_ct"] > 0 and f"{metrics['recall@100_ct']:.4f}" in logs
+    text = ["a jaguar cub by the river"]
+    untrained = Encoder.from_pretrained(small).encode_queries(text)
+    assert not np.allclose(Encoder.from_pretrained(str(model / "model")).encode_queries(text), untrained, atol=1e-4)

@@ -327,7 +327,10 @@ def test_pipeline_trains_two_workers_and_resumes(tiny_world, tiny_model, tmp_pat
 
 
 @pytest.mark.ray
+@pytest.mark.timeout(600)  # a rank that went on alone would wait in DDP's next all-reduce until this timeout
 def test_a_diverging_run_stops_with_exit_2_and_saves_no_model(tiny_world, tiny_model, tmp_path, ray_local, capsys):
+    """Two DDP ranks: both see the same non-finite gradient norm after the all-reduce and stop at the same step
+    (a rank that stopped alone would leave the other blocked in the next all-reduce: this test would hang)."""
     out = tmp_path / "crops"
     with pytest.raises(SystemExit) as exit_:
         train_main(
@@ -344,7 +347,7 @@ def test_a_diverging_run_stops_with_exit_2_and_saves_no_model(tiny_world, tiny_m
                 "--max-steps",
                 "6",
                 "--num-workers",
-                "1",
+                "2",
                 "--doc-tower",
                 "frozen",
             ]
@@ -352,6 +355,7 @@ def test_a_diverging_run_stops_with_exit_2_and_saves_no_model(tiny_world, tiny_m
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "training stopped at step" in err and "no model was saved" in err, err
+    assert int(err.split("training stopped at step")[1].split()[0].strip(":,")) <= 6
     assert not (out / "model").exists() and not (out / "train_metrics.json").exists()
 
 

@@ -99,11 +99,11 @@ def with_text(labels: pa.Table, videos: pa.Table) -> pa.Table:
     """(query, video_id, label, ...) -> (query, text, label): the video's text joined in, unknown videos dropped."""
     text = dict(zip(videos["video_id"].to_pylist(), videos["text"].to_pylist()))
     ids = labels["video_id"].to_pylist()
-    keep = [i for i, v in enumerate(ids) if text.get(v)]
+    keep = pa.array([i for i, v in enumerate(ids) if text.get(v)], pa.int64())  # typed: an empty list is null
     return pa.table(
         {
             "query": labels["query"].take(keep),
-            "text": pa.array([text[ids[i]] for i in keep], pa.string()),
+            "text": pa.array([text[ids[i]] for i in keep.to_pylist()], pa.string()),
             "label": labels["label"].take(keep),
         }
     )
