@@ -78,25 +78,42 @@ class LogSchemaError(ValueError):
 class LogColumns:
     """How a user's logs spell the contract's columns and stages.
 
-    ``columns`` maps a contract column name to the name in the user's files, e.g. ``{"query": "search_text"}``.
+    ``columns`` maps a contract column name to the name in the user's files, for every table, e.g.
+    ``{"query": "search_text"}``. ``tables`` does the same for one table, over ``columns``: search and feed logs
+    come from different teams, e.g. ``{"search_log": {"ts": "event_time"}, "rec_log": {"ts": "ts_ms"}}``.
     ``stages`` maps a value found in the user's ``stage`` column to a contract stage, e.g.
     ``{"click": "clicked", "impression": "exposed"}``; contract names are always accepted as themselves.
     """
 
     columns: dict[str, str] = field(default_factory=dict)
     stages: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         known = {name for schema in SCHEMAS.values() for name in schema.names}
         unknown = sorted(set(self.columns) - known)
         if unknown:
             raise ValueError(f"LogColumns.columns maps unknown contract columns {unknown}; known: {sorted(known)}")
+        if set(self.tables) - set(SCHEMAS):
+            raise ValueError(
+                f"LogColumns.tables names unknown tables {sorted(set(self.tables) - set(SCHEMAS))}; "
+                f"known: {list(SCHEMAS)}"
+            )
+        for table, mapping in self.tables.items():
+            unknown = sorted(set(mapping) - set(SCHEMAS[table].names))
+            if unknown:
+                raise ValueError(
+                    f"LogColumns.tables.{table} maps columns {unknown} that table '{table}' does not have; "
+                    f"it has {SCHEMAS[table].names}"
+                )
         bad = sorted({v for v in self.stages.values() if v not in STAGES})
         if bad:
             raise ValueError(f"LogColumns.stages maps to unknown stages {bad}; contract stages are {list(STAGES)}")
 
-    def source_name(self, column: str) -> str:
-        return self.columns.get(column, column)
+    def source_name(self, column: str, table: str | None = None) -> str:
+        """The name of contract ``column`` in the user's files of ``table``: its table's map, then the global one."""
+        own = self.tables.get(table, {}) if table else {}
+        return own.get(column, self.columns.get(column, column))
 
     def stage_map(self) -> dict[str, str]:
         mapping = {stage: stage for stage in STAGES}
@@ -148,7 +165,7 @@ def is_nested(typ: pa.DataType) -> bool:
 def check_file_schemas(files: list[str], table: str, columns: LogColumns) -> pa.Schema:
     """Fail fast on a file that is not parquet or lacks a required column; return the first file's schema."""
     required = [n for n in SCHEMAS[table].names if n not in OPTIONAL_COLUMNS[table]]
-    sources = {columns.source_name(n): n for n in SCHEMAS[table].names}
+    sources = {columns.source_name(n, table): n for n in SCHEMAS[table].names}
     first: pa.Schema | None = None
     for path in files:
         fs, p = filesystem_and_path(path)
@@ -157,7 +174,7 @@ def check_file_schemas(files: list[str], table: str, columns: LogColumns) -> pa.
         except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for non-parquet bytes
             raise LogSchemaError(f"{path}: not a readable parquet file ({exc})") from exc
         for column in required:
-            name = columns.source_name(column)
+            name = columns.source_name(column, table)
             if name not in schema.names:
                 hint = f" (mapped from '{column}')" if name != column else ""
                 raise LogSchemaError(
@@ -173,7 +190,7 @@ def check_file_schemas(files: list[str], table: str, columns: LogColumns) -> pa.
             if col.name in SCHEMAS[table].names and col.name not in sources:
                 raise LogSchemaError(
                     f"{path}: column '{col.name}' collides with the contract column that is mapped from "
-                    f"'{columns.source_name(col.name)}'; rename or drop one of them"
+                    f"'{columns.source_name(col.name, table)}'; rename or drop one of them"
                 )
         first = first or schema
     assert first is not None

@@ -167,7 +167,7 @@ def check_batch(
     target = S.SCHEMAS[table]
     n = batch.num_rows
     for name in target.names:
-        src = cfg.columns.source_name(name)
+        src = cfg.columns.source_name(name, table)
         if src in batch.column_names and S.is_nested(batch.schema.field(src).type):
             raise S.LogSchemaError(
                 f"column '{src}' of table '{table}' is a {batch.schema.field(src).type}, not a single value per row"
@@ -177,7 +177,7 @@ def check_batch(
     def flag(mask: np.ndarray, why: str) -> None:
         reason[(reason == None) & mask] = why  # noqa: E711 (element-wise on an object array)
 
-    sources = {name: cfg.columns.source_name(name) for name in target.names}
+    sources = {name: cfg.columns.source_name(name, table) for name in target.names}
     canonical: dict[str, pa.Array] = {}
     for name in target.names:
         typ = target.field(name).type

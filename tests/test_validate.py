@@ -261,6 +261,58 @@ def test_validate_logs_conserves_rows(tmp_path, ray_local):
     assert pq.read_table(out / "search_log").num_rows == 7
 
 
+@pytest.mark.ray
+def test_a_search_log_and_a_feed_log_that_spell_their_columns_differently(tmp_path, ray_local, capsys):
+    """The search team's log says event_time and search_text, the feed team's says ts_ms: one global map cannot
+    read both (validation stops on the feed log, naming its column); a map per table over the global one can."""
+    import yaml
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    videos = pa.table({"video_id": ["v1", "v2"], "text": ["jaguar at night", "python tips"]})
+    search = pa.table(
+        {
+            "request_id": ["r1", "r2"],
+            "user_id": ["u1", "u2"],
+            "search_text": ["jaguar", "python"],
+            "event_time": [TS, TS + 5],
+            "video_id": ["v1", "v2"],
+            "stage": ["clicked", "exposed"],
+        }
+    )
+    rec = pa.table({"user_id": ["u1", "u1", "u2"], "video_id": ["v2", "v1", "v9"], "ts_ms": [TS, TS + 1, TS + 2]})
+    _write_logs(logs, videos, search, rec)
+    global_only = tmp_path / "global.yaml"
+    global_only.write_text(yaml.safe_dump({"columns": {"columns": {"query": "search_text", "ts": "event_time"}}}))
+    with pytest.raises(SystemExit) as exit_:
+        validate_main(["--logs", str(logs), "--out", str(tmp_path / "o1"), "--config", str(global_only)])
+    assert exit_.value.code == 2 and "'event_time' (mapped from 'ts') of table 'rec_log'" in capsys.readouterr().err
+
+    per_table = tmp_path / "tables.yaml"
+    per_table.write_text(
+        yaml.safe_dump(
+            {
+                "columns": {
+                    "columns": {"query": "search_text"},
+                    "tables": {"search_log": {"ts": "event_time"}, "rec_log": {"ts": "ts_ms"}},
+                }
+            }
+        )
+    )
+    summaries = validate_main(["--logs", str(logs), "--out", str(tmp_path / "o2"), "--config", str(per_table)])
+    assert [(summaries[t].kept, summaries[t].quarantined) for t in ("search_log", "rec_log")] == [(2, 0), (2, 1)]
+    kept_rec = pq.read_table(tmp_path / "o2" / "rec_log")
+    assert kept_rec.column_names[:3] == ["user_id", "video_id", "ts"] and sorted(kept_rec["ts"].to_pylist()) == [
+        TS,
+        TS + 1,
+    ]
+    assert pq.read_table(tmp_path / "o2" / "search_log")["query"].to_pylist() == ["jaguar", "python"]
+    with pytest.raises(ValueError, match="tables.rec_log maps columns \\['query'\\]"):
+        LogColumns(tables={"rec_log": {"query": "q"}})
+    with pytest.raises(ValueError, match="unknown tables \\['feed'\\]"):
+        LogColumns(tables={"feed": {"ts": "t"}})
+
+
 def test_whole_file_errors_fail_fast(tmp_path):
     root = tmp_path / "logs"
     os.makedirs(root)
