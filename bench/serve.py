@@ -1,21 +1,24 @@
-"""Benchmark: /v1/encode and /v1/search over HTTP on 127.0.0.1, through Ray Serve (the split topology with batching
-on and off, the fused topology with batching on), and through a plain single-process FastAPI app (uvicorn) holding
-the same model and index, with batching on (a :class:`MicroBatcher` merging concurrent requests the way
-``@serve.batch`` does, same batch size and wait) and off: the baselines a user would otherwise write. All serve
-serve/api.py's ``make_api`` (same validation, same JSON), so only the serving differs.
+"""Benchmark: /v1/encode and /v1/search over HTTP on 127.0.0.1: the default path (``pipelines/serve.py`` as
+``make serve`` starts it: on one node, fused with direct ingress on its port), Ray Serve applications in this
+process's Ray (the split topology with batching on and off, the fused topology with batching on), and a plain
+single-process FastAPI app (uvicorn) holding the same model and index, with batching on (a :class:`MicroBatcher`
+merging concurrent requests the way ``@serve.batch`` does, same batch size and wait) and off: the baselines a user
+would otherwise write. All serve serve/api.py's ``make_api`` (same validation, same JSON), so only the serving
+differs.
 
 Bounded: per row a warm-up, then a fixed number of requests at each concurrency from an aiohttp client in this
-process, split into rounds that alternate the five servers (all up at once; one loaded at a time), so a shared
-machine's other work falls on each alike. One request is one query (an online search box). Every request must
-answer 200: any 5xx or other error fails the run (exit 1). Prints one markdown table with each row's ratio to the
-plain app with the same batching and to the unbatched plain app.
+process, split into rounds that alternate the servers (all up at once; one loaded at a time), so a shared machine's
+other work falls on each alike. One request is one query (an online search box). Every request must answer 200: any
+5xx or other error fails the run (exit 1). Prints one markdown table with each row's ratio to the plain app with the
+same batching and to the unbatched plain app.
 
     .venv/bin/python bench/serve.py [--model minilm] [--index runs/demo/eval/index] [--requests 2000] \
-        [--concurrency 1,8,32]
+        [--concurrency 1,8,32] [--servers default,split-on,split-off,fused-on] [--direct-ingress]
 
 Without --index, the tiny world's 1,032 videos are encoded with --model into a temporary index. The model replicas
-and the baselines use the same number of torch threads (--threads, default 2). The discriminator's calibration is
-fitted once on the embedded world and cached, as the application does by default (the first run takes longer).
+and the baselines use the same number of torch threads (--threads, default 2). Without --calibration, /v1/score's
+gate is the zero-shot bi-encoder calibrated on the tiny world's labelled pairs (a stand-in: serving cost is measured).
+--direct-ingress applies to the applications in this process's Ray; the default path chooses its own ingress.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -32,7 +36,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from crops_ray.onnx_encoder import BACKENDS  # noqa: E402  (no Ray Serve import: see main)
 
@@ -48,6 +53,9 @@ WORLD_SEED = 0
 PLAIN = "plain FastAPI (uvicorn, 1 process)"
 # (topology, batching label, batching): the Serve applications, each alongside the plain app with the same batching
 SERVE_APPS = (("split", "on", True), ("split", "off", False), ("fused", "on", True))
+# The default path: pipelines/serve.py as `make serve` starts it (on one node: fused, direct ingress on its port).
+DEFAULT_SERVER = "default: pipelines/serve.py"
+SERVER_CHOICES = ("default", *(f"{t}-{b}" for t, b, _ in SERVE_APPS))
 
 
 # ------------------------------------------------------------------------------------------- the baseline
@@ -108,7 +116,8 @@ class LocalBackend:
         torch.set_num_threads(threads)
         self.encoder = load_encoder(settings.model, settings.encoder_backend, threads=threads)
         self.index = VectorIndex.load(settings.index)
-        self.disc = Discriminator(DiscriminatorConfig(model=settings.discriminator_model), calibration, device="cpu")
+        disc_cfg = DiscriminatorConfig(model=settings.discriminator_model, kind=calibration.kind)
+        self.disc = Discriminator(disc_cfg, calibration, device="cpu")
         self.versions = {
             "model": model_version(settings.model, settings.encoder_backend),
             "discriminator": model_version(settings.discriminator_model),
@@ -162,13 +171,11 @@ class LocalBackend:
 def run_plain_server(settings_json: str, port: int, threads: int, batching: bool) -> None:
     import uvicorn
 
-    from crops_ray.discriminator import DiscriminatorConfig, load_or_fit_calibration
+    from crops_ray.discriminator import Calibration
     from serve.app import ServeSettings, make_api
 
     settings = ServeSettings(**json.loads(settings_json))
-    calibration = load_or_fit_calibration(
-        DiscriminatorConfig(model=settings.discriminator_model, calibration=settings.calibration)
-    )
+    calibration = Calibration.load(settings.calibration)
     app = make_api(LocalBackend(settings, calibration, threads, batching), settings, None)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
@@ -245,11 +252,13 @@ def free_port() -> int:
 
 
 def build_index(model: str, folder: str) -> list[str]:
-    """Encode the tiny world's videos into ``folder``; return its evaluation queries (the request texts)."""
+    """Encode the tiny world's videos into ``folder`` (recording the encoder, as evaluation does); return its
+    evaluation queries (the request texts)."""
     import pyarrow.parquet as pq
 
     from crops_ray.encoder import Encoder
     from crops_ray.index import VectorIndex
+    from crops_ray.plumbing import doc_tower_fingerprint, model_path
     from crops_ray.schema import table_files
     from crops_ray.world.generator import generate_world, world_config
 
@@ -257,10 +266,33 @@ def build_index(model: str, folder: str) -> list[str]:
     generate_world(world, world_config("tiny", seed=WORLD_SEED), progress=lambda *_: None)
     videos = pq.read_table(table_files(world, "videos"), columns=["video_id", "text"])
     encoder = Encoder.from_pretrained(model)
-    VectorIndex.build(videos["video_id"].to_pylist(), encoder.encode_docs(videos["text"].to_pylist())).save(
-        f"{folder}/index"
-    )
+    index = VectorIndex.build(videos["video_id"].to_pylist(), encoder.encode_docs(videos["text"].to_pylist()))
+    index.meta = {"encoder": doc_tower_fingerprint(model_path(model), []), "model": model}
+    index.save(f"{folder}/index")
     return pq.read_table(f"{world}/eval/queries.parquet")["query"].to_pylist()
+
+
+def build_calibration(model: str, folder: str) -> str:
+    """A gate calibration for /v1/score: the zero-shot bi-encoder fitted on the tiny world's labelled pairs (a
+    benchmark's stand-in for the one build_data trains on a team's logs; serving cost is what is measured here)."""
+    from crops_ray.discriminator import Discriminator, DiscriminatorConfig, fit_calibration
+    from crops_ray.world.labelled_pairs import world_labelled_pairs
+
+    world = f"{folder}/world"
+    fit, held = (world_labelled_pairs(world, 200, heldout=h, seed=WORLD_SEED) for h in (False, True))
+    disc = Discriminator(DiscriminatorConfig(model=model, kind="bi-encoder"))
+    fit_calibration(disc, fit, held, "bench", alpha=0.6).save(f"{folder}/calibration.json")
+    return f"{folder}/calibration.json"
+
+
+def start_default_server(settings, port: int, threads: int) -> subprocess.Popen:
+    """``pipelines/serve.py`` as a user starts it (``make serve``), choosing its topology and ingress itself, with
+    its own local Ray."""
+    cmd = [sys.executable, os.path.join(ROOT, "pipelines", "serve.py"), "--model", settings.model]
+    cmd += ["--index", settings.index, "--calibration", settings.calibration, "--port", str(port)]
+    cmd += ["--set", f"threads={threads}", "--set", f"encoder_backend={settings.encoder_backend}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_SERVE_ENABLE_DIRECT_INGRESS")}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def bench_queries(folder: str) -> list[str]:
@@ -300,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Serve with Ray's direct ingress: the ingress replicas answer HTTP themselves, no proxy",
     )
+    p.add_argument("--calibration", help="the gate's calibration JSON (default: fitted on the tiny world, zero-shot)")
+    p.add_argument(
+        "--servers",
+        default=",".join(SERVER_CHOICES),
+        help=f"comma-separated subset of {','.join(SERVER_CHOICES)} (the plain apps always run: they are the baseline)",
+    )
     p.add_argument("--plain-server", action="store_true", help=argparse.SUPPRESS)  # internal: the baseline process
     p.add_argument("--batching", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--settings-json", help=argparse.SUPPRESS)
@@ -312,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         run_plain_server(args.settings_json, args.port, args.threads, args.batching)
         return 0
     levels = [int(c) for c in str(args.concurrency).split(",")]
+    chosen = [s for s in args.servers.split(",") if s and s != "plain"]
+    if set(chosen) - set(SERVER_CHOICES):
+        p.error(f"unknown servers {sorted(set(chosen) - set(SERVER_CHOICES))}; choose from {SERVER_CHOICES}")
+    serve_apps = [a for a in SERVE_APPS if f"{a[0]}-{a[1]}" in chosen]
 
     if args.direct_ingress:  # read when Ray Serve is imported, and by the local Ray's processes
         os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
@@ -327,8 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"encoding the tiny world's videos with {args.model} into a temporary index", flush=True)
         index, queries = f"{tmp.name}/index", build_index(args.model, tmp.name)
+    if not args.calibration:  # the tiny world is in tmp either way (bench_queries and build_index write it)
+        args.calibration = build_calibration("minilm", tmp.name)
     backend = {"encoder_backend": args.encoder_backend} if args.encoder_backend else {}
-    settings = resolve_settings({"model": args.model, "index": index, "threads": args.threads, **backend})
+    settings = resolve_settings(
+        {"model": args.model, "index": index, "threads": args.threads, "calibration": args.calibration, **backend}
+    )
     bodies = {
         "/v1/encode": [{"queries": [q]} for q in queries],
         "/v1/search": [{"query": q, "k": SEARCH_K} for q in queries],
@@ -337,11 +383,16 @@ def main(argv: list[str] | None = None) -> int:
     # All five servers stay up, and the timed requests alternate between them in rounds, so that each sees the
     # same share of whatever else the machine is doing. Only one server is loaded at a time: Ray gets 4 logical
     # CPUs so that the Serve applications' replicas (1.35, 1.35 and 1.0 CPUs) can be placed on a 2-core machine.
-    init_ray(num_cpus=max(4, os.cpu_count() or 1))
-    serve_port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
-    servers, plains, stats = {}, [], {}
-    for topology, name, batching in SERVE_APPS:
+    servers, procs, stats = {}, [], {}
+    if "default" in chosen:  # first: its own Ray takes the longest to come up
+        port = free_port()
+        procs.append(start_default_server(settings, port, args.threads))
+        servers[(DEFAULT_SERVER, "on")] = f"http://127.0.0.1:{port}"
+    if serve_apps:
+        init_ray(num_cpus=max(4, os.cpu_count() or 1))
+        serve_port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
+    for topology, name, batching in serve_apps:
         app = f"bench-{topology}-{name}"
         serve.run(
             build_app(settings.model_copy(update={"batching": batching, "topology": topology})),
@@ -359,12 +410,13 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         cmd = [sys.executable, os.path.abspath(__file__), "--plain-server", "--port", str(port)]
         cmd += ["--threads", str(args.threads), "--settings-json", settings.model_dump_json()]
-        plains.append(subprocess.Popen(cmd + (["--batching"] if batching else [])))
+        procs.append(subprocess.Popen(cmd + (["--batching"] if batching else [])))
         servers[(PLAIN, "on" if batching else "off")] = f"http://127.0.0.1:{port}"
+    waits = [procs[0] if "default" in chosen else None] + [None] * len(serve_apps) + procs[-2:]
     rows = [(s, e, c) for c in levels for e in bodies for s in servers]
     results: dict = {row: ([], 0.0, 0, 0) for row in rows}
     try:
-        for url, proc in zip(servers.values(), [None] * len(SERVE_APPS) + plains):
+        for url, proc in zip(servers.values(), waits):
             wait_healthy(url, SERVER_START_TIMEOUT_S, proc)
             for endpoint in bodies:
                 asyncio.run(load(url, endpoint, bodies[endpoint], args.warmup, max(levels)))
@@ -387,10 +439,11 @@ def main(argv: list[str] | None = None) -> int:
                             batched + after.get("requests", 0) - before.get("requests", 0),
                         )
     finally:
-        for proc in plains:
-            proc.terminate()
-            proc.wait(30)
-        serve.shutdown()
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM) if proc.poll() is None else None
+            proc.wait(60)
+        if serve_apps:
+            serve.shutdown()
         tmp.cleanup()
 
     print(

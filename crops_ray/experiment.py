@@ -40,6 +40,7 @@ from crops_ray import schema as S
 from crops_ray.evaluate import EvalConfig, evaluate
 from crops_ray.hla import GroupConfig, build_groups, keep_highest, write_groups
 from crops_ray.negatives import NegativeConfig, labelled_positives
+from crops_ray.tracking import NO_RUN, Run
 from crops_ray.train import TrainConfig, train
 
 TABLE1 = ("bm25", "zero_shot", "dpr", "fs_lr", "crops")
@@ -131,6 +132,38 @@ def method_samples(samples: pa.Table, method: Method, log: pa.Table | None = Non
     return kept
 
 
+def method_loss(method: Method) -> str:
+    """The loss a method trains with: binary labels make CroPS's sources one positive class (InfoNCE)."""
+    return "infonce" if method.loss == "infonce" or method.binary else "h_infonce"
+
+
+def method_run(tracking: Run, method: Method, cfg: ExperimentConfig, seed: int, reused: bool = False) -> Run:
+    """The MLflow run of one method and seed, nested in the demo's ``tracking`` run: tags ``method`` and ``seed``,
+    the method's settings as params (a training method's ``train.*`` come from :func:`crops_ray.train.train`)."""
+    params = {
+        "method": method.name,
+        "label": method.label,
+        "sources": method.sources,
+        "loss": method_loss(method) if method.sources else "-",
+        "binary": method.binary,
+        "negatives": method.negatives,
+        "seed": seed,
+        "groups": asdict(cfg.groups) if method.sources else {},
+        "eval": asdict(cfg.eval),
+    }
+    tags = {"method": method.name, "seed": seed, **({"reused": "true"} if reused else {})}
+    return tracking.child(f"{method.name} seed {seed}", tags=tags, params=params)
+
+
+def log_result(run: Run, result: dict, out: str) -> None:
+    """A method's Table-1 numbers as metrics (``recall@100_ct`` as ``recall_at_100_ct``) and its result.json and
+    evaluation metrics.json as artifacts (the training logs its own train_metrics.json)."""
+    run.log_metrics({**result["metrics"], "method_seconds": result["seconds"]})
+    run.log_artifact(f"{out}/result.json")
+    for evaluation in (f"{out}/eval/metrics.json", f"{out}/metrics.json"):  # a trained method's, BM25's or zero-shot's
+        run.log_artifact(evaluation, "eval")
+
+
 def run_method(
     method: Method,
     logs: str,
@@ -140,8 +173,29 @@ def run_method(
     seed: int,
     progress=print,
     log: pa.Table | None = None,
+    tracking: Run = NO_RUN,
 ) -> dict:
-    """Train (when the method trains) and evaluate one method into ``out``; returns its metrics."""
+    """Train (when the method trains) and evaluate one method into ``out``; returns its metrics.
+
+    ``tracking``: the demo's MLflow run; this method and seed become a run nested in it (:func:`method_run`) with
+    the training's steps, the evaluation's numbers and result.json."""
+    with method_run(tracking, method, cfg, seed) as run:
+        result = _train_and_evaluate(method, logs, samples, out, cfg, seed, progress, log, run)
+        log_result(run, result, out)
+    return result
+
+
+def _train_and_evaluate(
+    method: Method,
+    logs: str,
+    samples: pa.Table | None,
+    out: str,
+    cfg: ExperimentConfig,
+    seed: int,
+    progress,
+    log: pa.Table | None,
+    tracking: Run,
+) -> dict:
     os.makedirs(out, exist_ok=True)
     started = time.time()
     train_metrics = {}
@@ -155,7 +209,7 @@ def run_method(
         chosen = method_samples(samples, method, log)
         groups = build_groups(chosen, GroupConfig(**{**asdict(cfg.groups), "seed": seed}))
         write_groups(groups, f"{out}/groups")
-        loss = "infonce" if method.loss == "infonce" or method.binary else "h_infonce"
+        loss = method_loss(method)
         tcfg = TrainConfig(**{**asdict(cfg.train), "loss": loss, "seed": seed})
         if tcfg.doc_tower == "frozen" and not tcfg.doc_embeddings:
             tcfg.doc_embeddings = frozen_doc_embeddings(logs, tcfg, cfg.eval, f"{out}/doc_embeddings.parquet", progress)
@@ -166,7 +220,13 @@ def run_method(
             f"[{method.name}] training on {groups.num_rows:,} groups from {chosen.num_rows:,} samples ({loss}{mined})"
         )
         train_metrics = train(
-            f"{out}/groups", out, tcfg, storage=f"{out}/checkpoints", name=method.name, progress=progress
+            f"{out}/groups",
+            out,
+            tcfg,
+            storage=f"{out}/checkpoints",
+            name=method.name,
+            progress=progress,
+            tracking=tracking,
         )
         metrics = evaluate(logs, f"{out}/eval", method="dense", model=f"{out}/model", cfg=cfg.eval, progress=progress)
     result = {

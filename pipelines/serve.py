@@ -4,14 +4,17 @@
     python pipelines/serve.py --model minilm --index runs/eval/zero_shot/index --port 8000 --set max_k=500
     CROPS_SERVE_TOKEN=$(openssl rand -hex 16) python pipelines/serve.py ... --host 0.0.0.0   # off loopback: a token
     python pipelines/serve.py --config configs/serve.yaml                                   # settings in a file
-    python pipelines/serve.py ... --set topology=fused --direct-ingress                      # no proxy: a small node
+    RAY_ADDRESS=... python pipelines/serve.py ...                                           # a cluster: split
 
-Starts a local Ray (or joins RAY_ADDRESS), starts Serve's HTTP proxy on --host:--port, deploys serve/app.py's
-application (gateway, query encoder, discriminator, retriever), prints the URL and a curl example, and waits.
---config FILE.yaml and --set KEY=VALUE set any ServeSettings field (model, index, limits, batching, threads; the flags
-win over the file, --set over both); the endpoints are in serve/README.md. With --direct-ingress (Ray 2.60's
-experimental direct ingress, for a local Ray this command starts) the ingress replicas answer HTTP themselves, each on
-a port of its own that is printed, and no proxy stands in between.
+Starts a local Ray (or joins RAY_ADDRESS), deploys serve/app.py's application, prints the URL, the topology and the
+ingress it chose, and a curl example, and waits. --config FILE.yaml and --set KEY=VALUE set any ServeSettings field
+(model, index, limits, batching, threads; the flags win over the file, --set over both); the endpoints are in
+serve/README.md.
+
+The fast path is the default on one node: on the local Ray this command starts, the application is fused (one
+replica holds the gateway and the three models) and answers HTTP itself on --port (Ray 2.60's direct ingress), with
+Serve's proxy one port up for tools that expect it. On a cluster (RAY_ADDRESS) the topology is split, each model
+scaling on its own, behind Serve's proxy on --port. --set topology=... and --ingress direct|proxy choose by hand.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import os
 import signal
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray import config  # noqa: E402
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DIRECT_PORTS = 8  # with direct ingress: ingress replicas on --port .. --port + 7, Serve's proxy on --port + 8
 PROXY_GRACE_S = 5.0  # how much longer than the app's request_timeout_s the proxy waits
 
 
@@ -55,26 +60,38 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: this machine's)")
     p.add_argument("--allow-no-auth", action="store_true", help="serve off loopback without a token (not recommended)")
     p.add_argument(
-        "--direct-ingress",
-        action="store_true",
-        help="the ingress replicas answer HTTP on ports of their own, no proxy (Ray's experimental direct ingress; "
-        "on a cluster, every node needs RAY_SERVE_ENABLE_DIRECT_INGRESS=1 in its environment too)",
+        "--ingress",
+        choices=("auto", "direct", "proxy"),
+        default="auto",
+        help="direct: the ingress replica answers HTTP on --port itself, no proxy in between (Ray's experimental "
+        "direct ingress; on a cluster every node needs RAY_SERVE_ENABLE_DIRECT_INGRESS=1 in its environment too); "
+        "proxy: Serve's HTTP proxy on --port; auto (default): direct on the local Ray this command starts, with a "
+        "fused topology, proxy otherwise",
     )
+    p.add_argument("--direct-ingress", action="store_true", help="the same as --ingress direct")
     args = p.parse_args(argv)
-    if args.direct_ingress:
-        # Read by Ray Serve when it is imported, and by every Ray process a local Ray starts (a cluster's nodes need
-        # it in their own environment).
-        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
+    local = not os.environ.get("RAY_ADDRESS")
 
     from pydantic import ValidationError
 
-    from serve.app import APP_NAME, build_app, direct_ingress_urls, resolve_settings
+    from serve.settings import resolve_settings  # no Ray Serve import before the ingress is chosen
 
     try:
         settings = resolve_settings(parse_settings(args))  # fail fast, before Ray starts
     except (FileNotFoundError, ValueError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    direct = args.direct_ingress or args.ingress == "direct"
+    if args.ingress == "auto" and not args.direct_ingress:
+        direct = local and settings.topology in ("auto", "fused")  # a local Ray is one node: auto is fused there
+    if direct:
+        # Read by Ray Serve when it is imported, and by every Ray process a local Ray starts (a cluster's nodes need
+        # it in their own environment). The replica takes --port (and the next ports for more replicas); Serve's
+        # proxy still runs, on a port above them.
+        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", str(args.port))
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT", str(args.port + DIRECT_PORTS))
+    proxy_port = args.port + DIRECT_PORTS if direct else args.port
     token_set = bool(os.environ.get(settings.auth_token_env))
     if args.host not in LOOPBACK and not token_set and not args.allow_no_auth:
         print(
@@ -87,18 +104,30 @@ def main(argv: list[str] | None = None) -> None:
     from ray import serve
 
     from crops_ray.runtime import init_ray
+    from serve.app import APP_NAME, build_app, direct_ingress_urls
 
     init_ray(num_cpus=args.num_cpus)
     # The proxy's deadline is 5 s past the app's, so a slow request gets the Guard's JSON 408, not the proxy's text.
     proxy_timeout_s = settings.request_timeout_s + PROXY_GRACE_S
-    serve.start(http_options={"host": args.host, "port": args.port, "request_timeout_s": proxy_timeout_s})
+    serve.start(http_options={"host": args.host, "port": proxy_port, "request_timeout_s": proxy_timeout_s})
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    url = f"http://{host}:{args.port}"
-    if args.direct_ingress:
-        urls = direct_ingress_urls(APP_NAME, host)
-        print(f"direct ingress: {len(urls)} replica(s) answer HTTP at {', '.join(urls)} (no proxy)")
+    url = f"http://{host}:{proxy_port}"
+    if direct:
+        # Until the controller has the replica's port, its target groups name the proxy (at a default port): wait.
+        deadline, urls = time.time() + 60, []
+        while time.time() < deadline:
+            urls = direct_ingress_urls(APP_NAME, host)
+            if urls and all(args.port <= int(u.rsplit(":", 1)[1]) < proxy_port for u in urls):
+                break
+            time.sleep(0.5)
+        print(
+            f"ingress: direct: {len(urls)} replica(s) answer HTTP at {', '.join(urls)} (no proxy; Serve's proxy "
+            f"also answers at {url})"
+        )
         url = urls[0]
+    else:
+        print(f"ingress: Serve's HTTP proxy at {url}")
     auth = ' -H "Authorization: Bearer $' + settings.auth_token_env + '"' if token_set else ""
     print(
         f"\nserving {settings.model} with index {settings.index} at {url} (API docs: {url}/docs; auth "

@@ -10,6 +10,8 @@ engine's samples/, or a samples parquet folder. Writes OUT/groups/ (the HLA trai
 Hugging Face folder the evaluation loads with crops_ray.encoder.Encoder), OUT/train_metrics.json, and the run's
 checkpoints under --storage/--name (default OUT/checkpoints/crops-train): the same command again resumes there.
 --config takes a YAML with sections train (TrainConfig), groups (GroupConfig) and levels (LevelConfig); flags win.
+Each invocation is an MLflow run (settings, per-step loss, lr and samples/s, train_metrics.json) in OUT/mlflow.db,
+or in the store MLFLOW_TRACKING_URI names (crops_ray/tracking.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import asdict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,6 +29,7 @@ from crops_ray.plumbing import model_path
 from crops_ray.report.markdown import key_value_table
 from crops_ray.runtime import init_ray
 from crops_ray.storage import check_output
+from crops_ray.tracking import start_run
 from crops_ray.train import DEFAULT_RUN_NAME, DOC_TOWERS, LOSSES, NonFiniteTrainingError, TrainJobConfig, train
 from crops_ray.train.groups import write_groups_dataset
 
@@ -44,6 +48,22 @@ def format_summary(m: dict) -> str:
         ],
         headers=("training", "value"),
     )
+
+
+def _train(args, job, files, groups_dir: str, run) -> dict:
+    """The groups (built from a log folder in memory, or from the engine's samples by Ray Data), then training."""
+    if files is None:  # a log folder: its samples are the logged stages, built in memory
+        samples, what = load_samples(args.data, job.levels)
+        groups = build_groups(samples, job.groups)
+        if groups.num_rows == 0:
+            raise ValueError(f"{args.data}: no labelled samples to train on")
+        write_groups(groups, groups_dir, job.groups.rows_per_shard)
+        what, num_groups = f"{what} -> {samples.num_rows:,} samples", groups.num_rows
+    else:  # the data engine's samples, any size: grouped by Ray Data, never held by this process
+        num_groups = write_groups_dataset(files, groups_dir, job.groups)
+        what = f"samples {args.data} ({len(files)} file(s))"
+    print(f"{what} -> {num_groups:,} training groups of up to {job.groups.group_size} candidates ({groups_dir})")
+    return train(groups_dir, args.out, job.train, storage=args.storage, name=args.name, tracking=run)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -104,18 +124,10 @@ def main(argv: list[str] | None = None) -> dict:
         os.makedirs(args.out, exist_ok=True)
         files = samples_files(args.data)
         init_ray()
-        if files is None:  # a log folder: its samples are the logged stages, built in memory
-            samples, what = load_samples(args.data, job.levels)
-            groups = build_groups(samples, job.groups)
-            if groups.num_rows == 0:
-                raise ValueError(f"{args.data}: no labelled samples to train on")
-            write_groups(groups, groups_dir, job.groups.rows_per_shard)
-            what, num_groups = f"{what} -> {samples.num_rows:,} samples", groups.num_rows
-        else:  # the data engine's samples, any size: grouped by Ray Data, never held by this process
-            num_groups = write_groups_dataset(files, groups_dir, job.groups)
-            what = f"samples {args.data} ({len(files)} file(s))"
-        print(f"{what} -> {num_groups:,} training groups of up to {job.groups.group_size} candidates ({groups_dir})")
-        metrics = train(groups_dir, args.out, cfg, storage=args.storage, name=args.name)
+        tags = {"pipeline": "train", "loss": cfg.loss, "seed": cfg.seed}
+        params = {"data": args.data, "groups": asdict(job.groups), "levels": asdict(job.levels)}
+        with start_run(args.out, f"train {args.name} ({cfg.loss})", tags=tags, params=params) as run:
+            metrics = _train(args, job, files, groups_dir, run)
     except (FileNotFoundError, ValueError, NonFiniteTrainingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -48,10 +48,11 @@ class ServeSettings(BaseModel):
     )
     max_k: int = Field(1000, ge=1)
     default_k: int = Field(100, ge=1)
-    topology: Literal["split", "fused"] = Field(
-        "split",
+    topology: Literal["auto", "split", "fused"] = Field(
+        "auto",
         description="split: the gateway calls three model deployments through handles, each scaling on its own; "
-        "fused: one ingress deployment holds the three models (same batching), no hop between processes",
+        "fused: one ingress deployment holds the three models (same batching), no hop between processes; auto: fused "
+        "on a Ray of one node, split on a cluster (resolve_topology)",
     )
     batching: bool = Field(True, description="@serve.batch on the model deployments; False: one request per model call")
     max_batch_size: int = Field(16, ge=1, description="requests per batch")

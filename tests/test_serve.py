@@ -77,6 +77,7 @@ def assets(tmp_path_factory):
             "calibration": str(root / "calibration.json"),
             "batch_wait_timeout_s": 0.05,
             "encoder_backend": "torch",  # answers compared with the library's PyTorch encoder, exactly
+            "topology": "split",  # these tests reach the model deployments' handles (auto: fused on one node)
         },
     )
 
@@ -561,14 +562,33 @@ def small(tmp_path):
     from crops_ray.discriminator import Calibration
     from crops_ray.index import VectorIndex
 
-    VectorIndex.build(["a", "b", "c"], np.eye(3, 384, dtype=np.float32)).save(str(tmp_path / "index"))  # MiniLM's 384
+    from crops_ray.plumbing import doc_tower_fingerprint, model_path
+
+    index = VectorIndex.build(["a", "b", "c"], np.eye(3, 384, dtype=np.float32))  # MiniLM's 384
+    index.meta = {"encoder": doc_tower_fingerprint(model_path("minilm"), []), "model": "minilm"}  # as evaluation does
+    index.save(str(tmp_path / "index"))
     Calibration(a=10.0, b=-4.0, model="minilm", kind="bi-encoder", source="test", labelled_pairs=0, positives=0).save(
         str(tmp_path / "cal.json")
     )
     return SimpleNamespace(
         index_dir=str(tmp_path / "index"),
-        settings={"index": str(tmp_path / "index"), "calibration": str(tmp_path / "cal.json")},
+        settings={"index": str(tmp_path / "index"), "calibration": str(tmp_path / "cal.json"), "topology": "split"},
     )
+
+
+def test_auto_topology_is_fused_on_one_node_and_split_on_a_cluster(small, monkeypatch):
+    import ray
+
+    from serve.app import resolve_topology
+
+    auto = {**small.settings, "topology": "auto"}
+    assert build_app(auto)._bound_deployment.name == "FusedGateway"  # no Ray yet: the local Ray will be one node
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": True}, {"Alive": False}])
+    assert resolve_topology("auto") == ("split", "auto: a cluster of 2 nodes, each model scales on its own")
+    assert build_app(auto)._bound_deployment.name == "Gateway"
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": False}])
+    assert resolve_topology("auto")[0] == "fused" and resolve_topology("split") == ("split", "as configured")
 
 
 def test_settings_refuse_missing_folders_and_unknown_keys(tmp_path):
@@ -876,8 +896,9 @@ def test_an_index_the_encoder_cannot_search_is_refused_at_build_time(tmp_path, s
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_direct_ingress_answers_on_the_replicas_own_port_with_no_proxy(small, tmp_path):
-    """pipelines/serve.py --direct-ingress (its own local Ray): the fused replica answers HTTP on the port it prints."""
+def test_by_default_one_node_serves_fused_with_direct_ingress_on_its_port(small, tmp_path):
+    """pipelines/serve.py with no topology or ingress named, on the local Ray it starts: it says it chose the fused
+    topology and direct ingress, the replica answers HTTP on --port itself, and Serve's proxy answers above it."""
     import re
     import signal
     import subprocess
@@ -887,18 +908,21 @@ def test_direct_ingress_answers_on_the_replicas_own_port_with_no_proxy(small, tm
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, os.path.join(ROOT, "pipelines", "serve.py"), "--index", small.index_dir]
-    cmd += ["--calibration", small.settings["calibration"], "--port", str(_free_port()), "--num-cpus", "2"]
-    cmd += ["--set", "topology=fused", "--direct-ingress"]
+    port = _free_port()
+    cmd += ["--calibration", small.settings["calibration"], "--port", str(port), "--num-cpus", "2"]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline, url = time.time() + 240, None
         while url is None and time.time() < deadline and proc.poll() is None:
             time.sleep(1)
-            found = re.search(r"direct ingress: 1 replica\(s\) answer HTTP at (http://\S+) ", log.read_text())
+            found = re.search(r"ingress: direct: 1 replica\(s\) answer HTTP at (http://\S+) ", log.read_text())
             url = found.group(1) if found else None
-        assert url, log.read_text()[-3000:]
-        assert int(url.rsplit(":", 1)[1]) >= 30000  # the replica's own port, not the proxy's
+        printed = log.read_text()
+        assert url == f"http://127.0.0.1:{port}", printed[-3000:]  # the replica itself, on --port
+        assert "topology fused (auto: a Ray of one node)" in printed
+        proxy = re.search(r"Serve's proxy also answers at (http://\S+)\)", printed).group(1)
+        assert proxy != url and requests.get(f"{proxy}/healthz", timeout=TIMEOUT).status_code == 200
         health = requests.get(f"{url}/healthz", timeout=TIMEOUT)
         assert health.status_code == 200 and health.json()["encoder_backend"] == "onnx"
         r = post(url, "/v1/search", {"query": "jaguar", "k": 2})

@@ -1,5 +1,6 @@
 """The driver: checks the inputs, plans the steps, runs the :class:`~ray.train.torch.TorchTrainer`, prints the
-workers' progress and copies the final model out."""
+workers' progress, logs the steps' metrics to the tracked run (:mod:`crops_ray.tracking`) and copies the final model
+out."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pyarrow.fs as pafs
 from crops_ray.hla import GROUPS_SCHEMA
 from crops_ray.plumbing import model_path
 from crops_ray.schema import filesystem_and_path
+from crops_ray.tracking import NO_RUN, Run
 from crops_ray.train.config import (
     CHECKPOINT_PREFIX,
     DEFAULT_RUN_NAME,
@@ -89,14 +91,45 @@ def _count_groups(fs, path: str) -> tuple[int, int]:
     return rows, highest + 1
 
 
-def _drain(queue, stop: threading.Event, progress, events: list) -> None:
-    """Print the workers' progress lines; keep the structured events (a non-finite stop) in ``events``."""
+# What a step's report holds besides its measurements: the step itself and the run's shape (not tracked as metrics).
+STEP_BOOKKEEPING = ("step", "total_steps", "resumed_from_step", "world_size")
+
+
+def _forward_reports(queue):
+    """A Ray Train callback that puts rank 0's reported metrics on the progress queue as ``{"metrics": ...}``.
+
+    Callbacks run in Ray Train's controller, not in this process; the queue brings every report here, where the
+    tracked run logs it (Ray Train V2 keeps no metrics reported without a checkpoint, so ``result`` cannot).
+    """
+    from ray.train import UserCallback
+
+    class ForwardReports(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            try:
+                queue.put({"metrics": metrics[0]})
+            except Exception:  # the queue went away with the driver: tracking must never stop the training
+                pass
+
+    return ForwardReports()
+
+
+def _log_step(tracking: Run, metrics: dict) -> None:
+    """One report's measurements (loss, per-level loss, lr, samples/s, ...) at its step."""
+    if "step" in metrics:
+        tracking.log_metrics({k: v for k, v in metrics.items() if k not in STEP_BOOKKEEPING}, step=metrics["step"])
+
+
+def _drain(queue, stop: threading.Event, progress, events: list, tracking: Run = NO_RUN) -> None:
+    """Print the workers' progress lines; log the reported metrics to ``tracking``; keep the other structured
+    events (a non-finite stop) in ``events``."""
     from ray.util.queue import Empty
 
     while True:
         try:
             message = queue.get(timeout=0.5)
-            if isinstance(message, dict):
+            if isinstance(message, dict) and "metrics" in message:
+                _log_step(tracking, message["metrics"])
+            elif isinstance(message, dict):
                 events.append(message)
             else:
                 progress(message)
@@ -126,12 +159,15 @@ def train(
     storage: str | None = None,
     name: str = DEFAULT_RUN_NAME,
     progress=print,
+    tracking: Run = NO_RUN,
 ) -> dict:
     """Train on the groups parquet at ``groups``; write ``out/model/`` and ``out/train_metrics.json`` (a local
     folder); return the metrics.
 
     ``storage`` (default ``out/checkpoints``; a local path or a URI such as ``s3://bucket/runs``) and ``name``
     identify the run: the same pair resumes it. Ray must be initialised (``crops_ray.runtime.init_ray``).
+    ``tracking`` (:func:`crops_ray.tracking.start_run`) gets the settings as ``train.*`` params, every reported
+    step's loss, per-level loss, lr and samples/s, the final numbers and train_metrics.json.
     """
     import ray
     import ray.data
@@ -200,6 +236,7 @@ def train(
             storage_path=storage,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
+            callbacks=[_forward_reports(queue)],
         ),
         datasets={"train": dataset},
         dataset_config=data_config,
@@ -208,9 +245,12 @@ def train(
         f"training {cfg.loss} on {groups}: {total_steps} steps x {cfg.batch_size * cfg.grad_accum * cfg.num_workers} "
         f"groups (global batch), {cfg.num_workers} worker(s), storage {storage}/{name}"
     )
+    tracking.log_params(
+        {"train": asdict(cfg), "total_steps": total_steps, "num_groups": num_groups, "storage": f"{storage}/{name}"}
+    )
     stop = threading.Event()
     events: list[dict] = []
-    printer = threading.Thread(target=_drain, args=(queue, stop, progress, events), daemon=True)
+    printer = threading.Thread(target=_drain, args=(queue, stop, progress, events, tracking), daemon=True)
     printer.start()
     try:
         result = trainer.fit()
@@ -254,7 +294,22 @@ def train(
     }
     with open(os.path.join(out, "train_metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
+    _log_final(tracking, metrics, out)
     return metrics
+
+
+def _log_final(tracking: Run, metrics: dict, out: str) -> None:
+    """The run's totals, under names apart from the per-step histories (``final_loss``, not ``loss``)."""
+    tracking.log_metrics(
+        {
+            "final_loss": metrics["final_loss"],
+            "final_samples_per_s": metrics["samples_per_s"],
+            "steps": metrics["steps"],
+            "wall_s": metrics["wall_s"],
+            **{f"final_loss_level_{k}": v for k, v in metrics["loss_per_level"].items()},
+        }
+    )
+    tracking.log_artifact(os.path.join(out, "train_metrics.json"))
 
 
 class NonFiniteTrainingError(RuntimeError):
