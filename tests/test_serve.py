@@ -561,7 +561,6 @@ def small(tmp_path):
     """An index folder of three vectors and a calibration file: enough for the checks that load no model."""
     from crops_ray.discriminator import Calibration
     from crops_ray.index import VectorIndex
-
     from crops_ray.plumbing import doc_tower_fingerprint, model_path
 
     index = VectorIndex.build(["a", "b", "c"], np.eye(3, 384, dtype=np.float32))  # MiniLM's 384
