@@ -316,6 +316,15 @@ def test_pipeline_trains_two_workers_and_resumes(tiny_world, tiny_model, tmp_pat
     enc = Encoder.from_pretrained(os.path.join(out, "model"))
     initial = Encoder.from_pretrained(tiny_model, max_length=32)
     assert np.abs(enc.encode_docs(["jaguar cubs"]) - initial.encode_docs(["jaguar cubs"])).max() > 1e-4  # it trained
+    # The trained model is a sentence-transformers model with the same vectors, and its card names its samples.
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(os.path.join(out, "model"), device="cpu", local_files_only=True)
+    texts = ["jaguar cubs", "how to tune a guitar " * 10]
+    np.testing.assert_allclose(st.encode_query(texts), enc.encode_queries(texts), atol=1e-5)
+    np.testing.assert_allclose(st.encode_document(texts), enc.encode_docs(texts), atol=1e-5)
+    card = open(os.path.join(out, "model", "README.md")).read()
+    assert "library_name: sentence-transformers" in card and "h_infonce" in card and "| clicked |" in card
 
     again = train_main(args + ["--max-steps", "3"])  # same storage and name: resume
     assert again["resumed_from_step"] == 2 and again["steps"] == 3

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from crops_ray.hla import GROUPS_SCHEMA
+from crops_ray.model_card import export_sentence_transformers, training_card, write_model_card
 from crops_ray.plumbing import model_path
 from crops_ray.schema import filesystem_and_path
 from crops_ray.tracking import NO_RUN, Run
@@ -294,6 +295,9 @@ def train(
     }
     with open(os.path.join(out, "train_metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
+    # The model is a sentence-transformers model too, with a card of what it was trained on (crops_ray/model_card.py).
+    export_sentence_transformers(model_dir)
+    write_model_card(model_dir, training_card(out))
     _log_final(tracking, metrics, out)
     return metrics
 
