@@ -14,7 +14,8 @@ one row per example:
   group's candidates, aligned; the first is the *anchor*, a candidate at the highest level the query has, the
   others follow by level, best first.
 
-Level 0 is never stored: a query's negatives are the other examples' candidates in the same (global) batch.
+Level 0 (the in-batch negatives: the other examples' candidates in the same global batch) is stored only where a
+level map makes a source a negative of its own query (:data:`LEVEL_MAPS`); it is never an anchor.
 How a query's ``n`` candidates become examples (:class:`GroupConfig`): ``max(#anchors, ceil(n / group_size))``
 examples, at most ``max_examples_per_query``, where the anchors (the candidates at the query's highest level)
 take turns; each anchor's companions are drawn without replacement with weight ``level_preference ** level``,
@@ -50,24 +51,65 @@ from crops_ray.schema import SAMPLE_SOURCES, SAMPLES_SCHEMA, STAGES, LogSchemaEr
 IN_BATCH_LEVEL = 0
 
 
+PAPER = {"reformulation": 5, "recommendation": 4, "llm": 4, "clicked": 4, "exposed": 3, "ranked": 2, "filtered": 1}
+
+# Named level maps: the paper's, and hypotheses about it that pipelines/level_sweep.py measures (the paper's fourth
+# limitation: whether its levels transfer). A source at level 0 is a stored negative of its query: it stays in the
+# query's training groups and every positive of the query competes with it, as with the in-batch negatives.
+LEVEL_MAPS = {
+    # The paper: 5 reformulation; 4 system-level, LLM and clicked; 3 exposed; 2 ranked; 1 filtered.
+    "paper": PAPER,
+    # Mined positives (P2, P3) one level below the clicks, not equal to them: a gate's kept pair is less sure than
+    # a click, and mined pairs can outnumber clicks. The log's stages keep their order below.
+    "mined_below_clicks": {**PAPER, "reformulation": 6, "clicked": 5},
+    # Exposed but not clicked is a negative: what the logging engine showed and the user passed over.
+    "exposed_negative": {**PAPER, "exposed": 0},
+    # The engine's lower stages (ranked, filtered) are plain negatives: they say what the old engine liked.
+    "lower_stages_negative": {**PAPER, "ranked": 0, "filtered": 0},
+    # One positive class (every positive source at 1), every other logged stage a negative: InfoNCE with the log's
+    # hard negatives, the sources kept.
+    "binary": {
+        "reformulation": 1,
+        "recommendation": 1,
+        "llm": 1,
+        "clicked": 1,
+        "exposed": 0,
+        "ranked": 0,
+        "filtered": 0,
+    },
+}
+
+
 def _paper_levels() -> dict[str, int]:
-    return {"reformulation": 5, "recommendation": 4, "llm": 4, "clicked": 4, "exposed": 3, "ranked": 2, "filtered": 1}
+    return dict(PAPER)
 
 
 @dataclass
 class LevelConfig:
+    """Each sample source's HLA level: ``name`` (one of :data:`LEVEL_MAPS`) or an explicit ``levels`` map (YAML:
+    ``levels: {levels: {exposed: 2, ...}}``, which wins; every source named, levels >= 0, some source above 0)."""
+
     levels: dict[str, int] = field(default_factory=_paper_levels)
+    name: str = "paper"
 
     def __post_init__(self) -> None:
+        if self.name not in LEVEL_MAPS and self.name != "custom":
+            raise ValueError(f"LevelConfig: unknown level map {self.name!r}; named maps: {list(LEVEL_MAPS)}")
+        if self.name != "paper" and self.levels == PAPER:  # a named map, its levels not given
+            self.levels = dict(LEVEL_MAPS.get(self.name, PAPER))
+        elif self.levels != LEVEL_MAPS.get(self.name):
+            self.name = "custom"
         unknown = sorted(set(self.levels) - set(SAMPLE_SOURCES))
         if unknown:
             raise ValueError(f"LevelConfig: unknown sources {unknown}; known: {list(SAMPLE_SOURCES)}")
         missing = sorted(set(SAMPLE_SOURCES) - set(self.levels))
         if missing:
             raise ValueError(f"LevelConfig: no level for sources {missing}")
-        bad = {k: v for k, v in self.levels.items() if not isinstance(v, int) or v <= IN_BATCH_LEVEL}
+        bad = {k: v for k, v in self.levels.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0}
         if bad:
-            raise ValueError(f"LevelConfig: levels must be integers above the in-batch level {IN_BATCH_LEVEL}: {bad}")
+            raise ValueError(f"LevelConfig: levels must be integers >= {IN_BATCH_LEVEL}: {bad}")
+        if max(self.levels.values()) <= IN_BATCH_LEVEL:
+            raise ValueError("LevelConfig: every source is at level 0; some source must be a positive (level >= 1)")
 
     def level(self, source: str) -> int:
         return self.levels[source]
@@ -228,8 +270,12 @@ def query_groups(df: pd.DataFrame, cfg: GroupConfig) -> pa.Table:
     """The training examples of the samples in ``df`` (any number of whole queries) in their seeded order: sorted by
     :func:`example_order`, so a batch mixes queries. The one rule both paths share (one bucket at a time)."""
     df = df.dropna(subset=["query", "video_id", "text", "level"])
-    df = df[df["level"] > IN_BATCH_LEVEL]
+    df = df[df["level"] >= IN_BATCH_LEVEL]
     df = keep_highest(df)
+    # A level map may make a source a stored negative (level 0): it stays in its query's groups, never as the
+    # anchor, and a query with no positive at all gives no example.
+    positive = df.groupby("query", sort=False)["level"].transform("max") > IN_BATCH_LEVEL
+    df = df[positive.to_numpy()] if len(df) else df
 
     queries = df["query"].to_numpy(object)
     levels = df["level"].to_numpy(np.int64)
@@ -255,7 +301,8 @@ def query_groups(df: pd.DataFrame, cfg: GroupConfig) -> pa.Table:
 
 def build_groups(samples: pa.Table, cfg: GroupConfig | None = None) -> pa.Table:
     """Training examples (:data:`GROUPS_SCHEMA`) from samples (:data:`SAMPLES_SCHEMA`) held in memory; see the
-    section docstring. Samples at level 0 and samples without text are skipped; a (query, video) pair given by
+    section docstring. Samples without text are skipped, level-0 samples are kept as stored negatives of queries
+    that have a positive; a (query, video) pair given by
     several sources keeps its highest level (:func:`keep_highest`: ties go to the log). Deterministic for a given
     ``cfg.seed``: the buckets in turn (:func:`query_buckets`), each in its seeded order.
     :func:`crops_ray.train.groups.write_groups_dataset` writes the same table from a samples folder of any size
