@@ -84,13 +84,6 @@ def main(argv: list[str] | None = None) -> None:
     direct = args.direct_ingress or args.ingress == "direct"
     if args.ingress == "auto" and not args.direct_ingress:
         direct = local and settings.topology in ("auto", "fused")  # a local Ray is one node: auto is fused there
-    if direct:
-        # Read by Ray Serve when it is imported, and by every Ray process a local Ray starts (a cluster's nodes need
-        # it in their own environment). The replica takes --port (and the next ports for more replicas); Serve's
-        # proxy still runs, on a port above them.
-        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
-        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", str(args.port))
-        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT", str(args.port + DIRECT_PORTS))
     proxy_port = args.port + DIRECT_PORTS if direct else args.port
     token_set = bool(os.environ.get(settings.auth_token_env))
     if args.host not in LOOPBACK and not token_set and not args.allow_no_auth:
@@ -100,6 +93,13 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+    if direct:  # only once every check passed: a refused call leaves the environment as it found it
+        # Read by Ray Serve when it is imported, and by every Ray process a local Ray starts (a cluster's nodes need
+        # it in their own environment). The replica takes --port (and the next ports for more replicas); Serve's
+        # proxy still runs, on a port above them.
+        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", str(args.port))
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT", str(args.port + DIRECT_PORTS))
 
     from ray import serve
 
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         f"  curl -s {url}/v1/search -H 'Content-Type: application/json'{auth}"
         ' -d \'{"query": "jaguar cubs", "k": 5}\''
     )
+    print(f"  search page: {url}/  (two retrievers side by side with compare_model/compare_index; serve/README.md)")
     print("Ctrl-C stops.", flush=True)
 
     stop = threading.Event()

@@ -1,5 +1,6 @@
 """The HTTP API: :func:`make_api` builds the FastAPI app (routes, request and response models, limits, errors, auth)
 over any :class:`Backend`; the gateway's backend calls deployment handles, bench/serve.py's calls models in-process.
+The search page at / (serve/page.py) is added beside it and reuses its request model and messages.
 
 Endpoints, limits and errors are documented in serve/README.md and at ``/docs``.
 """
@@ -118,6 +119,23 @@ def _unavailable(exc: Exception) -> tuple[int, str] | None:
     return None
 
 
+def failure(exc: Exception) -> tuple[int, str]:
+    """The status and message of a failed request: 503 where a retry can cure it (:func:`_unavailable`), else 500."""
+    return _unavailable(exc) or (500, f"internal error ({type(exc).__name__}); the request was not served")
+
+
+def validation_message(errors: list[dict]) -> str:
+    """The one-line ``error`` of a 422: where and why the first problem is (``invalid request: k: ...``); the page
+    at / shows the same line for the same input."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    if first["type"] == "json_invalid":
+        return f"invalid request: the body is not valid JSON ({first.get('ctx', {}).get('error', '')})"
+    if tuple(first["loc"]) == ("body",) and first["type"] == "missing":
+        return "invalid request: the body is empty; send a JSON object"
+    where = ".".join(str(x) for x in first["loc"] if x != "body") or "body"
+    return f"invalid request: {where}: {first['msg']}"
+
+
 def make_api(backend: Backend, settings: ServeSettings, digest: str | None) -> FastAPI:
     """The FastAPI app: routes, request validation (422), auth (401 unless the bearer token's :func:`digest_of` is
     ``digest``), content type (415), all errors as JSON.
@@ -155,10 +173,8 @@ def make_api(backend: Backend, settings: ServeSettings, digest: str | None) -> F
     @app.exception_handler(Exception)
     async def failed(_: Request, exc: Exception) -> JSONResponse:
         # Never a bare 500 page: a cause a retry can cure is a 503 with Retry-After, anything else a JSON 500.
-        known = _unavailable(exc)
-        if known:
-            return error(known[0], known[1], headers={"Retry-After": "1"})
-        return error(500, f"internal error ({type(exc).__name__}); the request was not served")
+        status, message = failure(exc)
+        return error(status, message, headers={"Retry-After": "1"} if status == 503 else None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -166,15 +182,7 @@ def make_api(backend: Backend, settings: ServeSettings, digest: str | None) -> F
         detail = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
-        if first["type"] == "json_invalid":
-            return error(
-                422, f"invalid request: the body is not valid JSON ({first.get('ctx', {}).get('error', '')})", detail
-            )
-        if tuple(first["loc"]) == ("body",) and first["type"] == "missing":
-            return error(422, "invalid request: the body is empty; send a JSON object", detail)
-        where = ".".join(str(x) for x in first["loc"] if x != "body") or "body"
-        return error(422, f"invalid request: {where}: {first['msg']}", detail)
+        return error(422, validation_message(exc.errors()), detail)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -15,6 +15,7 @@
     serve/deployments.py  QueryEncoder, DiscriminatorDeployment, Retriever (@serve.batch on a worker thread)
     serve/api.py          make_api: the HTTP surface (request models, limits, errors) over any Backend
     serve/guard.py        Guard (bearer token, body limit) and token digests
+    serve/page.py         SearchPage: the search page at / (two retrievers side by side), mounted beside the API
 
 and is re-exported here, so ``from serve.app import ...`` keeps working. Endpoints, limits and errors are
 documented in serve/README.md and at ``/docs``.
@@ -31,6 +32,7 @@ from ray import serve
 from serve.api import Backend, make_api, request_models
 from serve.deployments import DiscriminatorDeployment, QueryEncoder, Retriever
 from serve.guard import API_VERSION, Guard, digest_of
+from serve.page import SearchPage, check_page_settings
 from serve.settings import DEFAULT_TOKEN_ENV, ServeSettings, content_version, model_version, resolve_settings
 
 __all__ = [
@@ -48,6 +50,9 @@ __all__ = [
     "Retriever",
     "ServeSettings",
     "build_app",
+    "comparison_backend",
+    "in_process_app",
+    "local_backend",
     "content_version",
     "direct_ingress_urls",
     "resolve_topology",
@@ -123,9 +128,33 @@ class HandleBackend:
         }
 
 
+def local_backend(models: dict) -> HandleBackend:
+    """The three model deployments' classes in this process (the fused topology; ``models`` as :func:`model_args`
+    builds it)."""
+    return HandleBackend(
+        QueryEncoder.func_or_class(**models["encoder"]),
+        DiscriminatorDeployment.func_or_class(**models["discriminator"]),
+        Retriever.func_or_class(**models["retriever"]),
+        local=True,
+    )
+
+
+def comparison_backend(s: ServeSettings) -> HandleBackend | None:
+    """The search page's comparison retriever (``compare_model`` and ``compare_index``) in this process, or None.
+
+    For people, not traffic: no batching, PyTorch (no ONNX export to make), and the model replicas' thread count
+    (torch's and FAISS's are per process, so a different one here would change theirs in a fused replica)."""
+    if not s.compare_model:
+        return None
+    encoder = QueryEncoder.func_or_class(model=s.compare_model, batching=False, threads=s.threads, backend="torch")
+    retriever = Retriever.func_or_class(index=s.compare_index, batching=False, threads=s.threads)
+    return HandleBackend(encoder, None, retriever, local=True)
+
+
 class _Ingress:
     """What both gateways share: the settings, the token's digest and the FastAPI app, built per replica
-    (``__serve_build_asgi_app__``) so that its request models carry the configured limits."""
+    (``__serve_build_asgi_app__``) so that its request models carry the configured limits, with the search page
+    (serve/page.py) at / beside the API."""
 
     async def _start(self, settings: dict, token_digest: str | None, backend: HandleBackend) -> None:
         self.settings = ServeSettings(**settings)
@@ -133,9 +162,10 @@ class _Ingress:
         self.digest = token_digest or digest_of(os.environ.get(self.settings.auth_token_env))
         self.backend = backend
         await backend.refresh()
+        self.page = SearchPage.load(self.settings, backend, comparison_backend(self.settings))
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return make_api(self.backend, self.settings, self.digest)
+        return self.page.mount(make_api(self.backend, self.settings, self.digest), self.digest)
 
 
 @serve.deployment(name="Gateway")
@@ -156,13 +186,7 @@ class FusedGateway(_Ingress):
     cores and every search crosses two handles; here a request crosses only the proxy. Replicas scale as one."""
 
     async def __init__(self, models: dict, settings: dict, token_digest: str | None = None):
-        backend = HandleBackend(
-            QueryEncoder.func_or_class(**models["encoder"]),
-            DiscriminatorDeployment.func_or_class(**models["discriminator"]),
-            Retriever.func_or_class(**models["retriever"]),
-            local=True,
-        )
-        await self._start(settings, token_digest, backend)
+        await self._start(settings, token_digest, local_backend(models))
 
     def encoder_info(self) -> dict:
         """The encoder's ``info()`` (batch counters included), for a deployment handle."""
@@ -206,16 +230,13 @@ def resolve_topology(topology: str) -> tuple[str, str]:
     return "split", f"auto: a cluster of {nodes} nodes, each model scales on its own"
 
 
-def build_app(args: dict) -> serve.Application:
-    """The application: ``serve run serve.app:build_app model=... index=...``, serve/config.yaml, or serve.run().
-
-    The discriminator's calibration is resolved here, once, so every replica scores with the same one; an ONNX
-    encoder backend's query tower is exported here, once, into the cache every replica on this node reads.
-    """
+def model_args(s: ServeSettings) -> dict:
+    """The three model deployments' arguments, checked: the discriminator's calibration resolved once, so every
+    replica scores with the same one; the index matched to the encoder; an ONNX encoder backend's query tower
+    exported once, into the cache every replica on this node reads; the search page's tables and comparison index."""
     from crops_ray.discriminator import Calibration, DiscriminatorConfig, calibrated_weights
     from crops_ray.index import check_index_matches
 
-    s = resolve_settings(args)
     if not s.calibration:
         raise ValueError(
             "Serve scores with the gate the data engine trained on your logs: pass calibration= the "
@@ -230,12 +251,25 @@ def build_app(args: dict) -> serve.Application:
         from crops_ray.onnx_encoder import OnnxEncoder
 
         OnnxEncoder.from_pretrained(s.model, quantize=s.encoder_backend == "onnx-int8").session("query")
+    check_page_settings(s)  # a missing column or a comparison index its model cannot search: refused here
     batch = {
         "batching": s.batching,
         "max_batch_size": s.max_batch_size,
         "batch_wait_timeout_s": s.batch_wait_timeout_s,
         "threads": s.threads,
     }
+    return {
+        "encoder": {"model": s.model, "encode_batch_size": s.encode_batch_size, "backend": s.encoder_backend, **batch},
+        "discriminator": {"model": s.discriminator_model, "calibration": asdict(calibration), **batch},
+        "retriever": {"index": s.index, "checked": index_check, **batch},
+    }
+
+
+def build_app(args: dict) -> serve.Application:
+    """The application: ``serve run serve.app:build_app model=... index=...``, serve/config.yaml, or serve.run().
+    Everything that can be checked before a replica starts is checked here (:func:`model_args`)."""
+    s = resolve_settings(args)
+    models = model_args(s)
     # Only the token's digest travels to the gateway: a runtime_env or an actor's arguments show in the dashboard.
     digest = digest_of(os.environ.get(s.auth_token_env))
 
@@ -245,11 +279,6 @@ def build_app(args: dict) -> serve.Application:
             o["max_ongoing_requests"] = max(o["max_ongoing_requests"], 4 * s.max_in_flight)
         return {"ray_actor_options": {"num_cpus": o.pop("num_cpus")}, **o}
 
-    models = {
-        "encoder": {"model": s.model, "encode_batch_size": s.encode_batch_size, "backend": s.encoder_backend, **batch},
-        "discriminator": {"model": s.discriminator_model, "calibration": asdict(calibration), **batch},
-        "retriever": {"index": s.index, "checked": index_check, **batch},
-    }
     topology, why = resolve_topology(s.topology)
     print(f"serve: topology {topology} ({why})", flush=True)
     if topology == "fused":
@@ -258,3 +287,14 @@ def build_app(args: dict) -> serve.Application:
     discriminator = DiscriminatorDeployment.options(**options("Discriminator")).bind(**models["discriminator"])
     retriever = Retriever.options(**options("Retriever")).bind(**models["retriever"])
     return Gateway.options(**options("Gateway")).bind(encoder, discriminator, retriever, s.model_dump(), digest)
+
+
+def in_process_app(args: dict | ServeSettings, digest: str | None = None) -> FastAPI:
+    """The fused gateway's app (API and search page) in this process, without Ray: for scripts that serve the page
+    with uvicorn (scripts/page_screenshot.py) and tests. ``@serve.batch`` needs a Serve replica, so batching is off;
+    with no Ray to size a replica, ``threads`` left unset means this machine's cores."""
+    s = resolve_settings(args)
+    s = s.model_copy(update={"batching": False, "threads": s.threads or os.cpu_count() or 1})
+    ingress = _Ingress()  # what a FusedGateway replica does, in this process
+    asyncio.run(ingress._start(s.model_dump(), digest, local_backend(model_args(s))))
+    return ingress.__serve_build_asgi_app__()

@@ -82,6 +82,29 @@ class ServeSettings(BaseModel):
     health_timeout_s: float = Field(
         5.0, gt=0, description="/healthz waits this long for every deployment, then answers 503 naming the wait"
     )
+    # The search page at / (serve/page.py): for people comparing two retrievers, not for traffic.
+    compare_model: str | None = Field(
+        None,
+        description="a second encoder the page shows beside `model` (e.g. the demo's DPR), loaded in the ingress "
+        "replica; needs compare_index. None: the page shows one column",
+    )
+    compare_index: str | None = Field(
+        None, description="compare_model's index folder, checked against compare_model as `index` is against `model`"
+    )
+    videos: str | None = Field(
+        None,
+        description="the corpus table the page takes each result's text from: a parquet file or a folder of shards "
+        "with video_id and text (e.g. OUT/validated/videos); None: the page shows ids only",
+    )
+    qrels: str | None = Field(
+        None,
+        description="graded relevance (parquet: query, video_id, grade 0-3; e.g. WORLD/eval/qrels.parquet): the "
+        "page shows each result's grade when the query is in it",
+    )
+    model_label: str | None = Field(None, description="the page's title for `model`; None: from its folder name")
+    compare_label: str | None = Field(
+        None, description="the page's title for compare_model; None: from its folder name (.../dpr/model -> dpr)"
+    )
 
 
 def resolve_settings(args: dict | ServeSettings) -> ServeSettings:
@@ -104,7 +127,38 @@ def resolve_settings(args: dict | ServeSettings) -> ServeSettings:
         updates["calibration"] = os.path.abspath(s.calibration)
     if s.default_k > s.max_k:
         raise ValueError(f"default_k {s.default_k} > max_k {s.max_k}")
+    updates.update(_page_paths(s))
     return s.model_copy(update=updates)
+
+
+def _page_paths(s: ServeSettings) -> dict[str, str]:
+    """The search page's paths, absolute; a clear error for a missing one or a comparison model without its index."""
+    from crops_ray.plumbing import model_path
+
+    if bool(s.compare_model) != bool(s.compare_index):
+        raise ValueError("compare_model and compare_index go together: the comparison retriever needs both")
+    updates = {}
+    if s.compare_model:
+        model_path(s.compare_model)  # FileNotFoundError names what is neither a folder nor a packaged alias
+        if os.path.isdir(s.compare_model):
+            updates["compare_model"] = os.path.abspath(s.compare_model)
+        if not os.path.exists(os.path.join(s.compare_index, "index.json")):
+            raise FileNotFoundError(f"compare_index {s.compare_index!r} is not an index folder (OUT/index/)")
+        updates["compare_index"] = os.path.abspath(s.compare_index)
+    for key in ("videos", "qrels"):
+        path = getattr(s, key)
+        if path and not os.path.exists(path):
+            raise FileNotFoundError(f"{key} {path!r} does not exist")
+        if path:
+            updates[key] = os.path.abspath(path)
+    return updates
+
+
+def column_label(model: str) -> str:
+    """A model's name on the search page: its folder's name, or the folder above a folder named ``model``
+    (``runs/demo/seed-0/dpr/model`` -> ``dpr``), or the alias (``minilm``)."""
+    parts = os.path.normpath(model).split(os.sep)
+    return parts[-2] if parts[-1] == "model" and len(parts) > 1 else parts[-1]
 
 
 # ------------------------------------------------------------------------------------------------ versions

@@ -905,7 +905,8 @@ def test_by_default_one_node_serves_fused_with_direct_ingress_on_its_port(small,
 
     log = tmp_path / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
+    for name in ("RAY_ADDRESS", "RAY_SERVE_ENABLE_DIRECT_INGRESS", *(k for k in env if "DIRECT_INGRESS" in k)):
+        env.pop(name, None)
     cmd = [sys.executable, os.path.join(ROOT, "pipelines", "serve.py"), "--index", small.index_dir]
     port = _free_port()
     cmd += ["--calibration", small.settings["calibration"], "--port", str(port), "--num-cpus", "2"]
