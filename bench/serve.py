@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -232,7 +233,9 @@ def wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = Non
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the baseline server exited with {proc.returncode}")
+            log = getattr(proc, "log", None)
+            tail = open(log).read()[-3000:] if log and os.path.exists(log) else ""
+            raise RuntimeError(f"the server at {url} exited with {proc.returncode}\n{tail}")
         try:
             if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
                 return
@@ -285,14 +288,15 @@ def build_calibration(model: str, folder: str) -> str:
     return f"{folder}/calibration.json"
 
 
-def start_default_server(settings, port: int, threads: int) -> subprocess.Popen:
+def start_default_server(settings, port: int, threads: int, log: str) -> subprocess.Popen:
     """``pipelines/serve.py`` as a user starts it (``make serve``), choosing its topology and ingress itself, with
-    its own local Ray."""
+    its own local Ray; its output goes to ``log``."""
     cmd = [sys.executable, os.path.join(ROOT, "pipelines", "serve.py"), "--model", settings.model]
     cmd += ["--index", settings.index, "--calibration", settings.calibration, "--port", str(port)]
     cmd += ["--set", f"threads={threads}", "--set", f"encoder_backend={settings.encoder_backend}"]
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_SERVE_ENABLE_DIRECT_INGRESS")}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    with open(log, "w") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def bench_queries(folder: str) -> list[str]:
@@ -386,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     servers, procs, stats = {}, [], {}
     if "default" in chosen:  # first: its own Ray takes the longest to come up
         port = free_port()
-        procs.append(start_default_server(settings, port, args.threads))
+        procs.append(start_default_server(settings, port, args.threads, f"{tmp.name}/default-server.log"))
+        procs[-1].log = f"{tmp.name}/default-server.log"
         servers[(DEFAULT_SERVER, "on")] = f"http://127.0.0.1:{port}"
     if serve_apps:
         init_ray(num_cpus=max(4, os.cpu_count() or 1))
@@ -439,8 +444,10 @@ def main(argv: list[str] | None = None) -> int:
                             batched + after.get("requests", 0) - before.get("requests", 0),
                         )
     finally:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM) if proc.poll() is None else None
+        for proc in procs:  # the default server leads a session of its own (its Ray's processes); the rest are ours
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM) if hasattr(proc, "log") else proc.terminate()
             proc.wait(60)
         if serve_apps:
             serve.shutdown()
