@@ -458,8 +458,18 @@ def main(argv: list[str] | None = None) -> int:
         f"1 query per request, k={SEARCH_K}; model {settings.model} on {settings.encoder_backend}, {args.threads} "
         "threads per model, "
         f"batches of up to {settings.max_batch_size} within {settings.batch_wait_timeout_s * 1e3:g} ms; load average "
-        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {time.time() - started:.0f}s in all; Serve "
-        f"{'with direct ingress (no proxy)' if args.direct_ingress else 'behind its HTTP proxy'}\n"
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {time.time() - started:.0f}s in all"
+        + (
+            f"; this process's Serve apps {'with direct ingress' if args.direct_ingress else 'behind its proxy'}"
+            if serve_apps
+            else ""
+        )
+        + (
+            "; the default path as pipelines/serve.py chose it (one node: fused, direct ingress)"
+            if "default" in chosen
+            else ""
+        )
+        + "\n"
     )
     print(
         "| concurrency | endpoint | server | batching | req/s | vs plain, same batching | vs plain unbatched | "

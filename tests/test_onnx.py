@@ -147,11 +147,20 @@ def test_build_app_exports_the_query_tower_once_and_binds_the_backend(tiny_model
     from serve.app import build_app
 
     monkeypatch.setenv("CROPS_CACHE", str(tmp_path / "cache"))
-    VectorIndex.build(["a", "b", "c"], np.eye(3, 384, dtype=np.float32)).save(str(tmp_path / "index"))
+    from crops_ray.plumbing import doc_tower_fingerprint
+
+    index = VectorIndex.build(["a", "b", "c"], np.eye(3, 384, dtype=np.float32))
+    index.meta = {"encoder": doc_tower_fingerprint(tiny_model, []), "model": tiny_model}  # as evaluation records it
+    index.save(str(tmp_path / "index"))
     Calibration(a=10.0, b=-4.0, model="minilm", kind="bi-encoder", source="test", labelled_pairs=0, positives=0).save(
         str(tmp_path / "cal.json")
     )
-    settings = {"model": tiny_model, "index": str(tmp_path / "index"), "calibration": str(tmp_path / "cal.json")}
+    settings = {
+        "model": tiny_model,
+        "index": str(tmp_path / "index"),
+        "calibration": str(tmp_path / "cal.json"),
+        "topology": "split",  # the QueryEncoder deployment is read below (auto: fused on one node)
+    }
     app = build_app({**settings, "encoder_backend": "onnx-int8"})
     encoder = app._bound_deployment.init_args[0]._bound_deployment
     assert encoder.name == "QueryEncoder" and encoder.init_kwargs["backend"] == "onnx-int8"

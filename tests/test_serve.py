@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 import yaml
+from conftest import descendant_pids_titled
 
 from crops_ray.schema import table_files
 from serve.app import APP_NAME, DEFAULT_OPTIONS, ServeSettings, build_app, model_version, resolve_settings
@@ -515,21 +516,7 @@ def test_a_replica_killed_mid_request_gives_a_json_503_and_the_next_request_succ
     import time
 
     def replica_pids():
-        me, found = os.getpid(), []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                title = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
-                if "ServeReplica:crops:QueryEncoder" not in title:
-                    continue
-                p = int(pid)
-                while p > 1:  # only this test session's own Ray
-                    p = int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
-                    if p == me:
-                        found.append(int(pid))
-                        break
-            except (OSError, ValueError, IndexError):
-                continue
-        return found
+        return [pid for pid, _ in descendant_pids_titled("ServeReplica:crops:QueryEncoder")]  # this session's Ray
 
     victims = replica_pids()
     assert victims, "no QueryEncoder replica found"
