@@ -119,7 +119,10 @@ def training_card(out: str, method: str | None = None) -> dict:
     else:
         queries = None
     cfg = train.get("config", {})
+    levels = {source: int(max(by, key=by.get)) for source, by in counts.items()}  # each source's level
     return {
+        "level_map": level_map_name(levels),
+        "levels": levels,
         "method": method,
         "loss": train.get("loss_name"),
         "steps": train.get("steps"),
@@ -132,6 +135,14 @@ def training_card(out: str, method: str | None = None) -> dict:
         "temperature": cfg.get("temperature"),
         "lr": cfg.get("lr"),
     }
+
+
+def level_map_name(levels: dict[str, int]) -> str:
+    """The named HLA map (crops_ray.hla.LEVEL_MAPS) that gives the sources seen these levels, or "custom"."""
+    from crops_ray.hla import LEVEL_MAPS
+
+    names = [n for n, m in LEVEL_MAPS.items() if all(m.get(s) == lv for s, lv in levels.items())]
+    return "paper" if "paper" in names else (names[0] if names else "custom")
 
 
 def write_model_card(folder: str, training: dict | None = None, evaluation: dict | None = None) -> str:
@@ -205,6 +216,7 @@ def _card_text(facts: dict, config) -> str:
             f"steps of {training.get('global_batch')} queries, learning rate {training.get('lr')}, final loss "
             f"{_num(training.get('final_loss'))}",
             f"- queries with samples: {training.get('queries')}",
+            f"- HLA level map: {training.get('level_map', '?')} ({_levels_text(training.get('levels') or {})})",
             "",
             "Samples per source and HLA level (5: reformulation positives; 4: system-level, LLM and clicked; 3: "
             "exposed-unclicked; 2: ranked, not exposed; 1: filtered before ranking; level 0, the in-batch "
@@ -239,6 +251,10 @@ def _card_text(facts: dict, config) -> str:
             "Not evaluated here: the demo (`pipelines/demo.py`) adds Table 1's metrics to the models it trains."
         )
     return "\n".join(meta + [""] + lines) + "\n"
+
+
+def _levels_text(levels: dict) -> str:
+    return ", ".join(f"{source} {level}" for source, level in sorted(levels.items(), key=lambda kv: -kv[1]))
 
 
 def _num(x) -> str:

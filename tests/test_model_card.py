@@ -62,6 +62,11 @@ def test_the_card_says_what_the_model_learnt_from_and_how_it_scored(one_layer, t
     assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card and "- h-infonce" in card
     assert "| reformulation | 120 |  |  | 120 |" in card and "| exposed |  |  | 2,000 | 2,000 |" in card
     assert "Not evaluated here" in card
+    from crops_ray.model_card import level_map_name
+
+    assert level_map_name({"clicked": 4, "exposed": 3, "reformulation": 5}) == "paper"
+    assert level_map_name({"clicked": 1, "exposed": 0}) == "binary"
+    assert level_map_name({"clicked": 4, "exposed": 2}) == "custom"
     write_model_card(
         folder, evaluation={"recall@100_ct": 0.902, "ndcg@4": 0.956, "queries": 1333, "corpus_videos": 9000}
     )
