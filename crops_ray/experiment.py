@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from crops_ray import schema as S
 from crops_ray.evaluate import EvalConfig, evaluate
 from crops_ray.hla import GroupConfig, build_groups, keep_highest, write_groups
-from crops_ray.model_card import training_card, write_model_card
+from crops_ray.model_card import write_model_card
 from crops_ray.negatives import NegativeConfig, labelled_positives
 from crops_ray.tracking import NO_RUN, Run
 from crops_ray.train import TrainConfig, train
@@ -231,7 +231,9 @@ def _train_and_evaluate(
         )
         metrics = evaluate(logs, f"{out}/eval", method="dense", model=f"{out}/model", cfg=cfg.eval, progress=progress)
         corpus = S.count_rows(S.table_files(logs, "videos"))
-        write_model_card(f"{out}/model", training_card(out, method.name), {**metrics, "corpus_videos": corpus})
+        # The training side of the card is the driver's (train() wrote it under the run's name, the method's);
+        # evaluation adds its own.
+        write_model_card(f"{out}/model", evaluation={**metrics, "corpus_videos": corpus})
     result = {
         "method": method.name,
         "seed": seed,

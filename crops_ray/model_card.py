@@ -102,7 +102,8 @@ def _replace_tree(source: str, target: str) -> None:
 
 def training_card(out: str, method: str | None = None) -> dict:
     """The training side of a card from a training output folder (``train_metrics.json``, ``groups/``): the loss,
-    steps and batch, and the samples it saw per source and HLA level."""
+    steps and batch, and the samples it saw per source and HLA level. ``method``: the training run's name (the
+    demo's method)."""
     import pyarrow.parquet as pq
 
     with open(os.path.join(out, "train_metrics.json")) as f:
@@ -193,7 +194,7 @@ def _card_text(facts: dict, config) -> str:
     meta.append("---")
     towers = "separate query and document towers (a Router)" if config and not config.shared else "one shared tower"
     lines = [
-        f"# crops-ray {training.get('method') or 'dense'} retriever",
+        f"# crops-ray retriever: {training.get('method') or 'dense'}",
         "",
         f"A dual encoder trained by crops-ray{f' from {base}' if base else ''}: {towers}, mean pooling, unit-length "
         f"vectors, at most {config.max_length if config else '?'} tokens per text.",

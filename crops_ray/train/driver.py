@@ -297,7 +297,7 @@ def train(
         json.dump(metrics, f, indent=2)
     # The model is a sentence-transformers model too, with a card of what it was trained on (crops_ray/model_card.py).
     export_sentence_transformers(model_dir)
-    write_model_card(model_dir, training_card(out))
+    write_model_card(model_dir, training_card(out, name))
     _log_final(tracking, metrics, out)
     return metrics
 
