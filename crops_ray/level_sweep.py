@@ -47,10 +47,10 @@ def validation_queries(search_log: pa.Table, share: float = VALIDATION_SHARE, se
     return {q for q in queries if stable_hash(f"level-sweep\x1f{seed}\x1f{q}") % 10_000 < share * 10_000}
 
 
-def write_validation(validated: str, queries: set[str], out: str) -> str:
-    """A log folder for evaluation on the held-out queries: their clicked (query, video) pairs of the training
-    period as ``eval/ct.parquet``, and the validated videos (linked). Built from the validated logs only."""
-    search = storage.read_table(S.table_files(validated, "search_log"), columns=["query", "video_id", "stage"])
+def write_validation(search: pa.Table, videos: list[str], queries: set[str], out: str) -> str:
+    """A log folder for evaluation on the held-out queries: their clicked (query, video) pairs in the validated
+    search log (the training period) as ``eval/ct.parquet``, and the folder of the validated ``videos`` files
+    (linked). Built from the validated logs only."""
     keep = pc.and_(pc.equal(search["stage"], "clicked"), pc.is_in(search["query"], pa.array(sorted(queries))))
     pairs = search.filter(keep).select(["query", "video_id"]).group_by(["query", "video_id"]).aggregate([])
     folder = f"{out}/validation"
@@ -58,7 +58,7 @@ def write_validation(validated: str, queries: set[str], out: str) -> str:
     storage.write_table(pairs.cast(S.CT_SCHEMA), f"{folder}/eval/ct.parquet")
     link = f"{folder}/videos"
     if not os.path.exists(link):
-        os.symlink(os.path.abspath(os.path.dirname(S.table_files(validated, "videos")[0])), link)
+        os.symlink(os.path.abspath(os.path.dirname(videos[0])), link)
     return folder
 
 
@@ -66,13 +66,15 @@ def without(table: pa.Table, queries: set[str]) -> pa.Table:
     return table.filter(pc.invert(pc.is_in(table["query"], pa.array(sorted(queries), pa.string()))))
 
 
-def map_samples(data: str, validated: str, name: str, held_out: set[str]) -> tuple[pa.Table, pa.Table]:
-    """(engine samples, P0 log samples) under level map ``name``, the held-out queries removed."""
-    stats, cfg = AS.read_build(data)
+def map_samples(
+    data: str, build: tuple, search: pa.Table, videos: pa.Table, name: str, held_out: set[str]
+) -> tuple[pa.Table, pa.Table]:
+    """(engine samples, P0 log samples) under level map ``name``, the held-out queries removed. ``build``: the
+    build's (stats, EngineConfig) (:func:`crops_ray.alpha_sweep.read_build`); ``search``, ``videos``: the validated
+    logs it read."""
+    stats, cfg = build
     levels = dict(LEVEL_MAPS[name])
     samples = AS.alpha_samples(data, replace(cfg, levels=levels), stats["config"]["alpha"])
-    search = storage.read_table(S.table_files(validated, "search_log"))
-    videos = storage.read_table(S.table_files(validated, "videos"))
     log = log_samples(search, videos, LevelConfig(levels=levels))
     return without(samples, held_out), without(log, held_out)
 
@@ -92,10 +94,13 @@ def run_level_sweep(
     from crops_ray.evaluate import evaluate
     from crops_ray.experiment import METHODS, run_method
 
-    search = storage.read_table(S.table_files(validated, "search_log"), columns=["query", "stage"])
+    build = AS.read_build(data)  # read once; every map relabels the same build and log
+    search = storage.read_table(S.table_files(validated, "search_log"))
+    video_files = S.table_files(validated, "videos")
+    videos = storage.read_table(video_files)
     held_out = validation_queries(search, seed=seed)
-    val_logs = write_validation(validated, held_out, out)
-    has_test = bool(storage.parquet_files(f"{logs.rstrip('/')}/eval")) if os.path.isdir(f"{logs}/eval") else False
+    val_logs = write_validation(search, video_files, held_out, out)
+    has_test = os.path.isdir(f"{logs}/eval") and bool(storage.parquet_files(f"{logs.rstrip('/')}/eval"))
     progress(f"level sweep: {len(maps)} maps; {len(held_out):,} held-out validation queries (their clicks)")
     rows = {}
     for i, name in enumerate(maps, 1):
@@ -105,7 +110,7 @@ def run_level_sweep(
                 rows[name] = json.load(f)
             progress(f"  {name}: reused {folder}")
             continue
-        samples, log = map_samples(data, validated, name, held_out)
+        samples, log = map_samples(data, build, search, videos, name, held_out)
         progress(f"  {name} ({i}/{len(maps)}): CroPS on {samples.num_rows:,} samples -> {folder}")
         result = run_method(METHODS["crops"], val_logs, samples, folder, exp_cfg, seed, progress=progress, log=log)
         row = {"map": name, "levels": LEVEL_MAPS[name], "validation": result["metrics"], "test": None}

@@ -91,7 +91,10 @@ def test_the_validation_split_is_made_from_the_training_log_alone(tmp_path):
     for table, data in (("search_log", search), ("videos", pa.table({"video_id": ["v0"], "text": ["t"]}))):
         (validated / table).mkdir(parents=True)
         pq.write_table(data, validated / table / "part-0.parquet")
-    folder = LS.write_validation(str(validated), held, str(tmp_path / "out"))  # no eval/ anywhere: still works
+    from crops_ray.schema import table_files
+
+    videos = table_files(str(validated), "videos")
+    folder = LS.write_validation(search, videos, held, str(tmp_path / "out"))  # no eval/ anywhere: still works
     ct = pq.read_table(f"{folder}/eval/ct.parquet").to_pylist()
     assert {(r["query"], r["video_id"]) for r in ct} == {(q, "v" + q[1:]) for q in held}
     assert os.path.exists(f"{folder}/videos/part-0.parquet")
