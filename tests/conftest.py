@@ -48,6 +48,15 @@ def tiny_engine(tmp_path_factory, ray_local):
     return root, stats, samples
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for the servers the tests start)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def descendant_pids_titled(word: str) -> list[int]:
     """Processes of this test's own Ray (descendants of this process) whose title names ``word``."""
     me, found = os.getpid(), []

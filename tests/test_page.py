@@ -10,7 +10,6 @@ bad input against the API's own message for the same input. `make setup` install
 import asyncio
 import html
 import shutil
-import socket
 import threading
 import time
 from types import SimpleNamespace
@@ -19,17 +18,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import requests
+from conftest import free_port
 
 CHROMIUM = shutil.which("chromium")
 INDEXED_VIDEOS = 400
 K = 8
 TIMEOUT = 120  # seconds per HTTP request (the machine is shared)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +77,7 @@ def url(assets):
 
     from serve.app import in_process_app
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(in_process_app(assets.settings), host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

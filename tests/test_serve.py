@@ -8,7 +8,6 @@ its model deployments. Tests that need no Serve (config, settings, the pipeline'
 import asyncio
 import json
 import os
-import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -18,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 import yaml
-from conftest import descendant_pids_titled
+from conftest import descendant_pids_titled, free_port
 
 from crops_ray.schema import table_files
 from serve.app import APP_NAME, DEFAULT_OPTIONS, ServeSettings, build_app, model_version, resolve_settings
@@ -27,12 +26,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INDEXED_VIDEOS = 400
 TOKEN_ENV, TOKEN = "CROPS_TEST_SERVE_TOKEN", "test-token-5f2c"
 TIMEOUT = 120  # seconds per HTTP request (the machine is shared)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +80,7 @@ def assets(tmp_path_factory):
 def url(assets, ray_local):
     from ray import serve
 
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(assets.settings), name=APP_NAME, route_prefix="/")
     yield f"http://127.0.0.1:{port}"
@@ -895,7 +888,7 @@ def test_by_default_one_node_serves_fused_with_direct_ingress_on_its_port(small,
     for name in ("RAY_ADDRESS", "RAY_SERVE_ENABLE_DIRECT_INGRESS", *(k for k in env if "DIRECT_INGRESS" in k)):
         env.pop(name, None)
     cmd = [sys.executable, os.path.join(ROOT, "pipelines", "serve.py"), "--index", small.index_dir]
-    port = _free_port()
+    port = free_port()
     cmd += ["--calibration", small.settings["calibration"], "--port", str(port), "--num-cpus", "2"]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
