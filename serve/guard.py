@@ -94,8 +94,9 @@ class Guard:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        # asyncio.wait, not wait_for: awaiting a deployment handle may absorb the cancellation and let the app
-        # answer anyway, long after the deadline (seen through Ray's proxy), so the deadline must not depend on it.
+        # asyncio.wait, not wait_for: wait_for returns the app's answer when the app finishes while being cancelled
+        # (an await that absorbs the cancellation), so the answer could come after the deadline; here the 408 goes
+        # out at the deadline whatever the app does, and whatever it sends later is dropped.
         late, work = False, asyncio.ensure_future(self.app(scope, replay, watched_send))
         try:
             await asyncio.wait({work}, timeout=self.timeout_s)
