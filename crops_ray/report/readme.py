@@ -17,7 +17,7 @@ def reuse_note(out: str, seeds: list[int], reused: list[int], partly: dict[int, 
     for s, names in partly.items():
         notes.append(f"seed {s}'s data and {', '.join(names)} reused")
     ran = [s for s in seeds if s not in reused]
-    return f"With `--reuse` from `{out}`: {'; '.join(notes)} (see Measured numbers for their time)" + (
+    return f"With `--reuse` from `{out}`: {'; '.join(notes)} (see docs/measured.md for their time)" + (
         f"; the rest of seed(s) {', '.join(map(str, ran))} ran now in {total / 60:.1f} min." if ran else "."
     )
 
