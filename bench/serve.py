@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -259,9 +260,9 @@ def build_index(model: str, folder: str) -> list[str]:
     evaluation queries (the request texts)."""
     import pyarrow.parquet as pq
 
-    from crops_ray.encoder import Encoder
+    from crops_ray.encoder import Encoder, doc_tower_fingerprint
     from crops_ray.index import VectorIndex
-    from crops_ray.plumbing import doc_tower_fingerprint, model_path
+    from crops_ray.plumbing import model_path
     from crops_ray.schema import table_files
     from crops_ray.world.generator import generate_world, world_config
 
@@ -400,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     for topology, name, batching in serve_apps:
         app = f"bench-{topology}-{name}"
         serve.run(
-            build_app(settings.model_copy(update={"batching": batching, "topology": topology})),
+            build_app(dataclasses.replace(settings, batching=batching, topology=topology)),
             name=app,
             route_prefix=f"/{app}",
         )
@@ -414,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     for batching in (True, False):
         port = free_port()
         cmd = [sys.executable, os.path.abspath(__file__), "--plain-server", "--port", str(port)]
-        cmd += ["--threads", str(args.threads), "--settings-json", settings.model_dump_json()]
+        cmd += ["--threads", str(args.threads), "--settings-json", json.dumps(dataclasses.asdict(settings))]
         procs.append(subprocess.Popen(cmd + (["--batching"] if batching else [])))
         servers[(PLAIN, "on" if batching else "off")] = f"http://127.0.0.1:{port}"
     waits = [procs[0] if "default" in chosen else None] + [None] * len(serve_apps) + procs[-2:]

@@ -82,9 +82,8 @@ def build_assets(folder: str) -> dict:
     import pyarrow.parquet as pq
 
     from crops_ray.discriminator import Discriminator, DiscriminatorConfig, fit_calibration
-    from crops_ray.encoder import Encoder, shallow_copy
+    from crops_ray.encoder import Encoder, doc_tower_fingerprint, shallow_copy
     from crops_ray.index import VectorIndex
-    from crops_ray.plumbing import doc_tower_fingerprint
     from crops_ray.schema import table_files
     from crops_ray.world.generator import generate_world, world_config
     from crops_ray.world.labelled_pairs import world_labelled_pairs

@@ -11,8 +11,12 @@ weights. A saved encoder is a Hugging Face folder that ``transformers`` loads al
 - shared towers: ``FOLDER/{config.json, model.safetensors, tokenizer files, crops_encoder.json}``;
 - separate towers: ``FOLDER/crops_encoder.json`` and ``FOLDER/query/``, ``FOLDER/doc/``, each a complete folder.
 
-``crops_encoder.json`` records pooling, normalisation, ``max_length`` and whether the towers are shared; an
-embedding is the attention-masked mean of the last hidden states, L2-normalised.
+``crops_encoder.json`` records pooling, normalisation, ``max_length``, whether the towers are shared and whether
+the encoder is sparse; an embedding is the attention-masked mean of the last hidden states, L2-normalised.
+
+A sparse encoder (``sparse: true``, :mod:`crops_ray.sparse`) adds CSR heads over that pooled embedding: ``embed``
+and ``encode_*`` then give codes of ``dim`` latents with at most ``k`` non-zeros (unit length), and
+``encode_docs(pooled=True)`` the pooled embedding the heads read (what the corpus cache stores).
 
 A BERT pooler (``pooler.*``) is not used by mean pooling; its parameters are frozen (kept and saved, never
 trained) so distributed data parallel training sees no unused parameters.
@@ -21,15 +25,17 @@ trained) so distributed data parallel training sees no unused parameters.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crops_ray.plumbing import encode_by_length, model_path
+from crops_ray.plumbing import encode_by_length, file_digest, model_path, weights_digest
 
 CONFIG_NAME = "crops_encoder.json"
 QUERY_FOLDER, DOC_FOLDER = "query", "doc"
@@ -43,6 +49,7 @@ class EncoderConfig:
     max_length: int = 64  # tokens per text; longer texts are truncated
     shared: bool = True  # one transformer for both towers
     init: str = ""  # the folder the weights were first loaded from (information only)
+    sparse: bool = False  # CSR heads over the pooled embedding (crops_ray.sparse)
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -76,13 +83,25 @@ def _load_transformer(folder: str) -> torch.nn.Module:
 class Encoder(torch.nn.Module):
     """Query and document towers; ``forward(query_inputs, doc_inputs)`` returns both embeddings (for training)."""
 
-    def __init__(self, query_model: torch.nn.Module, doc_model: torch.nn.Module, tokenizer, config: EncoderConfig):
+    def __init__(
+        self, query_model: torch.nn.Module, doc_model: torch.nn.Module, tokenizer, config: EncoderConfig, sparse=None
+    ):
         super().__init__()
         self.config = config
         self.query_model = query_model
         # With shared towers the doc model IS the query model; registering it once keeps parameters unique.
         self.doc_model = None if config.shared else doc_model
         self.tokenizer = tokenizer
+        self.sparse = sparse  # crops_ray.sparse.head.SparseHeads, or None for a dense encoder
+        if config.sparse and sparse is None:
+            raise ValueError("EncoderConfig.sparse is set but no sparse heads were given")
+
+    def attach_sparse(self, heads) -> None:
+        """Make this a sparse encoder with ``heads`` (:class:`crops_ray.sparse.head.SparseHeads`) over its towers."""
+        if heads.shared != self.config.shared:
+            raise ValueError(f"sparse heads shared={heads.shared}, but the towers are shared={self.config.shared}")
+        self.sparse = heads
+        self.config.sparse = True
 
     # ------------------------------------------------------------------------------------------ loading
 
@@ -109,7 +128,12 @@ class Encoder(torch.nn.Module):
                 query_model = _load_transformer(os.path.join(folder, QUERY_FOLDER))
                 doc_model = _load_transformer(os.path.join(folder, DOC_FOLDER))
                 tok_folder = os.path.join(folder, QUERY_FOLDER)
-            return cls(query_model, doc_model, AutoTokenizer.from_pretrained(tok_folder), config)
+            heads = None
+            if config.sparse:
+                from crops_ray.sparse.head import SparseHeads
+
+                heads = SparseHeads.load(folder, config.shared)
+            return cls(query_model, doc_model, AutoTokenizer.from_pretrained(tok_folder), config, heads)
         if not os.path.exists(os.path.join(folder, "config.json")):
             raise FileNotFoundError(f"{folder}: not a Hugging Face model folder (no config.json)")
         config = EncoderConfig(shared=True if shared is None else shared, init=folder)
@@ -121,8 +145,17 @@ class Encoder(torch.nn.Module):
 
     @staticmethod
     def output_dim(name_or_path: str) -> int:
-        """The embedding size of a saved or pretrained encoder, read from its config (no weights loaded)."""
+        """The embedding size of a saved or pretrained encoder (a sparse one's latents), read from its config (no
+        weights loaded)."""
         folder = model_path(name_or_path)
+        config = saved_config(folder)
+        if config is not None and config.sparse:
+            from crops_ray.sparse.head import QUERY_FOLDER as SPARSE_QUERY
+            from crops_ray.sparse.head import SHARED_FOLDER
+
+            head = os.path.join(folder, SHARED_FOLDER if config.shared else SPARSE_QUERY, "config.json")
+            with open(head) as f:
+                return int(json.load(f)["hidden_dim"])
         query = os.path.join(folder, QUERY_FOLDER)
         with open(os.path.join(query if os.path.isdir(query) else folder, "config.json")) as f:
             return int(json.load(f)["hidden_size"])
@@ -140,6 +173,8 @@ class Encoder(torch.nn.Module):
         for model, target in targets:
             model.save_pretrained(target, safe_serialization=True)
             self.tokenizer.save_pretrained(target)
+        if self.sparse is not None:
+            self.sparse.save(folder)
         with open(os.path.join(folder, CONFIG_NAME), "w") as f:
             json.dump(asdict(self.config), f, indent=2)
 
@@ -151,6 +186,11 @@ class Encoder(torch.nn.Module):
 
     @property
     def dim(self) -> int:
+        """The width of ``embed``'s output: the sparse heads' latents, or the pooled embedding's size."""
+        return self.sparse.dim if self.sparse is not None else self.pooled_dim
+
+    @property
+    def pooled_dim(self) -> int:
         return int(self.query_model.config.hidden_size)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -163,12 +203,26 @@ class Encoder(torch.nn.Module):
     def _tower(self, which: str) -> torch.nn.Module:
         return self.query_model if which == "query" or self.doc_model is None else self.doc_model
 
-    def embed(self, which: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def pooled(self, which: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled (and normalised) float32 embeddings of tokenised ``inputs`` through the ``which`` tower."""
         hidden = self._tower(which)(**inputs).last_hidden_state
         mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)).float()
         return F.normalize(pooled, dim=-1) if self.config.normalize else pooled
+
+    def project(self, which: str, pooled: torch.Tensor) -> torch.Tensor:
+        """What ``embed`` makes of pooled embeddings: the ``which`` head's sparse codes, or ``pooled`` itself."""
+        return pooled if self.sparse is None else self.sparse.forward_codes(which, pooled)
+
+    def embed(self, which: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The ``which`` tower's output for tokenised ``inputs``: the pooled embedding, or a sparse encoder's codes."""
+        return self.project(which, self.pooled(which, inputs))
+
+    def auxiliary_loss(self) -> torch.Tensor | float:
+        """The loss terms a training step adds to the ranking loss: CSR's reconstruction loss of the sparse heads'
+        passes since the last call (0.0 for a dense encoder)."""
+        loss = None if self.sparse is None else self.sparse.reconstruction_loss()
+        return 0.0 if loss is None else loss
 
     def tokenize_chunks(self, texts: list[str], chunk_size: int, device=None) -> tuple[list[dict], torch.Tensor]:
         """``texts`` tokenised in chunks of similar length, and the permutation that puts the chunks' embeddings back
@@ -203,17 +257,20 @@ class Encoder(torch.nn.Module):
         for param in self.doc_model.parameters():
             param.requires_grad_(False)
         self.doc_model.eval()
+        if self.sparse is not None:
+            self.sparse.freeze("doc")
 
     @torch.no_grad()
-    def _encode(self, which: str, texts: list[str], batch_size: int) -> np.ndarray:
+    def _encode(self, which: str, texts: list[str], batch_size: int, pooled: bool = False) -> np.ndarray:
         was_training, device = self.training, self.device
         self.eval()
+        run = self.pooled if pooled else self.embed
 
         def batch(chunk: list[str]) -> np.ndarray:
-            return self.embed(which, {k: v.to(device) for k, v in self.tokenize(chunk).items()}).cpu().numpy()
+            return run(which, {k: v.to(device) for k, v in self.tokenize(chunk).items()}).cpu().numpy()
 
         try:
-            return encode_by_length(texts, batch_size, self.dim, batch)
+            return encode_by_length(texts, batch_size, self.pooled_dim if pooled else self.dim, batch)
         finally:
             self.train(was_training)
 
@@ -221,9 +278,32 @@ class Encoder(torch.nn.Module):
         """float32 ``[len(texts), dim]`` query embeddings (unit length unless ``normalize`` is off)."""
         return self._encode("query", texts, batch_size)
 
-    def encode_docs(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """float32 ``[len(texts), dim]`` document embeddings (unit length unless ``normalize`` is off)."""
-        return self._encode("doc", texts, batch_size)
+    def encode_docs(self, texts: list[str], batch_size: int = 64, pooled: bool = False) -> np.ndarray:
+        """float32 ``[len(texts), dim]`` document embeddings (unit length unless ``normalize`` is off); ``pooled``:
+        the pooled embedding even for a sparse encoder (what its heads read)."""
+        return self._encode("doc", texts, batch_size, pooled)
+
+
+def doc_tower_fingerprint(model_dir: str, files: Sequence[str] = ()) -> str:
+    """The document tower's weights and the settings that change its pooled embeddings, and the content of
+    ``files``.
+
+    Models with the same document tower (the zero-shot model and every run that froze it, sparse or not: a sparse
+    head reads the pooled embedding, it does not change it) share one entry; a corpus copied elsewhere (another
+    world folder with the same videos) keeps its entry, since files count by their bytes.
+    """
+    settings = saved_config(model_dir) or EncoderConfig()
+    folder = model_dir if settings.shared else os.path.join(model_dir, DOC_FOLDER)
+    pooled = {"pooling": settings.pooling, "normalize": settings.normalize, "max_length": settings.max_length}
+    h = hashlib.sha256(repr(sorted(pooled.items())).encode())
+    weights_digest(folder, h)
+    for f in sorted(files, key=os.path.basename):
+        h.update(os.path.basename(f).encode())
+        if os.path.exists(f):
+            file_digest(f, h)
+        else:  # a remote URI: its name is all that is known without reading it
+            h.update(f.encode())
+    return h.hexdigest()[:16]
 
 
 def shallow_copy(source: str, target: str, num_layers: int) -> str:

@@ -14,6 +14,8 @@ Methods (same data, same encoder initialisation, same training budget; only the 
 | ``ance`` | DPR's + 7 negatives per query, uniform from the index's top 200, re-queried every 50 steps | InfoNCE |
 | ``adore_star`` | DPR's + 7 negatives: STAR (uniform, initial model's top 200), then ADORE (current top 7) | InfoNCE |
 | ``trisampler`` | DPR's + 7 negatives from the top 200 (as ance), 60-degree region, TriSampler's sampling | InfoNCE |
+| ``sparse_zero_shot`` | none: CSR's heads fitted to reconstruct the corpus's embeddings (no labels) | - |
+| ``dpr_sparse``, ``crops_sparse`` | as ``dpr``, ``crops``; start: ``sparse_zero_shot`` | theirs + CSR reconstruction |
 
 The ablations filter the engine's samples by ``source``; a video mined by several perspectives for one query
 was kept at its highest level (P1 over P2/P3), so it counts for that perspective only.
@@ -22,6 +24,11 @@ The negative-sampling baselines (``NEGATIVE_BASELINES``, opt-in with ``--methods
 DPR's loss and budget; only their negatives differ: mined from the frozen document tower's corpus encoding, never
 a labelled positive of the query (any sample at level 3 or above, any click). The rules, their parameters and
 where they depart from the original papers: :mod:`crops_ray.negatives`.
+
+The sparse methods (``SPARSE``, opt-in with ``--sparse``) are the paper's "Sparse Model": a learned sparse retriever
+(CSR, :mod:`crops_ray.sparse`) trained by the same loop on the same samples with the same loss, budget and
+document tower as its dense counterpart, searched through an inverted index. Their common start, CSR's heads
+fitted on the corpus's pooled embeddings, is written once per seed to ``ROOT/sparse_init``.
 """
 
 from __future__ import annotations
@@ -41,12 +48,15 @@ from crops_ray.evaluate import EvalConfig, evaluate
 from crops_ray.hla import GroupConfig, build_groups, keep_highest, write_groups
 from crops_ray.model_card import write_model_card
 from crops_ray.negatives import NegativeConfig, labelled_positives
+from crops_ray.sparse.head import SparseConfig
 from crops_ray.tracking import NO_RUN, Run
 from crops_ray.train import TrainConfig, train
 
 TABLE1 = ("bm25", "zero_shot", "dpr", "fs_lr", "crops")
 ABLATIONS = ("crops_p1", "crops_p2", "crops_p3", "crops_binary")
 NEGATIVE_BASELINES = ("ance", "adore_star", "trisampler")  # opt-in (--methods): not in the default demo
+SPARSE = ("sparse_zero_shot", "dpr_sparse", "crops_sparse")  # opt-in (--sparse): the paper's Sparse Model
+SPARSE_INIT = "sparse_init"  # ROOT/sparse_init: CSR's heads fitted on the corpus, the sparse methods' start
 LOG_SOURCES = S.STAGES
 PERSPECTIVE_SOURCE = S.PERSPECTIVES
 
@@ -59,6 +69,7 @@ class Method:
     loss: str = "h_infonce"
     binary: bool = False  # every positive source at one level
     negatives: str = "none"  # a crops_ray.negatives rule: hard negatives mined from the model's own index
+    sparse: bool = False  # a learned sparse retriever (CSR heads, an inverted index) instead of dense vectors
 
 
 METHODS = {
@@ -83,6 +94,9 @@ METHODS = {
             "adore_star", "ADORE+STAR (static, then dynamic negatives)", LOG_SOURCES, "infonce", negatives="star_adore"
         ),
         Method("trisampler", "TriSampler (quasi-triangular negatives)", LOG_SOURCES, "infonce", negatives="trisampler"),
+        Method("sparse_zero_shot", "Sparse CSR, untrained (reconstruction only)", sparse=True),
+        Method("dpr_sparse", "DPR, sparse CSR", LOG_SOURCES, "infonce", sparse=True),
+        Method("crops_sparse", "CroPS, sparse CSR", LOG_SOURCES + tuple(PERSPECTIVE_SOURCE.values()), sparse=True),
     )
 }
 
@@ -107,6 +121,7 @@ class ExperimentConfig:
     )
     groups: GroupConfig = field(default_factory=GroupConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sparse: SparseConfig = field(default_factory=SparseConfig)  # the sparse methods' CSR heads
 
 
 def method_samples(samples: pa.Table, method: Method, log: pa.Table | None = None) -> pa.Table:
@@ -200,10 +215,12 @@ def _train_and_evaluate(
     os.makedirs(out, exist_ok=True)
     started = time.time()
     train_metrics = {}
+    kind = "sparse" if method.sparse else "dense"
+    start = sparse_start(logs, os.path.dirname(out), cfg, seed, progress) if method.sparse else cfg.train.model
     if method.name == "bm25":
         metrics = evaluate(logs, out, method="bm25", cfg=cfg.eval, progress=progress)
     elif not method.sources:
-        metrics = evaluate(logs, out, method="dense", model=cfg.train.model, cfg=cfg.eval, progress=progress)
+        metrics = evaluate(logs, out, method=kind, model=start, cfg=cfg.eval, progress=progress)
     else:
         if samples is None:
             raise ValueError(f"method {method.name} needs training samples")
@@ -211,7 +228,9 @@ def _train_and_evaluate(
         groups = build_groups(chosen, GroupConfig(**{**asdict(cfg.groups), "seed": seed}))
         write_groups(groups, f"{out}/groups")
         loss = method_loss(method)
-        tcfg = TrainConfig(**{**asdict(cfg.train), "loss": loss, "seed": seed})
+        tcfg = TrainConfig(**{**asdict(cfg.train), "loss": loss, "seed": seed, "model": start})
+        if method.sparse and method.negatives != "none":
+            raise ValueError(f"method {method.name}: the hard-negative miners search dense vectors, not sparse codes")
         if tcfg.doc_tower == "frozen" and not tcfg.doc_embeddings:
             tcfg.doc_embeddings = frozen_doc_embeddings(logs, tcfg, cfg.eval, f"{out}/doc_embeddings.parquet", progress)
         if method.negatives != "none":
@@ -229,7 +248,7 @@ def _train_and_evaluate(
             progress=progress,
             tracking=tracking,
         )
-        metrics = evaluate(logs, f"{out}/eval", method="dense", model=f"{out}/model", cfg=cfg.eval, progress=progress)
+        metrics = evaluate(logs, f"{out}/eval", method=kind, model=f"{out}/model", cfg=cfg.eval, progress=progress)
         corpus = S.count_rows(S.table_files(logs, "videos"))
         # The training side of the card is the driver's (train() wrote it under the run's name, the method's);
         # evaluation adds its own.
@@ -244,6 +263,21 @@ def _train_and_evaluate(
     with open(f"{out}/result.json", "w") as f:
         json.dump(result, f, indent=2, default=str)
     return result
+
+
+def sparse_start(logs: str, root: str, cfg: ExperimentConfig, seed: int, progress=print) -> str:
+    """``ROOT/sparse_init``: the pretrained encoder with CSR's heads fitted (reconstruction only, no labels) on the
+    corpus's pooled embeddings through its document tower (the evaluation's cached encoding). Made once per root
+    and seed; every sparse method starts from it, as the dense methods start from the pretrained encoder."""
+    from crops_ray.embed import encode_corpus
+    from crops_ray.plumbing import model_path
+    from crops_ray.sparse.fit import sparse_init
+
+    out = f"{root}/{SPARSE_INIT}"
+    if not os.path.exists(f"{out}/sparse_fit.json"):
+        _, pooled = encode_corpus(S.table_files(logs, "videos"), model_path(cfg.train.model), cfg.eval.embed, progress)
+        sparse_init(cfg.train.model, pooled, out, cfg.sparse, cfg.train.shared_towers, seed, progress)
+    return out
 
 
 def mining_config(method: Method, tcfg: TrainConfig, chosen: pa.Table, out: str) -> NegativeConfig:
@@ -320,7 +354,9 @@ def method_model(name: str, root: str, cfg: ExperimentConfig) -> str | None:
     """The model a method retrieves with: None for BM25, the pretrained encoder, or its trained folder."""
     if name == "bm25":
         return None
-    return cfg.train.model if not METHODS[name].sources else f"{root}/{name}/model"
+    if not METHODS[name].sources:
+        return f"{root}/{SPARSE_INIT}" if METHODS[name].sparse else cfg.train.model
+    return f"{root}/{name}/model"
 
 
 def online_ab(
@@ -368,9 +404,8 @@ def online_ab(
     for name in methods:
         model = method_model(name, root, cfg)
         progress(f"online A/B: {METHODS[name].label} retrieves the top {ocfg.k} for {len(queries):,} queries")
-        runs[name] = retrieve(
-            "bm25" if model is None else "dense", world, queries, ocfg.k, model=model, cfg=cfg.eval, progress=progress
-        )
+        kind = "bm25" if model is None else "sparse" if METHODS[name].sparse else "dense"
+        runs[name] = retrieve(kind, world, queries, ocfg.k, model=model, cfg=cfg.eval, progress=progress)
     counts = O.simulate(world, runs, ocfg, progress=progress, loaded=loaded, sessions=sessions)
     os.makedirs(out, exist_ok=True)
     counts.to_parquet(f"{out}/online_counts.parquet", index=False)

@@ -144,33 +144,6 @@ def weights_fingerprint(model_dir: str) -> str:
     return h.hexdigest()[:12]
 
 
-def doc_tower_fingerprint(model_dir: str, files: Sequence[str] = ()) -> str:
-    """The document tower's weights and the settings that change its embeddings, and the content of ``files``.
-
-    Models with the same document tower (the zero-shot model and every run that froze it) share one entry; a corpus
-    copied elsewhere (another world folder with the same videos) keeps its entry, since files count by their bytes.
-    """
-    folder, settings = _doc_tower(model_dir)
-    h = hashlib.sha256(repr(sorted(settings.items())).encode())
-    weights_digest(folder, h)
-    for f in sorted(files, key=os.path.basename):
-        h.update(os.path.basename(f).encode())
-        if os.path.exists(f):
-            file_digest(f, h)
-        else:  # a remote URI: its name is all that is known without reading it
-            h.update(f.encode())
-    return h.hexdigest()[:16]
-
-
-def _doc_tower(model_dir: str) -> tuple[str, dict]:
-    """The folder holding the document tower's weights, and the settings that change its embeddings."""
-    from crops_ray.encoder import DOC_FOLDER, EncoderConfig, saved_config
-
-    settings = saved_config(model_dir) or EncoderConfig()
-    folder = model_dir if settings.shared else os.path.join(model_dir, DOC_FOLDER)
-    return folder, {"pooling": settings.pooling, "normalize": settings.normalize, "max_length": settings.max_length}
-
-
 # ------------------------------------------------------------------------------------------------ actor pools
 
 

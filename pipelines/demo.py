@@ -27,6 +27,7 @@ from crops_ray.experiment import (
     ABLATIONS,
     METHODS,
     NEGATIVE_BASELINES,
+    SPARSE,
     TABLE1,
     ExperimentConfig,
     aggregate,
@@ -71,6 +72,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", default="0", help="comma-separated seeds (world and training); 3 give mean and spread")
     p.add_argument("--ablations", action="store_true", help="add crops_p1, crops_p2, crops_p3, crops_binary")
     p.add_argument(
+        "--sparse",
+        action="store_true",
+        help=f"add the learned sparse retriever (CSR): {', '.join(SPARSE)} (the paper's Sparse Model)",
+    )
+    p.add_argument(
         "--methods",
         help=f"comma-separated subset of {list(METHODS)}; the negative-sampling baselines "
         f"{list(NEGATIVE_BASELINES)} run only when named here",
@@ -96,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = p.parse_args(argv)
     methods = args.methods.split(",") if args.methods else list(TABLE1) + (list(ABLATIONS) if args.ablations else [])
+    methods += [m for m in SPARSE if args.sparse and m not in methods]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         p.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
@@ -214,7 +221,9 @@ def main(argv: list[str] | None = None) -> dict:
                     run_method(METHODS[name], logs, samples, f"{root}/{name}", cfg, seed, log=log, tracking=tracking)
                 )
                 timings[f"seed {seed}: {name}"] = time.time() - t
-            run.per_seed_ci[seed], run.per_seed_additivity[seed] = seed_comparisons(root, methods, seed)
+            run.per_seed_ci[seed], run.per_seed_sparse_ci[seed], run.per_seed_additivity[seed] = seed_comparisons(
+                root, methods, seed
+            )
             if online:
                 stage(f"seed {seed}: simulated online A/B test (Table 2)")
                 t = time.time()

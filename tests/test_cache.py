@@ -72,7 +72,8 @@ def test_a_corpus_copied_elsewhere_keeps_its_embedding_cache_entry(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from crops_ray.plumbing import doc_tower_fingerprint, model_path
+    from crops_ray.encoder import doc_tower_fingerprint
+    from crops_ray.plumbing import model_path
 
     table = pa.table({"video_id": ["a", "b"], "text": ["jaguar cubs", "python tutorial"]})
     for world in ("w1", "w2"):

@@ -147,7 +147,7 @@ def test_build_app_exports_the_query_tower_once_and_binds_the_backend(tiny_model
     from serve.app import build_app
 
     monkeypatch.setenv("CROPS_CACHE", str(tmp_path / "cache"))
-    from crops_ray.plumbing import doc_tower_fingerprint
+    from crops_ray.encoder import doc_tower_fingerprint
 
     index = VectorIndex.build(["a", "b", "c"], np.eye(3, 384, dtype=np.float32))
     index.meta = {"encoder": doc_tower_fingerprint(tiny_model, []), "model": tiny_model}  # as evaluation records it

@@ -30,9 +30,8 @@ TIMEOUT = 120  # seconds per HTTP request (the machine is shared)
 def assets(tmp_path_factory):
     """Two shallow encoders with an index each, a fixed bi-encoder calibration (the page never scores), the world."""
     from crops_ray.discriminator import Calibration
-    from crops_ray.encoder import Encoder, shallow_copy
+    from crops_ray.encoder import Encoder, doc_tower_fingerprint, shallow_copy
     from crops_ray.index import VectorIndex
-    from crops_ray.plumbing import doc_tower_fingerprint
     from crops_ray.schema import table_files
     from crops_ray.world.generator import generate_world, world_config
 

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -43,7 +44,7 @@ def assets(tmp_path_factory):
     model = shallow_copy("minilm", str(root / "minilm-2l"), 2)
     encoder = Encoder.from_pretrained(model)
     videos = pq.read_table(table_files(world, "videos")).slice(0, INDEXED_VIDEOS).to_pandas()
-    from crops_ray.plumbing import doc_tower_fingerprint
+    from crops_ray.encoder import doc_tower_fingerprint
 
     index = VectorIndex.build(videos["video_id"].tolist(), encoder.encode_docs(videos["text"].tolist()))
     index.meta = {"encoder": doc_tower_fingerprint(model, []), "model": model}  # as evaluation records it
@@ -97,7 +98,7 @@ def secure_url(url, assets):
     handles = [
         serve.get_deployment_handle(name, app_name=APP_NAME) for name in ("QueryEncoder", "Discriminator", "Retriever")
     ]
-    settings = resolve_settings({**assets.settings, "auth_token_env": TOKEN_ENV}).model_dump()
+    settings = asdict(resolve_settings({**assets.settings, "auth_token_env": TOKEN_ENV}))
     gateway = Gateway.options(ray_actor_options={"num_cpus": 0.05, "runtime_env": {"env_vars": {TOKEN_ENV: TOKEN}}})
     serve.run(gateway.bind(*handles, settings), name="secure", route_prefix="/secure")
     yield f"{url}/secure"
@@ -483,7 +484,7 @@ def test_through_rays_proxy_a_late_request_gets_the_gateways_json_408(url, asset
     handles = [
         serve.get_deployment_handle(name, app_name=APP_NAME) for name in ("QueryEncoder", "Discriminator", "Retriever")
     ]
-    settings = resolve_settings({**assets.settings, "request_timeout_s": 0.001, "max_in_flight": 1}).model_dump()
+    settings = asdict(resolve_settings({**assets.settings, "request_timeout_s": 0.001, "max_in_flight": 1}))
     serve.run(
         Gateway.options(ray_actor_options={"num_cpus": 0.05}).bind(*handles, settings),
         name="late",
@@ -540,8 +541,9 @@ def test_a_replica_killed_mid_request_gives_a_json_503_and_the_next_request_succ
 def small(tmp_path):
     """An index folder of three vectors and a calibration file: enough for the checks that load no model."""
     from crops_ray.discriminator import Calibration
+    from crops_ray.encoder import doc_tower_fingerprint
     from crops_ray.index import VectorIndex
-    from crops_ray.plumbing import doc_tower_fingerprint, model_path
+    from crops_ray.plumbing import model_path
 
     index = VectorIndex.build(["a", "b", "c"], np.eye(3, 384, dtype=np.float32))  # MiniLM's 384
     index.meta = {"encoder": doc_tower_fingerprint(model_path("minilm"), []), "model": "minilm"}  # as evaluation does
@@ -833,9 +835,9 @@ def test_a_request_past_its_deadline_gets_a_json_408_and_its_work_is_cancelled()
 
 def test_an_index_the_encoder_cannot_search_is_refused_at_build_time(tmp_path, small):
     """Another dimension, no vectors, or another document encoder (fingerprint in index.json): refused by build_app."""
-    from crops_ray.encoder import shallow_copy
+    from crops_ray.encoder import doc_tower_fingerprint, shallow_copy
     from crops_ray.index import VectorIndex, check_index_matches
-    from crops_ray.plumbing import doc_tower_fingerprint, model_path
+    from crops_ray.plumbing import model_path
 
     def index(name, vectors, meta=None):
         built = VectorIndex.build([f"v{i}" for i in range(len(vectors))], vectors)

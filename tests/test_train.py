@@ -429,7 +429,7 @@ def test_seeded_single_worker_runs_repeat_exactly(tiny_groups, tiny_model, tmp_p
     tower moves, and the corpus embedding cache of the trained model is the pretrained model's entry."""
     from safetensors.numpy import load_file
 
-    from crops_ray.plumbing import doc_tower_fingerprint
+    from crops_ray.encoder import doc_tower_fingerprint
 
     cfg = TrainConfig(
         loss="infonce",

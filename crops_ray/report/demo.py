@@ -13,7 +13,7 @@ from crops_ray import buckets as B
 from crops_ray import schema as S
 from crops_ray.report import per_query as R
 from crops_ray.report.additivity import additivity, additivity_report
-from crops_ray.report.markdown import markdown_table
+from crops_ray.report.markdown import markdown_table, rows_table
 from crops_ray.report.plots import plot_table1
 from crops_ray.report.tables import (
     logs_section,
@@ -25,6 +25,8 @@ from crops_ray.report.tables import (
 )
 
 SIGNIFICANCE = "## Is the difference real? CroPS minus each baseline"
+SPARSE_SIGNIFICANCE = "## The sparse model: CroPS-sparse minus each sparse baseline"
+SPARSE_METHODS = ("sparse_zero_shot", "dpr_sparse", "crops_sparse")  # crops_ray.experiment.SPARSE
 
 
 @dataclass
@@ -43,6 +45,7 @@ class DemoRun:
     summary: dict[str, dict[str, float]] = field(default_factory=dict)  # crops_ray.experiment.aggregate(results)
     seed_sections: list[str] = field(default_factory=list)  # the first seed's world, validation and engine
     per_seed_ci: dict = field(default_factory=dict)  # seed -> per_query.compare of CroPS and the baselines
+    per_seed_sparse_ci: dict = field(default_factory=dict)  # seed -> the same for CroPS-sparse and the sparse ones
     per_seed_additivity: dict = field(default_factory=dict)  # seed -> additivity.additivity ({} without ablations)
     online_by_seed: dict = field(default_factory=dict)  # seed -> experiment.online_ab's (summary, table)
     online_skipped: bool = False  # the online test was wanted, but the logs are not a generated world
@@ -60,10 +63,49 @@ class DemoReport:
     online_seeds_table: str  # Table 2 over the seeds ("" with one seed or none)
 
 
-def seed_comparisons(root: str, methods: list[str], seed: int) -> tuple[dict, dict]:
-    """One seed's CroPS-minus-each-baseline CIs and the ablation's additivity ({} unless the ablations ran)."""
+def seed_comparisons(root: str, methods: list[str], seed: int) -> tuple[dict, dict, dict]:
+    """One seed's CroPS-minus-each-baseline CIs (dense against dense, sparse against sparse: the paper's two
+    architectures) and the ablation's additivity ({} unless the ablations ran)."""
     runs = R.load_per_query(root, methods)
-    return R.compare(runs, "crops", [m for m in methods if m != "crops"], seed=seed), additivity(runs, seed=seed)
+    dense = [m for m in methods if m != "crops" and m not in SPARSE_METHODS]
+    sparse = [m for m in methods if m != "crops_sparse" and m in SPARSE_METHODS]
+    return (
+        R.compare(runs, "crops", dense, seed=seed),
+        R.compare(runs, "crops_sparse", sparse, seed=seed),
+        additivity(runs, seed=seed),
+    )
+
+
+def sparse_audit_table(root: str, methods: list[str], labels: dict[str, str]) -> str:
+    """What each sparse model's inverted index costs on one seed (its index.json audit, written by evaluation)."""
+    rows = []
+    for m in methods:
+        paths = (f"{root}/{m}/eval/index/index.json", f"{root}/{m}/index/index.json")
+        path = next((p for p in paths if os.path.exists(p)), "")
+        if m not in SPARSE_METHODS or not path:
+            continue
+        with open(path) as f:
+            audit = json.load(f).get("audit", {})
+        dense = audit.get("dense_multiply_adds_per_query", 0)
+        rows.append(
+            {
+                "model": labels.get(m, m),
+                "latents": audit.get("latents"),
+                "non-zeros per document (mean, max)": (
+                    f"{audit.get('nonzeros_per_doc_mean', 0):.1f}, {audit.get('nonzeros_per_doc_max', 0)}"
+                ),
+                "latents never used": f"{100 * audit.get('unused_latents', 0):.1f}%",
+                "longest posting list / corpus": f"{100 * audit.get('longest_posting_share', 0):.1f}%",
+                "multiply-adds per query": f"{audit.get('multiply_adds_per_query', 0):,.0f}",
+                "vs a flat dense search": f"{audit.get('multiply_adds_per_query', 0) / max(1, dense):.2%}",
+            }
+        )
+    if not rows:
+        return ""
+    return (
+        "The inverted indexes (first seed; `crops_ray/sparse/index.py` `audit`; a flat dense search costs documents x "
+        "the embedding's width in multiply-adds per query):\n\n" + rows_table(rows)
+    )
 
 
 def _first(run: DemoRun) -> str:
@@ -133,6 +175,17 @@ def write_report(run: DemoRun) -> DemoReport:
             "queries (`crops_ray/significance.py`, scipy's BCa bootstrap); * marks an interval that excludes 0; with "
             "several seeds the mean ± sd of the differences comes first.\n\n" + significance_table,
         )
+    if any(run.per_seed_sparse_ci.values()):
+        at = next((i + 1 for i, text in enumerate(sections) if text.startswith(SIGNIFICANCE)), len(sections))
+        sections.insert(
+            at,
+            f"{SPARSE_SIGNIFICANCE}\n\nThe paper's second architecture: a learned sparse retriever (CSR heads over "
+            "the same encoder, an inverted index; `crops_ray/sparse/`) trained on each method's samples with its "
+            "loss, budget and document tower. Same intervals as above.\n\n"
+            + R.significance_markdown(run.per_seed_sparse_ci, "CroPS-sparse", labels)
+            + "\n\n"
+            + sparse_audit_table(first, methods, labels),
+        )
     additivity_table, additivity = additivity_report(run.per_seed_additivity, labels)
     if additivity_table:  # right after CroPS minus each baseline
         at = next((i + 1 for i, text in enumerate(sections) if text.startswith(SIGNIFICANCE)), len(sections))
@@ -156,6 +209,7 @@ def write_report(run: DemoRun) -> DemoReport:
             {
                 "methods": run.summary,
                 "significance": {str(k): v for k, v in run.per_seed_ci.items()},
+                "significance_sparse": {str(k): v for k, v in run.per_seed_sparse_ci.items()},
                 "online": online_metrics(run.online_by_seed, seeds),
                 "additivity": additivity,
                 "corpus_videos": corpus,

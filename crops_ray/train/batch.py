@@ -141,7 +141,10 @@ def append_candidates(batch: Batch, mined: list[list[tuple[str, str]]]) -> Batch
 
 
 class DocCache:
-    """Frozen document-tower embeddings by text: each distinct text is encoded once (forward only, no grad)."""
+    """Frozen document-tower embeddings by text: each distinct text is encoded once (forward only, no grad).
+
+    The cache holds pooled embeddings; a sparse encoder's frozen document head makes its codes from them on each
+    lookup (cheap, and a code is ``dim`` floats wide: caching codes would cost several times the memory)."""
 
     def __init__(self, encoder, max_size: int = 200_000, batch_size: int = 128):
         self.encoder, self.max_size, self.batch_size = encoder, max_size, batch_size
@@ -157,13 +160,18 @@ class DocCache:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
                 inputs = {k: v.to(device) for k, v in self.encoder.tokenize([texts[i] for i in chunk]).items()}
-                for i, emb in zip(chunk, self.encoder.embed("doc", inputs).float().cpu()):
+                for i, emb in zip(chunk, self.encoder.pooled("doc", inputs).float().cpu()):
                     out[i] = emb
         self.encoded += len(texts)
         return out
 
-    def __call__(self, texts: list[str], device) -> torch.Tensor:
+    def pooled(self, texts: list[str], device) -> torch.Tensor:
         return torch.stack(self._cache.lookup(texts, lambda missing: self._encode(missing, device))).to(device)
+
+    def __call__(self, texts: list[str], device) -> torch.Tensor:
+        """The frozen document tower's output for ``texts``: pooled embeddings, or a sparse encoder's codes."""
+        with torch.no_grad():
+            return self.encoder.project("doc", self.pooled(texts, device))
 
     def prefill(self, path: str, device, check: int = 4, atol: float = 1e-4) -> int:
         """Load (text, embedding) rows into the cache; refuse them unless ``check`` of them match fresh encodings."""
@@ -172,13 +180,13 @@ class DocCache:
         table = storage.read_table(path, columns=["text", "embedding"])
         texts = table["text"].to_pylist()
         emb = table["embedding"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
-        if emb.shape[1] != self.encoder.dim:
-            raise ValueError(
-                f"doc_embeddings {path}: dimension {emb.shape[1]}, but the document tower's is {self.encoder.dim}"
-            )
+        width = self.encoder.pooled_dim
+        if emb.shape[1] != width:
+            raise ValueError(f"doc_embeddings {path}: dimension {emb.shape[1]}, but the document tower's is {width}")
         sample = sorted(range(len(texts)), key=lambda i: stable_hash(texts[i]))[:check]
         if sample:
-            fresh = DocCache(self.encoder, batch_size=self.batch_size)([texts[i] for i in sample], device).cpu().numpy()
+            fresh = DocCache(self.encoder, batch_size=self.batch_size).pooled([texts[i] for i in sample], device)
+            fresh = fresh.cpu().numpy()
             worst = float(np.abs(fresh - emb[sample]).max())
             if worst > atol:
                 raise ValueError(
