@@ -99,14 +99,23 @@ def check_index_matches(folder: str, model_dir: str, allow_unverified: bool = Fa
     """Refuse an index that the encoder at ``model_dir`` cannot search: no vectors, another dimension, built by
     another document tower (its fingerprint is in index.json), or one that names no document tower at all (an
     index of another model with the same dimension would be served silently wrong) unless ``allow_unverified``.
-    Returns how it was checked, for /healthz."""
-    from crops_ray.encoder import Encoder
-    from crops_ray.plumbing import doc_tower_fingerprint
+    Returns how it was checked, for /healthz. A sparse encoder's index is an inverted index of its codes
+    (:mod:`crops_ray.sparse.index`), a dense encoder's a FAISS one: the other kind is refused."""
+    from crops_ray.encoder import Encoder, EncoderConfig, doc_tower_fingerprint, saved_config
+    from crops_ray.plumbing import model_path
+    from crops_ray.sparse.index import KIND as SPARSE
 
     with open(f"{folder}/index.json") as f:
         info = json.load(f)
     if not info.get("size"):
         raise ValueError(f"index {folder} has no vectors")
+    index_kind = "sparse" if info.get("kind") == SPARSE else "dense"
+    model_kind = "sparse" if (saved_config(model_path(model_dir)) or EncoderConfig()).sparse else "dense"
+    if index_kind != model_kind:  # a sparse model and its base share a document tower: the fingerprint cannot tell
+        raise ValueError(
+            f"index {folder} is a {index_kind} index, but the encoder {model_dir} is {model_kind}: serve a model "
+            "with the index its own evaluation wrote (pipelines/evaluate.py --out OUT writes OUT/index/)"
+        )
     dim = Encoder.output_dim(model_dir)
     if info.get("dim") != dim:
         raise ValueError(
@@ -121,8 +130,6 @@ def check_index_matches(folder: str, model_dir: str, allow_unverified: bool = Fa
                 "allow_unverified_index=true to serve it on its dimension alone"
             )
         return "dimension only (index.json names no encoder; served with allow_unverified_index)"
-    from crops_ray.plumbing import model_path
-
     mine = doc_tower_fingerprint(model_path(model_dir), [])
     if info["encoder"] != mine:
         raise ValueError(

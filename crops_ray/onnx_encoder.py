@@ -188,9 +188,9 @@ class OnnxEncoder:
         self.quantize, self.threads, self.cache = quantize, threads, cache
         self.backend = "onnx-int8" if quantize else "onnx"
         self._sessions: dict[str, object] = {}  # tower -> session (shared towers: one session)
-        from crops_ray.encoder import Encoder
-
-        self.dim = Encoder.output_dim(towers["query"])
+        # The pooled embedding's width: a sparse model's latents (Encoder.output_dim) come from its heads, not ONNX.
+        with open(os.path.join(towers["query"], "config.json")) as f:
+            self.dim = int(json.load(f)["hidden_size"])
 
     @classmethod
     def from_pretrained(

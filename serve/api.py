@@ -24,6 +24,7 @@ class Backend(Protocol):
     """What the API needs from the models; the gateway's backend calls deployment handles."""
 
     versions: dict[str, str]  # model, discriminator, index: reported in every response
+    kind: str  # "dense", or "sparse": /v1/encode writes a sparse model's codes as their non-zeros (absent: dense)
 
     async def encode(self, queries: list[str]) -> tuple[np.ndarray, str]: ...
     async def score(self, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, str]: ...
@@ -78,10 +79,30 @@ def request_models(s: ServeSettings) -> dict[str, type[BaseModel]]:
     return {"encode": EncodeRequest, "score": ScoreRequest, "search": SearchRequest}
 
 
+class SparseEmbedding(BaseModel):
+    """A sparse model's code: its non-zero latents (at most the model's k) and their weights."""
+
+    indices: list[int] = Field(description="the non-zero latents, ascending, each in 0..dim-1")
+    values: list[float] = Field(description="their float32 weights, positive; the code has unit length")
+    dim: int = Field(description="the model's latents (the code's full length)")
+
+
 class EncodeResponse(BaseModel):
-    embeddings: list[list[float]] = Field(description="float32 values, one unit-length row per query, in request order")
+    embeddings: list[list[float]] | list[SparseEmbedding] = Field(
+        description="one unit-length vector per query, in request order: a dense model's dim float32 values, a "
+        "sparse model's (/healthz kind: sparse) non-zeros as {indices, values, dim}"
+    )
     dim: int
     model: str
+
+
+def sparse_rows(codes: np.ndarray) -> list[dict]:
+    """Each row of ``codes`` [n, dim] as its non-zeros: ``{"indices", "values", "dim"}``."""
+    rows = []
+    for row in codes:
+        nonzero = np.flatnonzero(row)
+        rows.append({"indices": nonzero.tolist(), "values": row[nonzero].tolist(), "dim": int(codes.shape[1])})
+    return rows
 
 
 class ScoreResponse(BaseModel):
@@ -149,9 +170,10 @@ def make_api(backend: Backend, settings: ServeSettings, digest: str | None) -> F
     app = FastAPI(
         title="crops-ray",
         version=API_VERSION,
-        description="Query encoder, discriminator and dense retrieval of a CroPS model. Every response carries `model` "
-        "(the encoder's name@content-hash). Invalid requests get 422 (415 for a non-JSON body) with `error` and "
-        f"`detail`; at most {settings.max_items} items per request and {settings.max_chars} characters per text.",
+        description="Query encoder, discriminator and retrieval (dense, or sparse) of a CroPS model. Every response "
+        "carries `model` (the encoder's name@content-hash). Invalid requests get 422 (415 for a non-JSON body) with "
+        f"`error` and `detail`; at most {settings.max_items} items per request and {settings.max_chars} characters "
+        "per text.",
     )
     errors = {code: {"model": ErrorResponse} for code in (401, 408, 413, 415, 422, 503)}
 
@@ -210,11 +232,12 @@ def make_api(backend: Backend, settings: ServeSettings, digest: str | None) -> F
         response_model=EncodeResponse,
         responses=errors,
         dependencies=guarded,
-        summary="Query embeddings",
+        summary="Query embeddings (a sparse model's: their non-zeros)",
     )
     async def encode(body: EncodeRequest) -> JSONResponse:
         emb, version = await backend.encode(list(body.queries))
-        return JSONResponse({"embeddings": emb.tolist(), "dim": int(emb.shape[1]), "model": version})
+        vectors = sparse_rows(emb) if getattr(backend, "kind", "dense") == "sparse" else emb.tolist()
+        return JSONResponse({"embeddings": vectors, "dim": int(emb.shape[1]), "model": version})
 
     @app.post(
         f"/{API_VERSION}/score",

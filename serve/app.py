@@ -6,7 +6,8 @@
 
     Gateway (FastAPI: auth, validation, JSON) --handle--> QueryEncoder   crops_ray.encoder.Encoder (query tower)
                                               --handle--> Discriminator  crops_ray.discriminator, calibrated theta
-                                              --handle--> Retriever      crops_ray.index.VectorIndex (FAISS)
+                                              --handle--> Retriever      crops_ray.index.VectorIndex (FAISS), or
+                                                                         a sparse model's SparseIndex
 
 ``/v1/search`` goes gateway -> QueryEncoder -> Retriever. This file holds the gateway (:class:`Gateway`, its
 :class:`HandleBackend`), the replica sizes (``DEFAULT_OPTIONS``) and the builder :func:`build_app`; the rest is in
@@ -90,6 +91,7 @@ class HandleBackend:
         self.encoder, self.discriminator, self.retriever = encoder, discriminator, retriever
         self.local = local
         self.versions: dict[str, str] = {}
+        self.kind = "dense"  # the encoder's: "sparse" codes are searched through a sparse index (set by refresh)
 
     async def _call(self, target, method: str, *args):
         if not self.local:
@@ -102,6 +104,7 @@ class HandleBackend:
             self._call(self.encoder, "info"), self._call(self.discriminator, "info"), self._call(self.retriever, "info")
         )
         self.versions = {"model": enc["model"], "discriminator": disc["discriminator"], "index": ret["index"]}
+        self.kind = enc["kind"]
         return {"encoder": enc, "discriminator": disc, "retriever": ret}
 
     async def encode(self, queries):
@@ -119,6 +122,7 @@ class HandleBackend:
         info = await self.refresh()
         return {
             **self.versions,
+            "kind": self.kind,
             "encoder_backend": info["encoder"].get("backend", "torch"),
             "dim": info["encoder"]["dim"],
             "index_size": info["retriever"]["size"],

@@ -1,9 +1,10 @@
 """The three model deployments, each scaling on its own and batching concurrent requests.
 
     QueryEncoder    crops_ray.encoder.Encoder (query tower; or crops_ray.onnx_encoder.OnnxEncoder): texts -> unit-length
-                    embeddings
+                    embeddings (a sparse model's: its codes, [n, latents] with at most k non-zeros)
     Discriminator   crops_ray.discriminator, calibrated theta(query, text) in [0, 1]
-    Retriever       crops_ray.index.VectorIndex (FAISS): query embedding -> top-k video ids and scores
+    Retriever       crops_ray.index.VectorIndex (FAISS), or a sparse model's crops_ray.sparse.index.SparseIndex (exact):
+                    query embedding -> top-k video ids and scores
 
 They share :class:`_ModelReplica`: ``@serve.batch`` merges concurrent requests into one forward pass or one FAISS
 search, run one batch at a time on a worker thread, so the replica's event loop keeps queueing the next batch.
@@ -85,15 +86,49 @@ def split_rows(rows: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 
 
 def top_k(index, embeddings: np.ndarray, ks: list[int]) -> list[tuple[list[str], list[float]]]:
-    """Each query's top ``ks[i]`` video ids and scores from one FAISS search at the largest k."""
+    """Each query's top ``ks[i]`` video ids and scores from one search (FAISS or sparse) at the largest k."""
     ids, scores = index.search(embeddings, max(ks))
     return [(row[:k], [float(s) for s in srow[: min(k, len(row))]]) for k, row, srow in zip(ks, ids, scores)]
+
+
+class SparseOnnxQueries:
+    """A sparse model's query codes with the ONNX backend: the exported query tower's pooled embedding (ONNX Runtime,
+    the transformer: nearly all the work), then the model's query head on it (PyTorch: one [pooled, latents] product
+    and a top-k). The same interface as :class:`crops_ray.encoder.Encoder` for the replica: ``encode_queries`` gives
+    float32 [n, latents] codes, ``sparse`` the heads, ``dim`` the latents."""
+
+    def __init__(self, onnx, model: str):
+        from crops_ray.plumbing import model_path
+        from crops_ray.sparse.head import SparseHeads
+
+        self.onnx, self.config = onnx, onnx.config
+        self.sparse = SparseHeads.load(model_path(model), onnx.config.shared)
+        self.sparse.eval()
+        self.dim = self.sparse.dim
+
+    def encode_queries(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        return self.sparse.codes("query", self.onnx.encode_queries(texts, batch_size)).toarray()
+
+
+def load_query_encoder(model: str, backend: str, threads: int | None):
+    """The query encoder for ``backend`` (crops_ray.onnx_encoder.load_encoder), a sparse model's ONNX backend with its
+    query head on top (:class:`SparseOnnxQueries`)."""
+    from crops_ray.onnx_encoder import load_encoder
+
+    encoder = load_encoder(model, backend, threads=threads)
+    return SparseOnnxQueries(encoder, model) if backend != "torch" and encoder.config.sparse else encoder
+
+
+def kind_of(encoder) -> str:
+    """The encoder's kind: "sparse" with sparse heads (its codes are searched through a SparseIndex), else "dense"."""
+    return "sparse" if getattr(encoder, "sparse", None) is not None else "dense"
 
 
 @serve.deployment(name="QueryEncoder")
 class QueryEncoder(_ModelReplica):
     """The query tower: a list of texts -> float32 [n, dim], unit length (exactly Encoder.encode_queries, or
-    OnnxEncoder.encode_queries with ``backend`` "onnx" / "onnx-int8": the version then ends in ``+<backend>``)."""
+    OnnxEncoder.encode_queries with ``backend`` "onnx" / "onnx-int8": the version then ends in ``+<backend>``). A
+    sparse model's rows are its codes (:class:`SparseOnnxQueries` with ONNX)."""
 
     _batched = _batched()
 
@@ -109,12 +144,10 @@ class QueryEncoder(_ModelReplica):
     ):
         import torch
 
-        from crops_ray.onnx_encoder import load_encoder
-
         threads = _replica_threads(threads)
         torch.set_num_threads(threads)
         # ONNX: the export is in the cache (build_app made it); a replica on another node exports it once, locked.
-        self.encoder = load_encoder(model, backend, threads=threads)
+        self.encoder = load_query_encoder(model, backend, threads)
         self.encoder.encode_queries(["warm-up"])  # lazy set-up (an ONNX session) at start-up, not in a request
         self.backend = backend
         self.version = model_version(model, backend)
@@ -125,6 +158,7 @@ class QueryEncoder(_ModelReplica):
         return {
             "model": self.version,
             "backend": self.backend,
+            "kind": kind_of(self.encoder),
             "dim": self.encoder.dim,
             "max_length": self.encoder.config.max_length,
             **self.batch_stats(),
@@ -189,9 +223,13 @@ class DiscriminatorDeployment(_ModelReplica):
         return await self._one(pairs), self.version
 
 
+INDEX_FILES = (".faiss", ".npz", ".parquet", ".json")  # a FAISS index's files, and a sparse one's postings.npz
+
+
 @serve.deployment(name="Retriever")
 class Retriever(_ModelReplica):
-    """Top-k video ids and inner-product scores for query embeddings (FAISS; one search per batch)."""
+    """Top-k video ids and inner-product scores for query embeddings (FAISS, or a sparse model's exact inverted
+    index; one search per batch)."""
 
     _batched = _batched()
 
@@ -207,10 +245,13 @@ class Retriever(_ModelReplica):
         import faiss
 
         from crops_ray.index import VectorIndex
+        from crops_ray.sparse.index import SparseIndex, is_sparse_index
 
         faiss.omp_set_num_threads(_replica_threads(threads))
-        self.index = VectorIndex.load(index)
-        self.version = content_version(index, (".faiss", ".parquet", ".json"))
+        # A sparse model's index ("kind": "sparse" in index.json; build_app matched the kinds) or a FAISS one.
+        self.kind = "sparse" if is_sparse_index(index) else "dense"
+        self.index = SparseIndex.load(index) if self.kind == "sparse" else VectorIndex.load(index)
+        self.version = content_version(index, INDEX_FILES)
         self.checked = checked  # how build_app matched the index to the encoder
         self._serve(batching, max_batch_size, batch_wait_timeout_s)
 
@@ -218,7 +259,8 @@ class Retriever(_ModelReplica):
         return {
             "index": self.version,
             "size": len(self.index.ids),
-            "dim": int(self.index.index.d),
+            "kind": self.kind,
+            "dim": self.index.dim if self.kind == "sparse" else int(self.index.index.d),
             "checked": self.checked,
             **self.batch_stats(),
         }
