@@ -284,6 +284,20 @@ class Encoder(torch.nn.Module):
         return self._encode("doc", texts, batch_size, pooled)
 
 
+def doc_head_fingerprint(model_dir: str) -> str | None:
+    """A sparse encoder's document head, by its weights (None for a dense encoder). Two sparse models over one
+    document tower share :func:`doc_tower_fingerprint` but not their codes: a sparse index records both."""
+    from crops_ray.sparse.head import DOC_FOLDER as SPARSE_DOC
+    from crops_ray.sparse.head import SHARED_FOLDER
+
+    settings = saved_config(model_dir)
+    if settings is None or not settings.sparse:
+        return None
+    h = hashlib.sha256()
+    weights_digest(os.path.join(model_dir, SHARED_FOLDER if settings.shared else SPARSE_DOC), h)
+    return h.hexdigest()[:16]
+
+
 def doc_tower_fingerprint(model_dir: str, files: Sequence[str] = ()) -> str:
     """The document tower's weights and the settings that change its pooled embeddings, and the content of
     ``files``.

@@ -31,7 +31,7 @@ def sparse(tmp_path_factory):
     """The sparse model, its index as evaluation writes it, the base model's dense index (the wrong kind), and the
     settings of an application serving them."""
     from crops_ray.discriminator import Calibration
-    from crops_ray.encoder import Encoder, doc_tower_fingerprint, shallow_copy
+    from crops_ray.encoder import Encoder, doc_head_fingerprint, doc_tower_fingerprint, shallow_copy
     from crops_ray.index import VectorIndex
     from crops_ray.sparse.fit import sparse_init
     from crops_ray.sparse.head import SparseConfig
@@ -47,8 +47,18 @@ def sparse(tmp_path_factory):
     encoder = Encoder.from_pretrained(model)
     ids = [f"v{i:03d}" for i in range(len(TEXTS))]
     index = SparseIndex.build(ids, encoder.sparse.codes("doc", pooled))
-    index.meta = {"encoder": doc_tower_fingerprint(model, []), "model": model, "audit": index.audit()}  # as evaluation
+    index.meta = {  # as evaluation writes it
+        "encoder": doc_tower_fingerprint(model, []),
+        "doc_head": doc_head_fingerprint(model),
+        "model": model,
+        "audit": index.audit(),
+    }
     index.save(str(root / "index"))
+    # Another fit of heads over the same tower (another seed): same fingerprint and width, other codes.
+    other = sparse_init(base, pooled, str(root / "other"), cfg, shared=True, seed=1, progress=lambda *_: None)
+    other_index = SparseIndex.build(ids, Encoder.from_pretrained(other).sparse.codes("doc", pooled))
+    other_index.meta = {**index.meta, "doc_head": doc_head_fingerprint(other), "model": other}
+    other_index.save(str(root / "other-index"))
     dense = VectorIndex.build(ids, pooled)  # the base model's: the same document tower, so the same fingerprint
     dense.meta = {"encoder": doc_tower_fingerprint(base, []), "model": base}
     dense.save(str(root / "dense-index"))
@@ -65,7 +75,13 @@ def sparse(tmp_path_factory):
         "compare_index": str(root / "index"),
     }
     return SimpleNamespace(
-        base=base, model=model, encoder=encoder, index=index, dense_dir=str(root / "dense-index"), settings=settings
+        base=base,
+        model=model,
+        encoder=encoder,
+        index=index,
+        dense_dir=str(root / "dense-index"),
+        other_dir=str(root / "other-index"),
+        settings=settings,
     )
 
 
@@ -78,7 +94,9 @@ def test_an_index_of_the_other_kind_is_refused_at_start_up(sparse):
         build_app({**sparse.settings, "model": sparse.base, "compare_model": None, "compare_index": None})
     with pytest.raises(ValueError, match="is a dense index, but the encoder .* is sparse"):  # the page's column too
         build_app({**sparse.settings, "compare_index": sparse.dense_dir})
-    assert check_index_matches(sparse.settings["index"], sparse.model).startswith("encoder fingerprint")
+    with pytest.raises(ValueError, match="codes of another document head"):  # same tower and width, other heads
+        check_index_matches(sparse.other_dir, sparse.model)
+    assert "document head" in check_index_matches(sparse.settings["index"], sparse.model)
 
 
 @pytest.fixture(scope="module")
