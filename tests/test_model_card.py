@@ -41,6 +41,33 @@ def test_sentence_transformers_loads_the_folder_and_gives_crops_rays_vectors(one
     assert st.max_seq_length == 24
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_sparse_encoder_is_a_sentence_transformers_sparse_encoder(one_layer, tmp_path, shared):
+    """CSR heads (crops_ray.sparse) export as sentence-transformers' SparseEncoder: the same codes, k-sparse."""
+    from sentence_transformers.sparse_encoder import SparseEncoder
+
+    from crops_ray.sparse.head import SparseConfig, SparseHeads
+
+    enc = Encoder.from_pretrained(one_layer, shared=shared, max_length=24)
+    heads = SparseHeads.fresh(enc.pooled_dim, SparseConfig(dim=128, k=8, k_aux=16), shared=shared)
+    if not shared:  # heads that differ, as after training
+        with torch.no_grad():
+            heads.doc.encoder.weight.add_(0.1 * torch.randn_like(heads.doc.encoder.weight))
+    enc.attach_sparse(heads)
+    folder = str(tmp_path / "model")
+    enc.save(folder)
+    export_sentence_transformers(folder)
+    ours = Encoder.from_pretrained(folder)
+    st = SparseEncoder(folder, device="cpu", local_files_only=True)
+    queries = st.encode_query(TEXTS, convert_to_tensor=True).to_dense().numpy()
+    docs = st.encode_document(TEXTS, convert_to_tensor=True).to_dense().numpy()
+    np.testing.assert_allclose(queries, ours.encode_queries(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(docs, ours.encode_docs(TEXTS), atol=1e-5)
+    assert ((queries != 0).sum(1) <= 8).all()
+    if not shared:
+        assert json.load(open(f"{folder}/router_config.json"))["structure"]["query"][3] == "sparse_query"
+
+
 def test_the_card_says_what_the_model_learnt_from_and_how_it_scored(one_layer, tmp_path):
     folder = str(tmp_path / "model")
     Encoder.from_pretrained(one_layer, shared=False).save(folder)
