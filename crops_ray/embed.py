@@ -1,7 +1,7 @@
 """Encoding the corpus with the document tower, as a Ray Data batch job (an actor pool, model loaded once).
 
 The result is cached on disk keyed by the document tower's weights and the corpus files' content
-(:func:`crops_ray.plumbing.doc_tower_fingerprint`), so an encoder that did not change (the zero-shot baseline, a
+(:func:`crops_ray.encoder.doc_tower_fingerprint`), so an encoder that did not change (the zero-shot baseline, a
 rerun of the evaluation, the same world copied elsewhere) never encodes a corpus twice.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crops_ray.plumbing import cache_dir, doc_tower_fingerprint, map_with_actors
+from crops_ray.plumbing import cache_dir, map_with_actors
 from crops_ray.schema import count_rows
 
 
@@ -45,7 +45,9 @@ class DocumentEncoder:
         self.encode_batch_size = encode_batch_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        emb = self.encoder.encode_docs(batch["text"].to_pylist(), batch_size=self.encode_batch_size)
+        # Pooled: a sparse encoder's heads read this embedding (crops_ray.sparse), so one cache entry serves every
+        # model with the same document tower, dense or sparse.
+        emb = self.encoder.encode_docs(batch["text"].to_pylist(), batch_size=self.encode_batch_size, pooled=True)
         flat = pa.array(emb.reshape(-1), type=pa.float32())
         return pa.table(
             {"video_id": batch["video_id"], "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])}
@@ -55,7 +57,8 @@ class DocumentEncoder:
 def encode_corpus(
     video_files: list[str], model_dir: str, cfg: EmbedConfig | None = None, progress=print
 ) -> tuple[list[str], np.ndarray]:
-    """(video ids, float32 [n, dim] L2-normalised embeddings), in a stable order (sorted by video id)."""
+    """(video ids, float32 [n, dim] L2-normalised pooled embeddings), in a stable order (sorted by video id)."""
+    from crops_ray.encoder import doc_tower_fingerprint
     from crops_ray.storage import key_lock
 
     cfg = cfg or EmbedConfig()

@@ -2,8 +2,10 @@
 
 Targets come from ``LOGS/eval/`` (any of ``ct.parquet``, ``qr.parquet``, ``qrels.parquet``); the corpus from
 ``LOGS/videos``. A dense method encodes the corpus with the document tower (Ray Data, cached), builds a FAISS
-index, and encodes the queries with the query tower; ``bm25`` needs no model. Writes ``metrics.json``,
-``per_query.parquet`` and, for dense methods, ``index/`` (what Serve loads).
+index, and encodes the queries with the query tower; a sparse one (a CSR model, :mod:`crops_ray.sparse`) reads
+the same cached corpus encoding through its document head into an inverted index, searched exactly; ``bm25``
+needs no model. Writes ``metrics.json``, ``per_query.parquet`` and, for model methods, ``index/`` (what Serve
+loads; a sparse index records its audit there: latents unused, the longest posting list, multiply-adds per query).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from crops_ray.index import IndexConfig, VectorIndex
 from crops_ray.onnx_encoder import EncoderBackend, check_backend
 
 TARGETS = ("ct", "qr", "qrels")
+METHODS = ("bm25", "dense", "sparse")
 
 
 @dataclass
@@ -103,13 +106,20 @@ def retrieve(
         retriever = BM25Retriever(corpus["video_id"].to_pylist(), corpus["text"].to_pylist())
         ranked, _ = retriever.search(queries, k)
         return dict(zip(queries, ranked))
-    if method != "dense":
-        raise ValueError(f"unknown method {method!r}: 'bm25' or 'dense' (a model folder)")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: one of {METHODS} ('dense' and 'sparse' need a model folder)")
+    from crops_ray.encoder import saved_config
     from crops_ray.onnx_encoder import load_encoder
     from crops_ray.plumbing import model_path
 
     model_dir = model_path(model or "minilm")
+    is_sparse = bool(getattr(saved_config(model_dir), "sparse", False))
+    if is_sparse != (method == "sparse"):
+        kind = "a sparse (CSR)" if is_sparse else "a dense"
+        raise ValueError(f"{model_dir} is {kind} encoder: evaluate it with method={'sparse' if is_sparse else 'dense'}")
     ids, emb = encode_corpus(files, model_dir, cfg.embed, progress=progress)
+    if is_sparse:
+        return _sparse_run(model_dir, ids, emb, queries, k, cfg, out, progress)
     index = VectorIndex.build(ids, emb, cfg.index)
     encoder = load_encoder(model_dir, cfg.query_backend, threads=cfg.query_threads)
     q = encoder.encode_queries(queries, batch_size=cfg.query_batch_size)
@@ -117,11 +127,43 @@ def retrieve(
     if cfg.index.kind != "flat":
         progress(f"{cfg.index.kind} index recall@{k} against exact search: {index.recall_against_exact(emb, q, k):.4f}")
     if out:
-        from crops_ray.plumbing import doc_tower_fingerprint
+        from crops_ray.encoder import doc_tower_fingerprint
 
         index.meta = {
             "encoder": doc_tower_fingerprint(model_dir, []),
             "model": os.path.abspath(model_dir) if os.path.isdir(model_dir) else model_dir,
+        }
+        index.save(f"{out}/index")
+    return dict(zip(queries, ranked))
+
+
+def _sparse_run(model_dir, ids, pooled, queries, k, cfg: EvalConfig, out, progress) -> dict[str, list[str]]:
+    """A sparse encoder's run: the cached pooled corpus through its document head into an inverted index, the
+    queries' codes searched exactly; the index's audit is printed and saved with it."""
+    from crops_ray.encoder import Encoder, doc_head_fingerprint, doc_tower_fingerprint
+    from crops_ray.sparse.index import SparseIndex
+
+    if cfg.query_backend != "torch":
+        raise ValueError(
+            f"a sparse encoder's queries run on PyTorch: query_backend {cfg.query_backend!r} is dense only"
+        )
+    encoder = Encoder.from_pretrained(model_dir)
+    encoder.eval()
+    index = SparseIndex.build(ids, encoder.sparse.codes("doc", pooled))
+    q = encoder.encode_queries(queries, batch_size=cfg.query_batch_size)
+    ranked, _ = index.search(q, k)
+    audit = {**index.audit(q), "dense_multiply_adds_per_query": len(ids) * encoder.pooled_dim}
+    progress(
+        f"sparse index: {audit['unused_latents']:.1%} of {audit['latents']} latents unused, longest posting list "
+        f"{audit['longest_posting_share']:.1%} of the corpus, {audit['multiply_adds_per_query']:,.0f} multiply-adds "
+        f"per query (a flat dense search: {audit['dense_multiply_adds_per_query']:,})"
+    )
+    if out:
+        index.meta = {
+            "encoder": doc_tower_fingerprint(model_dir, []),
+            "doc_head": doc_head_fingerprint(model_dir),
+            "model": os.path.abspath(model_dir),
+            "audit": audit,
         }
         index.save(f"{out}/index")
     return dict(zip(queries, ranked))

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+
 KINDS = ("flat", "ivf", "hnsw")
 
 
@@ -101,7 +102,7 @@ def check_index_matches(folder: str, model_dir: str, allow_unverified: bool = Fa
     index of another model with the same dimension would be served silently wrong) unless ``allow_unverified``.
     Returns how it was checked, for /healthz. A sparse encoder's index is an inverted index of its codes
     (:mod:`crops_ray.sparse.index`), a dense encoder's a FAISS one: the other kind is refused."""
-    from crops_ray.encoder import Encoder, EncoderConfig, doc_tower_fingerprint, saved_config
+    from crops_ray.encoder import Encoder, EncoderConfig, doc_head_fingerprint, doc_tower_fingerprint, saved_config
     from crops_ray.plumbing import model_path
     from crops_ray.sparse.index import KIND as SPARSE
 
@@ -136,4 +137,10 @@ def check_index_matches(folder: str, model_dir: str, allow_unverified: bool = Fa
             f"index {folder} was built by another document encoder ({info.get('model', '?')}, fingerprint "
             f"{info['encoder']}), not by {model_dir} ({mine}): rebuild the index with this model"
         )
-    return f"encoder fingerprint {mine} and dimension {dim}"
+    head = doc_head_fingerprint(model_path(model_dir))
+    if model_kind == "sparse" and info.get("doc_head") != head:  # same tower, other codes: another fit or training
+        raise ValueError(
+            f"sparse index {folder} holds the codes of another document head ({info.get('doc_head')}), not "
+            f"{model_dir}'s ({head}): rebuild the index with this model"
+        )
+    return f"encoder fingerprint {mine}" + (f", document head {head}" if head else "") + f" and dimension {dim}"
