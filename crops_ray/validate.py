@@ -4,9 +4,9 @@ Runs as a Ray Data stage. Whole-file problems (not parquet, a required column mi
 row is read. Row problems never fail the job: the row goes to ``OUT/quarantine/<table>/`` with a ``reason``
 column and a ``raw`` column holding the original values, and the summary checks rows in = kept + quarantined.
 
-The row rules and their reasons are in :mod:`crops_ray.validate_rules` (:func:`check_batch`, pure pyarrow);
-this module is the Ray Data job around them: the checker actor pool, writing kept and quarantined rows, the
-summary.
+The row rules, their reasons and their settings are in :mod:`crops_ray.validate_rules` (:func:`check_batch`, pure
+pyarrow, and :class:`ValidationConfig`); this module is the Ray Data job around them: the checker actor pool,
+writing kept and quarantined rows, the summary.
 """
 
 from __future__ import annotations
@@ -22,19 +22,9 @@ from crops_ray import schema as S
 from crops_ray import storage
 from crops_ray.config import load_config
 from crops_ray.plumbing import map_with_actors
-from crops_ray.validate_rules import RAW_COLUMN, check_batch, quarantine_later_copies
 
-
-@dataclass
-class ValidationConfig:
-    columns: S.LogColumns = field(default_factory=S.LogColumns)
-    ts_min: int = 946_684_800  # 2000-01-01: earlier timestamps are clock or unit errors
-    ts_max: int = 4_102_444_800  # 2100-01-01: milliseconds mistaken for seconds land far beyond this
-    rows_per_shard: int = 200_000  # output shard size for the videos table, written by the driver
-    batch_size: int = 8192
-    # Ray Data actor pool of checkers; 0.5 CPU each so 2 of them leave a CPU for read and write tasks on 2 cores.
-    checker_num_cpus: float = 0.5
-    checker_pool_max: int = 2
+# ValidationConfig lives with the rules that read it; pipelines and tests import it from here too.
+from crops_ray.validate_rules import RAW_COLUMN, ValidationConfig, check_batch, quarantine_later_copies
 
 
 @dataclass

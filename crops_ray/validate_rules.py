@@ -15,7 +15,7 @@ strict JSON with bytes that are not UTF-8 shown escaped (``\\xff``).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -23,10 +23,19 @@ import pyarrow.compute as pc
 
 from crops_ray import schema as S
 
-if TYPE_CHECKING:
-    from crops_ray.validate import ValidationConfig
-
 RAW_COLUMN = "raw"
+
+
+@dataclass
+class ValidationConfig:
+    columns: S.LogColumns = field(default_factory=S.LogColumns)
+    ts_min: int = 946_684_800  # 2000-01-01: earlier timestamps are clock or unit errors
+    ts_max: int = 4_102_444_800  # 2100-01-01: milliseconds mistaken for seconds land far beyond this
+    rows_per_shard: int = 200_000  # output shard size for the videos table, written by the driver
+    batch_size: int = 8192
+    # Ray Data actor pool of checkers; 0.5 CPU each so 2 of them leave a CPU for read and write tasks on 2 cores.
+    checker_num_cpus: float = 0.5
+    checker_pool_max: int = 2
 
 
 def _to_utf8(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:

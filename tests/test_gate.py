@@ -14,13 +14,13 @@ from crops_ray.discriminator.calibration import (
     Calibration,
     expected_calibration_error,
     fit_on_scores,
-    query_split,
 )
 from crops_ray.discriminator.log_labels import (
     UNLABELLED,
     LogEvidence,
     LogLabelConfig,
     build_log_labels,
+    query_split,
     sibling_queries,
 )
 

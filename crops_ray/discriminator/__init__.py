@@ -20,16 +20,15 @@ from crops_ray.discriminator.calibration import (
     Calibration,
     calibrated_weights,
     expected_calibration_error,
-    fit_calibration,
     fit_logistic,
     fit_on_scores,
     precision_recall,
-    query_split,
     read_labelled_pairs,
 )
 from crops_ray.discriminator.config import KINDS, DiscriminatorConfig
 from crops_ray.discriminator.fine_tune import fine_tune
-from crops_ray.discriminator.model import Discriminator
+from crops_ray.discriminator.log_labels import query_split
+from crops_ray.discriminator.model import Discriminator, fit_calibration
 from crops_ray.discriminator.scoring import DiscriminatorScorer, score_dataset
 
 __all__ = [

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-import zlib
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -21,9 +19,6 @@ import pyarrow.compute as pc
 
 from crops_ray.discriminator.config import DiscriminatorConfig
 from crops_ray.plumbing import model_path
-
-if TYPE_CHECKING:
-    from crops_ray.discriminator.model import Discriminator
 
 
 @dataclass
@@ -111,12 +106,6 @@ def precision_recall(theta: np.ndarray, labels: np.ndarray, alpha: float) -> tup
     return precision, recall
 
 
-def query_split(queries, heldout: bool) -> np.ndarray:
-    """A stable half of the queries (by a hash of the text): fit on one half, measure on the other."""
-    bucket = np.array([zlib.crc32(q.encode("utf-8")) % 2 for q in queries])
-    return bucket == (1 if heldout else 0)
-
-
 def read_labelled_pairs(path: str) -> pa.Table:
     """A user's labelled pairs: parquet or CSV with columns query, text, label (1 relevant, 0 not)."""
     import pyarrow.csv as pcsv
@@ -134,23 +123,6 @@ def read_labelled_pairs(path: str) -> pa.Table:
         raise ValueError(f"{path}: label must be 0 or 1 ({bad} rows are not)")
     return pa.table(
         {"query": pc.cast(t["query"], pa.string()), "text": pc.cast(t["text"], pa.string()), "label": labels}
-    )
-
-
-def fit_calibration(
-    disc: Discriminator, fit: pa.Table, heldout: pa.Table | None, source: str, alpha: float
-) -> Calibration:
-    """:func:`fit_on_scores` on ``disc``'s raw scores of ``fit``, measured on ``heldout``."""
-    held = heldout if heldout is not None and heldout.num_rows else None
-    return fit_on_scores(
-        disc.raw_scores(fit["query"].to_pylist(), fit["text"].to_pylist()),
-        fit["label"].to_numpy(),
-        disc.model_dir,
-        disc.cfg.kind,
-        source,
-        alpha,
-        held_raw=None if held is None else disc.raw_scores(held["query"].to_pylist(), held["text"].to_pylist()),
-        held_labels=None if held is None else held["label"].to_numpy(),
     )
 
 

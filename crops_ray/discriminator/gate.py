@@ -32,11 +32,10 @@ from crops_ray.discriminator.calibration import (
     Calibration,
     expected_calibration_error,
     fit_on_scores,
-    query_split,
     read_labelled_pairs,
 )
 from crops_ray.discriminator.config import DiscriminatorConfig
-from crops_ray.discriminator.log_labels import UNLABELLED, LogEvidence, build_log_labels
+from crops_ray.discriminator.log_labels import UNLABELLED, LogEvidence, build_log_labels, query_split
 from crops_ray.plumbing import cache_dir, model_path, weights_fingerprint
 
 MINED_SOURCES = ("reformulation", "recommendation")  # the candidates' columns that say which source proposed them

@@ -21,8 +21,8 @@ A real platform has no ground truth, only its logs, so every label here is a rul
 
 The gate trains on a balanced sample of these labels plus the mined (P1/P2) candidates the log labels (the pairs it
 will decide, so the hard negatives it must reject are among them). Queries are split by a hash of their text
-(:func:`crops_ray.discriminator.calibration.query_split`): the gate is trained on one half and calibrated on the
-other half's labelled candidates, so theta is measured on queries the model never saw.
+(:func:`query_split`, also the split of a user's or a world's labelled pairs): the gate is trained on one half and
+calibrated on the other half's labelled candidates, so theta is measured on queries the model never saw.
 Nothing here reads ``eval/`` or a generated world: :mod:`crops_ray.world.audit` measures these rules against a
 world's truth afterwards, for the report only.
 """
@@ -30,6 +30,7 @@ world's truth afterwards, for the report only.
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +51,12 @@ LABELS_SCHEMA = pa.schema(
 )
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def query_split(queries, heldout: bool) -> np.ndarray:
+    """A stable half of the queries (by a hash of the text): fit on one half, measure on the other."""
+    bucket = np.array([zlib.crc32(q.encode("utf-8")) % 2 for q in queries])
+    return bucket == (1 if heldout else 0)
 
 
 @dataclass
@@ -176,8 +183,6 @@ class LogEvidence:
 def build_log_labels(evidence: LogEvidence, video_ids, candidates: pd.DataFrame | None = None) -> pa.Table:
     """The gate's labelled pairs (LABELS_SCHEMA), split by query: the balanced sample, and the mined candidates
     (``candidates``: query, video_id) that the log labels, which are the pairs the gate will decide."""
-    from crops_ray.discriminator.calibration import query_split
-
     parts = [evidence.training_sample(video_ids).assign(origin="sample")]
     if candidates is not None and len(candidates):
         lab, rules = evidence.label(candidates["query"].tolist(), candidates["video_id"].tolist())

@@ -3,7 +3,8 @@
 A cross-encoder (the default) is a sequence-classification folder with one logit per pair
 (:mod:`crops_ray.discriminator.cross_encoder`); a bi-encoder discriminator is the training code's
 :class:`crops_ray.encoder.Encoder` (shared towers, mean pooling, unit length: raw score = cosine). Either way the
-calibration names the weights and the kind it was fitted on, and those are what load.
+calibration names the weights and the kind it was fitted on, and those are what load; :func:`fit_calibration` fits
+one on a model's own scores.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pyarrow as pa
 
-from crops_ray.discriminator.calibration import Calibration, calibrated_weights
+from crops_ray.discriminator.calibration import Calibration, calibrated_weights, fit_on_scores
 from crops_ray.discriminator.config import DiscriminatorConfig
 from crops_ray.plumbing import EmbeddingCache
 
@@ -84,3 +86,20 @@ class Discriminator:
         if self.calibration is None:
             raise RuntimeError("theta needs a calibration (the one build_data wrote: discriminator_calibration.json)")
         return self.calibration.theta(self.raw_scores(queries, texts)).astype(np.float32)
+
+
+def fit_calibration(
+    disc: Discriminator, fit: pa.Table, heldout: pa.Table | None, source: str, alpha: float
+) -> Calibration:
+    """:func:`fit_on_scores` on ``disc``'s raw scores of ``fit``, measured on ``heldout``."""
+    held = heldout if heldout is not None and heldout.num_rows else None
+    return fit_on_scores(
+        disc.raw_scores(fit["query"].to_pylist(), fit["text"].to_pylist()),
+        fit["label"].to_numpy(),
+        disc.model_dir,
+        disc.cfg.kind,
+        source,
+        alpha,
+        held_raw=None if held is None else disc.raw_scores(held["query"].to_pylist(), held["text"].to_pylist()),
+        held_labels=None if held is None else held["label"].to_numpy(),
+    )

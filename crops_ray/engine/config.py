@@ -1,5 +1,6 @@
-"""The data engine's settings (:class:`EngineConfig`), the one labelling rule derived from them
-(:func:`label_settings`), and the error for an input folder the engine cannot read (:class:`EngineInputError`)."""
+"""The data engine's settings (:class:`EngineConfig`, and P3's :class:`WorldKnowledgeConfig`, which P3's three
+modules all read), the one labelling rule derived from them (:func:`label_settings`), and the error for an input
+folder the engine cannot read (:class:`EngineInputError`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,64 @@ from crops_ray import schema as S
 from crops_ray.discriminator import DiscriminatorConfig
 from crops_ray.engine.recommendation import RecommendationConfig
 from crops_ray.engine.reformulation import ReformulationConfig
-from crops_ray.engine.world_knowledge import WorldKnowledgeConfig
 from crops_ray.hla import LevelConfig
 
 SOURCES = tuple(S.PERSPECTIVES)  # p1 reformulation, p2 recommendation, p3 LLM world knowledge
+BACKENDS = ("transformers", "vllm")  # P3's LLM backends
+
+
+@dataclass
+class WorldKnowledgeConfig:
+    backend: str = "transformers"
+    model: str = "smollm2"  # a packaged alias or a local Hugging Face folder (vllm: a local folder)
+    max_queries: int = 8  # queries prompted, most clicked first; 0 means every query with a click (GPU scale)
+    samples_per_query: int = 4  # prompts per query, one description each
+    max_new_tokens: int = 64
+    temperature: float = 0.8  # 0: greedy
+    top_p: float = 0.95
+    repetition_penalty: float = 1.1
+    seed: int = 0
+    batch_size: int = 8  # prompts per batch
+    # quality control
+    per_query_cap: int = 3  # synthetic positives kept per query (highest theta first)
+    min_words: int = 5
+    max_chars: int = 400
+    near_duplicate: float = 0.7  # word-set Jaccard at or above which two descriptions count as one
+    example_copy: float = 0.6  # word-set Jaccard with the example at or above which a description copies it
+    # Prompt bounds: a pasted paragraph or a crawler's query must not blow up the prompt (and the LLM's time and
+    # memory); the world's queries are under 60 characters, its titles and captions under 300.
+    max_example_chars: int = 400
+    max_query_chars: int = 200
+    cache_dir: str | None = None  # dequantised models; default $CROPS_CACHE or ~/.cache/crops-ray
+    # transformers backend: actor pool
+    # Two actors of one thread each keep both cores of a small machine busy; two threads in one actor thrash
+    # while Ray Data's own tasks run.
+    num_cpus: float = 0.5
+    pool_min: int = 2
+    pool_max: int = 2
+    torch_threads: int | None = None  # None: max(1, round(num_cpus)) per actor
+    max_restarts: int = 3
+    max_task_retries: int = 3
+    # vllm backend
+    max_model_len: int = 4096
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    vllm_concurrency: int = 1
+    vllm_batch_size: int = 64
+    accelerator_type: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"llm backend {self.backend!r} is not one of {BACKENDS}")
+        for name in ("samples_per_query", "max_new_tokens", "batch_size", "per_query_cap", "max_model_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"world_knowledge {name} must be >= 1, got {getattr(self, name)}")
+        if self.max_queries < 0:
+            raise ValueError(f"world_knowledge max_queries must be >= 0, got {self.max_queries}")
+
+    @property
+    def prompts_per_batch(self) -> int:  # a batch holds batch_size generations, samples_per_query per prompt
+        return max(1, self.batch_size // self.samples_per_query)
 
 
 def _paper_levels() -> dict[str, int]:

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 if TYPE_CHECKING:
-    from crops_ray.engine.world_knowledge import WorldKnowledgeConfig
+    from crops_ray.engine.config import WorldKnowledgeConfig
 
 ANGLES = (
     "for example a beginner tutorial",

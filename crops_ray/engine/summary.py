@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from crops_ray.engine.config import label_settings
 from crops_ray.engine.io import count_true
 
 # ---------------------------------------------------------------------------------------------- per-batch counters
@@ -118,8 +119,6 @@ def engine_stats(
     seconds: dict,
 ) -> dict:
     """The stats dict build_data returns and writes as ``OUT/stats.json`` (before ``evaluation``)."""
-    from crops_ray.engine.config import label_settings  # config imports world_knowledge, which imports this module
-
     sources = set(cfg.sources)
     gate = label_settings(cfg)["gate"]
     return {

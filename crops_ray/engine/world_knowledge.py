@@ -11,21 +11,23 @@ answer per sample), ``prompt_tokens`` and ``generated_tokens`` ->
 :class:`~crops_ray.engine.descriptions.DescriptionVerifier` parses, filters and verifies them and emits one row
 per description with the reason it was dropped (null when kept).
 
-Where each part lives: this module holds the settings (:class:`WorldKnowledgeConfig`), the choice of queries and
-their examples, and the two Ray Data steps (:func:`generate`, :func:`verify`); :mod:`crops_ray.engine.llm` the
-model and the two backends (``transformers`` on CPU, ``vllm`` on GPU); :mod:`crops_ray.engine.descriptions` the
-prompt, parsing, quality control and the verifier. Names other code imports from here are re-exported.
+Where each part lives: this module holds the choice of queries and their examples, and the two Ray Data steps
+(:func:`generate`, :func:`verify`); :mod:`crops_ray.engine.llm` the model and the two backends (``transformers`` on
+CPU, ``vllm`` on GPU); :mod:`crops_ray.engine.descriptions` the prompt, parsing, quality control and the verifier;
+:mod:`crops_ray.engine.config` the settings (:class:`WorldKnowledgeConfig`, read by all three). Names other code
+imports from here are re-exported.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow.compute as pc
 
 from crops_ray import storage
+from crops_ray.engine.config import WorldKnowledgeConfig
 from crops_ray.engine.descriptions import (
     DESCRIPTION_SCHEMA,
     REASONS,
@@ -80,63 +82,6 @@ __all__ = [  # re-exported: other code imports these from crops_ray.engine.world
     "vllm_processor",
     "vllm_processor_config",
 ]
-
-BACKENDS = ("transformers", "vllm")
-
-
-@dataclass
-class WorldKnowledgeConfig:
-    backend: str = "transformers"
-    model: str = "smollm2"  # a packaged alias or a local Hugging Face folder (vllm: a local folder)
-    max_queries: int = 8  # queries prompted, most clicked first; 0 means every query with a click (GPU scale)
-    samples_per_query: int = 4  # prompts per query, one description each
-    max_new_tokens: int = 64
-    temperature: float = 0.8  # 0: greedy
-    top_p: float = 0.95
-    repetition_penalty: float = 1.1
-    seed: int = 0
-    batch_size: int = 8  # prompts per batch
-    # quality control
-    per_query_cap: int = 3  # synthetic positives kept per query (highest theta first)
-    min_words: int = 5
-    max_chars: int = 400
-    near_duplicate: float = 0.7  # word-set Jaccard at or above which two descriptions count as one
-    example_copy: float = 0.6  # word-set Jaccard with the example at or above which a description copies it
-    # Prompt bounds: a pasted paragraph or a crawler's query must not blow up the prompt (and the LLM's time and
-    # memory); the world's queries are under 60 characters, its titles and captions under 300.
-    max_example_chars: int = 400
-    max_query_chars: int = 200
-    cache_dir: str | None = None  # dequantised models; default $CROPS_CACHE or ~/.cache/crops-ray
-    # transformers backend: actor pool
-    # Two actors of one thread each keep both cores of a small machine busy; two threads in one actor thrash
-    # while Ray Data's own tasks run.
-    num_cpus: float = 0.5
-    pool_min: int = 2
-    pool_max: int = 2
-    torch_threads: int | None = None  # None: max(1, round(num_cpus)) per actor
-    max_restarts: int = 3
-    max_task_retries: int = 3
-    # vllm backend
-    max_model_len: int = 4096
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    vllm_concurrency: int = 1
-    vllm_batch_size: int = 64
-    accelerator_type: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"llm backend {self.backend!r} is not one of {BACKENDS}")
-        for name in ("samples_per_query", "max_new_tokens", "batch_size", "per_query_cap", "max_model_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"world_knowledge {name} must be >= 1, got {getattr(self, name)}")
-        if self.max_queries < 0:
-            raise ValueError(f"world_knowledge max_queries must be >= 0, got {self.max_queries}")
-
-    @property
-    def prompts_per_batch(self) -> int:  # a batch holds batch_size generations, samples_per_query per prompt
-        return max(1, self.batch_size // self.samples_per_query)
-
 
 # ---------------------------------------------------------------------------------------------- queries
 

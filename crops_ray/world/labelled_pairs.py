@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crops_ray.discriminator.calibration import query_split
+from crops_ray.discriminator.log_labels import query_split
 from crops_ray.schema import table_files
 from crops_ray.world.audit import judgments_path
 
