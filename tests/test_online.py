@@ -1,8 +1,10 @@
 """The simulated online A/B test: it ranks retrievers the way users would feel them, and only by retriever."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from crops_ray.significance import relative_change_bootstrap
 from crops_ray.world import generator as G
 from crops_ray.world import online as O
 
@@ -44,6 +46,43 @@ def test_common_random_numbers_identical_arms_give_identical_figures(world):
     assert by_arm["a"].equals(by_arm["b"]) and by_arm["a"].equals(by_arm["logging"])
     s = O.summarize(counts, "a", ocfg).set_index("arm")
     assert s.loc["b", ["ctr_rel", "lpr_rel", "rqr_rel", "ctr_rel_low", "ctr_rel_high"]].abs().max() == 0
+
+
+def test_table2_intervals_are_the_shared_bootstrap_over_users():
+    """summarize's interval for each arm and metric is :func:`significance.relative_change_bootstrap` on the
+    arms' per-user counts (users in the same order in both), not a bootstrap of its own."""
+    rng = np.random.default_rng(1)
+    requests = rng.poisson(3, size=200) + 1
+    sessions = rng.poisson(2, size=200) + 1
+    arms = {"base": 0.30, "better": 0.40}
+    frames = []
+    for arm, ctr in arms.items():
+        frames.append(
+            pd.DataFrame(
+                {
+                    "arm": arm,
+                    "user": np.arange(200),
+                    "requests": requests,
+                    "clicked_requests": rng.binomial(requests, ctr),
+                    "long_play_requests": rng.binomial(requests, ctr / 3),
+                    "sessions": sessions,
+                    "reformulated_sessions": rng.binomial(sessions, 1 - ctr),
+                }
+            ).sample(frac=1.0, random_state=int(ctr * 100))  # rows out of user order: summarize pairs by user
+        )
+    counts = pd.concat(frames, ignore_index=True)
+    ocfg = O.OnlineConfig(resamples=500, confidence=0.9, seed=3)
+    summary = O.summarize(counts, "base", ocfg).set_index("arm")
+    by_arm = {arm: frame.sort_values("user") for arm, frame in counts.groupby("arm")}
+    for metric, (num, den) in O.METRICS.items():
+        ci = relative_change_bootstrap(
+            by_arm["better"][num], by_arm["better"][den], by_arm["base"][num], by_arm["base"][den],
+            resamples=500, confidence=0.9, seed=3,
+        )  # fmt: skip
+        row = summary.loc["better"]
+        assert (row[f"{metric}_rel_low"], row[f"{metric}_rel_high"]) == (ci.low, ci.high)
+        assert row[f"{metric}_rel"] == pytest.approx(ci.diff)
+    assert summary.loc["better", "ctr_rel_low"] > 0  # a 30% -> 40% CTR lift on 200 users is found
 
 
 def test_a_run_missing_a_query_is_an_error_and_a_non_world_is_refused(world, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from crops_ray.report import additivity as A
 from crops_ray.report import per_query as R
-from crops_ray.significance import compare_runs, paired_bootstrap
+from crops_ray.significance import compare_runs, paired_bootstrap, relative_change_bootstrap
 
 
 def _direct_percentile(a, b, n, resamples, seed):
@@ -58,6 +58,39 @@ def test_paired_beats_unpaired_power():
     assert ci.high - ci.low < (unpaired[1] - unpaired[0]) / 5
     shuffled = paired_bootstrap(better, rng.permutation(base), resamples=2000)  # a pairing lost: the gain drowns
     assert not shuffled.significant
+
+
+def _users(rng, n, ctr):
+    """Per-user (clicked requests, requests) of an arm whose users click in a share ``ctr`` of their requests."""
+    requests = rng.poisson(4, size=n).astype(float) + 1
+    return rng.binomial(requests.astype(int), ctr).astype(float), requests
+
+
+@pytest.mark.parametrize("method", ["percentile", "BCa"])
+def test_relative_change_matches_a_direct_resampling_of_users(method):
+    """Table 2's interval: A's CTR relative to B's, the same users resampled in both arms."""
+    rng = np.random.default_rng(8)
+    b_clicks, requests = _users(rng, 500, 0.40)
+    a_clicks = np.minimum(requests, b_clicks + rng.binomial(1, 0.3, size=500))  # A's users click a bit more
+    ci = relative_change_bootstrap(a_clicks, requests, b_clicks, requests, resamples=4000, seed=1, method=method)
+    assert ci.diff == pytest.approx(a_clicks.sum() / b_clicks.sum() - 1) and ci.units == 500
+    idx = np.random.default_rng(2).integers(0, 500, size=(20000, 500))
+    direct = a_clicks[idx].sum(1) / b_clicks[idx].sum(1) - 1  # one resample of users for both arms
+    low, high = np.quantile(direct, [0.025, 0.975])
+    assert ci.low == pytest.approx(low, abs=0.006) and ci.high == pytest.approx(high, abs=0.006)
+
+
+def test_relative_change_finds_a_constructed_lift_and_not_a_missing_one():
+    rng = np.random.default_rng(9)
+    base_clicks, requests = _users(rng, 800, 0.30)
+    lifted = rng.binomial(requests.astype(int), 0.36).astype(float)  # +20% CTR
+    ci = relative_change_bootstrap(lifted, requests, base_clicks, requests, resamples=2000)
+    assert ci.significant and 0 < ci.low < 0.2 < ci.high
+    same_rate = rng.binomial(requests.astype(int), 0.30).astype(float)  # the same CTR, other draws
+    ci = relative_change_bootstrap(same_rate, requests, base_clicks, requests, resamples=2000)
+    assert ci.low < 0 < ci.high and not ci.significant
+    same = relative_change_bootstrap(base_clicks, requests, base_clicks.copy(), requests.copy())
+    assert (same.diff, same.low, same.high) == (0.0, 0.0, 0.0) and not same.significant
 
 
 def _per_query(hits, pairs, ndcg):

@@ -23,7 +23,8 @@ an upper bound) and ``random`` (k random videos: the floor).
 Metrics, per arm (sums over users, so a user is the unit of the confidence intervals):
 CTR = requests with a click / requests; LPR (long-play rate) = requests with a long play / requests;
 RQR (query reformulation rate) = sessions that reformulated / sessions. Relative change against a baseline
-arm with a 95% paired bootstrap interval over users (the same users in both arms).
+arm with a 95% paired bootstrap interval over users (the same users in both arms), from the same scipy BCa
+bootstrap as Table 1's (:func:`crops_ray.significance.relative_change_bootstrap`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from crops_ray.report.markdown import rows_table
+from crops_ray.significance import relative_change_bootstrap
 from crops_ray.world import generator as G
 
 BUILT_IN = ("oracle", "logging", "random")
@@ -251,11 +253,6 @@ def summarize(counts: pd.DataFrame, baseline: str, ocfg: OnlineConfig | None = N
         raise ValueError(f"baseline arm {baseline!r} is not among {arms}")
     by_arm = {a: counts[counts["arm"] == a].sort_values("user") for a in arms}
     base = by_arm[baseline]
-    rng = np.random.default_rng(ocfg.seed)
-    n = len(base)
-    # Resampling users with replacement = multinomial weights per resample; the same weights for every arm.
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=ocfg.resamples).astype(float)
-    alpha = (1 - ocfg.confidence) / 2
     out = []
     for arm in arms:
         row = {"arm": arm}
@@ -263,10 +260,13 @@ def summarize(counts: pd.DataFrame, baseline: str, ocfg: OnlineConfig | None = N
             a_num, a_den = by_arm[arm][num].to_numpy(float), by_arm[arm][den].to_numpy(float)
             b_num, b_den = base[num].to_numpy(float), base[den].to_numpy(float)
             value, base_value = a_num.sum() / a_den.sum(), b_num.sum() / b_den.sum()
-            boot = (weights @ a_num / (weights @ a_den)) / (weights @ b_num / (weights @ b_den)) - 1
+            # Table 1's bootstrap, over users; one seed for every arm and metric, so all resample the same users.
+            ci = relative_change_bootstrap(
+                a_num, a_den, b_num, b_den, resamples=ocfg.resamples, confidence=ocfg.confidence, seed=ocfg.seed
+            )
             row[metric] = value
             row[f"{metric}_rel"] = value / base_value - 1
-            row[f"{metric}_rel_low"], row[f"{metric}_rel_high"] = np.quantile(boot, [alpha, 1 - alpha])
+            row[f"{metric}_rel_low"], row[f"{metric}_rel_high"] = ci.low, ci.high
         out.append(row)
     return pd.DataFrame(out)
 
