@@ -59,6 +59,7 @@ class DemoReport:
     table: str  # Table 1
     head: list[str]  # Table 1's section, as lines
     significance_table: str  # CroPS minus each baseline ("" without CIs)
+    sparse_significance_table: str  # CroPS-sparse minus each sparse baseline, and the indexes' audit ("" without)
     additivity_table: str  # "" without ablations
     online_seeds_table: str  # Table 2 over the seeds ("" with one seed or none)
 
@@ -175,16 +176,16 @@ def write_report(run: DemoRun) -> DemoReport:
             "queries (`crops_ray/significance.py`, scipy's BCa bootstrap); * marks an interval that excludes 0; with "
             "several seeds the mean ± sd of the differences comes first.\n\n" + significance_table,
         )
+    sparse_table = ""
     if any(run.per_seed_sparse_ci.values()):
+        sparse_table = R.significance_markdown(run.per_seed_sparse_ci, "CroPS-sparse", labels)
+        sparse_table += "\n\n" + sparse_audit_table(first, methods, labels)
         at = next((i + 1 for i, text in enumerate(sections) if text.startswith(SIGNIFICANCE)), len(sections))
         sections.insert(
             at,
             f"{SPARSE_SIGNIFICANCE}\n\nThe paper's second architecture: a learned sparse retriever (CSR heads over "
             "the same encoder, an inverted index; `crops_ray/sparse/`) trained on each method's samples with its "
-            "loss, budget and document tower. Same intervals as above.\n\n"
-            + R.significance_markdown(run.per_seed_sparse_ci, "CroPS-sparse", labels)
-            + "\n\n"
-            + sparse_audit_table(first, methods, labels),
+            "loss, budget and document tower. Same intervals as above.\n\n" + sparse_table,
         )
     additivity_table, additivity = additivity_report(run.per_seed_additivity, labels)
     if additivity_table:  # right after CroPS minus each baseline
@@ -221,7 +222,7 @@ def write_report(run: DemoRun) -> DemoReport:
             indent=2,
             default=str,
         )
-    return DemoReport(table, head, significance_table, additivity_table, seeds_table)
+    return DemoReport(table, head, significance_table, sparse_table, additivity_table, seeds_table)
 
 
 def _online_sections(run: DemoRun, seeds_table: str) -> list[str]:
@@ -287,6 +288,9 @@ def readme_block(run: DemoRun, report: DemoReport) -> str:
     if report.significance_table:
         block += "\n\n### CroPS minus each baseline (points, paired bootstrap 95% CI over queries; * excludes 0)\n\n"
         block += report.significance_table
+    if report.sparse_significance_table:
+        block += "\n\n### The sparse model: CroPS-sparse minus each sparse baseline (points, paired 95% CI)\n\n"
+        block += report.sparse_significance_table
     if report.additivity_table:
         block += "\n\n### Do the perspectives add up? (points, paired bootstrap 95% CI over queries; * excludes 0)"
         block += "\n\n" + report.additivity_table
