@@ -32,11 +32,13 @@ from crops_ray import storage
 from crops_ray.engine import assemble as A
 from crops_ray.engine import build as B
 from crops_ray.engine.summary import mean_of
+from crops_ray.layout import DataLayout, SeedLayout
 from crops_ray.report.sweep import DOWNSTREAM_METRICS, summary_lines, write_outputs
+from crops_ray.sources import GATED_SOURCES, Source
 from crops_ray.world import audit as E
 
 DEFAULT_ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-MINED = (("p1", "reformulation"), ("p2", "recommendation"))  # (short name, candidates column) of each swept source
+MINED = tuple((f"p{s.perspective}", s) for s in GATED_SOURCES)  # (short name, candidates column) of each swept source
 LABEL_FLAGS = ("gate_pass", "reformulation_kept", "recommendation_kept")  # what label_candidates derives
 PROGRESS_ROWS = 500_000  # a progress line per this many candidate pairs read
 
@@ -65,12 +67,13 @@ def read_build(data: str) -> tuple[dict, B.EngineConfig]:
     """A finished build_data output's stats.json and the EngineConfig it was built with."""
     from crops_ray.config import from_dict
 
-    if not os.path.exists(f"{data}/stats.json") or not storage.parquet_files(f"{data}/candidates"):
+    build = DataLayout(data)
+    if not os.path.exists(build.stats_json) or not storage.parquet_files(build.candidates):
         raise SweepInputError(
             f"{data} is not a build_data output (no stats.json or candidates/): pass the --out of "
             "`python pipelines/build_data.py`, whose candidates/ keep every mined pair's theta"
         )
-    with open(f"{data}/stats.json") as f:
+    with open(build.stats_json) as f:
         stats = json.load(f)
     return stats, from_dict(B.EngineConfig, stats["config"])
 
@@ -97,7 +100,9 @@ def relabel(candidates: pa.Table, cfg: B.EngineConfig, alpha: float) -> pa.Table
 def alpha_samples(data: str, cfg: B.EngineConfig, alpha: float) -> pa.Table:
     """The samples build_data would have written at ``alpha`` (SAMPLES_SCHEMA): P0-P2 through the engine's HLA
     step on the relabelled candidates, plus P3 as built."""
-    parts = [A.to_samples(relabel(batch, cfg, alpha), dict(cfg.levels)) for batch in _batches(f"{data}/candidates")]
+    parts = [
+        A.to_samples(relabel(batch, cfg, alpha), dict(cfg.levels)) for batch in _batches(DataLayout(data).candidates)
+    ]
     parts += list(_p3_samples(data, cfg))
     return pa.concat_tables(parts) if parts else S.SAMPLES_SCHEMA.empty_table()
 
@@ -105,8 +110,8 @@ def alpha_samples(data: str, cfg: B.EngineConfig, alpha: float) -> pa.Table:
 def _p3_samples(data: str, cfg: B.EngineConfig):
     """The LLM's kept descriptions as samples, as build_data assembled them (none without P3)."""
     if "p3" in cfg.sources:
-        for batch in _batches(f"{data}/llm_descriptions"):
-            yield B.llm_samples(batch, cfg.levels["llm"])
+        for batch in _batches(DataLayout(data).llm_descriptions):
+            yield B.llm_samples(batch, cfg.levels[Source.LLM])
 
 
 def _add(total: dict, counts: dict) -> None:
@@ -129,7 +134,7 @@ def sweep_counts(
         for alpha in alphas:
             _add(out[alpha]["samples"], _table_counts(B.sample_counts(batch)))
     rows, reported = 0, 0
-    for batch in _batches(f"{data}/candidates"):
+    for batch in _batches(DataLayout(data).candidates):
         rows += batch.num_rows
         rel = None
         if relevant is not None:
@@ -224,9 +229,10 @@ def downstream(
 
     results = {}
     for i, alpha in enumerate(alphas, 1):
-        folder = f"{alpha_folder(out, alpha)}/crops"
-        if reuse and os.path.exists(f"{folder}/result.json"):
-            with open(f"{folder}/result.json") as f:
+        crops = SeedLayout(alpha_folder(out, alpha)).method("crops")
+        folder = crops.root
+        if reuse and os.path.exists(crops.result_json):
+            with open(crops.result_json) as f:
                 results[alpha] = json.load(f)
             progress(f"      alpha {alpha:g}: reused {folder}")
             continue

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from crops_ray.config import config
 from crops_ray.plumbing import cache_dir, map_with_actors
 from crops_ray.schema import count_rows
 
 
-@dataclass
+@config
 class EmbedConfig:
     batch_size: int = 256  # rows per Ray Data batch handed to an actor
     encode_batch_size: int = 64  # texts per forward pass

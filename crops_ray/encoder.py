@@ -29,12 +29,13 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from crops_ray.config import config
 from crops_ray.plumbing import encode_by_length, file_digest, model_path, weights_digest
 
 CONFIG_NAME = "crops_encoder.json"
@@ -42,7 +43,7 @@ QUERY_FOLDER, DOC_FOLDER = "query", "doc"
 POOLINGS = ("mean",)
 
 
-@dataclass
+@config
 class EncoderConfig:
     pooling: str = "mean"
     normalize: bool = True

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from crops_ray import metrics as M
 from crops_ray import schema as S
 from crops_ray import storage
+from crops_ray.config import config
 from crops_ray.embed import EmbedConfig, encode_corpus
 from crops_ray.index import IndexConfig, VectorIndex
 from crops_ray.onnx_encoder import EncoderBackend, check_backend
@@ -29,7 +30,7 @@ TARGETS = ("ct", "qr", "qrels")
 METHODS = ("bm25", "dense", "sparse")
 
 
-@dataclass
+@config
 class EvalConfig:
     recall_ks: tuple = (10, 20, 50, 100, 1000)
     ndcg_ks: tuple = (4, 10)

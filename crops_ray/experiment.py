@@ -44,10 +44,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from crops_ray import schema as S
+from crops_ray.config import config
 from crops_ray.evaluate import EvalConfig, evaluate
 from crops_ray.hla import GroupConfig, build_groups, keep_highest, write_groups
+from crops_ray.layout import MethodLayout, OnlineLayout, SeedLayout
 from crops_ray.model_card import write_model_card
 from crops_ray.negatives import NegativeConfig, labelled_positives
+from crops_ray.runtime import init_ray
+from crops_ray.sources import Source
 from crops_ray.sparse.head import SparseConfig
 from crops_ray.tracking import NO_RUN, Run
 from crops_ray.train import TrainConfig, train
@@ -56,7 +60,6 @@ TABLE1 = ("bm25", "zero_shot", "dpr", "fs_lr", "crops")
 ABLATIONS = ("crops_p1", "crops_p2", "crops_p3", "crops_binary")
 NEGATIVE_BASELINES = ("ance", "adore_star", "trisampler")  # opt-in (--methods): not in the default demo
 SPARSE = ("sparse_zero_shot", "dpr_sparse", "crops_sparse")  # opt-in (--sparse): the paper's Sparse Model
-SPARSE_INIT = "sparse_init"  # ROOT/sparse_init: CSR's heads fitted on the corpus, the sparse methods' start
 LOG_SOURCES = S.STAGES
 PERSPECTIVE_SOURCE = S.PERSPECTIVES
 
@@ -80,9 +83,9 @@ METHODS = {
         Method("dpr", "DPR (clicks, InfoNCE)", LOG_SOURCES, "infonce"),
         Method("fs_lr", "FS-LR-style (log stages, H-InfoNCE)", LOG_SOURCES),
         Method("crops", "CroPS", LOG_SOURCES + tuple(PERSPECTIVE_SOURCE.values())),
-        Method("crops_p1", "CroPS, P1 only", LOG_SOURCES + ("reformulation",)),
-        Method("crops_p2", "CroPS, P2 only", LOG_SOURCES + ("recommendation",)),
-        Method("crops_p3", "CroPS, P3 only", LOG_SOURCES + ("llm",)),
+        Method("crops_p1", "CroPS, P1 only", LOG_SOURCES + (PERSPECTIVE_SOURCE["p1"],)),
+        Method("crops_p2", "CroPS, P2 only", LOG_SOURCES + (PERSPECTIVE_SOURCE["p2"],)),
+        Method("crops_p3", "CroPS, P3 only", LOG_SOURCES + (PERSPECTIVE_SOURCE["p3"],)),
         Method(
             "crops_binary",
             "CroPS, binary labels + InfoNCE",
@@ -101,7 +104,7 @@ METHODS = {
 }
 
 
-@dataclass
+@config
 class ExperimentConfig:
     methods: tuple = TABLE1
     # The CPU demo's training: query-side fine-tuning (a frozen document tower, shared by every method and the
@@ -143,7 +146,7 @@ def method_samples(samples: pa.Table, method: Method, log: pa.Table | None = Non
         # Every enriched positive counts as a click: DPR's InfoNCE then treats them all as one positive class
         # and the other logged stages as hard negatives, exactly as for clicks.
         is_enriched = pc.is_in(kept["source"], pa.array(list(PERSPECTIVE_SOURCE.values())))
-        source = pc.if_else(is_enriched, pa.scalar("clicked"), kept["source"])
+        source = pc.if_else(is_enriched, pa.scalar(Source.CLICKED), kept["source"])
         kept = kept.set_column(kept.schema.get_field_index("source"), "source", source)
     return kept
 
@@ -175,9 +178,10 @@ def log_result(run: Run, result: dict, out: str) -> None:
     """A method's Table-1 numbers as metrics (``recall@100_ct`` as ``recall_at_100_ct``) and its result.json and
     evaluation metrics.json as artifacts (the training logs its own train_metrics.json)."""
     run.log_metrics({**result["metrics"], "method_seconds": result["seconds"]})
-    run.log_artifact(f"{out}/result.json")
-    for evaluation in (f"{out}/eval/metrics.json", f"{out}/metrics.json"):  # a trained method's, BM25's or zero-shot's
-        run.log_artifact(evaluation, "eval")
+    folder = MethodLayout(out)
+    run.log_artifact(folder.result_json)
+    for evaluation in folder.evaluations:  # a trained method's, BM25's or zero-shot's
+        run.log_artifact(evaluation.metrics_json, "eval")
 
 
 def run_method(
@@ -213,6 +217,7 @@ def _train_and_evaluate(
     tracking: Run,
 ) -> dict:
     os.makedirs(out, exist_ok=True)
+    folder = MethodLayout(out)
     started = time.time()
     train_metrics = {}
     kind = "sparse" if method.sparse else "dense"
@@ -226,33 +231,34 @@ def _train_and_evaluate(
             raise ValueError(f"method {method.name} needs training samples")
         chosen = method_samples(samples, method, log)
         groups = build_groups(chosen, GroupConfig(**{**asdict(cfg.groups), "seed": seed}))
-        write_groups(groups, f"{out}/groups")
+        write_groups(groups, folder.groups)
         loss = method_loss(method)
         tcfg = TrainConfig(**{**asdict(cfg.train), "loss": loss, "seed": seed, "model": start})
         if method.sparse and method.negatives != "none":
             raise ValueError(f"method {method.name}: the hard-negative miners search dense vectors, not sparse codes")
         if tcfg.doc_tower == "frozen" and not tcfg.doc_embeddings:
-            tcfg.doc_embeddings = frozen_doc_embeddings(logs, tcfg, cfg.eval, f"{out}/doc_embeddings.parquet", progress)
+            tcfg.doc_embeddings = frozen_doc_embeddings(logs, tcfg, cfg.eval, folder.doc_embeddings, progress)
         if method.negatives != "none":
             tcfg.negatives = mining_config(method, tcfg, chosen, out)
         mined = "" if method.negatives == "none" else f", {method.negatives} negatives"
         progress(
             f"[{method.name}] training on {groups.num_rows:,} groups from {chosen.num_rows:,} samples ({loss}{mined})"
         )
+        init_ray()  # train() needs Ray; with --reuse nothing before it may have started one
         train_metrics = train(
-            f"{out}/groups",
+            folder.groups,
             out,
             tcfg,
-            storage=f"{out}/checkpoints",
+            storage=folder.checkpoints,
             name=method.name,
             progress=progress,
             tracking=tracking,
         )
-        metrics = evaluate(logs, f"{out}/eval", method=kind, model=f"{out}/model", cfg=cfg.eval, progress=progress)
+        metrics = evaluate(logs, folder.eval.root, method=kind, model=folder.model, cfg=cfg.eval, progress=progress)
         corpus = S.count_rows(S.table_files(logs, "videos"))
         # The training side of the card is the driver's (train() wrote it under the run's name, the method's);
         # evaluation adds its own.
-        write_model_card(f"{out}/model", evaluation={**metrics, "corpus_videos": corpus})
+        write_model_card(folder.model, evaluation={**metrics, "corpus_videos": corpus})
     result = {
         "method": method.name,
         "seed": seed,
@@ -260,7 +266,7 @@ def _train_and_evaluate(
         "train": train_metrics,
         "seconds": round(time.time() - started, 1),
     }
-    with open(f"{out}/result.json", "w") as f:
+    with open(folder.result_json, "w") as f:
         json.dump(result, f, indent=2, default=str)
     return result
 
@@ -271,10 +277,10 @@ def sparse_start(logs: str, root: str, cfg: ExperimentConfig, seed: int, progres
     and seed; every sparse method starts from it, as the dense methods start from the pretrained encoder."""
     from crops_ray.embed import encode_corpus
     from crops_ray.plumbing import model_path
-    from crops_ray.sparse.fit import sparse_init
+    from crops_ray.sparse.fit import FIT_FILE, sparse_init
 
-    out = f"{root}/{SPARSE_INIT}"
-    if not os.path.exists(f"{out}/sparse_fit.json"):
+    out = SeedLayout(root).sparse_init
+    if not os.path.exists(f"{out}/{FIT_FILE}"):
         _, pooled = encode_corpus(S.table_files(logs, "videos"), model_path(cfg.train.model), cfg.eval.embed, progress)
         sparse_init(cfg.train.model, pooled, out, cfg.sparse, cfg.train.shared_towers, seed, progress)
     return out
@@ -288,7 +294,7 @@ def mining_config(method: Method, tcfg: TrainConfig, chosen: pa.Table, out: str)
             f"method {method.name} mines the frozen document tower's corpus encoding: it needs "
             "train.doc_tower = frozen and train.max_length equal to the evaluation's"
         )
-    positives = f"{out}/positives.parquet"
+    positives = MethodLayout(out).positives
     pq.write_table(labelled_positives(chosen, tcfg.negatives.positive_level), positives)
     corpus = tcfg.negatives.corpus or tcfg.doc_embeddings
     return replace(tcfg.negatives, rule=method.negatives, corpus=corpus, positives=positives)
@@ -355,8 +361,8 @@ def method_model(name: str, root: str, cfg: ExperimentConfig) -> str | None:
     if name == "bm25":
         return None
     if not METHODS[name].sources:
-        return f"{root}/{SPARSE_INIT}" if METHODS[name].sparse else cfg.train.model
-    return f"{root}/{name}/model"
+        return SeedLayout(root).sparse_init if METHODS[name].sparse else cfg.train.model
+    return SeedLayout(root).method(name).model
 
 
 def online_ab(
@@ -388,11 +394,8 @@ def online_ab(
         "logging": "Logging engine (incumbent, term based)",
         "random": "Random",
     }
-    counts = (
-        pd.read_parquet(f"{out}/online_counts.parquet")
-        if reuse and os.path.exists(f"{out}/online_counts.parquet")
-        else None
-    )
+    files = OnlineLayout(out)
+    counts = pd.read_parquet(files.counts) if reuse and os.path.exists(files.counts) else None
     if counts is not None and set(methods) <= set(counts["arm"]):  # summarise the counts an earlier run wrote
         base = baseline if baseline in set(counts["arm"]) else "logging"
         summary = O.summarize(counts, base, ocfg)
@@ -408,11 +411,11 @@ def online_ab(
         runs[name] = retrieve(kind, world, queries, ocfg.k, model=model, cfg=cfg.eval, progress=progress)
     counts = O.simulate(world, runs, ocfg, progress=progress, loaded=loaded, sessions=sessions)
     os.makedirs(out, exist_ok=True)
-    counts.to_parquet(f"{out}/online_counts.parquet", index=False)
+    counts.to_parquet(files.counts, index=False)
     base = baseline if baseline in runs else "logging"
     summary = O.summarize(counts, base, ocfg)
     table = O.table2_markdown(summary, base, labels)
-    with open(f"{out}/online.json", "w") as f:
+    with open(files.summary_json, "w") as f:
         json.dump(
             {"baseline": base, "config": asdict(ocfg), "arms": summary.set_index("arm").to_dict(orient="index")},
             f,

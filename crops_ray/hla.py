@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import numpy as np
 import pandas as pd
@@ -46,12 +46,14 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from crops_ray import storage
+from crops_ray.config import config
 from crops_ray.schema import SAMPLE_SOURCES, SAMPLES_SCHEMA, STAGES, LogSchemaError, filesystem_and_path, table_files
+from crops_ray.sources import Source, by_tie_rank
 
 IN_BATCH_LEVEL = 0
 
 
-PAPER = {"reformulation": 5, "recommendation": 4, "llm": 4, "clicked": 4, "exposed": 3, "ranked": 2, "filtered": 1}
+PAPER = {source.value: source.paper_level for source in Source}
 
 # Named level maps: the paper's, and hypotheses about it that pipelines/level_sweep.py measures (the paper's fourth
 # limitation: whether its levels transfer). A source at level 0 is a stored negative of its query: it stays in the
@@ -61,22 +63,14 @@ LEVEL_MAPS = {
     "paper": PAPER,
     # Mined positives (P2, P3) one level below the clicks, not equal to them: a gate's kept pair is less sure than
     # a click, and mined pairs can outnumber clicks. The log's stages keep their order below.
-    "mined_below_clicks": {**PAPER, "reformulation": 6, "clicked": 5},
+    "mined_below_clicks": {**PAPER, Source.REFORMULATION.value: 6, Source.CLICKED.value: 5},
     # Exposed but not clicked is a negative: what the logging engine showed and the user passed over.
-    "exposed_negative": {**PAPER, "exposed": 0},
+    "exposed_negative": {**PAPER, Source.EXPOSED.value: 0},
     # The engine's lower stages (ranked, filtered) are plain negatives: they say what the old engine liked.
-    "lower_stages_negative": {**PAPER, "ranked": 0, "filtered": 0},
-    # One positive class (every positive source at 1), every other logged stage a negative: InfoNCE with the log's
-    # hard negatives, the sources kept.
-    "binary": {
-        "reformulation": 1,
-        "recommendation": 1,
-        "llm": 1,
-        "clicked": 1,
-        "exposed": 0,
-        "ranked": 0,
-        "filtered": 0,
-    },
+    "lower_stages_negative": {**PAPER, Source.RANKED.value: 0, Source.FILTERED.value: 0},
+    # One positive class (every positive source at 1: the paper's click level and above), every other logged stage a
+    # negative: InfoNCE with the log's hard negatives, the sources kept.
+    "binary": {source: int(level >= PAPER[Source.CLICKED]) for source, level in PAPER.items()},
 }
 
 
@@ -84,7 +78,7 @@ def _paper_levels() -> dict[str, int]:
     return dict(PAPER)
 
 
-@dataclass
+@config
 class LevelConfig:
     """Each sample source's HLA level: ``name`` (one of :data:`LEVEL_MAPS`) or an explicit ``levels`` map (YAML:
     ``levels: {levels: {exposed: 2, ...}}``, which wins; every source named, levels >= 0, some source above 0)."""
@@ -128,7 +122,7 @@ GROUPS_SCHEMA = pa.schema(
 )
 
 
-@dataclass
+@config
 class GroupConfig:
     group_size: int = 8  # candidates per example: the anchor plus up to group_size - 1 companions
     max_examples_per_query: int = 4
@@ -158,10 +152,8 @@ def stable_hash(text: str) -> int:
 
 
 # HLA's one tie rule. A (query, video) pair that several sources give keeps its highest level; between sources at
-# the same level, the first in schema.SAMPLE_SOURCES names it: the log's stages (deepest first) before the
-# perspectives (P1, P2, P3), because what the log observed is evidence and a perspective only adds what the log
-# lacks. With the paper's levels the rule decides only the label of a click that P2 or P3 also found (level 4).
-SOURCE_RANK = {s: i for i, s in enumerate(SAMPLE_SOURCES)}
+# the same level, the lower Source.tie_rank names it (crops_ray.sources: the log's stages before the perspectives).
+SOURCE_RANK = {source.value: source.tie_rank for source in by_tie_rank()}
 
 
 def keep_highest(rows: pd.DataFrame) -> pd.DataFrame:

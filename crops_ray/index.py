@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from crops_ray.config import config
 
 KINDS = ("flat", "ivf", "hnsw")
 
 
-@dataclass
+@config
 class IndexConfig:
     kind: str = "flat"
     nlist: int = 0  # IVF lists; 0 = 4 * sqrt(n)

@@ -25,9 +25,12 @@ from crops_ray import alpha_sweep as AS
 from crops_ray import schema as S
 from crops_ray import storage
 from crops_ray.hla import LEVEL_MAPS, LevelConfig, log_samples, stable_hash
+from crops_ray.layout import LogsLayout, MethodLayout, SeedLayout
+from crops_ray.sources import Source
 
 VALIDATION_SHARE = 0.1  # of the queries with a click in the training log
 SELECT_ON = "recall@100_ct"
+SWEEP_JSON = "sweep.json"  # a map's row (validation and test metrics), so that --reuse reads it back
 METRICS = ("recall@100_ct", "recall@100_qr", "ndcg@4")
 
 
@@ -42,7 +45,7 @@ def parse_maps(text: str | None) -> tuple[str, ...]:
 
 def validation_queries(search_log: pa.Table, share: float = VALIDATION_SHARE, seed: int = 0) -> set[str]:
     """The held-out queries: a seeded hash share of the queries the training log has clicks for."""
-    clicked = search_log.filter(pc.equal(search_log["stage"], "clicked"))
+    clicked = search_log.filter(pc.equal(search_log["stage"], Source.CLICKED))
     queries = set(clicked["query"].to_pylist())
     return {q for q in queries if stable_hash(f"level-sweep\x1f{seed}\x1f{q}") % 10_000 < share * 10_000}
 
@@ -51,11 +54,12 @@ def write_validation(search: pa.Table, videos: list[str], queries: set[str], out
     """A log folder for evaluation on the held-out queries: their clicked (query, video) pairs in the validated
     search log (the training period) as ``eval/ct.parquet``, and the folder of the validated ``videos`` files
     (linked). Built from the validated logs only."""
-    keep = pc.and_(pc.equal(search["stage"], "clicked"), pc.is_in(search["query"], pa.array(sorted(queries))))
+    keep = pc.and_(pc.equal(search["stage"], Source.CLICKED), pc.is_in(search["query"], pa.array(sorted(queries))))
     pairs = search.filter(keep).select(["query", "video_id"]).group_by(["query", "video_id"]).aggregate([])
     folder = f"{out}/validation"
-    os.makedirs(f"{folder}/eval", exist_ok=True)
-    storage.write_table(pairs.cast(S.CT_SCHEMA), f"{folder}/eval/ct.parquet")
+    test_sets = LogsLayout(folder).eval
+    os.makedirs(test_sets, exist_ok=True)
+    storage.write_table(pairs.cast(S.CT_SCHEMA), f"{test_sets}/ct.parquet")
     link = f"{folder}/videos"
     if not os.path.exists(link):
         os.symlink(os.path.abspath(os.path.dirname(videos[0])), link)
@@ -79,6 +83,11 @@ def map_samples(
     return without(samples, held_out), without(log, held_out)
 
 
+def map_crops(out: str, name: str) -> MethodLayout:
+    """CroPS's folder under level map ``name``: the map's folder is laid out as a seed's."""
+    return SeedLayout(f"{out}/{name}").method("crops")
+
+
 def run_level_sweep(
     data: str,
     logs: str,
@@ -100,13 +109,15 @@ def run_level_sweep(
     videos = storage.read_table(video_files)
     held_out = validation_queries(search, seed=seed)
     val_logs = write_validation(search, video_files, held_out, out)
-    has_test = os.path.isdir(f"{logs}/eval") and bool(storage.parquet_files(f"{logs.rstrip('/')}/eval"))
+    test_sets = LogsLayout(logs.rstrip("/")).eval
+    has_test = os.path.isdir(test_sets) and bool(storage.parquet_files(test_sets))
     progress(f"level sweep: {len(maps)} maps; {len(held_out):,} held-out validation queries (their clicks)")
     rows = {}
     for i, name in enumerate(maps, 1):
-        folder = f"{out}/{name}/crops"
-        if reuse and os.path.exists(f"{folder}/sweep.json"):
-            with open(f"{folder}/sweep.json") as f:
+        crops = map_crops(out, name)
+        folder, sweep_json = crops.root, f"{crops.root}/{SWEEP_JSON}"
+        if reuse and os.path.exists(sweep_json):
+            with open(sweep_json) as f:
                 rows[name] = json.load(f)
             progress(f"  {name}: reused {folder}")
             continue
@@ -115,8 +126,8 @@ def run_level_sweep(
         result = run_method(METHODS["crops"], val_logs, samples, folder, exp_cfg, seed, progress=progress, log=log)
         row = {"map": name, "levels": LEVEL_MAPS[name], "validation": result["metrics"], "test": None}
         if has_test:
-            row["test"] = evaluate(logs, f"{folder}/test", "dense", f"{folder}/model", exp_cfg.eval, progress=progress)
-        with open(f"{folder}/sweep.json", "w") as f:
+            row["test"] = evaluate(logs, crops.test.root, "dense", crops.model, exp_cfg.eval, progress=progress)
+        with open(sweep_json, "w") as f:
             json.dump(row, f, indent=2, default=str)
         rows[name] = row
     compare(out, rows)
@@ -131,7 +142,8 @@ def compare(out: str, rows: dict) -> None:
     from crops_ray.significance import compare_runs
 
     def per_query(name: str, split: str):
-        path = f"{out}/{name}/crops/{'eval' if split == 'validation' else 'test'}/per_query.parquet"
+        crops = map_crops(out, name)
+        path = (crops.eval if split == "validation" else crops.test).per_query
         return (
             pq.read_table(path).to_pandas().drop(columns=["top10"], errors="ignore") if os.path.exists(path) else None
         )

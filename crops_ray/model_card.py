@@ -219,7 +219,7 @@ def _base_model(path: str | None) -> str | None:
     return next((name for package, name in PACKAGED.items() if package in path), None)
 
 
-def _card_text(facts: dict, config) -> str:
+def _card_text(facts: dict, config) -> str:  # long: the card's sections in reading order, one template
     training, evaluation = facts.get("training") or {}, facts.get("evaluation") or {}
     base = _base_model(training.get("base_model") or (config.init if config else None))
     sparse = bool(config and config.sparse)

@@ -43,17 +43,18 @@ pretrained model rather than from a warmed-up checkpoint, as every method here d
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from crops_ray.config import config
 from crops_ray.hla import stable_hash
+from crops_ray.sources import Source
 
 RULES = ("none", "ance", "star_adore", "trisampler")
 
 
-@dataclass
+@config
 class NegativeConfig:
     rule: str = "none"  # one of RULES; "none" mines nothing (every other method)
     k: int = 200  # the top k of the index each rule draws from (ANCE's and STAR's 200)
@@ -85,7 +86,7 @@ class NegativeConfig:
 def labelled_positives(samples: pa.Table, positive_level: int = 3) -> pa.Table:
     """``(query, video_id)`` of every sample at ``positive_level`` or above or clicked: never a mined negative."""
     level = samples["level"].to_numpy(zero_copy_only=False)
-    clicked = np.array([s == "clicked" for s in samples["source"].to_pylist()], dtype=bool)
+    clicked = np.array([s == Source.CLICKED for s in samples["source"].to_pylist()], dtype=bool)
     keep = (level >= positive_level) | clicked
     kept = samples.filter(pa.array(keep)).select(["query", "video_id"]).to_pandas().drop_duplicates()
     return pa.Table.from_pandas(kept, preserve_index=False)

@@ -12,16 +12,19 @@ from the logs). Users whose logs spell columns or stages otherwise map them with
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from crops_ray.config import config
+from crops_ray.sources import Source, by_tie_rank
+
 TABLES = ("videos", "search_log", "rec_log")
 
-# Stages a candidate reaches in the search funnel, best first. HLA turns them into levels.
-STAGES = ("clicked", "exposed", "ranked", "filtered")
+# Stages a candidate reaches in the search funnel, best first (the log's sources). HLA turns them into levels.
+STAGES = tuple(s.value for s in Source if s.is_stage)
 
 VIDEOS_SCHEMA = pa.schema([("video_id", pa.string()), ("text", pa.string())])
 
@@ -52,10 +55,9 @@ EVAL_SCHEMAS = {"qrels": QRELS_SCHEMA, "ct": CT_SCHEMA, "qr": QR_SCHEMA}
 
 # Labelled training samples (the data engine's output, HLA levels): one row per (query, candidate).
 # The three cross-perspective sources, by the engine's names for them (--sources p1,p2,p3).
-PERSPECTIVES = {"p1": "reformulation", "p2": "recommendation", "p3": "llm"}
-# Every sample source. The order is HLA's tie rule (crops_ray.hla.keep_highest): when two sources give a
-# (query, video) pair the same level, the earlier one names it, so the log wins over a perspective.
-SAMPLE_SOURCES = STAGES + tuple(PERSPECTIVES.values())
+PERSPECTIVES = {f"p{s.perspective}": s.value for s in Source if not s.is_stage}
+# Every sample source, in the order of HLA's tie rule (crops_ray.sources.Source.tie_rank: the log first).
+SAMPLE_SOURCES = tuple(s.value for s in by_tie_rank())
 SAMPLES_SCHEMA = pa.schema(
     [
         ("query", pa.string()),
@@ -74,7 +76,7 @@ class LogSchemaError(ValueError):
     """A whole input file or table breaks the contract (not parquet, a required column missing, no files)."""
 
 
-@dataclass
+@config
 class LogColumns:
     """How a user's logs spell the contract's columns and stages.
 

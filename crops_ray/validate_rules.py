@@ -15,18 +15,19 @@ strict JSON with bytes that are not UTF-8 shown escaped (``\\xff``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from crops_ray import schema as S
+from crops_ray.config import config
 
 RAW_COLUMN = "raw"
 
 
-@dataclass
+@config
 class ValidationConfig:
     columns: S.LogColumns = field(default_factory=S.LogColumns)
     ts_min: int = 946_684_800  # 2000-01-01: earlier timestamps are clock or unit errors

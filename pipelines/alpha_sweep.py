@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray import alpha_sweep as AS
 from crops_ray.config import add_config_args, pipeline_config
+from crops_ray.layout import DataLayout, LogsLayout
 from crops_ray.report.sweep import downstream_table, mining_table
 from crops_ray.storage import check_output
 from crops_ray.world.audit import judgments_path
@@ -35,15 +36,15 @@ def ground_truth(eval_dir: str | None, logs: str | None) -> str | None:
         if not os.path.exists(judgments_path(eval_dir)):
             raise FileNotFoundError(f"--eval {eval_dir}: no judgments.parquet or qrels.parquet there")
         return eval_dir
-    if logs and os.path.exists(judgments_path(f"{logs}/eval")):
-        return f"{logs}/eval"
+    if logs and os.path.exists(judgments_path(LogsLayout(logs).eval)):
+        return LogsLayout(logs).eval
     return None
 
 
 def p0_source(validated: str | None, stats: dict, data: str, logs: str) -> str:
     """Where the P0 samples come from for training: --validated, else the validated logs the build read (when
     they are still there), else DATA/validated (build_data --validate), else LOGS."""
-    for folder in (validated, stats.get("logs"), f"{data}/validated"):
+    for folder in (validated, stats.get("logs"), DataLayout(data).validated):
         if folder and os.path.isdir(f"{folder}/search_log"):
             return folder
     if validated:

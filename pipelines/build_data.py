@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray.config import add_config_args, load_config
 from crops_ray.engine.build import EngineConfig, EngineInputError, build_data, format_summary
+from crops_ray.layout import DataLayout
 from crops_ray.schema import LogSchemaError
 
 
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(2)
     print()
     print(format_summary(stats))
-    print(f"\nsamples: {args.out}/samples/  stats: {args.out}/stats.json  ({stats['seconds']['total']:.0f}s)")
+    out = DataLayout(args.out)
+    print(f"\nsamples: {out.samples}/  stats: {out.stats_json}  ({stats['seconds']['total']:.0f}s)")
     return stats
 
 

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from crops_ray.config import add_config_args, pipeline_config
 from crops_ray.evaluate import EvalConfig, evaluate, format_metrics
 from crops_ray.index import KINDS
+from crops_ray.layout import EvalLayout
 from crops_ray.storage import check_output
 
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(format_metrics(metrics))
-    print(f"metrics: {args.out}/metrics.json")
+    print(f"metrics: {EvalLayout(args.out).metrics_json}")
     return metrics
 
 

@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray import level_sweep as LS  # noqa: E402
 from crops_ray.config import add_config_args, pipeline_config  # noqa: E402
+from crops_ray.layout import DataLayout, RunLayout  # noqa: E402
 from crops_ray.storage import OutputError, check_output  # noqa: E402
 
 WARNING = (
@@ -34,17 +35,10 @@ WARNING = (
 def inputs(args) -> list[tuple[int, str, str, str]]:
     """(seed, data, validated, logs) per seed."""
     if args.demo:
-        seeds = [int(s) for s in args.seeds.split(",")]
-        return [
-            (
-                s,
-                f"{args.demo}/seed-{s}/data",
-                f"{args.demo}/seed-{s}/validated",
-                args.logs or f"{args.demo}/seed-{s}/world",
-            )
-            for s in seeds
-        ]
-    return [(args.seed, args.data, args.validated or f"{args.data}/validated", args.logs)]
+        demo = RunLayout(args.demo)
+        folders = {s: demo.seed(s) for s in map(int, args.seeds.split(","))}
+        return [(s, f.data.root, f.validated, args.logs or f.world.root) for s, f in folders.items()]
+    return [(args.seed, args.data, args.validated or DataLayout(args.data).validated, args.logs)]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -77,7 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     for seed, data, validated, logs in runs:
         print(f"seed {seed}: {data}")
         results.append(
-            LS.run_level_sweep(data, logs, validated, f"{args.out}/seed-{seed}", maps, exp_cfg, seed, args.reuse)
+            LS.run_level_sweep(
+                data, logs, validated, RunLayout(args.out).seed(seed).root, maps, exp_cfg, seed, args.reuse
+            )
         )
     table = LS.sweep_table(results)
     text = f"# Level sweep\n\n{table}\n\n{WARNING}\n"

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray.config import add_config_args, pipeline_config
 from crops_ray.experiment import METHODS, TABLE1, ExperimentConfig, online_ab
+from crops_ray.layout import LogsLayout, SeedLayout
 from crops_ray.storage import OutputError, check_output
 from crops_ray.world.online import OnlineConfig
 
@@ -44,12 +45,12 @@ def main(argv: list[str] | None = None):
         check_output(args.out, [args.world, args.runs], replaces=False)
     except OutputError as exc:
         p.error(str(exc))
-    if not os.path.exists(os.path.join(args.world, "world.json")):
+    if not os.path.exists(LogsLayout(args.world).world_json):
         print(
             f"online A/B skipped: {args.world} is not a generated world (no world.json); the simulation needs its users"
         )
         return None
-    missing = [m for m in methods if METHODS[m].sources and not os.path.isdir(os.path.join(args.runs, m, "model"))]
+    missing = [m for m in methods if METHODS[m].sources and not os.path.isdir(SeedLayout(args.runs).method(m).model)]
     if missing:
         p.error(f"no trained model for {missing} under {args.runs} (expected {args.runs}/NAME/model)")
     ocfg = OnlineConfig()

@@ -46,7 +46,7 @@ def parse_settings(args: argparse.Namespace) -> dict:
     return config.settings(args.config, flags, args.set)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="encoder folder written by training, or 'minilm' (the default: pretrained)")
     p.add_argument("--index", help="index folder written by evaluation (OUT/index/); required here or in --config")
@@ -69,43 +69,54 @@ def main(argv: list[str] | None = None) -> None:
         "fused topology, proxy otherwise",
     )
     p.add_argument("--direct-ingress", action="store_true", help="the same as --ingress direct")
-    args = p.parse_args(argv)
-    local = not os.environ.get("RAY_ADDRESS")
+    return p
 
-    from pydantic import ValidationError
 
+def _checked_settings(args: argparse.Namespace):
+    """The ServeSettings, checked before Ray starts; a bad setting or an open host without a token exits with 2."""
     from serve.settings import resolve_settings  # no Ray Serve import before the ingress is chosen
 
     try:
         settings = resolve_settings(parse_settings(args))  # fail fast, before Ray starts
-    except (FileNotFoundError, ValueError, ValidationError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # a bad setting: named by crops_ray.config.from_dict
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    direct = args.direct_ingress or args.ingress == "direct"
-    if args.ingress == "auto" and not args.direct_ingress:
-        direct = local and settings.topology in ("auto", "fused")  # a local Ray is one node: auto is fused there
-    proxy_port = args.port + DIRECT_PORTS if direct else args.port
-    token_set = bool(os.environ.get(settings.auth_token_env))
-    if args.host not in LOOPBACK and not token_set and not args.allow_no_auth:
+    if args.host not in LOOPBACK and not os.environ.get(settings.auth_token_env) and not args.allow_no_auth:
         print(
             f"error: --host {args.host} is reachable from other machines; set ${settings.auth_token_env} to require a "
             "bearer token (or pass --allow-no-auth)",
             file=sys.stderr,
         )
         sys.exit(2)
-    if direct:  # only once every check passed: a refused call leaves the environment as it found it
-        # Read by Ray Serve when it is imported, and by every Ray process a local Ray starts (a cluster's nodes need
-        # it in their own environment). The replica takes --port (and the next ports for more replicas); Serve's
-        # proxy still runs, on a port above them.
-        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
-        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", str(args.port))
-        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT", str(args.port + DIRECT_PORTS))
+    return settings
 
+
+def _direct_ingress(args: argparse.Namespace, settings) -> bool:
+    """Whether the replica answers HTTP itself: asked for, or auto on the local Ray this command starts (one node:
+    its auto topology is fused)."""
+    if args.direct_ingress or args.ingress == "direct":
+        return True
+    local = not os.environ.get("RAY_ADDRESS")
+    return args.ingress == "auto" and local and settings.topology in ("auto", "fused")
+
+
+def _enable_direct_ingress(port: int) -> None:
+    """Read by Ray Serve when it is imported, and by every Ray process a local Ray starts (a cluster's nodes need it
+    in their own environment). The replica takes ``port`` (and the next ports for more replicas); Serve's proxy still
+    runs, on a port above them. Called only once every check passed: a refused call leaves the environment as is."""
+    os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", str(port))
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT", str(port + DIRECT_PORTS))
+
+
+def _deploy(args: argparse.Namespace, settings, direct: bool) -> str:
+    """Start Ray and Serve, deploy the application; the URL it answers at (printed with the ingress)."""
     from ray import serve
 
     from crops_ray.runtime import init_ray
-    from serve.app import APP_NAME, build_app, direct_ingress_urls
+    from serve.app import APP_NAME, build_app
 
+    proxy_port = args.port + DIRECT_PORTS if direct else args.port
     init_ray(num_cpus=args.num_cpus)
     # The proxy's deadline is 5 s past the app's, so a slow request gets the Guard's JSON 408, not the proxy's text.
     proxy_timeout_s = settings.request_timeout_s + PROXY_GRACE_S
@@ -113,21 +124,33 @@ def main(argv: list[str] | None = None) -> None:
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{host}:{proxy_port}"
-    if direct:
-        # Until the controller has the replica's port, its target groups name the proxy (at a default port): wait.
-        deadline, urls = time.time() + 60, []
-        while time.time() < deadline:
-            urls = direct_ingress_urls(APP_NAME, host)
-            if urls and all(args.port <= int(u.rsplit(":", 1)[1]) < proxy_port for u in urls):
-                break
-            time.sleep(0.5)
-        print(
-            f"ingress: direct: {len(urls)} replica(s) answer HTTP at {', '.join(urls)} (no proxy; Serve's proxy "
-            f"also answers at {url})"
-        )
-        url = urls[0]
-    else:
+    if not direct:
         print(f"ingress: Serve's HTTP proxy at {url}")
+        return url
+    urls = _replica_urls(APP_NAME, host, args.port, proxy_port)
+    print(
+        f"ingress: direct: {len(urls)} replica(s) answer HTTP at {', '.join(urls)} (no proxy; Serve's proxy "
+        f"also answers at {url})"
+    )
+    return urls[0]
+
+
+def _replica_urls(app: str, host: str, port: int, proxy_port: int, wait_s: float = 60.0) -> list[str]:
+    """The direct-ingress replicas' URLs: until the controller has a replica's port, its target groups name the
+    proxy (at a default port), so wait until every URL is in ``port .. proxy_port - 1`` (or ``wait_s`` passed)."""
+    from serve.app import direct_ingress_urls
+
+    deadline, urls = time.time() + wait_s, []
+    while time.time() < deadline:
+        urls = direct_ingress_urls(app, host)
+        if urls and all(port <= int(u.rsplit(":", 1)[1]) < proxy_port for u in urls):
+            break
+        time.sleep(0.5)
+    return urls
+
+
+def _print_usage(settings, url: str) -> None:
+    token_set = bool(os.environ.get(settings.auth_token_env))
     auth = ' -H "Authorization: Bearer $' + settings.auth_token_env + '"' if token_set else ""
     print(
         f"\nserving {settings.model} with index {settings.index} at {url} (API docs: {url}/docs; auth "
@@ -139,6 +162,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"  search page: {url}/  (two retrievers side by side with compare_model/compare_index; serve/README.md)")
     print("Ctrl-C stops.", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    settings = _checked_settings(args)
+    direct = _direct_ingress(args, settings)
+    if direct:
+        _enable_direct_ingress(args.port)
+    url = _deploy(args, settings, direct)
+    _print_usage(settings, url)
+
+    from ray import serve
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray.config import add_config_args, pipeline_config
 from crops_ray.hla import build_groups, load_samples, samples_files, write_groups
+from crops_ray.layout import MethodLayout
 from crops_ray.plumbing import model_path
 from crops_ray.report.markdown import key_value_table
 from crops_ray.runtime import init_ray
@@ -66,7 +67,7 @@ def _train(args, job, files, groups_dir: str, run) -> dict:
     return train(groups_dir, args.out, job.train, storage=args.storage, name=args.name, tracking=run)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="log folder (search_log/, videos/), or samples")
     p.add_argument("--out", required=True, help="output folder: groups/, model/, train_metrics.json")
@@ -96,31 +97,43 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--log-every", type=int)
     add_config_args(p, "TrainJobConfig (sections train, groups, levels)")
-    args = p.parse_args(argv)
+    return p
 
+
+TRAIN_FLAGS = (
+    "loss",
+    "num_workers",
+    "use_gpu",
+    "model",
+    "max_steps",
+    "epochs",
+    "batch_size",
+    "lr",
+    "max_length",
+    "seed",
+    "checkpoint_every",
+    "log_every",
+    "doc_tower",
+)  # the flags that set TrainConfig fields of the same name
+
+
+def job_config(p: argparse.ArgumentParser, args: argparse.Namespace) -> TrainJobConfig:
+    """TrainJobConfig from --config, the flags (a frozen document tower also unshares the towers), then --set."""
+    flags = {name: getattr(args, name) for name in TRAIN_FLAGS}
+    if args.doc_tower == "frozen":
+        flags["shared_towers"] = False
+    return pipeline_config(p, TrainJobConfig, args, {f"train.{k}": v for k, v in flags.items()})
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = _parser()
+    args = p.parse_args(argv)
     try:
-        flags = {
-            "loss": args.loss,
-            "num_workers": args.num_workers,
-            "use_gpu": args.use_gpu,
-            "model": args.model,
-            "max_steps": args.max_steps,
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "max_length": args.max_length,
-            "seed": args.seed,
-            "checkpoint_every": args.checkpoint_every,
-            "log_every": args.log_every,
-            "doc_tower": args.doc_tower,
-        }
-        if args.doc_tower == "frozen":
-            flags["shared_towers"] = False
-        job = pipeline_config(p, TrainJobConfig, args, {f"train.{k}": v for k, v in flags.items()})
+        job = job_config(p, args)
         cfg = job.train
         check_output(args.out, [args.data], replaces=False)
         model_path(cfg.model)  # a missing model fails now, not after the groups are built and Ray has started
-        groups_dir = os.path.join(args.out, "groups")
+        groups_dir = MethodLayout(args.out).groups
         os.makedirs(args.out, exist_ok=True)
         files = samples_files(args.data)
         init_ray()

@@ -157,7 +157,7 @@ def validation_message(errors: list[dict]) -> str:
     return f"invalid request: {where}: {first['msg']}"
 
 
-def make_api(backend: Backend, settings: ServeSettings, digest: str | None) -> FastAPI:
+def make_api(backend: Backend, settings: ServeSettings, digest: str | None) -> FastAPI:  # long: routes share a backend
     """The FastAPI app: routes, request validation (422), auth (401 unless the bearer token's :func:`digest_of` is
     ``digest``), content type (415), all errors as JSON.
 

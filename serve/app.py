@@ -25,7 +25,7 @@ documented in serve/README.md and at ``/docs``.
 import asyncio
 import inspect
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from fastapi import FastAPI
 from ray import serve
@@ -286,11 +286,11 @@ def build_app(args: dict) -> serve.Application:
     topology, why = resolve_topology(s.topology)
     print(f"serve: topology {topology} ({why})", flush=True)
     if topology == "fused":
-        return FusedGateway.options(**options("FusedGateway")).bind(models, s.model_dump(), digest)
+        return FusedGateway.options(**options("FusedGateway")).bind(models, asdict(s), digest)
     encoder = QueryEncoder.options(**options("QueryEncoder")).bind(**models["encoder"])
     discriminator = DiscriminatorDeployment.options(**options("Discriminator")).bind(**models["discriminator"])
     retriever = Retriever.options(**options("Retriever")).bind(**models["retriever"])
-    return Gateway.options(**options("Gateway")).bind(encoder, discriminator, retriever, s.model_dump(), digest)
+    return Gateway.options(**options("Gateway")).bind(encoder, discriminator, retriever, asdict(s), digest)
 
 
 def in_process_app(args: dict | ServeSettings, digest: str | None = None) -> FastAPI:
@@ -298,7 +298,7 @@ def in_process_app(args: dict | ServeSettings, digest: str | None = None) -> Fas
     with uvicorn (scripts/page_screenshot.py) and tests. ``@serve.batch`` needs a Serve replica, so batching is off;
     with no Ray to size a replica, ``threads`` left unset means this machine's cores."""
     s = resolve_settings(args)
-    s = s.model_copy(update={"batching": False, "threads": s.threads or os.cpu_count() or 1})
+    s = replace(s, batching=False, threads=s.threads or os.cpu_count() or 1)
     ingress = _Ingress()  # what a FusedGateway replica does, in this process
-    asyncio.run(ingress._start(s.model_dump(), digest, local_backend(model_args(s))))
+    asyncio.run(ingress._start(asdict(s), digest, local_backend(model_args(s))))
     return ingress.__serve_build_asgi_app__()

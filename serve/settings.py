@@ -6,22 +6,25 @@ its paths absolute. :func:`content_version` and :func:`model_version` give the `
 response carries.
 """
 
+import dataclasses
 import hashlib
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from crops_ray.config import config, from_dict
 from crops_ray.onnx_encoder import EncoderBackend
 from crops_ray.plumbing import file_digest
 
 DEFAULT_TOKEN_ENV = "CROPS_SERVE_TOKEN"
 
 
-class ServeSettings(BaseModel):
-    """What the application serves and the limits on requests (the builder's arguments; unknown keys refused)."""
-
-    model_config = ConfigDict(extra="forbid")
+@config(kw_only=True)
+class ServeSettings:
+    """What the application serves and the limits on requests (the builder's arguments). A
+    :func:`crops_ray.config.config` class like every stage's settings: values coerced and checked, unknown keys
+    refused."""
 
     model: str = Field("minilm", description="encoder folder written by training, or 'minilm' (pretrained, zero-shot)")
     index: str = Field(description="index folder written by evaluation (OUT/index/)")
@@ -111,7 +114,7 @@ def resolve_settings(args: dict | ServeSettings) -> ServeSettings:
     """Validated settings with absolute paths (replicas may start elsewhere); clear errors for missing folders."""
     from crops_ray.plumbing import model_path
 
-    s = args if isinstance(args, ServeSettings) else ServeSettings(**args)
+    s = args if isinstance(args, ServeSettings) else from_dict(ServeSettings, args)
     updates: dict[str, Any] = {}
     for key in ("model", "discriminator_model"):
         value = getattr(s, key)
@@ -128,7 +131,7 @@ def resolve_settings(args: dict | ServeSettings) -> ServeSettings:
     if s.default_k > s.max_k:
         raise ValueError(f"default_k {s.default_k} > max_k {s.max_k}")
     updates.update(_page_paths(s))
-    return s.model_copy(update=updates)
+    return dataclasses.replace(s, **updates)
 
 
 def _page_paths(s: ServeSettings) -> dict[str, str]:

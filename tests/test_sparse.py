@@ -149,8 +149,9 @@ def test_crops_sparse_trains_through_the_same_loop_and_beats_its_untrained_start
     import torch
 
     from crops_ray.encoder import Encoder, shallow_copy
-    from crops_ray.experiment import METHODS, SPARSE_INIT, ExperimentConfig, run_method
+    from crops_ray.experiment import METHODS, ExperimentConfig, run_method
     from crops_ray.hla import load_samples
+    from crops_ray.layout import SPARSE_INIT
     from crops_ray.train import TrainConfig
 
     root, _, _ = tiny_engine

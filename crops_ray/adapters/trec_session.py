@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 
 from crops_ray import schema as S
 from crops_ray import storage
+from crops_ray.sources import Source
 
 DAY = 86_400
 BASE_TS = 1_370_044_800  # 2013-06-01T00:00:00Z, around when the track's sessions were recorded
@@ -170,7 +171,7 @@ def read_sessions(
                     ("query", query),
                     ("ts", ts),
                     ("video_id", doc),
-                    ("stage", "clicked" if doc in clicked else "exposed"),
+                    ("stage", Source.CLICKED if doc in clicked else Source.EXPOSED),
                 ):
                     rows[name].append(value)
     if not stats.sessions:
@@ -198,7 +199,7 @@ def split_sessions(
     rows = search.to_pandas()
     test = rows["user_id"].map(lambda u: held_out(u, eval_fraction, seed)).to_numpy()
     train, held = rows[~test], rows[test]
-    clicked = held[held["stage"] == "clicked"]
+    clicked = held[held["stage"] == Source.CLICKED]
     ct = sorted(set(zip(clicked["query"], clicked["video_id"])))
     grades: dict[tuple, int] = {}
     for rid, q, v in zip(clicked["request_id"], clicked["query"], clicked["video_id"]):

@@ -3,14 +3,15 @@ caller), trained and calibrated on the logs it gates unless told otherwise."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from crops_ray.config import config
 from crops_ray.discriminator.log_labels import LogLabelConfig
 
 KINDS = ("bi-encoder", "cross-encoder")
 
 
-@dataclass
+@config
 class DiscriminatorConfig:
     # The gate's model: a cross-encoder fine-tuned from this backbone (default), or a bi-encoder (cosine).
     model: str = "minilm"  # a packaged alias (crops_ray.plumbing) or any local Hugging Face folder

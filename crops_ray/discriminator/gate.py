@@ -37,8 +37,8 @@ from crops_ray.discriminator.calibration import (
 from crops_ray.discriminator.config import DiscriminatorConfig
 from crops_ray.discriminator.log_labels import UNLABELLED, LogEvidence, build_log_labels, query_split
 from crops_ray.plumbing import cache_dir, model_path, weights_fingerprint
+from crops_ray.sources import GATED_SOURCES
 
-MINED_SOURCES = ("reformulation", "recommendation")  # the candidates' columns that say which source proposed them
 MIN_PER_CLASS = 30  # labelled candidates of each class below which the held-out sample joins the calibration set
 
 
@@ -182,7 +182,7 @@ def calibrate_gate(
     held = scored[query_split(scored["query"].tolist(), heldout=True)]
     lab, rules = evidence.label(held["query"].tolist(), held["video_id"].tolist())
     known = lab != UNLABELLED
-    labelled = held[known][["query", "video_id", "raw", *MINED_SOURCES]].assign(
+    labelled = held[known][["query", "video_id", "raw", *GATED_SOURCES]].assign(
         label=lab[known], rule=[r for r, k in zip(rules, known) if k]
     )
     raw, labels = labelled["raw"].to_numpy(), labelled["label"].to_numpy()
@@ -195,7 +195,7 @@ def calibrate_gate(
     cal = _fit(raw, labels, model_dir, cfg, "logs", alpha)
     info.update(calibration_pairs=len(labels), calibration_positives=int(labels.sum()), sources={})
     cal.sources = {}
-    for source in MINED_SOURCES:
+    for source in GATED_SOURCES:
         mine = labelled[labelled[source]]
         pos = int(mine["label"].sum())
         entry = {"labelled_pairs": len(mine), "positives": pos}

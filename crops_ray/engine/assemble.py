@@ -6,8 +6,8 @@
    before the discriminator sees them, and rows of one video arrive together (its embedding is computed once).
 2. The discriminator scores the pairs P1 or P2 proposed (:mod:`crops_ray.discriminator`).
 3. :func:`label_candidates` decides which mined candidates pass (gate, theta > alpha): the *candidates* table.
-4. :func:`to_samples` keeps, per (query, video), the highest level among its sources (ties: the order of
-   ``schema.SAMPLE_SOURCES``, so an observed click wins over a mined duplicate at the same level);
+4. :func:`to_samples` keeps, per (query, video), the highest level among its sources (ties: HLA's tie rule,
+   ``Source.tie_rank``, so an observed click wins over a mined duplicate at the same level);
    :func:`llm_samples` turns P3's kept descriptions into samples.
 """
 
@@ -22,6 +22,7 @@ from crops_ray.discriminator.calibration import Calibration
 from crops_ray.engine.users import key_buckets
 from crops_ray.hla import SOURCE_RANK, LevelConfig
 from crops_ray.schema import SAMPLES_SCHEMA, STAGES
+from crops_ray.sources import GATED_SOURCES, Source
 
 VIDEO_ROW = "__video__"  # the marker source of a video's own row in the collapse input
 MAX_REFORMULATIONS_KEPT = 8  # distinct reformulated queries kept per pair (for the gate and for reading)
@@ -46,10 +47,10 @@ PAIR_SCHEMA = pa.schema(
         ("log_level", pa.int8()),  # the best log stage's HLA level; null when the logs never paired them
         ("log_source", pa.string()),
         ("clicks", pa.int32()),
-        ("reformulation", pa.bool_()),  # P1 proposed it
+        (Source.REFORMULATION, pa.bool_()),  # P1 proposed it
         ("reformulated_queries", pa.list_(pa.string())),
         ("reformulation_users", pa.int32()),
-        ("recommendation", pa.bool_()),  # P2 proposed it
+        (Source.RECOMMENDATION, pa.bool_()),  # P2 proposed it
         ("recommendation_users", pa.int32()),
         ("needs_score", pa.bool_()),
     ]
@@ -145,8 +146,8 @@ def collapse_videos(rows: pd.DataFrame, levels: dict[str, int]) -> pa.Table:
     pairs = rows[key].drop_duplicates().sort_values(key, kind="stable").merge(text, on="video_id", how="left")
     stage = rows[rows["source"].isin(STAGES)]
     if len(stage):
-        rank = {s: i for i, s in enumerate(STAGES)}  # equal levels: the better stage names the pair
-        stage = stage.assign(level=stage["source"].map(levels), rank=stage["source"].map(rank))
+        # equal levels: HLA's tie rule (the better stage) names the pair
+        stage = stage.assign(level=stage["source"].map(levels), rank=stage["source"].map(SOURCE_RANK))
         best = stage.sort_values(
             key + ["level", "rank"], ascending=[True, True, False, True], kind="stable"
         ).drop_duplicates(key)
@@ -155,11 +156,11 @@ def collapse_videos(rows: pd.DataFrame, levels: dict[str, int]) -> pa.Table:
             on=key,
             how="left",
         )
-        clicks = stage[stage["source"] == "clicked"].groupby(key).size().rename("clicks")
+        clicks = stage[stage["source"] == Source.CLICKED].groupby(key).size().rename("clicks")
         pairs = pairs.merge(clicks, left_on=key, right_index=True, how="left")
     else:
         pairs = pairs.assign(log_level=None, log_source=None, clicks=0)
-    p1 = rows[rows["source"] == "reformulation"]
+    p1 = rows[rows["source"] == Source.REFORMULATION]
     if len(p1):
         agg = p1.groupby(key).agg(
             reformulated_queries=("reformulated_query", lambda q: sorted(set(q))[:MAX_REFORMULATIONS_KEPT]),
@@ -168,16 +169,16 @@ def collapse_videos(rows: pd.DataFrame, levels: dict[str, int]) -> pa.Table:
         pairs = pairs.merge(agg, left_on=key, right_index=True, how="left")
     else:
         pairs = pairs.assign(reformulated_queries=None, reformulation_users=0)
-    p2 = rows[rows["source"] == "recommendation"]
+    p2 = rows[rows["source"] == Source.RECOMMENDATION]
     if len(p2):
         pairs = pairs.merge(
             p2.groupby(key).agg(recommendation_users=("user_id", "nunique")), left_on=key, right_index=True, how="left"
         )
     else:
         pairs = pairs.assign(recommendation_users=0)
-    pairs["reformulation"] = pairs["reformulation_users"].fillna(0) > 0
-    pairs["recommendation"] = pairs["recommendation_users"].fillna(0) > 0
-    pairs["needs_score"] = pairs["reformulation"] | pairs["recommendation"]
+    pairs[Source.REFORMULATION] = pairs["reformulation_users"].fillna(0) > 0
+    pairs[Source.RECOMMENDATION] = pairs["recommendation_users"].fillna(0) > 0
+    pairs["needs_score"] = pairs[Source.REFORMULATION] | pairs[Source.RECOMMENDATION]
     pairs["reformulated_queries"] = [q if isinstance(q, list) else [] for q in pairs["reformulated_queries"]]
     for col in ("clicks", "reformulation_users", "recommendation_users"):
         pairs[col] = pairs[col].fillna(0).astype("int32")
@@ -216,7 +217,8 @@ def label_candidates(
     n = batch.num_rows
     if "gate_score" not in batch.column_names:
         batch = batch.append_column("gate_score", pa.nulls(n, pa.float32()))
-    p1_proposed, p2_proposed = pc.fill_null(batch["reformulation"], False), pc.fill_null(batch["recommendation"], False)
+    p1_proposed = pc.fill_null(batch[Source.REFORMULATION], False)
+    p2_proposed = pc.fill_null(batch[Source.RECOMMENDATION], False)
     if calibration is not None:
         batch = _with_thetas(batch, Calibration(**calibration), p1_proposed, p2_proposed)
     p1_above = pc.fill_null(pc.greater(batch["reformulation_theta"], alpha), False)
@@ -237,10 +239,10 @@ def _with_thetas(batch: pa.Table, cal: Calibration, p1: pa.Array, p2: pa.Array) 
     valid = pc.is_valid(raw).to_numpy(zero_copy_only=False)
     values = pc.fill_null(raw, 0.0).to_numpy(zero_copy_only=False)
     thetas = {}
-    for name, proposed in (("reformulation", p1), ("recommendation", p2)):
+    for name, proposed in ((Source.REFORMULATION, p1), (Source.RECOMMENDATION, p2)):
         ok = valid & proposed.to_numpy(zero_copy_only=False)
         thetas[name] = np.where(ok, cal.theta(values, name), np.nan).astype(np.float32)
-    best = np.fmax(thetas["reformulation"], thetas["recommendation"])
+    best = np.fmax(thetas[Source.REFORMULATION], thetas[Source.RECOMMENDATION])
     batch = batch.set_column(batch.column_names.index("score"), "score", pa.array(best, mask=np.isnan(best)))
     batch = batch.append_column("raw_score", raw)
     for name, theta in thetas.items():
@@ -257,8 +259,8 @@ def to_samples(batch: pa.Table, levels: dict[str, int]) -> pa.Table:
     best_level = log_level.copy()
     best_rank = np.array([rank.get(s, len(rank)) if s is not None else len(rank) for s in log_source])
     best_source = log_source.astype(object)
-    for flag, source in (("reformulation_kept", "reformulation"), ("recommendation_kept", "recommendation")):
-        mined = batch[flag].to_numpy(zero_copy_only=False)
+    for source in GATED_SOURCES:
+        mined = batch[f"{source}_kept"].to_numpy(zero_copy_only=False)
         lv, rk = levels[source], rank[source]
         better = mined & ((lv > best_level) | ((lv == best_level) & (rk < best_rank)))
         best_level = np.where(better, lv, best_level)
@@ -288,7 +290,7 @@ def llm_samples(batch: pa.Table, level: int) -> pa.Table:
             "video_id": kept["video_id"],
             "text": kept["text"],
             "level": pa.array([level] * kept.num_rows, pa.int8()),
-            "source": pa.array(["llm"] * kept.num_rows, pa.string()),
+            "source": pa.array([Source.LLM] * kept.num_rows, pa.string()),
             "score": kept["score"],
         },
         schema=SAMPLES_SCHEMA,

@@ -55,6 +55,7 @@ from crops_ray.engine.summary import (
     sample_counts,
 )
 from crops_ray.hla import LevelConfig
+from crops_ray.sources import GATED_SOURCES, Source
 
 __all__ = [  # re-exported: other code imports these from crops_ray.engine.build
     "EngineConfig",
@@ -295,10 +296,10 @@ def _calibrate(run: Run, gate: Gate, dcfg, raw_cal: Calibration) -> Calibration:
 
     scored = pq.read_table(
         storage.parquet_files(f"{run.work}/scored"),
-        columns=["query", "video_id", "score", "needs_score", "reformulation", "recommendation"],
+        columns=["query", "video_id", "score", "needs_score", *GATED_SOURCES],
     ).to_pandas()
     scored = scored[scored["needs_score"].fillna(False) & scored["score"].notna()].rename(columns={"score": "raw"})
-    scored[["reformulation", "recommendation"]] = scored[["reformulation", "recommendation"]].fillna(False)
+    scored[list(GATED_SOURCES)] = scored[list(GATED_SOURCES)].fillna(False)
     scorer = None
 
     def raw_of(queries, texts):
@@ -336,7 +337,7 @@ def _assemble(run: Run) -> tuple[int, dict[str, int]]:
                 llm_ds.map_batches(
                     llm_samples,
                     batch_format="pyarrow",
-                    fn_kwargs={"level": cfg.levels["llm"]},
+                    fn_kwargs={"level": cfg.levels[Source.LLM]},
                     num_cpus=cfg.map_num_cpus,
                 )
             )

@@ -4,9 +4,10 @@ folder the engine cannot read (:class:`EngineInputError`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from crops_ray import schema as S
+from crops_ray.config import config
 from crops_ray.discriminator import DiscriminatorConfig
 from crops_ray.engine.recommendation import RecommendationConfig
 from crops_ray.engine.reformulation import ReformulationConfig
@@ -16,7 +17,7 @@ SOURCES = tuple(S.PERSPECTIVES)  # p1 reformulation, p2 recommendation, p3 LLM w
 BACKENDS = ("transformers", "vllm")  # P3's LLM backends
 
 
-@dataclass
+@config
 class WorldKnowledgeConfig:
     backend: str = "transformers"
     model: str = "smollm2"  # a packaged alias or a local Hugging Face folder (vllm: a local folder)
@@ -74,7 +75,7 @@ def _paper_levels() -> dict[str, int]:
     return dict(LevelConfig().levels)
 
 
-@dataclass
+@config
 class EngineConfig:
     sources: tuple = SOURCES  # perspectives switched on (ablations): any of p1, p2, p3
     alpha: float = 0.6  # keep a mined candidate when theta(q, d) > alpha

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
-from dataclasses import dataclass
 
 import pandas as pd
+
+from crops_ray.config import config
 
 DAY_S = 86_400
 
 
-@dataclass
+@config
 class RecommendationConfig:
     before_s: int = DAY_S  # feed interactions up to this long before the query ...
     after_s: int = DAY_S  # ... and this long after it

@@ -17,9 +17,11 @@ inside Ray Data's ``groupby("user_id").map_groups`` (:mod:`crops_ray.engine.user
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import pandas as pd
+
+from crops_ray.config import config
+from crops_ray.sources import Source
 
 GATES = ("discriminator", "lexical", "none")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -28,7 +30,7 @@ STOPWORDS = frozenset(
 )
 
 
-@dataclass
+@config
 class ReformulationConfig:
     window_s: int = 90  # the paper's window between the original query and its reformulation
     gate: str = "discriminator"
@@ -96,7 +98,7 @@ def reformulation_candidates(rows, cfg: ReformulationConfig) -> pd.DataFrame:
         ):
             if rid not in requests:
                 requests[rid] = (user, int(ts), query)
-            if stage == "clicked" and video not in clicks.setdefault(rid, []):
+            if stage == Source.CLICKED and video not in clicks.setdefault(rid, []):
                 clicks[rid].append(video)
     out = []
     if any(clicks.values()):

@@ -12,12 +12,13 @@ import pyarrow.compute as pc
 
 from crops_ray.engine.config import label_settings
 from crops_ray.engine.io import count_true
+from crops_ray.sources import Source
 
 # ---------------------------------------------------------------------------------------------- per-batch counters
 
 
 def candidate_counts(batch: pa.Table) -> pa.Table:
-    p1, p2 = pc.fill_null(batch["reformulation"], False), pc.fill_null(batch["recommendation"], False)
+    p1, p2 = pc.fill_null(batch[Source.REFORMULATION], False), pc.fill_null(batch[Source.RECOMMENDATION], False)
     return pa.table(
         {
             "pairs": [batch.num_rows],
@@ -29,8 +30,8 @@ def candidate_counts(batch: pa.Table) -> pa.Table:
             "p2_kept": [count_true(batch["recommendation_kept"])],
             "p0_pairs": [count_true(pc.is_valid(batch["log_level"]))],
             # theta summed over the kept pairs: their mean is the precision the gate expects (logs only)
-            "p1_kept_theta": [_kept_theta(batch, "reformulation")],
-            "p2_kept_theta": [_kept_theta(batch, "recommendation")],
+            "p1_kept_theta": [_kept_theta(batch, Source.REFORMULATION)],
+            "p2_kept_theta": [_kept_theta(batch, Source.RECOMMENDATION)],
         }
     )
 
@@ -41,8 +42,8 @@ def _kept_theta(batch: pa.Table, source: str) -> float:
 
 
 CANDIDATE_COUNT_COLUMNS = [  # the candidates' columns candidate_counts reads
-    "reformulation",
-    "recommendation",
+    Source.REFORMULATION,
+    Source.RECOMMENDATION,
     "needs_score",
     "gate_pass",
     "reformulation_kept",
@@ -130,7 +131,7 @@ def engine_stats(
         "pairs": mined.pairs,
         "sources": {
             "log": {"pairs": mined.p0_pairs},
-            "reformulation": {
+            Source.REFORMULATION: {
                 "enabled": "p1" in sources,
                 "candidates": mined.p1_candidates,
                 "gate_removed": mined.p1_candidates - mined.p1_gate_pass if gate == "discriminator" else 0,
@@ -140,14 +141,14 @@ def engine_stats(
                 "kept": mined.p1_kept,
                 "estimated_precision": mean_of(mined.p1_kept_theta, mined.p1_kept),
             },
-            "recommendation": {
+            Source.RECOMMENDATION: {
                 "enabled": "p2" in sources,
                 "candidates": mined.p2_candidates,
                 "below_alpha": mined.p2_candidates - mined.p2_kept,
                 "kept": mined.p2_kept,
                 "estimated_precision": mean_of(mined.p2_kept_theta, mined.p2_kept),
             },
-            "llm": {
+            Source.LLM: {
                 "enabled": "p3" in sources,
                 "queries": llm.queries,
                 "candidates": llm.descriptions,
@@ -164,7 +165,7 @@ def engine_stats(
             "calibration": asdict(calibration),
             "gate": gate_info,
         },
-        "llm": {
+        Source.LLM: {  # P3's calls to its LLM
             "backend": cfg.world_knowledge.backend,
             "calls": llm.prompts,
             "prompt_tokens": llm.prompt_tokens,
@@ -183,7 +184,7 @@ def mean_of(total: float, n: int) -> float | None:
 # ---------------------------------------------------------------------------------------------- summary
 
 
-def format_summary(stats: dict) -> str:
+def format_summary(stats: dict) -> str:  # long: one table after another, in the order a person reads them
     """Tables a person reads: per source candidates and kept, samples per level, time per stage."""
     from crops_ray.report.markdown import rows_table
 
@@ -200,7 +201,7 @@ def format_summary(stats: dict) -> str:
     src = stats["sources"]
     pairs = src["log"]["pairs"]
     sources = [source("log stages (P0)", f"{pairs:,} pairs", "-", pairs)]
-    p1, p2, p3 = src["reformulation"], src["recommendation"], src["llm"]
+    p1, p2, p3 = src[Source.REFORMULATION], src[Source.RECOMMENDATION], src[Source.LLM]
     if p1["enabled"]:
         removed = f"gate {p1['gate_removed']:,}, theta<=alpha {p1['below_alpha']:,}"
         sources.append(
@@ -234,7 +235,7 @@ def format_summary(stats: dict) -> str:
         lines += ["", table(samples)]
     if stats["seconds"]:
         lines += ["", table([{"stage": k, "seconds": f"{v:.1f}"} for k, v in stats["seconds"].items()])]
-    d, llm = stats["discriminator"], stats["llm"]
+    d, llm = stats["discriminator"], stats[Source.LLM]
     lines += [
         "",
         (

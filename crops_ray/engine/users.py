@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from crops_ray.engine.recommendation import RecommendationConfig, recommendation_candidates
 from crops_ray.engine.reformulation import ReformulationConfig, reformulation_candidates
+from crops_ray.sources import Source
 
 EVENT_SCHEMA = pa.schema(
     [
@@ -93,7 +94,7 @@ def search_events(batch: pa.Table, buckets: int, keep_clicks: bool = True, skip_
     batch = _without(batch, list(skip_users))
     rid = batch["request_id"].to_numpy(zero_copy_only=False)
     first = ~pd.Series(rid).duplicated().to_numpy()
-    keep = first | (pc.equal(batch["stage"], "clicked").to_numpy(zero_copy_only=False) if keep_clicks else False)
+    keep = first | (pc.equal(batch["stage"], Source.CLICKED).to_numpy(zero_copy_only=False) if keep_clicks else False)
     kept = batch.filter(pa.array(keep))
     n = kept.num_rows
     return pa.table(
@@ -143,12 +144,12 @@ def mine_user(
     }
     parts = []
     if reformulation is not None:
-        parts.append(reformulation_candidates(search, reformulation).assign(source="reformulation"))
+        parts.append(reformulation_candidates(search, reformulation).assign(source=Source.REFORMULATION))
     if recommendation is not None:
         feed = {c: np.asarray(events[c])[~is_search] for c in ("user_id", "video_id", "ts", "action")}
         parts.append(
             recommendation_candidates(search, feed, recommendation).assign(
-                source="recommendation", reformulated_query=None
+                source=Source.RECOMMENDATION, reformulated_query=None
             )
         )
     frames = [p for p in parts if len(p)]
@@ -180,6 +181,6 @@ def user_candidates(
     return events.groupby("bucket", num_partitions=partitions).map_groups(
         mine_user,
         batch_format="numpy",
-        fn_kwargs={"reformulation": reformulation, "recommendation": recommendation},
+        fn_kwargs=dict(reformulation=reformulation, recommendation=recommendation),
         num_cpus=num_cpus,
     )

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 
 from crops_ray import buckets as B
 from crops_ray import schema as S
+from crops_ray.layout import LogsLayout, RunLayout, SeedLayout
 from crops_ray.report import per_query as R
 from crops_ray.report.additivity import additivity, additivity_report
 from crops_ray.report.markdown import markdown_table, rows_table
 from crops_ray.report.plots import plot_table1
+from crops_ray.report.readme import reuse_note
 from crops_ray.report.tables import (
     logs_section,
     online_metrics,
@@ -27,34 +29,102 @@ from crops_ray.report.tables import (
 SIGNIFICANCE = "## Is the difference real? CroPS minus each baseline"
 SPARSE_SIGNIFICANCE = "## The sparse model: CroPS-sparse minus each sparse baseline"
 SPARSE_METHODS = ("sparse_zero_shot", "dpr_sparse", "crops_sparse")  # crops_ray.experiment.SPARSE
+SIGNIFICANCE_INTRO = (
+    f"{SIGNIFICANCE}\n\nPercentage points per seed, with the paired bootstrap 95% confidence interval over queries "
+    "(`crops_ray/significance.py`, scipy's BCa bootstrap); * marks an interval that excludes 0; with several seeds "
+    "the mean ± sd of the differences comes first.\n\n"
+)
+SPARSE_SIGNIFICANCE_INTRO = (
+    f"{SPARSE_SIGNIFICANCE}\n\nThe paper's second architecture: a learned sparse retriever (CSR heads over the "
+    "same encoder, an inverted index; `crops_ray/sparse/`) trained on each method's samples with its loss, budget "
+    "and document tower. Same intervals as above.\n\n"
+)
+ADDITIVITY_INTRO = (
+    "## Do the perspectives add up? (ablations)\n\nEach perspective's gain over P0 (FS-LR-style: the log stages "
+    "with HLA + H-InfoNCE), their sum, the gain of all of them (CroPS), and the interaction: CroPS's gain minus the "
+    "sum, bootstrapped with the same resampled queries for every run (`crops_ray/report/additivity.py` "
+    "`additivity`); additive when its interval holds 0. Last row: HLA + H-InfoNCE against binary labels + InfoNCE "
+    "on the same samples. Points, paired 95% CI per seed, * excludes 0; with several seeds the mean ± sd first.\n\n"
+)
+
+
+@dataclass
+class SeedResult:
+    """What one seed of the demo produced (:func:`crops_ray.demo.run_seed`)."""
+
+    seed: int
+    results: list[dict] = field(default_factory=list)  # each method's result.json, in the demo's order
+    sections: list[str] = field(default_factory=list)  # its world, validation and engine (the report: first seed's)
+    ci: dict = field(default_factory=dict)  # per_query.compare of CroPS and the dense baselines
+    sparse_ci: dict = field(default_factory=dict)  # the same for CroPS-sparse and the sparse baselines
+    additivity: dict = field(default_factory=dict)  # additivity.additivity ({} without the ablations)
+    online: tuple | None = None  # experiment.online_ab's (summary, table); None without the online test
+    seconds: dict[str, float] = field(default_factory=dict)  # "seed S: stage" -> seconds, for what ran now
+    reused: bool = False  # --reuse read the whole seed back
+    read_back: list[str] = field(default_factory=list)  # the methods --reuse read back while the rest ran now
 
 
 @dataclass
 class DemoRun:
-    """What the demo ran: its settings, the methods' results and the per-seed comparisons."""
+    """What the demo ran: its settings and each seed's :class:`SeedResult`."""
 
     out: str
     seeds: list[int]
     seeds_text: str  # --seeds as given, for the title
     methods: list[str]
     labels: dict[str, str]  # method -> its label in the tables
-    started: float  # time.time() at the start: the report's last step is the run's total
+    started: float  # time.time() at the start: the report's last step gives the run's total
     logs: str | None = None  # the user's logs (None: the generated world under OUT/seed-S/world)
     scale: str = "small"
-    results: list[dict] = field(default_factory=list)  # each method's result.json, seed by seed
-    summary: dict[str, dict[str, float]] = field(default_factory=dict)  # crops_ray.experiment.aggregate(results)
-    seed_sections: list[str] = field(default_factory=list)  # the first seed's world, validation and engine
-    per_seed_ci: dict = field(default_factory=dict)  # seed -> per_query.compare of CroPS and the baselines
-    per_seed_sparse_ci: dict = field(default_factory=dict)  # seed -> the same for CroPS-sparse and the sparse ones
-    per_seed_additivity: dict = field(default_factory=dict)  # seed -> additivity.additivity ({} without ablations)
-    online_by_seed: dict = field(default_factory=dict)  # seed -> experiment.online_ab's (summary, table)
     online_skipped: bool = False  # the online test was wanted, but the logs are not a generated world
-    timings: dict = field(default_factory=dict)  # stage -> seconds; "total" is added here
+    tracking_uri: str = ""  # the MLflow store its runs went to ("": untracked)
+    by_seed: list[SeedResult] = field(default_factory=list)
+    summary: dict[str, dict[str, float]] = field(default_factory=dict)  # crops_ray.experiment.aggregate(results)
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.out)
+
+    @property
+    def results(self) -> list[dict]:
+        return [r for s in self.by_seed for r in s.results]
+
+    @property
+    def seed_sections(self) -> list[str]:
+        return self.by_seed[0].sections if self.by_seed else []
+
+    @property
+    def per_seed_ci(self) -> dict:
+        return {s.seed: s.ci for s in self.by_seed}
+
+    @property
+    def per_seed_sparse_ci(self) -> dict:
+        return {s.seed: s.sparse_ci for s in self.by_seed}
+
+    @property
+    def per_seed_additivity(self) -> dict:
+        return {s.seed: s.additivity for s in self.by_seed}
+
+    @property
+    def online_by_seed(self) -> dict:
+        return {s.seed: s.online for s in self.by_seed if s.online is not None}
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return {k: v for s in self.by_seed for k, v in s.seconds.items()}
+
+    @property
+    def reused_seeds(self) -> list[int]:
+        return [s.seed for s in self.by_seed if s.reused]
+
+    @property
+    def partly_reused(self) -> dict[int, list[str]]:
+        return {s.seed: s.read_back for s in self.by_seed if s.read_back}
 
 
 @dataclass
 class DemoReport:
-    """The tables the README block repeats, rendered once for report.md."""
+    """The tables the README block repeats, rendered once for report.md, and the run's wall time."""
 
     table: str  # Table 1
     head: list[str]  # Table 1's section, as lines
@@ -62,6 +132,7 @@ class DemoReport:
     sparse_significance_table: str  # CroPS-sparse minus each sparse baseline, and the indexes' audit ("" without)
     additivity_table: str  # "" without ablations
     online_seeds_table: str  # Table 2 over the seeds ("" with one seed or none)
+    total_seconds: float  # the whole run, up to the report's time table
 
 
 def seed_comparisons(root: str, methods: list[str], seed: int) -> tuple[dict, dict, dict]:
@@ -77,11 +148,11 @@ def seed_comparisons(root: str, methods: list[str], seed: int) -> tuple[dict, di
     )
 
 
-def sparse_audit_table(root: str, methods: list[str], labels: dict[str, str]) -> str:
+def sparse_audit_table(seed: SeedLayout, methods: list[str], labels: dict[str, str]) -> str:
     """What each sparse model's inverted index costs on one seed (its index.json audit, written by evaluation)."""
     rows = []
     for m in methods:
-        paths = (f"{root}/{m}/eval/index/index.json", f"{root}/{m}/index/index.json")
+        paths = (e.index_json for e in seed.method(m).evaluations)
         path = next((p for p in paths if os.path.exists(p)), "")
         if m not in SPARSE_METHODS or not path:
             continue
@@ -109,27 +180,48 @@ def sparse_audit_table(root: str, methods: list[str], labels: dict[str, str]) ->
     )
 
 
-def _first(run: DemoRun) -> str:
-    return f"{run.out}/seed-{run.seeds[0]}"
+def _first(run: DemoRun) -> SeedLayout:
+    return run.layout.seed(run.seeds[0])
 
 
 def _world(run: DemoRun) -> str:
-    return run.logs or f"{_first(run)}/world"
+    return run.logs or _first(run).world.root
 
 
 def write_report(run: DemoRun) -> DemoReport:
     """OUT/table1.png, OUT/report.md, OUT/metrics.json and (on a generated world) OUT/filter_bubble.png."""
-    out, seeds, methods, labels = run.out, run.seeds, run.methods, run.labels
-    plot_table1(run.summary, methods, f"{out}/table1.png", labels)
-    table = table1_markdown(run.summary, methods, labels)
-    first, world = _first(run), _world(run)
-    corpus = S.count_rows(S.table_files(world, "videos"))
+    layout, labels = run.layout, run.labels
+    plot_table1(run.summary, run.methods, layout.table1_png, labels)
+    table = table1_markdown(run.summary, run.methods, labels)
+    corpus = S.count_rows(S.table_files(_world(run), "videos"))
+    head = _table1_head(run, table, corpus)
+    # Positional inserts, as the report has always been laid out: Table 1, recall at K, the splits, (your logs),
+    # the paired CIs, the additivity, then the first seed's world / validation / engine sections.
+    sections = ["\n".join(head), *run.seed_sections]
+    if run.logs:
+        sections.insert(1, logs_section(run.logs))
+    _insert_per_query_sections(sections, run, corpus)
+    significance_table, sparse_table = _insert_significance(sections, run)
+    additivity_table, additivity = additivity_report(run.per_seed_additivity, labels)
+    if additivity_table:  # right after CroPS minus each baseline
+        sections.insert(_after_significance(sections), ADDITIVITY_INTRO + additivity_table)
+    seeds_table = online_seeds_table(run.online_by_seed, labels) if len(run.online_by_seed) > 1 else ""
+    sections += _online_sections(run, seeds_table) + _bubble_sections(run)
+    total = time.time() - run.started
+    seconds = {**run.timings, "total": total}
+    sections.append("## Time (this machine)\n\n" + time_table(seconds))
+    with open(layout.report_md, "w") as f:
+        f.write("# crops-ray: Table 1 report\n\n" + "\n\n".join(sections) + "\n")
+    _write_metrics(run, additivity, corpus, seconds)
+    return DemoReport(table, head, significance_table, sparse_table, additivity_table, seeds_table, total)
+
+
+def _table1_head(run: DemoRun, table: str, corpus: int) -> list[str]:
+    """Table 1's section, as lines."""
     where = "your logs" if run.logs else f"the {run.scale} world"
-    head = [
-        (
-            f"## Table 1 on {where} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}: "
-            f"{run.seeds_text}; corpus: {corpus:,} videos)"
-        ),
+    seeds = len(run.seeds)
+    return [
+        f"## Table 1 on {where} ({seeds} seed{'s' if seeds > 1 else ''}: {run.seeds_text}; corpus: {corpus:,} videos)",
         "",
         "Percent; with several seeds, mean ± standard deviation.",
         "",
@@ -137,92 +229,72 @@ def write_report(run: DemoRun) -> DemoReport:
         "",
         "![Table 1](table1.png)",
     ]
-    # Positional inserts, as the report has always been laid out: Table 1, recall at K, the splits, (your logs),
-    # the paired CIs, the additivity, then the first seed's world / validation / engine sections.
-    sections = ["\n".join(head), *run.seed_sections]
-    if run.logs:
-        sections.insert(1, logs_section(run.logs))
-    runs = R.load_per_query(first, methods)
-    if runs:
-        groups = R.query_groups(world, sorted({q for per in runs.values() for q in per["query"]}))
-        sections.insert(
-            1,
-            f"## Recall at K (first seed; corpus: {corpus:,} videos)\n\nThe paper's K = 100 was selective in a corpus "
-            "of millions; here the smaller cut-offs show where methods separate.\n\n"
-            + R.recall_curve_table(runs, labels),
-        )
-        sections.insert(
-            2,
-            f"## By query bucket (first seed; corpus: {corpus:,} videos)\n\nBuckets by how often the training log "
-            f"typed the query: head >= {B.HEAD_MIN_REQUESTS} requests, torso 3-{B.HEAD_MIN_REQUESTS - 1}, tail 1-2, "
-            "unseen 0 (`crops_ray/buckets.py`). Pair-level recall within each bucket.\n\n"
-            + R.split_table(runs, groups, "bucket", labels),
-        )
-        by_kind = R.split_table(runs, groups, "kind", labels)
-        if by_kind:
-            sections.insert(
-                3,
-                f"## By query kind (first seed; corpus: {corpus:,} videos)\n\nThe world's query kinds from "
-                "`eval/queries.parquet`: a bare ambiguous word, a sense query, a subtopic query, a long-tail query "
-                "(subtopic + angle).\n\n" + by_kind,
-            )
-    significance_table = (
-        R.significance_markdown(run.per_seed_ci, "CroPS", labels) if any(run.per_seed_ci.values()) else ""
+
+
+def _insert_per_query_sections(sections: list[str], run: DemoRun, corpus: int) -> None:
+    """Recall at K and the splits by query bucket and kind (first seed), right after Table 1."""
+    runs = R.load_per_query(_first(run).root, run.methods)
+    if not runs:
+        return
+    labels = run.labels
+    groups = R.query_groups(_world(run), sorted({q for per in runs.values() for q in per["query"]}))
+    sections.insert(
+        1,
+        f"## Recall at K (first seed; corpus: {corpus:,} videos)\n\nThe paper's K = 100 was selective in a corpus "
+        "of millions; here the smaller cut-offs show where methods separate.\n\n" + R.recall_curve_table(runs, labels),
     )
-    if significance_table:
+    sections.insert(
+        2,
+        f"## By query bucket (first seed; corpus: {corpus:,} videos)\n\nBuckets by how often the training log "
+        f"typed the query: head >= {B.HEAD_MIN_REQUESTS} requests, torso 3-{B.HEAD_MIN_REQUESTS - 1}, tail 1-2, "
+        "unseen 0 (`crops_ray/buckets.py`). Pair-level recall within each bucket.\n\n"
+        + R.split_table(runs, groups, "bucket", labels),
+    )
+    by_kind = R.split_table(runs, groups, "kind", labels)
+    if by_kind:
         sections.insert(
-            4,
-            f"{SIGNIFICANCE}\n\nPercentage points per seed, with the paired bootstrap 95% confidence interval over "
-            "queries (`crops_ray/significance.py`, scipy's BCa bootstrap); * marks an interval that excludes 0; with "
-            "several seeds the mean ± sd of the differences comes first.\n\n" + significance_table,
+            3,
+            f"## By query kind (first seed; corpus: {corpus:,} videos)\n\nThe world's query kinds from "
+            "`eval/queries.parquet`: a bare ambiguous word, a sense query, a subtopic query, a long-tail query "
+            "(subtopic + angle).\n\n" + by_kind,
         )
-    sparse_table = ""
-    if any(run.per_seed_sparse_ci.values()):
-        sparse_table = R.significance_markdown(run.per_seed_sparse_ci, "CroPS-sparse", labels)
-        sparse_table += "\n\n" + sparse_audit_table(first, methods, labels)
-        at = next((i + 1 for i, text in enumerate(sections) if text.startswith(SIGNIFICANCE)), len(sections))
-        sections.insert(
-            at,
-            f"{SPARSE_SIGNIFICANCE}\n\nThe paper's second architecture: a learned sparse retriever (CSR heads over "
-            "the same encoder, an inverted index; `crops_ray/sparse/`) trained on each method's samples with its "
-            "loss, budget and document tower. Same intervals as above.\n\n" + sparse_table,
-        )
-    additivity_table, additivity = additivity_report(run.per_seed_additivity, labels)
-    if additivity_table:  # right after CroPS minus each baseline
-        at = next((i + 1 for i, text in enumerate(sections) if text.startswith(SIGNIFICANCE)), len(sections))
-        sections.insert(
-            at,
-            "## Do the perspectives add up? (ablations)\n\nEach perspective's gain over P0 (FS-LR-style: the log "
-            "stages with HLA + H-InfoNCE), their sum, the gain of all of them (CroPS), and the interaction: CroPS's "
-            "gain minus the sum, bootstrapped with the same resampled queries for every run "
-            "(`crops_ray/report/additivity.py` `additivity`); additive when its interval holds 0. Last row: HLA + "
-            "H-InfoNCE against binary labels + InfoNCE on the same samples. Points, paired 95% CI per seed, * "
-            "excludes 0; with several seeds the mean ± sd first.\n\n" + additivity_table,
-        )
-    seeds_table = online_seeds_table(run.online_by_seed, labels) if len(run.online_by_seed) > 1 else ""
-    sections += _online_sections(run, seeds_table) + _bubble_sections(run)
-    run.timings["total"] = time.time() - run.started
-    sections.append("## Time (this machine)\n\n" + time_table(run.timings))
-    with open(f"{out}/report.md", "w") as f:
-        f.write("# crops-ray: Table 1 report\n\n" + "\n\n".join(sections) + "\n")
-    with open(f"{out}/metrics.json", "w") as f:
-        json.dump(
-            {
-                "methods": run.summary,
-                "significance": {str(k): v for k, v in run.per_seed_ci.items()},
-                "significance_sparse": {str(k): v for k, v in run.per_seed_sparse_ci.items()},
-                "online": online_metrics(run.online_by_seed, seeds),
-                "additivity": additivity,
-                "corpus_videos": corpus,
-                "seeds": seeds,
-                "runs": run.results,
-                "seconds": run.timings,
-            },
-            f,
-            indent=2,
-            default=str,
-        )
-    return DemoReport(table, head, significance_table, sparse_table, additivity_table, seeds_table)
+
+
+def _after_significance(sections: list[str]) -> int:
+    """The place right after "CroPS minus each baseline" (the end without it)."""
+    return next((i + 1 for i, text in enumerate(sections) if text.startswith(SIGNIFICANCE)), len(sections))
+
+
+def _insert_significance(sections: list[str], run: DemoRun) -> tuple[str, str]:
+    """CroPS minus each baseline (5th section), then CroPS-sparse minus each sparse baseline with the indexes'
+    audit; returns their tables ("" for one without intervals)."""
+    labels = run.labels
+    dense = R.significance_markdown(run.per_seed_ci, "CroPS", labels) if any(run.per_seed_ci.values()) else ""
+    if dense:
+        sections.insert(4, SIGNIFICANCE_INTRO + dense)
+    if not any(run.per_seed_sparse_ci.values()):
+        return dense, ""
+    sparse = R.significance_markdown(run.per_seed_sparse_ci, "CroPS-sparse", labels)
+    sparse += "\n\n" + sparse_audit_table(_first(run), run.methods, labels)
+    sections.insert(_after_significance(sections), SPARSE_SIGNIFICANCE_INTRO + sparse)
+    return dense, sparse
+
+
+def _write_metrics(run: DemoRun, additivity: dict, corpus: int, seconds: dict[str, float]) -> None:
+    """OUT/metrics.json: the methods over the seeds, the paired CIs, Table 2, the additivity and each run."""
+    metrics = {
+        "methods": run.summary,
+        "significance": {str(k): v for k, v in run.per_seed_ci.items()},
+        "significance_sparse": {str(k): v for k, v in run.per_seed_sparse_ci.items()},
+        "online": online_metrics(run.online_by_seed, run.seeds),
+        "additivity": additivity,
+        "corpus_videos": corpus,
+        "seeds": run.seeds,
+        "runs": run.results,
+        "seconds": seconds,
+    }
+    with open(run.layout.metrics_json, "w") as f:
+        json.dump(metrics, f, indent=2, default=str)
 
 
 def _online_sections(run: DemoRun, seeds_table: str) -> list[str]:
@@ -255,12 +327,12 @@ def _online_sections(run: DemoRun, seeds_table: str) -> list[str]:
 def _bubble_sections(run: DemoRun) -> list[str]:
     """On a generated world: the filter bubble (table and OUT/filter_bubble.png) and DPR vs CroPS top-10."""
     world, first = _world(run), _first(run)
-    if not os.path.exists(f"{world}/eval/video_truth.parquet"):
+    if not os.path.exists(LogsLayout(world).video_truth):
         return []
     from crops_ray.world.bubble import bubble_table, plot_bubble
 
     bubble = bubble_table(world)
-    plot_bubble(bubble, f"{run.out}/filter_bubble.png")
+    plot_bubble(bubble, run.layout.filter_bubble_png)
     sections = [
         "## The filter bubble in the logs\n\nShare of minority-sense videos for requests that typed a bare "
         "ambiguous word.\n\n"
@@ -269,7 +341,9 @@ def _bubble_sections(run: DemoRun) -> list[str]:
     ]
     if {"dpr", "crops"} <= set(run.methods):
         words = list(bubble.sort_values("requests", ascending=False)["word"][:3])
-        side = {label: R.per_query_path(f"{first}/{name}") for label, name in (("DPR", "dpr"), ("CroPS", "crops"))}
+        side = {
+            label: R.per_query_path(first.method(name).root) for label, name in (("DPR", "dpr"), ("CroPS", "crops"))
+        }
         sections.append(
             "## DPR vs CroPS, top-10 for ambiguous queries\n\n✓ relevant in the qrels, ✗ not; the video's sense in "
             "italics.\n\n" + side_by_side(world, side, words)
@@ -295,3 +369,10 @@ def readme_block(run: DemoRun, report: DemoReport) -> str:
         block += "\n\n### Do the perspectives add up? (points, paired bootstrap 95% CI over queries; * excludes 0)"
         block += "\n\n" + report.additivity_table
     return block
+
+
+def readme_note(run: DemoRun, report: DemoReport) -> str | None:
+    """The README block's last line for a ``--reuse`` run that read seeds back (None: the run's wall time)."""
+    if not run.reused_seeds and not run.partly_reused:
+        return None
+    return reuse_note(run.out, run.seeds, run.reused_seeds, run.partly_reused, report.total_seconds)

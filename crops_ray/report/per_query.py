@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from crops_ray import buckets as B
 from crops_ray import significance
+from crops_ray.layout import LogsLayout, MethodLayout, SeedLayout
 from crops_ray.report.markdown import markdown_table, rows_table
 
 SPLIT_METRICS = (
@@ -26,7 +27,7 @@ RECALL_KS = (10, 20, 50, 100)
 
 
 def per_query_path(method_dir: str) -> str | None:
-    for p in (f"{method_dir}/eval/per_query.parquet", f"{method_dir}/per_query.parquet"):
+    for p in (e.per_query for e in MethodLayout(method_dir).evaluations):
         if os.path.exists(p):
             return p
     return None
@@ -35,7 +36,7 @@ def per_query_path(method_dir: str) -> str | None:
 def load_per_query(root: str, methods: list[str]) -> dict[str, pd.DataFrame]:
     out = {}
     for name in methods:
-        path = per_query_path(f"{root}/{name}")
+        path = per_query_path(SeedLayout(root).method(name).root)
         if path:
             out[name] = pq.read_table(path).to_pandas().drop(columns=["top10"], errors="ignore")
     return out
@@ -44,7 +45,7 @@ def load_per_query(root: str, methods: list[str]) -> dict[str, pd.DataFrame]:
 def query_groups(logs: str, queries: list[str]) -> pd.DataFrame:
     """query, bucket (from the training log: works on any logs) and kind (when the world says)."""
     frame = B.query_buckets(logs, queries)
-    path = f"{logs}/eval/queries.parquet"
+    path = LogsLayout(logs).queries
     if os.path.exists(path):
         kinds = pq.read_table(path, columns=["query", "kind"]).to_pandas()
         frame = frame.merge(kinds, on="query", how="left")

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from crops_ray import schema as S
+from crops_ray.layout import LogsLayout
 from crops_ray.report.markdown import rows_table
 
 TABLE1_COLUMNS = (("recall@100_ct", "Recall@100 CT"), ("recall@100_qr", "Recall@100 QR"), ("ndcg@4", "NDCG@4"))
@@ -125,13 +126,9 @@ def logs_section(logs: str) -> str:
 
 def side_by_side(world: str, runs: dict[str, str], queries: list[str], k: int = 10) -> str:
     """Top-k of two methods for some queries: text, the video's sense, and whether it is relevant (qrels)."""
-    truth_path = f"{world}/eval/video_truth.parquet"
+    truth_path, qrels_path = LogsLayout(world).video_truth, LogsLayout(world).qrels
     truth = pq.read_table(truth_path).to_pandas().set_index("video_id") if os.path.exists(truth_path) else None
-    qrels = (
-        pq.read_table(f"{world}/eval/qrels.parquet").to_pandas()
-        if os.path.exists(f"{world}/eval/qrels.parquet")
-        else None
-    )
+    qrels = pq.read_table(qrels_path).to_pandas() if os.path.exists(qrels_path) else None
     videos = pq.read_table(S.table_files(world, "videos")).to_pandas().set_index("video_id")["text"]
     tops = {name: pq.read_table(path).to_pandas().set_index("query")["top10"] for name, path in runs.items()}
     parts = []

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from crops_ray.config import config
+
 SHARED_FOLDER, QUERY_FOLDER, DOC_FOLDER = "sparse", "sparse_query", "sparse_doc"
 
 
-@dataclass
+@config
 class SparseConfig:
     """CSR's settings. ``dim`` 4x the embedding (1,536 over MiniLM's 384) and ``k`` 32: CSR's text settings at
     MiniLM's size. The fit settings are for :mod:`crops_ray.sparse.fit` (reconstruction only, no labels)."""

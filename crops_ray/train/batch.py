@@ -11,6 +11,7 @@ import torch
 from crops_ray.hla import stable_hash
 from crops_ray.plumbing import EmbeddingCache
 from crops_ray.schema import STAGES
+from crops_ray.sources import Source
 from crops_ray.train.config import (
     LOSSES,
 )
@@ -28,7 +29,7 @@ def candidate_labels(levels: list[int], sources: list[str], loss: str) -> tuple[
         return list(range(len(levels))), [int(v) for v in levels]
     if loss == "infonce":
         kept = [i for i, s in enumerate(sources) if s in STAGES]
-        return kept, [1 if sources[i] == "clicked" else 0 for i in kept]
+        return kept, [1 if sources[i] == Source.CLICKED else 0 for i in kept]
     raise ValueError(f"unknown loss {loss!r}; choose one of {list(LOSSES)}")
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from crops_ray.config import config
 from crops_ray.hla import GroupConfig, LevelConfig
 from crops_ray.losses import DEFAULT_TEMPERATURE
 from crops_ray.negatives import NegativeConfig
@@ -19,7 +20,7 @@ DOC_TOWERS = ("train", "frozen")
 MODEL_DIR, STATE_FILE, CHECKPOINT_PREFIX = "model", "train_state.pt", "step-"
 
 
-@dataclass
+@config
 class TrainConfig:
     loss: str = "h_infonce"  # "h_infonce" (CroPS) or "infonce" (DPR baseline: clicks only)
     model: str = DEFAULT_ENCODER  # initial weights: a packaged alias or any local Hugging Face folder
@@ -56,8 +57,6 @@ class TrainConfig:
     negatives: NegativeConfig = field(default_factory=NegativeConfig)  # mined hard negatives (rule "none": off)
 
     def __post_init__(self) -> None:
-        if isinstance(self.negatives, dict):  # TrainConfig(**asdict(cfg)) hands the section back as a dict
-            self.negatives = NegativeConfig(**self.negatives)
         if self.negatives.rule != "none" and self.doc_tower != "frozen":
             raise ValueError(
                 f"negatives rule {self.negatives.rule!r} mines the "
@@ -90,7 +89,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
 
-@dataclass
+@config
 class TrainJobConfig:
     """Everything ``pipelines/train.py`` configures; a YAML file has the sections ``train``, ``groups``, ``levels``."""
 

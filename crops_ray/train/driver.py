@@ -177,38 +177,9 @@ def train(
     from ray.util.queue import Queue
 
     started = time.perf_counter()
-    fs, path = filesystem_and_path(groups.rstrip("/"))
-    if fs.get_file_info(path).type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"{groups}: no such groups file or folder")
-    if not _has_columns(fs, path):
-        raise ValueError(
-            f"{groups}: not a groups table {GROUPS_SCHEMA.names}; build it with crops_ray.hla.build_groups"
-        )
-    num_groups, num_levels = _count_groups(fs, path)
-    if num_groups == 0:
-        raise ValueError(f"{groups}: no training groups")
+    num_groups, num_levels = _check_groups(groups)
     total_steps, micro_per_epoch = plan_steps(num_groups, cfg)
-
-    model_path(cfg.model)  # fail here, with a clear message, on a model that is not there
-    if cfg.doc_embeddings and "://" not in cfg.doc_embeddings:  # workers run in other working directories
-        if not os.path.exists(cfg.doc_embeddings):
-            raise FileNotFoundError(f"doc_embeddings {cfg.doc_embeddings} does not exist")
-        cfg = TrainConfig(**{**asdict(cfg), "doc_embeddings": os.path.abspath(cfg.doc_embeddings)})
-    if os.path.isdir(cfg.model):
-        cfg = TrainConfig(**{**asdict(cfg), "model": os.path.abspath(cfg.model)})
-    if cfg.negatives.rule != "none":  # the miner reads the corpus embeddings and the labelled positives
-        files = {"corpus": cfg.negatives.corpus or cfg.doc_embeddings, "positives": cfg.negatives.positives}
-        for key, path in files.items():
-            if not path:
-                raise ValueError(
-                    f"negatives rule {cfg.negatives.rule!r} needs negatives.{key}"
-                    + (" (or doc_embeddings)" if key == "corpus" else "")
-                )
-            if "://" not in path:
-                if not os.path.exists(path):
-                    raise FileNotFoundError(f"negatives.{key} {path} does not exist")
-                files[key] = os.path.abspath(path)
-        cfg = TrainConfig(**{**asdict(cfg), "negatives": {**asdict(cfg.negatives), **files}})
+    cfg = _resolved(cfg)
     os.makedirs(out, exist_ok=True)
     storage = storage or os.path.join(out, "checkpoints")
     if "://" not in storage:
@@ -249,35 +220,22 @@ def train(
     tracking.log_params(
         {"train": asdict(cfg), "total_steps": total_steps, "num_groups": num_groups, "storage": f"{storage}/{name}"}
     )
-    stop = threading.Event()
-    events: list[dict] = []
-    printer = threading.Thread(target=_drain, args=(queue, stop, progress, events, tracking), daemon=True)
-    printer.start()
-    try:
-        result = trainer.fit()
-    finally:
-        stop.set()
-        printer.join(timeout=10)
-        ray.kill(queue.actor)
-    # Ray Train V2 keeps no metrics reported without a checkpoint, so the workers' stop arrives as a queue event.
-    stopped = next((e["nonfinite"] for e in events if "nonfinite" in e), None)
-    if stopped:
-        raise NonFiniteTrainingError(
-            f"training stopped at step {stopped['step']}: the gradient norm is {stopped['grad_norm']} (loss "
-            f"{stopped['loss']}, lr {stopped['lr']:.3g}); no model was saved. Lower --lr or raise the warm-up; the "
-            f"last good checkpoint (if any) is under {storage}/{name}."
-        )
+    result = _fit(trainer, queue, progress, tracking, f"{storage}/{name}")
     if result.checkpoint is None:
         raise RuntimeError(f"training under {storage}/{name} finished without a checkpoint")
-    final = dict(result.metrics or {})
+    model_dir = _copy_model(result.checkpoint, out)
+    metrics = _final_metrics(cfg, dict(result.metrics or {}), started, model_dir, result.checkpoint.path)
+    with open(os.path.join(out, "train_metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    # The model is a sentence-transformers model too, with a card of what it was trained on (crops_ray/model_card.py).
+    export_sentence_transformers(model_dir)
+    write_model_card(model_dir, training_card(out, name))
+    _log_final(tracking, metrics, out)
+    return metrics
 
-    model_dir = os.path.join(out, MODEL_DIR)
-    with result.checkpoint.as_directory() as folder:
-        tmp = model_dir + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(os.path.join(folder, MODEL_DIR), tmp)
-        shutil.rmtree(model_dir, ignore_errors=True)
-        os.replace(tmp, model_dir)
+
+def _final_metrics(cfg: TrainConfig, final: dict, started: float, model_dir: str, checkpoint: str) -> dict:
+    """train_metrics.json: the last report's numbers (``final``), the run's shape and where its model is."""
     metrics = {
         "loss_name": cfg.loss,
         "steps": final.get("step"),
@@ -290,16 +248,88 @@ def train(
         **{k: final[k] for k in ("mined_per_query", "index_refreshes") if k in final},
         "wall_s": round(time.perf_counter() - started, 2),
         "model": model_dir,
-        "checkpoint": result.checkpoint.path,
+        "checkpoint": checkpoint,
         "config": asdict(cfg),
     }
-    with open(os.path.join(out, "train_metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    # The model is a sentence-transformers model too, with a card of what it was trained on (crops_ray/model_card.py).
-    export_sentence_transformers(model_dir)
-    write_model_card(model_dir, training_card(out, name))
-    _log_final(tracking, metrics, out)
     return metrics
+
+
+def _check_groups(groups: str) -> tuple[int, int]:
+    """``(groups, label levels)`` of the groups table at ``groups``; a missing, foreign or empty table is an error."""
+    fs, path = filesystem_and_path(groups.rstrip("/"))
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{groups}: no such groups file or folder")
+    if not _has_columns(fs, path):
+        raise ValueError(
+            f"{groups}: not a groups table {GROUPS_SCHEMA.names}; build it with crops_ray.hla.build_groups"
+        )
+    num_groups, num_levels = _count_groups(fs, path)
+    if num_groups == 0:
+        raise ValueError(f"{groups}: no training groups")
+    return num_groups, num_levels
+
+
+def _resolved(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its local paths checked and made absolute (workers run in other working directories): the
+    model, the document embeddings, and the miner's corpus and positives."""
+    model_path(cfg.model)  # fail here, with a clear message, on a model that is not there
+    if cfg.doc_embeddings and "://" not in cfg.doc_embeddings:
+        if not os.path.exists(cfg.doc_embeddings):
+            raise FileNotFoundError(f"doc_embeddings {cfg.doc_embeddings} does not exist")
+        cfg = TrainConfig(**{**asdict(cfg), "doc_embeddings": os.path.abspath(cfg.doc_embeddings)})
+    if os.path.isdir(cfg.model):
+        cfg = TrainConfig(**{**asdict(cfg), "model": os.path.abspath(cfg.model)})
+    if cfg.negatives.rule != "none":  # the miner reads the corpus embeddings and the labelled positives
+        files = {"corpus": cfg.negatives.corpus or cfg.doc_embeddings, "positives": cfg.negatives.positives}
+        for key, path in files.items():
+            if not path:
+                raise ValueError(
+                    f"negatives rule {cfg.negatives.rule!r} needs negatives.{key}"
+                    + (" (or doc_embeddings)" if key == "corpus" else "")
+                )
+            if "://" not in path:
+                if not os.path.exists(path):
+                    raise FileNotFoundError(f"negatives.{key} {path} does not exist")
+                files[key] = os.path.abspath(path)
+        cfg = TrainConfig(**{**asdict(cfg), "negatives": {**asdict(cfg.negatives), **files}})
+    return cfg
+
+
+def _fit(trainer, queue, progress, tracking: Run, where: str):
+    """Run ``trainer`` while a thread prints the workers' progress from ``queue``; its result. A non-finite stop
+    (the workers' queue event: Ray Train V2 keeps no metrics reported without a checkpoint) is an error."""
+    import ray
+
+    stop = threading.Event()
+    events: list[dict] = []
+    printer = threading.Thread(target=_drain, args=(queue, stop, progress, events, tracking), daemon=True)
+    printer.start()
+    try:
+        result = trainer.fit()
+    finally:
+        stop.set()
+        printer.join(timeout=10)
+        ray.kill(queue.actor)
+    stopped = next((e["nonfinite"] for e in events if "nonfinite" in e), None)
+    if stopped:
+        raise NonFiniteTrainingError(
+            f"training stopped at step {stopped['step']}: the gradient norm is {stopped['grad_norm']} (loss "
+            f"{stopped['loss']}, lr {stopped['lr']:.3g}); no model was saved. Lower --lr or raise the warm-up; the "
+            f"last good checkpoint (if any) is under {where}."
+        )
+    return result
+
+
+def _copy_model(checkpoint, out: str) -> str:
+    """The checkpoint's model copied to ``out/model`` (whole or not at all: through a temporary folder)."""
+    model_dir = os.path.join(out, MODEL_DIR)
+    with checkpoint.as_directory() as folder:
+        tmp = model_dir + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(os.path.join(folder, MODEL_DIR), tmp)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        os.replace(tmp, model_dir)
+    return model_dir
 
 
 def _log_final(tracking: Run, metrics: dict, out: str) -> None:

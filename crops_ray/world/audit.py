@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from crops_ray.sources import GATED_SOURCES, Source
+
 
 def _read(folder: str, columns: list[str]) -> pd.DataFrame:
     return pq.read_table(folder, columns=columns).to_pandas()
@@ -80,8 +82,7 @@ def evaluate_engine(out: str, eval_dir: str, alpha: float, min_grade: int = 2) -
             "query",
             "video_id",
             "log_source",
-            "reformulation",
-            "recommendation",
+            *GATED_SOURCES,
             "needs_score",
             "score",
             "reformulation_kept",
@@ -94,7 +95,7 @@ def evaluate_engine(out: str, eval_dir: str, alpha: float, min_grade: int = 2) -
     report: dict = {"relevant_means": f"qrels grade >= {min_grade}", "alpha": alpha, "sources": {}}
     kept_any = np.zeros(len(cands), dtype=bool)
     theta = cands["score"].to_numpy(dtype=np.float64, na_value=np.nan)
-    for source in ("reformulation", "recommendation"):
+    for source in GATED_SOURCES:
         kept = cands[f"{source}_kept"].to_numpy(dtype=bool)
         kept_any |= kept
         own = cands[f"{source}_theta"].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -156,7 +157,8 @@ def minority_positives(out: str, eval_dir: str) -> dict:
     ambiguous = set(queries.loc[queries["kind"] == "ambiguous", "query"])
     samples = _read(f"{out}/samples", ["query", "video_id", "level", "source"])
     cands = _read(f"{out}/candidates", ["query", "video_id", "log_source"])
-    shown = set(zip(*[cands.loc[cands["log_source"].isin(["clicked", "exposed"]), c] for c in ("query", "video_id")]))
+    shown_rows = cands[cands["log_source"].isin([Source.CLICKED, Source.EXPOSED])]
+    shown = set(zip(shown_rows["query"], shown_rows["video_id"]))
     s = samples[samples["query"].isin(ambiguous)].merge(truth, on="video_id", how="inner")
     s = s[(s["word"] == s["query"]) & ~s["dominant"]]
     s = s[[(q, v) not in shown for q, v in zip(s["query"], s["video_id"])]]

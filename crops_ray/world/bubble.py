@@ -10,6 +10,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from crops_ray import schema as S
+from crops_ray.sources import Source
 
 
 def bubble_table(world: str, window_s: int = 90):
@@ -25,7 +26,7 @@ def bubble_table(world: str, window_s: int = 90):
     )
 
     bare = search[search["query"].isin(words) & (search["word"] == search["query"])]
-    shown = bare[bare["stage"].isin(["clicked", "exposed"])]
+    shown = bare[bare["stage"].isin([Source.CLICKED, Source.EXPOSED])]
     requests = (
         search[["request_id", "user_id", "query", "ts"]].drop_duplicates("request_id").sort_values(["user_id", "ts"])
     )
@@ -34,7 +35,7 @@ def bubble_table(world: str, window_s: int = 90):
     reform = reform[
         reform["query"].isin(words) & (reform["gap"] <= window_s) & (reform["next_query"] != reform["query"])
     ]
-    clicks = search[search["stage"] == "clicked"][["request_id", "video_id", "word", "dominant"]]
+    clicks = search[search["stage"] == Source.CLICKED][["request_id", "video_id", "word", "dominant"]]
     after = reform.merge(clicks, left_on="next_request", right_on="request_id")
     after = after[after["word"] == after["query"]]
     feed = rec.merge(bare[["user_id", "query"]].drop_duplicates(), on="user_id")

@@ -12,13 +12,13 @@ The training period starts at ``T0`` and lasts ``train_days``; the evaluation pe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from crops_ray.config import config
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, the start of the training period
 DAY = 86_400
 
 
-@dataclass
+@config
 class WorldConfig:
     seed: int = 0
     # catalog: 108 videos per (sense, subtopic) = 9 per angle, 864 per sense, 1,700-2,600 per ambiguous word,

@@ -218,7 +218,7 @@ def _world_stats(cat: Catalog, cfg: WorldConfig, results: list[dict], seconds: f
         "requests": total["requests"],
         "search_log_rows": sum(r["search_rows"] for r in results),
         "distinct_training_queries": int((queries["train_requests"] > 0).sum()),
-        "results_shown_per_request": round(total["exposed"] / max(1, total["requests"]), 2),
+        "results_shown_per_request": round(total["shown"] / max(1, total["requests"]), 2),
         "clicks": total["clicks"],
         "clicks_per_request": round(total["clicks"] / max(1, total["requests"]), 3),
         "reformulations": total["reformulations"],

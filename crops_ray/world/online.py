@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from crops_ray.config import config
 from crops_ray.report.markdown import rows_table
 from crops_ray.significance import relative_change_bootstrap
 from crops_ray.world import generator as G
@@ -48,7 +49,7 @@ METRICS = {
 }
 
 
-@dataclass
+@config
 class OnlineConfig:
     seed: int = 20_260_401  # the A/B period's seed: other draws than the world's own periods
     sessions_per_user: float = 2.0  # mean, Poisson; the world's evaluation period has 2 as well

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from crops_ray import schema as S
+from crops_ray.sources import Source
 from crops_ray.world.catalog import Catalog
 from crops_ray.world.config import DAY, T0, WorldConfig
 from crops_ray.world.users import (
@@ -63,7 +64,7 @@ def rank(
     return cand[np.argsort(-score, kind="stable")][: cfg.pre_ranking_pool]
 
 
-def generate_shard(
+def generate_shard(  # long: one shard's users draw from one generator in a fixed order (the world's seed)
     cat: Catalog, cfg: WorldConfig, shard: int, user_range: tuple[int, int], interest_weights: np.ndarray
 ) -> _Shard:
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, shard]))
@@ -75,7 +76,7 @@ def generate_shard(
         requests=0,
         eval_requests=0,
         clicks=0,
-        exposed=0,
+        shown=0,  # results shown to the searcher
         reformulations=0,
         topic_switches=0,
         late_followups=0,
@@ -100,14 +101,14 @@ def generate_shard(
         request_counter += 1
         if period == 0:
             stats["requests"] += 1
-            stats["exposed"] += len(exposed)
+            stats["shown"] += len(exposed)
             counts[qi, 0] += 1
             counts[qi, 1] += int(clicked.sum())
             for stage, vids in (
-                ("clicked", exposed[clicked]),
-                ("exposed", exposed[~clicked]),
-                ("ranked", ranked),
-                ("filtered", filtered),
+                (Source.CLICKED, exposed[clicked]),
+                (Source.EXPOSED, exposed[~clicked]),
+                (Source.RANKED, ranked),
+                (Source.FILTERED, filtered),
             ):
                 for v in vids:
                     search["request_id"].append(rid)

@@ -137,7 +137,7 @@ def _n_words(text: str) -> int:
     return len(text.split())
 
 
-def check_vocabulary() -> None:
+def check_vocabulary() -> None:  # long: a flat list of independent checks over the word lists, read top to bottom
     """Raise ValueError listing every broken invariant of this module's data."""
     errors: list[str] = []
     err = errors.append
