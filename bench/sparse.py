@@ -158,7 +158,8 @@ def random_codes(rows: int, popularity: np.ndarray, k: int, rng: np.random.Gener
     blocks = []
     for start in range(0, rows, GENERATION_CHUNK):
         m = min(GENERATION_CHUNK, rows - start)
-        keys = log_weights - np.log(-np.log(rng.random((m, len(popularity)), dtype=np.float32)))
+        with np.errstate(divide="ignore"):  # a uniform draw of exactly 0 gives the key -inf: never picked
+            keys = log_weights - np.log(-np.log(rng.random((m, len(popularity)), dtype=np.float32)))
         latents = np.argpartition(-keys, k - 1, axis=1)[:, :k].astype(np.int32)
         values = rng.exponential(size=(m, k)).astype(np.float32)
         values /= np.linalg.norm(values, axis=1, keepdims=True)

@@ -127,7 +127,7 @@ class SparseHeads(torch.nn.Module):
         try:
             blocks = [
                 sp.csr_matrix(
-                    self.forward_codes(which, torch.as_tensor(pooled[i : i + batch_size], device=device)).cpu().numpy()
+                    self.forward_codes(which, torch.tensor(pooled[i : i + batch_size], device=device)).cpu().numpy()
                 )
                 for i in range(0, len(pooled), batch_size)
             ]
