@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crops_ray.config import config
+from crops_ray.layout import FAISS_INDEX, INDEX_IDS, INDEX_JSON
 
 KINDS = ("flat", "ivf", "hnsw")
 
@@ -74,24 +75,24 @@ class VectorIndex:
 
     def save(self, folder: str) -> None:
         os.makedirs(folder, exist_ok=True)
-        faiss.write_index(self.index, f"{folder}/index.faiss")
-        pq.write_table(pa.table({"video_id": self.ids}), f"{folder}/ids.parquet")
-        with open(f"{folder}/index.json", "w") as f:
+        faiss.write_index(self.index, f"{folder}/{FAISS_INDEX}")
+        pq.write_table(pa.table({"video_id": self.ids}), f"{folder}/{INDEX_IDS}")
+        with open(f"{folder}/{INDEX_JSON}", "w") as f:
             json.dump(
                 {"config": asdict(self.cfg), "size": len(self.ids), "dim": self.index.d, **self.meta}, f, indent=2
             )
 
     @classmethod
     def load(cls, folder: str) -> "VectorIndex":
-        for name in ("index.faiss", "ids.parquet", "index.json"):
+        for name in (FAISS_INDEX, INDEX_IDS, INDEX_JSON):
             if not os.path.exists(f"{folder}/{name}"):
                 raise FileNotFoundError(f"{folder}: not an index folder (missing {name})")
-        with open(f"{folder}/index.json") as f:
+        with open(f"{folder}/{INDEX_JSON}") as f:
             info = json.load(f)
         meta = {k: v for k, v in info.items() if k not in ("config", "size", "dim")}
         return cls(
-            faiss.read_index(f"{folder}/index.faiss"),
-            pq.read_table(f"{folder}/ids.parquet")["video_id"].to_pylist(),
+            faiss.read_index(f"{folder}/{FAISS_INDEX}"),
+            pq.read_table(f"{folder}/{INDEX_IDS}")["video_id"].to_pylist(),
             IndexConfig(**info["config"]),
             meta,
         )
@@ -107,7 +108,7 @@ def check_index_matches(folder: str, model_dir: str, allow_unverified: bool = Fa
     from crops_ray.plumbing import model_path
     from crops_ray.sparse.index import KIND as SPARSE
 
-    with open(f"{folder}/index.json") as f:
+    with open(f"{folder}/{INDEX_JSON}") as f:
         info = json.load(f)
     if not info.get("size"):
         raise ValueError(f"index {folder} has no vectors")

@@ -23,6 +23,13 @@ INDEX_JSON = "index.json"  # an index's settings and audit (crops_ray.index)
 WORLD_JSON = "world.json"  # a generated world's config and stats (crops_ray.world.generator)
 ONLINE_COUNTS = "online_counts.parquet"  # the online A/B test's counts per user and arm
 ONLINE_JSON = "online.json"  # the online A/B test's summary
+VALIDATION_JSON = "validation.json"  # validated logs' summary: rows in, kept, quarantined (crops_ray.validate)
+TRAIN_METRICS_JSON = "train_metrics.json"  # a training run's numbers (crops_ray.train.driver)
+INDEX_IDS = (
+    "ids.parquet"  # an index's video ids, row i of the index is ids[i] (crops_ray.index, crops_ray.sparse.index)
+)
+FAISS_INDEX = "index.faiss"  # a dense index's vectors (crops_ray.index)
+SPARSE_POSTINGS = "postings.npz"  # a sparse index's posting lists (crops_ray.sparse.index)
 SPARSE_INIT = "sparse_init"  # CSR's heads fitted on the corpus: the sparse methods' common start
 
 

@@ -32,6 +32,7 @@ import shutil
 import tempfile
 
 from crops_ray.encoder import CONFIG_NAME, DOC_FOLDER, QUERY_FOLDER, saved_config
+from crops_ray.layout import TRAIN_METRICS_JSON
 
 CARD = "README.md"
 CARD_DATA = "crops_card.json"  # the card's facts as JSON, so evaluation can add its metrics to training's
@@ -146,7 +147,7 @@ def training_card(out: str, method: str | None = None) -> dict:
     demo's method)."""
     import pyarrow.parquet as pq
 
-    with open(os.path.join(out, "train_metrics.json")) as f:
+    with open(os.path.join(out, TRAIN_METRICS_JSON)) as f:
         train = json.load(f)
     counts: dict[str, dict[str, int]] = {}
     groups = os.path.join(out, "groups")

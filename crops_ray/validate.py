@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from crops_ray import schema as S
 from crops_ray import storage
 from crops_ray.config import load_config
+from crops_ray.layout import VALIDATION_JSON
 from crops_ray.plumbing import map_with_actors
 
 # ValidationConfig lives with the rules that read it; pipelines and tests import it from here too.
@@ -185,7 +186,7 @@ def validate_logs(logs: str, out: str, cfg: ValidationConfig | None = None, prog
             "seconds": round(time.time() - started, 2),
             "tables": {t: asdict(s) for t, s in summaries.items()},
         }
-        storage.write_bytes(f"{staging}/validation.json", json.dumps(report, indent=2).encode())
+        storage.write_bytes(f"{staging}/{VALIDATION_JSON}", json.dumps(report, indent=2).encode())
     return summaries
 
 

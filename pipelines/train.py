@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crops_ray.config import add_config_args, pipeline_config
 from crops_ray.hla import build_groups, load_samples, samples_files, write_groups
-from crops_ray.layout import MethodLayout
+from crops_ray.layout import TRAIN_METRICS_JSON, MethodLayout
 from crops_ray.plumbing import model_path
 from crops_ray.report.markdown import key_value_table
 from crops_ray.runtime import init_ray
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(format_summary(metrics))
-    print(f"model: {metrics['model']}  (metrics: {os.path.join(args.out, 'train_metrics.json')})")
+    print(f"model: {metrics['model']}  (metrics: {os.path.join(args.out, TRAIN_METRICS_JSON)})")
     return metrics
 
 

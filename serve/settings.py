@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from crops_ray.config import config, from_dict
+from crops_ray.layout import INDEX_JSON
 from crops_ray.onnx_encoder import EncoderBackend
 from crops_ray.plumbing import file_digest
 
@@ -121,7 +122,7 @@ def resolve_settings(args: dict | ServeSettings) -> ServeSettings:
         model_path(value)  # FileNotFoundError names what is neither a folder nor a packaged alias
         if os.path.isdir(value):
             updates[key] = os.path.abspath(value)
-    if not os.path.exists(os.path.join(s.index, "index.json")):
+    if not os.path.exists(os.path.join(s.index, INDEX_JSON)):
         raise FileNotFoundError(f"index {s.index!r} is not an index folder (written by evaluation as OUT/index/)")
     updates["index"] = os.path.abspath(s.index)
     if s.calibration:
@@ -145,7 +146,7 @@ def _page_paths(s: ServeSettings) -> dict[str, str]:
         model_path(s.compare_model)  # FileNotFoundError names what is neither a folder nor a packaged alias
         if os.path.isdir(s.compare_model):
             updates["compare_model"] = os.path.abspath(s.compare_model)
-        if not os.path.exists(os.path.join(s.compare_index, "index.json")):
+        if not os.path.exists(os.path.join(s.compare_index, INDEX_JSON)):
             raise FileNotFoundError(f"compare_index {s.compare_index!r} is not an index folder (OUT/index/)")
         updates["compare_index"] = os.path.abspath(s.compare_index)
     for key in ("videos", "qrels"):

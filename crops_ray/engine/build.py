@@ -55,6 +55,7 @@ from crops_ray.engine.summary import (
     sample_counts,
 )
 from crops_ray.hla import LevelConfig
+from crops_ray.layout import STATS_JSON
 from crops_ray.sources import GATED_SOURCES, Source
 
 __all__ = [  # re-exported: other code imports these from crops_ray.engine.build
@@ -105,7 +106,7 @@ def build_data(
                 shutil.rmtree(f"{staging}/_work", ignore_errors=True)
             if stats.get("evaluation") is None and eval_dir is None:
                 stats.pop("evaluation", None)
-            with open(f"{staging}/stats.json", "w") as f:
+            with open(f"{staging}/{STATS_JSON}", "w") as f:
                 json.dump(stats, f, indent=2, default=str)
     finally:
         ctx.shuffle_strategy = previous_strategy

@@ -12,6 +12,7 @@ from typing import Callable
 from crops_ray import schema as S
 from crops_ray.engine.config import EngineConfig, EngineInputError
 from crops_ray.engine.io import Clock
+from crops_ray.layout import VALIDATION_JSON
 
 
 def _partitions(cfg: EngineConfig, rows: int) -> int:
@@ -33,12 +34,12 @@ def _validated_files(logs: str, table: str, validation: dict) -> list[str]:
 
 
 def check_logs(logs: str) -> dict:
-    if not os.path.exists(f"{logs}/validation.json"):
+    if not os.path.exists(f"{logs}/{VALIDATION_JSON}"):
         raise EngineInputError(
             f"{logs} holds no validation.json: build_data reads VALIDATED logs. Run `python pipelines/validate.py "
             f"--logs {logs} --out VALIDATED` first, or pass --validate to validate into OUT/validated."
         )
-    with open(f"{logs}/validation.json") as f:
+    with open(f"{logs}/{VALIDATION_JSON}") as f:
         return json.load(f)
 
 

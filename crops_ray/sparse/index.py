@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from crops_ray.layout import INDEX_IDS, INDEX_JSON, SPARSE_POSTINGS
+
 KIND = "sparse"
 
 
@@ -112,30 +114,30 @@ class SparseIndex:
 
     def save(self, folder: str) -> None:
         os.makedirs(folder, exist_ok=True)
-        sp.save_npz(f"{folder}/postings.npz", self.postings)
-        pq.write_table(pa.table({"video_id": self.ids}), f"{folder}/ids.parquet")
+        sp.save_npz(f"{folder}/{SPARSE_POSTINGS}", self.postings)
+        pq.write_table(pa.table({"video_id": self.ids}), f"{folder}/{INDEX_IDS}")
         info = {"kind": KIND, "size": len(self.ids), "dim": self.dim, **self.meta}
-        with open(f"{folder}/index.json", "w") as f:
+        with open(f"{folder}/{INDEX_JSON}", "w") as f:
             json.dump(info, f, indent=2)
 
     @classmethod
     def load(cls, folder: str) -> "SparseIndex":
-        for name in ("postings.npz", "ids.parquet", "index.json"):
+        for name in (SPARSE_POSTINGS, INDEX_IDS, INDEX_JSON):
             if not os.path.exists(f"{folder}/{name}"):
                 raise FileNotFoundError(f"{folder}: not a sparse index folder (missing {name})")
-        with open(f"{folder}/index.json") as f:
+        with open(f"{folder}/{INDEX_JSON}") as f:
             info = json.load(f)
         if info.get("kind") != KIND:
             raise ValueError(f"{folder}: index.json says kind {info.get('kind')!r}, not {KIND!r}")
         meta = {k: v for k, v in info.items() if k not in ("kind", "size", "dim")}
-        postings = sp.load_npz(f"{folder}/postings.npz").tocsr()
-        return cls(postings, pq.read_table(f"{folder}/ids.parquet")["video_id"].to_pylist(), meta)
+        postings = sp.load_npz(f"{folder}/{SPARSE_POSTINGS}").tocsr()
+        return cls(postings, pq.read_table(f"{folder}/{INDEX_IDS}")["video_id"].to_pylist(), meta)
 
 
 def is_sparse_index(folder: str) -> bool:
     """Whether ``folder`` holds a sparse index (its index.json says so)."""
     try:
-        with open(f"{folder}/index.json") as f:
+        with open(f"{folder}/{INDEX_JSON}") as f:
             return json.load(f).get("kind") == KIND
     except FileNotFoundError:
         return False

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from crops_ray.hla import GROUPS_SCHEMA
+from crops_ray.layout import TRAIN_METRICS_JSON
 from crops_ray.model_card import export_sentence_transformers, training_card, write_model_card
 from crops_ray.plumbing import model_path
 from crops_ray.schema import filesystem_and_path
@@ -225,7 +226,7 @@ def train(
         raise RuntimeError(f"training under {storage}/{name} finished without a checkpoint")
     model_dir = _copy_model(result.checkpoint, out)
     metrics = _final_metrics(cfg, dict(result.metrics or {}), started, model_dir, result.checkpoint.path)
-    with open(os.path.join(out, "train_metrics.json"), "w") as f:
+    with open(os.path.join(out, TRAIN_METRICS_JSON), "w") as f:
         json.dump(metrics, f, indent=2)
     # The model is a sentence-transformers model too, with a card of what it was trained on (crops_ray/model_card.py).
     export_sentence_transformers(model_dir)
@@ -343,7 +344,7 @@ def _log_final(tracking: Run, metrics: dict, out: str) -> None:
             **{f"final_loss_level_{k}": v for k, v in metrics["loss_per_level"].items()},
         }
     )
-    tracking.log_artifact(os.path.join(out, "train_metrics.json"))
+    tracking.log_artifact(os.path.join(out, TRAIN_METRICS_JSON))
 
 
 class NonFiniteTrainingError(RuntimeError):

@@ -38,6 +38,7 @@ import pyarrow as pa
 from crops_ray import buckets as B
 from crops_ray import schema as S
 from crops_ray import storage
+from crops_ray.layout import WORLD_JSON
 from crops_ray.world import vocabulary as V
 from crops_ray.world.catalog import KINDS, Catalog, _word_pattern, build_catalog, query_grades
 from crops_ray.world.config import DAY, SCALES, T0, WorldConfig, world_config
@@ -135,7 +136,7 @@ def generate_world(out: str, cfg: WorldConfig, use_ray: bool = False, progress=p
         _write_truth(cat, results, staging)
         stats = _world_stats(cat, cfg, results, time.time() - started)
         storage.write_bytes(
-            f"{staging}/world.json",
+            f"{staging}/{WORLD_JSON}",
             json.dumps({"version": WORLD_VERSION, "config": asdict(cfg), "stats": stats}, indent=2).encode(),
         )
     return stats

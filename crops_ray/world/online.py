@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from crops_ray.config import config
+from crops_ray.layout import WORLD_JSON
 from crops_ray.report.markdown import rows_table
 from crops_ray.significance import relative_change_bootstrap
 from crops_ray.world import generator as G
@@ -76,7 +77,7 @@ def load_world(world: str) -> tuple[G.WorldConfig, G.Catalog]:
     from crops_ray.config import from_dict
 
     try:
-        with open(f"{world}/world.json") as f:
+        with open(f"{world}/{WORLD_JSON}") as f:
             meta = json.load(f)
     except FileNotFoundError:
         raise FileNotFoundError(
