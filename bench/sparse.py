@@ -88,7 +88,7 @@ def demo_corpus(world: str, model: str | None, seed: int, fit_steps: int | None,
     encoder = Encoder.from_pretrained(folder)
     if encoder.sparse is None:
         raise ValueError(f"{folder} is a dense encoder: --model takes a sparse one (sparse: true)")
-    pooled_queries = pooled_query_embeddings(encoder, load_targets(world).queries())
+    pooled_queries = encoder.encode_queries(load_targets(world).queries(), pooled=True)
     return Corpus(
         "demo",
         pooled_docs,
@@ -111,19 +111,6 @@ def fitted_heads(files: list[str], pooled: np.ndarray, seed: int, fit_steps: int
     minilm = model_path("minilm")
     folder = f"{out}/sparse_init-{doc_tower_fingerprint(minilm, files)}-{cfg.fit_steps}steps-seed{seed}"
     return sparse_init(minilm, pooled, folder, cfg, shared=True, seed=seed, progress=lambda m: print(f"demo: {m}"))
-
-
-def pooled_query_embeddings(encoder, texts: list[str], batch_size: int = 64) -> np.ndarray:
-    """The query tower's pooled embeddings (a sparse encoder's ``encode_queries`` would give its codes)."""
-    import torch
-
-    encoder.eval()
-    with torch.no_grad():
-        blocks = [
-            encoder.pooled("query", encoder.tokenize(texts[i : i + batch_size])).numpy()
-            for i in range(0, len(texts), batch_size)
-        ]
-    return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------------------- corpus 2

@@ -275,9 +275,10 @@ class Encoder(torch.nn.Module):
         finally:
             self.train(was_training)
 
-    def encode_queries(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """float32 ``[len(texts), dim]`` query embeddings (unit length unless ``normalize`` is off)."""
-        return self._encode("query", texts, batch_size)
+    def encode_queries(self, texts: list[str], batch_size: int = 64, pooled: bool = False) -> np.ndarray:
+        """float32 ``[len(texts), dim]`` query embeddings (unit length unless ``normalize`` is off); ``pooled``: the
+        pooled embedding even for a sparse encoder (what its heads read)."""
+        return self._encode("query", texts, batch_size, pooled)
 
     def encode_docs(self, texts: list[str], batch_size: int = 64, pooled: bool = False) -> np.ndarray:
         """float32 ``[len(texts), dim]`` document embeddings (unit length unless ``normalize`` is off); ``pooled``:

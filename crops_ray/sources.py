@@ -53,6 +53,8 @@ class Source(StrEnum):
 # The sources whose mined pairs the discriminator gates (theta > alpha): each is a column of the engine's candidates
 # that says whether it proposed the pair. P3's descriptions pass the LLM's own quality control instead.
 GATED_SOURCES = (Source.REFORMULATION, Source.RECOMMENDATION)
+# The log's stages a searcher saw: the results shown, clicked or not.
+SHOWN_STAGES = (Source.CLICKED, Source.EXPOSED)
 
 
 def by_tie_rank() -> list[Source]:

@@ -37,10 +37,10 @@ import pandas as pd
 import pyarrow as pa
 
 from crops_ray.config import config
-from crops_ray.sources import Source
+from crops_ray.sources import SHOWN_STAGES
 
 UNLABELLED = -1
-SHOWN_STAGES = {Source.CLICKED: "clicks", Source.EXPOSED: "skips"}  # what a user saw, and the count each one adds to
+SHOWN_COUNTS = dict(zip(SHOWN_STAGES, ("clicks", "skips")))  # what a user saw, and the count each one adds to
 
 LABELS_SCHEMA = pa.schema(
     [
@@ -110,12 +110,12 @@ class LogEvidence:
     def __init__(self, search_log: pa.Table | pd.DataFrame, cfg: LogLabelConfig | None = None):
         self.cfg = cfg or LogLabelConfig()
         log = search_log if isinstance(search_log, pd.DataFrame) else search_log.to_pandas()
-        shown = log.loc[log["stage"].isin(tuple(SHOWN_STAGES)), ["query", "video_id", "stage", "request_id"]]
+        shown = log.loc[log["stage"].isin(SHOWN_STAGES), ["query", "video_id", "stage", "request_id"]]
         per = shown.groupby(["query", "video_id", "stage"])["request_id"].nunique().unstack("stage", fill_value=0)
         for stage in SHOWN_STAGES:
             if stage not in per:
                 per[stage] = 0
-        self.pairs = per.rename(columns=SHOWN_STAGES)[list(SHOWN_STAGES.values())].reset_index()
+        self.pairs = per.rename(columns=SHOWN_COUNTS)[list(SHOWN_COUNTS.values())].reset_index()
         clicked = self.pairs[self.pairs["clicks"] > 0]
         self.clicked_for = clicked.groupby("query")["video_id"].agg(set).to_dict()
         self.shown_for = self.pairs.groupby("query")["video_id"].agg(set).to_dict()  # clicked or exposed

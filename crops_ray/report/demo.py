@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from crops_ray import buckets as B
 from crops_ray import schema as S
+from crops_ray.experiment import METHODS
 from crops_ray.layout import LogsLayout, RunLayout, SeedLayout
 from crops_ray.report import per_query as R
 from crops_ray.report.additivity import additivity, additivity_report
@@ -28,7 +29,6 @@ from crops_ray.report.tables import (
 
 SIGNIFICANCE = "## Is the difference real? CroPS minus each baseline"
 SPARSE_SIGNIFICANCE = "## The sparse model: CroPS-sparse minus each sparse baseline"
-SPARSE_METHODS = ("sparse_zero_shot", "dpr_sparse", "crops_sparse")  # crops_ray.experiment.SPARSE
 SIGNIFICANCE_INTRO = (
     f"{SIGNIFICANCE}\n\nPercentage points per seed, with the paired bootstrap 95% confidence interval over queries "
     "(`crops_ray/significance.py`, scipy's BCa bootstrap); * marks an interval that excludes 0; with several seeds "
@@ -139,8 +139,8 @@ def seed_comparisons(root: str, methods: list[str], seed: int) -> tuple[dict, di
     """One seed's CroPS-minus-each-baseline CIs (dense against dense, sparse against sparse: the paper's two
     architectures) and the ablation's additivity ({} unless the ablations ran)."""
     runs = R.load_per_query(root, methods)
-    dense = [m for m in methods if m != "crops" and m not in SPARSE_METHODS]
-    sparse = [m for m in methods if m != "crops_sparse" and m in SPARSE_METHODS]
+    dense = [m for m in methods if m != "crops" and not METHODS[m].sparse]
+    sparse = [m for m in methods if m != "crops_sparse" and METHODS[m].sparse]
     return (
         R.compare(runs, "crops", dense, seed=seed),
         R.compare(runs, "crops_sparse", sparse, seed=seed),
@@ -154,7 +154,7 @@ def sparse_audit_table(seed: SeedLayout, methods: list[str], labels: dict[str, s
     for m in methods:
         paths = (e.index_json for e in seed.method(m).evaluations)
         path = next((p for p in paths if os.path.exists(p)), "")
-        if m not in SPARSE_METHODS or not path:
+        if not METHODS[m].sparse or not path:
             continue
         with open(path) as f:
             audit = json.load(f).get("audit", {})

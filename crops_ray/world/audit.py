@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from crops_ray.sources import GATED_SOURCES, Source
+from crops_ray.sources import GATED_SOURCES, SHOWN_STAGES
 
 
 def _read(folder: str, columns: list[str]) -> pd.DataFrame:
@@ -157,7 +157,7 @@ def minority_positives(out: str, eval_dir: str) -> dict:
     ambiguous = set(queries.loc[queries["kind"] == "ambiguous", "query"])
     samples = _read(f"{out}/samples", ["query", "video_id", "level", "source"])
     cands = _read(f"{out}/candidates", ["query", "video_id", "log_source"])
-    shown_rows = cands[cands["log_source"].isin([Source.CLICKED, Source.EXPOSED])]
+    shown_rows = cands[cands["log_source"].isin(SHOWN_STAGES)]
     shown = set(zip(shown_rows["query"], shown_rows["video_id"]))
     s = samples[samples["query"].isin(ambiguous)].merge(truth, on="video_id", how="inner")
     s = s[(s["word"] == s["query"]) & ~s["dominant"]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from crops_ray import schema as S
-from crops_ray.sources import Source
+from crops_ray.sources import SHOWN_STAGES, Source
 
 
 def bubble_table(world: str, window_s: int = 90):
@@ -26,7 +26,7 @@ def bubble_table(world: str, window_s: int = 90):
     )
 
     bare = search[search["query"].isin(words) & (search["word"] == search["query"])]
-    shown = bare[bare["stage"].isin([Source.CLICKED, Source.EXPOSED])]
+    shown = bare[bare["stage"].isin(SHOWN_STAGES)]
     requests = (
         search[["request_id", "user_id", "query", "ts"]].drop_duplicates("request_id").sort_values(["user_id", "ts"])
     )
